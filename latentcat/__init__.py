@@ -1,0 +1,14 @@
+"""latentcat: a similarity-search catalogue of Gaia variable sources.
+
+Each source is compressed to 15 numbers by three variational autoencoders (XP spectrum,
+dm-dt map, folded G light curve), following Huijse et al. 2025 (A&A 701, A150).
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("latentcat")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0.0.0+unknown"
+
+__all__ = ["__version__"]

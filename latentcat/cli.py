@@ -1,0 +1,130 @@
+"""The `latentcat` command line: thin typer commands over the library.
+
+Every command reports a bad input as one line on stderr and exits with a non-zero code;
+`latentcat --debug COMMAND ...` shows the full traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from latentcat import __version__
+from latentcat.errors import LatentcatError
+
+app = typer.Typer(
+    name="latentcat",
+    help="Similarity-search catalogue of Gaia variable sources (XP + dm-dt + folded-light-curve VAEs).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_state = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"latentcat {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors."),
+) -> None:
+    """latentcat: find Gaia variable sources that look alike."""
+    _state["debug"] = debug
+
+
+def _fail(exc: BaseException) -> None:
+    """Print one clear line for a user-facing error and exit non-zero."""
+    if _state["debug"]:
+        raise exc
+    typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(code=2)
+
+
+def _print_json(obj: dict) -> None:
+    typer.echo(json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+@app.command()
+def simulate(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the simulated archive files into."),
+    n: int = typer.Option(10_000, "--n", help="Number of sources."),
+    seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives the same files."),
+) -> None:
+    """Simulate a Gaia-like survey of variable sources, written in the archive's own formats."""
+    from latentcat.gaia.simulate import simulate_survey
+
+    try:
+        summary = simulate_survey(n=n, seed=seed, out=out)
+    except LatentcatError as exc:
+        _fail(exc)
+    _print_json(summary)
+
+
+@app.command()
+def ingest(
+    inputs: list[Path] = typer.Argument(..., help="Archive files, DataLink zips or folders of them, in any mix."),
+    out: Path = typer.Option(..., "--out", "-o", help="Staging folder to write the canonical Parquet tables into."),
+    keep_variability_rejected: bool = typer.Option(
+        False, "--keep-variability-rejected", help="Keep epochs flagged rejected_by_variability (dropped by default)."
+    ),
+) -> None:
+    """Read Gaia DR3 products (any supported layout) into a canonical staging area."""
+    from latentcat.gaia.ingest import ingest as run_ingest
+
+    try:
+        report = run_ingest(inputs, out, keep_variability_rejected=keep_variability_rejected)
+    except LatentcatError as exc:
+        _fail(exc)
+    _print_json(report)
+
+
+@app.command()
+def fetch(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to save the archive responses into."),
+    ids: Optional[Path] = typer.Option(None, "--ids", help="Text/CSV file of Gaia DR3 source_ids (one per line or a source_id column)."),
+    adql: Optional[str] = typer.Option(None, "--adql", help="ADQL query whose result has a source_id column."),
+    chunk_size: int = typer.Option(5000, "--chunk-size", help="source_ids per DataLink request (archive limit 5000)."),
+    retries: int = typer.Option(3, "--retries", help="Attempts per chunk before giving up."),
+) -> None:
+    """Download epoch photometry, XP spectra, classes and gaia_source rows from the Gaia archive."""
+    from latentcat.gaia.fetch import fetch as run_fetch
+
+    if (ids is None) == (adql is None):
+        _fail(LatentcatError("give exactly one of --ids FILE or --adql QUERY"))
+    try:
+        report = run_fetch(out=out, ids_file=ids, adql=adql, chunk_size=chunk_size, retries=retries)
+    except LatentcatError as exc:
+        _fail(exc)
+    _print_json(report)
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("demo_out"), "--out", "-o", help="Folder for the demo's files."),
+    n: int = typer.Option(2_000, "--n", help="Number of simulated sources."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+) -> None:
+    """Simulate a small survey, ingest it and print a summary: the whole pipeline on built-in data."""
+    from latentcat.gaia.ingest import ingest as run_ingest
+    from latentcat.gaia.simulate import simulate_survey
+
+    try:
+        sim = simulate_survey(n=n, seed=seed, out=out / "archive")
+        report = run_ingest([out / "archive"], out / "stage")
+    except LatentcatError as exc:
+        _fail(exc)
+    _print_json({"simulate": sim, "ingest": report})
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())
