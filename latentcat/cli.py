@@ -109,6 +109,60 @@ def fetch(
 
 
 @app.command()
+def features(
+    stage_dir: Path = typer.Argument(..., help="Staging folder written by `latentcat ingest`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the feature shards."),
+    shard_size: int = typer.Option(20_000, "--shard-size", help="Sources per shard."),
+    workers: int = typer.Option(1, "--workers", "-j", help="Worker processes."),
+    min_epochs: int = typer.Option(10, "--min-epochs", help="Fewer cleaned G epochs than this: no light-curve features."),
+) -> None:
+    """Compute dm-dt maps, periods, folded curves and XP vectors from a staging area."""
+    from latentcat.features.extract import extract_features
+
+    try:
+        report = extract_features(stage_dir, out, shard_size=shard_size, n_workers=workers, min_epochs=min_epochs)
+    except LatentcatError as exc:
+        _fail(exc)
+    _print_json(report)
+
+
+@app.command()
+def train(
+    features_dir: Path = typer.Argument(..., help="Feature shards written by `latentcat features`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the trained models."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML build configuration ([train] section)."),
+    modality: list[str] = typer.Option(["xp", "dmdt", "fold"], "--modality", "-m", help="Model(s) to train: xp, dmdt, fold."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+) -> None:
+    """Train the XP, dm-dt and folded-light-curve VAEs."""
+    from latentcat.config import load_train_config
+    from latentcat.models.trainer import train as run_train
+
+    try:
+        report = run_train(features_dir, out, config=load_train_config(config), modalities=modality, device=device)
+    except LatentcatError as exc:
+        _fail(exc)
+    _print_json(report)
+
+
+@app.command()
+def embed(
+    features_dir: Path = typer.Argument(..., help="Feature shards written by `latentcat features`."),
+    models: Path = typer.Option(..., "--models", help="Folder written by `latentcat train`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the embedding shards."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+) -> None:
+    """Encode every source into its 15 latent numbers (5 per modality; NULL where a modality is missing)."""
+    from latentcat.models.embed import embed as run_embed
+
+    try:
+        report = run_embed(features_dir, models, out, device=device)
+    except LatentcatError as exc:
+        _fail(exc)
+    _print_json(report)
+
+
+@app.command()
 def demo(
     out: Path = typer.Option(Path("demo_out"), "--out", "-o", help="Folder for the demo's files."),
     n: int = typer.Option(2_000, "--n", help="Number of simulated sources."),
@@ -119,7 +173,7 @@ def demo(
     from latentcat.gaia.simulate import simulate_survey
 
     try:
-        sim = simulate_survey(n=n, seed=seed, out=out / "archive")
+        sim = simulate_survey(n=n, seed=seed, out=out)
         report = run_ingest([out / "archive"], out / "stage")
     except LatentcatError as exc:
         _fail(exc)
