@@ -1,0 +1,904 @@
+"""Readers for Gaia DR3 archive products: one format in, Arrow batches out.
+
+A reader never decides what a table *means*; it finds the input files, reads them in
+bounded batches and turns each batch into one of a few canonical Arrow shapes:
+
+* :func:`epoch_points` - one row per (source, band, transit) point with its rejection flags,
+  from any of the three epoch-photometry layouts;
+* :func:`xp_coefficients` - XP continuous mean spectra, one row per source;
+* :func:`source_columns` / :func:`label_columns` - ``gaia_source`` columns and classes.
+
+Formats are recognised from the file's first bytes (then its extension): VOTable, ECSV,
+CSV, FITS and Parquet, each possibly gzipped, and ``.zip`` bundles such as
+``astroquery.gaia.Gaia.load_data`` saves. Layouts are recognised from the column names only
+(:func:`detect_layout`), never from a file name.
+
+Memory: Parquet is read by record batches and CSV/ECSV by byte blocks, so memory follows the
+batch size, not the file size. VOTable and FITS are parsed whole by astropy (the archive
+serves them per DataLink request, at most 5000 sources each) and then sliced into batches.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from latentcat.errors import InputError
+
+#: 2.5 / ln(10): converts a relative flux error into a magnitude error.
+MAG_ERR_FACTOR = 2.5 / np.log(10.0)
+
+#: Band codes used in the point tables (G, BP, RP).
+BANDS = ("G", "BP", "RP")
+
+#: File extensions (after an optional ``.gz``) that a folder walk picks up.
+TABLE_SUFFIXES = {".xml": "votable", ".vot": "votable", ".votable": "votable", ".ecsv": "ecsv",
+                  ".csv": "csv", ".fits": "fits", ".fit": "fits", ".parquet": "parquet", ".zip": "zip"}
+
+#: Wide (epoch_photometry table) column names per band: time, mag, flux, flux error, variability flag.
+WIDE_BANDS = {
+    "G": ("g_transit_time", "g_transit_mag", "g_transit_flux", "g_transit_flux_error", "variability_flag_g_reject"),
+    "BP": ("bp_obs_time", "bp_mag", "bp_flux", "bp_flux_error", "variability_flag_bp_reject"),
+    "RP": ("rp_obs_time", "rp_mag", "rp_flux", "rp_flux_error", "variability_flag_rp_reject"),
+}
+
+#: Gaia DR3 ``gaia_source`` columns kept in ``sources.parquet``, with their archive types.
+GAIA_SOURCE_COLUMNS: dict[str, pa.DataType] = {
+    **{c: pa.float64() for c in (
+        "ra", "dec", "parallax", "pmra", "pmdec", "l", "b", "ecl_lon", "ecl_lat", "ref_epoch",
+        "phot_g_mean_flux", "phot_bp_mean_flux", "phot_rp_mean_flux",
+        "phot_g_mean_flux_error", "phot_bp_mean_flux_error", "phot_rp_mean_flux_error")},
+    **{c: pa.float32() for c in (
+        "ra_error", "dec_error", "parallax_error", "parallax_over_error", "pm", "pmra_error", "pmdec_error",
+        "ruwe", "astrometric_excess_noise", "astrometric_excess_noise_sig", "astrometric_chi2_al",
+        "nu_eff_used_in_astrometry", "pseudocolour", "ipd_frac_multi_peak", "ipd_gof_harmonic_amplitude",
+        "phot_g_mean_flux_over_error", "phot_bp_mean_flux_over_error", "phot_rp_mean_flux_over_error",
+        "phot_g_mean_mag", "phot_bp_mean_mag", "phot_rp_mean_mag", "phot_bp_rp_excess_factor",
+        "bp_rp", "bp_g", "g_rp", "radial_velocity", "radial_velocity_error", "rv_template_teff",
+        "vbroad", "vbroad_error", "grvs_mag", "grvs_mag_error",
+        "classprob_dsc_combmod_quasar", "classprob_dsc_combmod_galaxy", "classprob_dsc_combmod_star",
+        "teff_gspphot", "logg_gspphot", "mh_gspphot", "distance_gspphot", "azero_gspphot",
+        "ag_gspphot", "ebpminrp_gspphot")},
+    **{c: pa.int16() for c in (
+        "astrometric_n_obs_al", "astrometric_n_good_obs_al", "astrometric_params_solved",
+        "visibility_periods_used", "phot_g_n_obs", "phot_bp_n_obs", "phot_rp_n_obs",
+        "rv_nb_transits", "ipd_multi_peak")},
+    **{c: pa.bool_() for c in (
+        "duplicated_source", "has_xp_continuous", "has_xp_sampled", "has_rvs", "has_epoch_photometry",
+        "has_epoch_rv", "has_mcmc_gspphot", "has_mcmc_msc", "in_qso_candidates", "in_galaxy_candidates",
+        "in_andromeda_survey")},
+    **{c: pa.string() for c in ("designation", "phot_variable_flag", "libname_gspphot")},
+    "random_index": pa.int64(),
+}
+
+#: Class columns accepted for ``labels.parquet`` (first match wins) and their score columns.
+CLASS_COLUMNS = ("best_class_name", "class_name", "class", "label")
+SCORE_COLUMNS = ("best_class_score", "class_score", "score")
+
+#: XP continuous columns and their canonical types.
+XP_COLUMNS: dict[str, pa.DataType] = {"source_id": pa.int64()}
+for _band in ("bp", "rp"):
+    XP_COLUMNS.update({
+        f"{_band}_coefficients": pa.list_(pa.float64()),
+        f"{_band}_coefficient_errors": pa.list_(pa.float32()),
+        f"{_band}_coefficient_correlations": pa.list_(pa.float32()),
+        f"{_band}_n_relevant_bases": pa.int16(),
+        f"{_band}_standard_deviation": pa.float32(),
+    })
+
+#: The layouts :func:`detect_layout` knows, with what each one needs (for error messages).
+LAYOUTS = {
+    "epoch_long": "DataLink epoch photometry (source_id, band, time, mag, flux, flux_error)",
+    "epoch_wide": "epoch_photometry per transit or bulk arrays (source_id, g_transit_time, g_transit_mag, "
+                  "g_transit_flux, g_transit_flux_error)",
+    "xp_continuous": "XP continuous spectra (source_id, bp_coefficients and/or rp_coefficients)",
+    "sources": "gaia_source columns (source_id plus ra, dec, phot_g_mean_mag, bp_rp, parallax, ...)",
+    "labels": "classes (source_id plus best_class_name or class)",
+}
+
+
+@dataclass
+class InputFile:
+    """One table to read: a file on disk, or a member of a zip bundle extracted to disk.
+
+    Attributes
+    ----------
+    path : Path
+        Where the bytes are now (gzip is kept only for text formats and VOTable).
+    name : str
+        How messages and the report call it (``bundle.zip:member.csv`` for zip members).
+    fmt : str
+        ``votable``, ``ecsv``, ``csv``, ``fits`` or ``parquet``.
+    gzipped : bool
+        Whether the bytes are gzip-compressed.
+    bundle : str
+        The zip file or folder the file sits in (used to pair XP_SAMPLED with XP_CONTINUOUS).
+    """
+
+    path: Path
+    name: str
+    fmt: str
+    gzipped: bool
+    bundle: str
+
+
+def _fail(name: str, what: str) -> InputError:
+    """Build a one-line InputError naming the file."""
+    what = " ".join(str(what).split())
+    return InputError(f"{name}: {what}")
+
+
+def _head(path: Path, n: int = 4096) -> tuple[bytes, bool]:
+    """Return the first ``n`` bytes of a file (decompressed when gzipped) and whether it was gzipped."""
+    with open(path, "rb") as fh:
+        raw = fh.read(n)
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            with gzip.open(path, "rb") as fh:
+                return fh.read(n), True
+        except (OSError, EOFError) as exc:
+            raise _fail(str(path), f"corrupt gzip stream ({exc})") from None
+    return raw, False
+
+
+def sniff_format(path: Path, name: str | None = None) -> tuple[str, bool]:
+    """Recognise a file's format from its first bytes, falling back to its extension.
+
+    Parameters
+    ----------
+    path : Path
+        The file.
+    name : str, optional
+        The name used in error messages (defaults to ``path``).
+
+    Returns
+    -------
+    fmt : str
+        ``zip``, ``votable``, ``ecsv``, ``csv``, ``fits`` or ``parquet``.
+    gzipped : bool
+        Whether the content is gzip-compressed.
+    """
+    name = name or str(path)
+    if path.stat().st_size == 0:
+        raise _fail(name, "empty file")
+    head, gzipped = _head(path)
+    if not head:
+        raise _fail(name, "empty file (nothing inside the gzip stream)")
+    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        return "zip", gzipped
+    if head[:4] == b"PAR1":
+        return "parquet", gzipped
+    if head[:9] == b"SIMPLE  =":
+        return "fits", gzipped
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if text.startswith(b"<?xml") or text.startswith(b"<VOTABLE"):
+        return "votable", gzipped
+    if text.startswith(b"# %ECSV"):
+        return "ecsv", gzipped
+    suffixes = [s.lower() for s in Path(name).suffixes if s.lower() != ".gz"]
+    ext = TABLE_SUFFIXES.get(suffixes[-1]) if suffixes else None
+    if ext in (None, "csv") and b"\x00" not in head:
+        return "csv", gzipped
+    raise _fail(name, f"not a readable {ext or 'table'} file (unrecognised content)")
+
+
+def find_inputs(inputs: list[Path], workdir: Path) -> tuple[list[InputFile], list[str]]:
+    """Expand input paths into the tables to read.
+
+    Folders are walked recursively (files with a table extension, hidden files skipped);
+    zip bundles are extracted into ``workdir``, and so are gzipped Parquet and FITS files
+    (their readers need to seek). Files named explicitly are always read.
+
+    Parameters
+    ----------
+    inputs : list of Path
+        Files, zip bundles and folders, in any mix.
+    workdir : Path
+        A scratch folder for extracted zip members.
+
+    Returns
+    -------
+    files : list of InputFile
+        The tables, in a deterministic order.
+    ignored : list of str
+        Files seen in folders but not read (unsupported extension).
+    """
+    files: list[InputFile] = []
+    ignored: list[str] = []
+    for given in inputs:
+        given = Path(given)
+        if not given.exists():
+            raise InputError(f"{given}: no such file or folder")
+        if given.is_dir():
+            for p in sorted(given.rglob("*")):
+                if not p.is_file() or any(part.startswith(".") for part in p.relative_to(given).parts):
+                    continue
+                suffixes = [s.lower() for s in p.suffixes if s.lower() != ".gz"]
+                if suffixes and suffixes[-1] in TABLE_SUFFIXES:
+                    files.extend(_expand(p, str(p), str(p.parent), workdir))
+                else:
+                    ignored.append(str(p))
+        else:
+            files.extend(_expand(given, str(given), str(given.parent), workdir))
+    return files, ignored
+
+
+def _expand(path: Path, name: str, bundle: str, workdir: Path) -> list[InputFile]:
+    """Turn one file into InputFiles (a zip bundle gives one per member)."""
+    fmt, gzipped = sniff_format(path, name)
+    if fmt != "zip":
+        return [_decompress(InputFile(path, name, fmt, gzipped, bundle), workdir)]
+    if gzipped:
+        raise _fail(name, "a gzipped zip bundle is not supported; unzip it first")
+    dest = workdir / f"zip{len(list(workdir.glob('zip*'))):05d}"
+    out: list[InputFile] = []
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+            if bad is not None:
+                raise _fail(name, f"corrupt zip bundle (bad CRC in member {bad})")
+            for i, info in enumerate(sorted(zf.infolist(), key=lambda m: m.filename)):
+                if info.is_dir():
+                    continue
+                target = dest / f"{i:05d}{Path(info.filename).suffix}"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, open(target, "wb") as dst:
+                    while chunk := src.read(1 << 22):
+                        dst.write(chunk)
+                member = f"{name}:{info.filename}"
+                out.append(_decompress(InputFile(target, member, *sniff_format(target, member), bundle=name),
+                                       workdir))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, OSError, EOFError) as exc:
+        raise _fail(name, f"corrupt zip bundle ({exc})") from None
+    if any(f.fmt == "zip" for f in out):
+        raise _fail(name, "zip bundles inside zip bundles are not supported")
+    return out
+
+
+# --------------------------------------------------------------------------- header and layout
+
+
+def read_columns(f: InputFile) -> list[str]:
+    """Return a table's column names without reading its rows.
+
+    Parameters
+    ----------
+    f : InputFile
+        The table.
+
+    Returns
+    -------
+    list of str
+        Column names, lower-cased as the archive spells them.
+    """
+    try:
+        if f.fmt == "parquet":
+            return [c.lower() for c in pq.read_schema(f.path).names]
+        if f.fmt in ("csv", "ecsv"):
+            skip, delim = _text_header(f)
+            with _text_stream(f) as fh:
+                for _ in range(skip):
+                    fh.readline()
+                line = fh.readline().decode("utf-8", "replace").strip()
+            if not line:
+                raise _fail(f.name, "no header row (empty table)")
+            return [c.strip().lower() for c in _split_header(line, delim)]
+        if f.fmt == "votable":
+            with _text_stream(f) as fh:
+                head = b""
+                while (chunk := fh.read(1 << 16)) and not re.search(rb"<(TABLEDATA|BINARY2?|FITS)\b", head):
+                    head += chunk
+            names = re.findall(rb"<FIELD\b[^>]*?\bname\s*=\s*\"([^\"]+)\"", head)
+            if not names:
+                raise _fail(f.name, "VOTable without any FIELD (truncated or not a table)")
+            return [n.decode().lower() for n in names]
+        if f.fmt == "fits":
+            from astropy.io import fits
+
+            with fits.open(f.path) as hdul:
+                for hdu in hdul[1:]:
+                    if isinstance(hdu, (fits.BinTableHDU, fits.TableHDU)):
+                        return [c.lower() for c in hdu.columns.names]
+            raise _fail(f.name, "FITS file without a table extension")
+    except InputError:
+        raise
+    except Exception as exc:  # a reader library's own error: report it as one line
+        raise _fail(f.name, f"cannot read {f.fmt} header ({exc})") from None
+    raise _fail(f.name, f"unsupported format {f.fmt}")
+
+
+def _split_header(line: str, delim: str) -> list[str]:
+    """Split a CSV header row, honouring quotes."""
+    import csv
+
+    return next(csv.reader([line], delimiter=delim))
+
+
+def detect_layout(columns: list[str]) -> set[str]:
+    """Recognise what a table holds from its column names.
+
+    Parameters
+    ----------
+    columns : list of str
+        Lower-case column names.
+
+    Returns
+    -------
+    set of str
+        One of ``{"epoch_long"}``, ``{"epoch_wide"}``, ``{"xp_continuous"}``,
+        ``{"xp_sampled"}``, ``{"datalink_other"}``, or a non-empty subset of
+        ``{"sources", "labels"}`` (a table may feed both). Empty when nothing matches.
+    """
+    cols = set(columns)
+    if {"wavelength", "flux", "flux_error"} <= cols:
+        return {"xp_sampled"}
+    if {"log_pos", "log_lik"} <= cols:  # MCMC_GSPPHOT / MCMC_MSC samples
+        return {"datalink_other"}
+    if "source_id" not in cols:
+        return set()
+    if {"band", "time", "mag"} <= cols and ({"flux", "flux_error"} <= cols or "mag_err" in cols):
+        return {"epoch_long"}
+    if set(WIDE_BANDS["G"][:4]) <= cols:
+        return {"epoch_wide"}
+    if "bp_coefficients" in cols or "rp_coefficients" in cols:
+        return {"xp_continuous"}
+    found = set()
+    if cols & GAIA_SOURCE_COLUMNS.keys():
+        found.add("sources")
+    if cols & set(CLASS_COLUMNS):
+        found.add("labels")
+    return found
+
+
+def unknown_layout_message(columns: list[str]) -> str:
+    """The one-line explanation for a table no layout matches."""
+    shown = ", ".join(columns[:12]) + (", ..." if len(columns) > 12 else "")
+    expected = "; ".join(LAYOUTS.values())
+    return f"unknown layout (columns: {shown}); expected one of: {expected}"
+
+
+# --------------------------------------------------------------------------- batches
+
+
+def _decompress(f: InputFile, workdir: Path) -> InputFile:
+    """Return an InputFile whose bytes are uncompressed on disk where a reader needs a seekable file.
+
+    Parameters
+    ----------
+    f : InputFile
+        The table, possibly gzipped.
+    workdir : Path
+        Scratch folder for the decompressed copy.
+
+    Returns
+    -------
+    InputFile
+        ``f`` itself for streamable formats, or an uncompressed copy for Parquet and FITS.
+    """
+    if not f.gzipped or f.fmt in ("csv", "ecsv", "votable"):
+        return f
+    workdir.mkdir(parents=True, exist_ok=True)
+    target = workdir / f"plain{len(list(workdir.glob('plain*'))):05d}.{f.fmt}"
+    try:
+        with gzip.open(f.path, "rb") as src, open(target, "wb") as dst:
+            while chunk := src.read(1 << 22):
+                dst.write(chunk)
+    except (OSError, EOFError) as exc:
+        raise _fail(f.name, f"truncated or corrupt gzip stream ({exc})") from None
+    return InputFile(target, f.name, f.fmt, False, f.bundle)
+
+
+def _text_stream(f: InputFile):
+    """Open a text table as a binary stream, decompressing gzip on the fly."""
+    return gzip.open(f.path, "rb") if f.gzipped else open(f.path, "rb")
+
+
+def _text_header(f: InputFile) -> tuple[int, str]:
+    """Count the leading ``#`` comment lines and find the delimiter (ECSV declares it)."""
+    skip, delim = 0, ","
+    with _text_stream(f) as fh:
+        for raw in fh:
+            line = raw.decode("utf-8", "replace")
+            if not line.startswith("#"):
+                break
+            skip += 1
+            m = re.match(r"#\s*delimiter:\s*'(.)'", line)
+            if m:
+                delim = m.group(1)
+    if f.fmt == "ecsv" and skip and delim == ",":
+        # ECSV's default delimiter is a space unless the header says otherwise
+        with _text_stream(f) as fh:
+            header = b"".join(fh.readline() for _ in range(skip)).decode("utf-8", "replace")
+        if "delimiter:" not in header:
+            delim = " "
+    return skip, delim
+
+
+def iter_batches(f: InputFile, batch_rows: int, columns: list[str] | None = None) -> Iterator[pa.Table]:
+    """Read a table in batches of about ``batch_rows`` rows, with lower-case column names.
+
+    CSV and ECSV columns come back as text (empty, ``null`` and ``NaN`` cells as nulls);
+    callers cast them with :func:`cast_column`, which names the column and row that fail.
+
+    Parameters
+    ----------
+    f : InputFile
+        The table (gzipped Parquet and FITS were decompressed by :func:`find_inputs`).
+    batch_rows : int
+        Rows per batch (CSV/ECSV: the byte block is sized from it).
+    columns : list of str, optional
+        Only these columns (lower-case) are kept.
+
+    Yields
+    ------
+    pyarrow.Table
+    """
+    try:
+        if f.fmt == "parquet":
+            pf = pq.ParquetFile(f.path)
+            names = pf.schema_arrow.names
+            wanted = [n for n in names if columns is None or n.lower() in columns]
+            for batch in pf.iter_batches(batch_size=max(1, batch_rows), columns=wanted):
+                yield _lower(pa.Table.from_batches([batch]))
+        elif f.fmt in ("csv", "ecsv"):
+            yield from _csv_batches(f, batch_rows, columns)
+        else:
+            table = _astropy_table(f, columns)
+            if table.num_rows == 0:
+                return
+            for start in range(0, table.num_rows, max(1, batch_rows)):
+                yield table.slice(start, batch_rows)
+    except InputError:
+        raise
+    except Exception as exc:
+        raise _fail(f.name, f"cannot read {f.fmt} (truncated or corrupt?): {exc}") from None
+
+
+def _lower(table: pa.Table) -> pa.Table:
+    return table.rename_columns([c.lower() for c in table.column_names])
+
+
+def _csv_batches(f: InputFile, batch_rows: int, columns: list[str] | None) -> Iterator[pa.Table]:
+    """Stream a CSV/ECSV file as all-text columns."""
+    skip, delim = _text_header(f)
+    with _text_stream(f) as fh:
+        for _ in range(skip):
+            fh.readline()
+        header = _split_header(fh.readline().decode("utf-8", "replace").strip(), delim)
+    names = [h.strip() for h in header]
+    include = [n for n in names if columns is None or n.lower() in columns]
+    block = int(min(max(batch_rows * 256, 1 << 20), 1 << 28))
+    stream = pa.input_stream(str(f.path), compression="gzip" if f.gzipped else None)
+    reader = pacsv.open_csv(
+        stream,
+        read_options=pacsv.ReadOptions(skip_rows=skip, block_size=block),
+        parse_options=pacsv.ParseOptions(delimiter=delim, newlines_in_values=False),
+        convert_options=pacsv.ConvertOptions(
+            column_types={n: pa.string() for n in names}, include_columns=include,
+            strings_can_be_null=True, null_values=["", "null", "NULL", "NaN", "nan", "--"],
+            quoted_strings_can_be_null=True),
+    )
+    for batch in reader:
+        if batch.num_rows:
+            yield _lower(pa.Table.from_batches([batch]))
+
+
+def _astropy_table(f: InputFile, columns: list[str] | None) -> pa.Table:
+    """Read a VOTable or FITS table with astropy and convert it to Arrow."""
+    import warnings
+
+    from astropy.table import Table
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # unit strings astropy does not know are not our concern
+        fmt = "votable" if f.fmt == "votable" else "fits"
+        t = Table.read(f.path, format=fmt)
+    arrays, names = [], []
+    for name in t.colnames:
+        if columns is not None and name.lower() not in columns:
+            continue
+        arrays.append(_astropy_column(t[name]))
+        names.append(name.lower())
+    return pa.table(arrays, names=names)
+
+
+def _astropy_column(col) -> pa.Array:
+    """Convert an astropy (masked) column to Arrow: nulls for masked cells, lists for array cells."""
+    mask = np.asarray(getattr(col, "mask", np.zeros(len(col), bool)))
+    data = np.asarray(col.data.data if hasattr(col.data, "data") and mask.any() else col)
+    if data.dtype.kind == "O":  # variable-length arrays or strings, one Python object per cell
+        cells = []
+        for value, m in zip(col, mask if mask.ndim == 1 else mask.any(axis=tuple(range(1, mask.ndim)))):
+            if m or value is None or value is np.ma.masked:
+                cells.append(None)
+            elif isinstance(value, (str, bytes)):
+                cells.append(value.decode() if isinstance(value, bytes) else value)
+            else:
+                arr = np.ma.asarray(value)
+                cells.append(None if arr.size == 0 else np.ma.filled(arr.astype(float), np.nan))
+        if all(c is None or isinstance(c, str) for c in cells):
+            return pa.array(cells, type=pa.string())
+        return pa.array([None if c is None else c.tolist() for c in cells], type=pa.list_(pa.float64()))
+    if data.dtype.kind in "SU":
+        values = data.astype(str)
+        return pa.array(values, mask=mask if mask.ndim == 1 else None, type=pa.string())
+    if data.ndim > 1:  # fixed-size array cells
+        n = int(np.prod(data.shape[1:]))
+        flat = pa.array(data.reshape(len(data), n).ravel().astype(data.dtype.newbyteorder("=")))
+        lists = pa.FixedSizeListArray.from_arrays(flat, n).cast(pa.list_(flat.type))
+        if mask.ndim > 1 and mask.reshape(len(mask), -1).all(axis=1).any():
+            row_null = pa.array(mask.reshape(len(mask), -1).all(axis=1))
+            lists = pc.if_else(row_null, pa.nulls(len(lists), lists.type), lists)
+        return lists
+    data = data.astype(data.dtype.newbyteorder("="))
+    return pa.array(data, mask=mask if mask.any() else None)
+
+
+# --------------------------------------------------------------------------- casting
+
+
+def parse_array_strings(arr: pa.Array, value_type: pa.DataType) -> pa.Array:
+    """Parse text arrays such as ``"[1.0, 2.0, null]"`` or ``"(1.0, 2.0, NaN)"`` into a list column.
+
+    Parameters
+    ----------
+    arr : pyarrow.Array
+        String cells; a null or empty cell gives a null list.
+    value_type : pyarrow.DataType
+        Element type (``null``/``None`` elements become nulls).
+
+    Returns
+    -------
+    pyarrow.ListArray
+    """
+    s = pc.utf8_trim_whitespace(arr)
+    s = pc.utf8_trim_whitespace(pc.replace_substring_regex(s, r"^[\[\(]|[\]\)]$", ""))
+    s = pc.if_else(pc.equal(s, ""), pa.scalar(None, pa.string()), s)
+    parts = pc.split_pattern(s, ",")
+    flat = pc.utf8_trim_whitespace(pc.list_flatten(parts))
+    flat = pc.if_else(pc.is_in(flat, pa.array(["null", "NULL", "None", "--", ""])),
+                      pa.scalar(None, pa.string()), flat)
+    values = pc.cast(flat, value_type)
+    offsets = pc.list_value_length(parts).fill_null(0).to_numpy(zero_copy_only=False).cumsum()
+    offsets = pa.array(np.concatenate([[0], offsets]).astype(np.int32))
+    return pa.ListArray.from_arrays(offsets, values, mask=pc.is_null(parts))
+
+
+def cast_column(table: pa.Table, column: str, to: pa.DataType, name: str, row0: int = 0) -> pa.Array:
+    """Cast one column to its canonical type, or fail naming the file, column and first bad row.
+
+    Parameters
+    ----------
+    table : pyarrow.Table
+        The batch.
+    column : str
+        Column name.
+    to : pyarrow.DataType
+        Target type; list targets accept list columns or text arrays.
+    name : str
+        File name for messages.
+    row0 : int
+        Row number of the batch's first row in the file (for messages).
+
+    Returns
+    -------
+    pyarrow.Array
+    """
+    arr = table.column(column).combine_chunks()
+    try:
+        if pa.types.is_list(to) or pa.types.is_large_list(to):
+            if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+                return parse_array_strings(arr, to.value_type)
+            if pa.types.is_fixed_size_list(arr.type) or pa.types.is_large_list(arr.type):
+                arr = arr.cast(pa.list_(arr.type.value_type))
+            if not pa.types.is_list(arr.type):
+                raise pa.ArrowInvalid(f"expected an array column, found {arr.type}")
+            return arr.cast(to)
+        if pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type):
+            raise pa.ArrowInvalid(f"expected single values, found an array column ({arr.type})")
+        if pa.types.is_string(arr.type) and not pa.types.is_string(to):
+            arr = pc.utf8_trim_whitespace(arr)
+        return arr.cast(to)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        row = _first_bad_row(arr, to)
+        where = f", row {row0 + row + 1}" if row is not None else ""
+        value = f" (value {arr[row].as_py()!r:.40})" if row is not None else ""
+        raise _fail(name, f"column {column!r}{where}: cannot read as {to}{value}: {str(exc).splitlines()[0]}") from None
+
+
+def _first_bad_row(arr: pa.Array, to: pa.DataType) -> int | None:
+    """Index of the first cell that does not cast (error path only)."""
+    if pa.types.is_list(to) or pa.types.is_list(arr.type):
+        return None
+    for i in range(len(arr)):
+        try:
+            arr.slice(i, 1).cast(to)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            return i
+    return None
+
+
+# --------------------------------------------------------------------------- canonical shapes
+
+#: The point table every epoch layout is turned into.
+POINT_SCHEMA = pa.schema([
+    ("source_id", pa.int64()), ("band", pa.int8()), ("time", pa.float64()), ("mag", pa.float64()),
+    ("mag_err", pa.float64()), ("rejected_by_photometry", pa.bool_()), ("rejected_by_variability", pa.bool_()),
+    ("empty", pa.bool_()),
+])
+
+
+def _flag(table: pa.Table, column: str, name: str, row0: int, n: int) -> pa.Array:
+    """A boolean flag column, False where absent or null."""
+    if column not in table.column_names:
+        return pa.array(np.zeros(n, bool))
+    return pc.fill_null(cast_column(table, column, pa.bool_(), name, row0), False)
+
+
+def _mag_err(mag_err: pa.Array | None, flux: pa.Array | None, flux_error: pa.Array | None) -> pa.Array:
+    """Magnitude errors as given, or 1.0857 * flux_error / flux."""
+    if mag_err is not None:
+        return mag_err
+    return pc.multiply(pc.divide(flux_error, flux), MAG_ERR_FACTOR)
+
+
+def epoch_points(table: pa.Table, layout: str, name: str, row0: int = 0) -> pa.Table:
+    """Turn a batch of any epoch-photometry layout into one row per (source, band, transit).
+
+    Parameters
+    ----------
+    table : pyarrow.Table
+        A batch from :func:`iter_batches`.
+    layout : str
+        ``epoch_long`` (DataLink) or ``epoch_wide`` (per-transit rows or bulk array rows,
+        told apart by the column types).
+    name : str
+        File name for messages.
+    row0 : int
+        Row number of the batch's first row in the file.
+
+    Returns
+    -------
+    pyarrow.Table
+        :data:`POINT_SCHEMA`. ``empty`` marks wide-layout slots with no time, magnitude and flux
+        (a band not observed in that transit); nothing is dropped here.
+    """
+    if layout == "epoch_long":
+        return _long_points(table, name, row0)
+    if layout == "epoch_wide":
+        if is_array_column(table.column("g_transit_time")):
+            table = _explode_bulk(table, name, row0)
+            row0 = 0  # rows are now transits; messages name source_ids instead
+        return _wide_points(table, name, row0)
+    raise ValueError(f"not an epoch layout: {layout}")
+
+
+def is_array_column(col: pa.ChunkedArray) -> bool:
+    """Whether a column holds arrays (list type or text like ``[1.0, ...]``).
+
+    Parameters
+    ----------
+    col : pyarrow.ChunkedArray
+        A column of a batch.
+
+    Returns
+    -------
+    bool
+    """
+    if pa.types.is_list(col.type) or pa.types.is_large_list(col.type) or pa.types.is_fixed_size_list(col.type):
+        return True
+    if pa.types.is_string(col.type):
+        first = pc.drop_null(col)
+        return len(first) > 0 and str(first[0].as_py()).lstrip()[:1] in ("[", "(")
+    return False
+
+
+def _long_points(table: pa.Table, name: str, row0: int) -> pa.Table:
+    n = table.num_rows
+    band_text = pc.utf8_upper(pc.utf8_trim_whitespace(cast_column(table, "band", pa.string(), name, row0)))
+    band = pc.index_in(band_text, pa.array(BANDS))
+    bad = pc.and_(pc.is_null(band), pc.is_valid(band_text))
+    if pc.any(bad).as_py() or band.null_count > (band_text.null_count):
+        i = int(np.flatnonzero(pc.fill_null(bad, True).to_numpy(zero_copy_only=False))[0])
+        raise _fail(name, f"column 'band', row {row0 + i + 1}: unknown band {band_text[i].as_py()!r} (expected G, BP or RP)")
+    cols = set(table.column_names)
+    mag_err = cast_column(table, "mag_err", pa.float64(), name, row0) if "mag_err" in cols else None
+    flux = cast_column(table, "flux", pa.float64(), name, row0) if "flux" in cols else None
+    flux_error = cast_column(table, "flux_error", pa.float64(), name, row0) if "flux_error" in cols else None
+    return pa.table({
+        "source_id": _source_ids(table, name, row0),
+        "band": band.cast(pa.int8()),
+        "time": cast_column(table, "time", pa.float64(), name, row0),
+        "mag": cast_column(table, "mag", pa.float64(), name, row0),
+        "mag_err": _mag_err(mag_err, flux, flux_error),
+        "rejected_by_photometry": _flag(table, "rejected_by_photometry", name, row0, n),
+        "rejected_by_variability": _flag(table, "rejected_by_variability", name, row0, n),
+        "empty": pa.array(np.zeros(n, bool)),
+    }, schema=POINT_SCHEMA)
+
+
+def _source_ids(table: pa.Table, name: str, row0: int) -> pa.Array:
+    """The source_id column as int64, refusing nulls."""
+    ids = cast_column(table, "source_id", pa.int64(), name, row0)
+    if ids.null_count:
+        i = int(np.flatnonzero(pc.is_null(ids).to_numpy(zero_copy_only=False))[0])
+        raise _fail(name, f"column 'source_id', row {row0 + i + 1}: empty source_id")
+    return ids
+
+
+def _explode_bulk(table: pa.Table, name: str, row0: int) -> pa.Table:
+    """Bulk rows (one per source, array columns) -> one row per transit."""
+    ids = _source_ids(table, name, row0)
+    lists = {}
+    for band, cols in WIDE_BANDS.items():
+        for col, typ in zip(cols, (pa.float64(),) * 4 + (pa.bool_(),)):
+            if col in table.column_names:
+                lists[col] = cast_column(table, col, pa.list_(typ), name, row0)
+    if "rejected_by_photometry" in table.column_names:
+        lists["rejected_by_photometry"] = cast_column(table, "rejected_by_photometry", pa.list_(pa.bool_()), name, row0)
+    ref = pc.list_value_length(lists["g_transit_time"])
+    out = {}
+    for col, arr in lists.items():
+        length = pc.list_value_length(arr)
+        # a wholly null array (e.g. no BP for this source) stands for a row of nulls
+        wrong = pc.and_(pc.is_valid(length), pc.not_equal(length, pc.fill_null(ref, 0)))
+        if pc.any(wrong).as_py():
+            i = int(np.flatnonzero(pc.fill_null(wrong, False).to_numpy(zero_copy_only=False))[0])
+            raise _fail(name, f"source_id {ids[i].as_py()}: column {col!r} has {length[i].as_py()} values "
+                              f"but g_transit_time has {ref[i].as_py()}")
+        n = pc.fill_null(ref, 0).to_numpy(zero_copy_only=False)
+        filled = pc.if_else(pc.is_null(arr), _null_lists(n, arr.type), arr)
+        out[col] = pc.list_flatten(filled)
+    parents = pc.list_parent_indices(pc.if_else(pc.is_null(lists["g_transit_time"]),
+                                                _null_lists(np.zeros(len(ids), int), lists["g_transit_time"].type),
+                                                lists["g_transit_time"]))
+    out["source_id"] = pc.take(ids, parents)
+    return pa.table(out)
+
+
+def _null_lists(lengths: np.ndarray, typ: pa.DataType) -> pa.Array:
+    """Lists of nulls with the given lengths."""
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.nulls(int(offsets[-1]), typ.value_type))
+
+
+def _wide_points(table: pa.Table, name: str, row0: int) -> pa.Table:
+    """Per-transit rows (scalar columns) -> points, one block per band present."""
+    n = table.num_rows
+    ids = _source_ids(table, name, row0)
+    rej_phot = _flag(table, "rejected_by_photometry", name, row0, n)
+    blocks = []
+    for code, (band, (t, m, fx, fe, var)) in enumerate(WIDE_BANDS.items()):
+        if not {t, m, fx, fe} <= set(table.column_names):
+            continue
+        time = cast_column(table, t, pa.float64(), name, row0)
+        mag = cast_column(table, m, pa.float64(), name, row0)
+        flux = cast_column(table, fx, pa.float64(), name, row0)
+        err = cast_column(table, fe, pa.float64(), name, row0)
+        empty = pc.and_(pc.and_(_missing(time), _missing(mag)), _missing(flux))
+        blocks.append(pa.table({
+            "source_id": ids, "band": pa.array(np.full(n, code, np.int8)), "time": time, "mag": mag,
+            "mag_err": _mag_err(None, flux, err), "rejected_by_photometry": rej_phot,
+            "rejected_by_variability": _flag(table, var, name, row0, n), "empty": empty,
+        }, schema=POINT_SCHEMA))
+    return pa.concat_tables(blocks)
+
+
+def _missing(arr: pa.Array) -> pa.Array:
+    """True where a float value is null or NaN."""
+    return pc.fill_null(pc.is_nan(arr), True)
+
+
+def xp_coefficients(table: pa.Table, name: str, row0: int = 0) -> pa.Table:
+    """XP continuous mean spectra in their canonical Arrow form.
+
+    Parameters
+    ----------
+    table : pyarrow.Table
+        A batch of an XP_CONTINUOUS / XpContinuousMeanSpectrum table.
+    name : str
+        File name for messages.
+    row0 : int
+        Row number of the batch's first row in the file.
+
+    Returns
+    -------
+    pyarrow.Table
+        Exactly the columns of :data:`XP_COLUMNS`; a band missing from the table or from a
+        source gives null lists (and null counts) for it.
+    """
+    out = {"source_id": _source_ids(table, name, row0)}
+    for col, typ in list(XP_COLUMNS.items())[1:]:
+        if col in table.column_names:
+            arr = cast_column(table, col, typ, name, row0)
+            if pa.types.is_list(typ):  # an empty array is a missing band
+                arr = pc.if_else(pc.equal(pc.list_value_length(arr), 0), pa.nulls(len(arr), typ), arr)
+            out[col] = arr
+        else:
+            out[col] = pa.nulls(table.num_rows, typ)
+    return pa.table(out, schema=pa.schema(list(XP_COLUMNS.items())))
+
+
+def source_columns(table: pa.Table, name: str, row0: int = 0) -> pa.Table:
+    """The ``gaia_source`` columns of a batch, cast to their archive types.
+
+    Parameters
+    ----------
+    table : pyarrow.Table
+        A batch with source_id and some :data:`GAIA_SOURCE_COLUMNS`.
+    name : str
+        File name for messages.
+    row0 : int
+        Row number of the batch's first row in the file.
+
+    Returns
+    -------
+    pyarrow.Table
+        source_id then the known columns, in the archive's order of this table.
+    """
+    out = {"source_id": _source_ids(table, name, row0)}
+    for col in table.column_names:
+        if col in GAIA_SOURCE_COLUMNS:
+            out[col] = cast_column(table, col, GAIA_SOURCE_COLUMNS[col], name, row0)
+    return pa.table(out)
+
+
+def label_columns(table: pa.Table, name: str, row0: int = 0) -> pa.Table:
+    """Classes of a batch as ``source_id, best_class_name, best_class_score``.
+
+    Parameters
+    ----------
+    table : pyarrow.Table
+        A batch with source_id and a class column (:data:`CLASS_COLUMNS`).
+    name : str
+        File name for messages.
+    row0 : int
+        Row number of the batch's first row in the file.
+
+    Returns
+    -------
+    pyarrow.Table
+    """
+    cls = next(c for c in CLASS_COLUMNS if c in table.column_names)
+    score = next((c for c in SCORE_COLUMNS if c in table.column_names), None)
+    names = cast_column(table, cls, pa.string(), name, row0)
+    if names.null_count:
+        i = int(np.flatnonzero(pc.is_null(names).to_numpy(zero_copy_only=False))[0])
+        raise _fail(name, f"column {cls!r}, row {row0 + i + 1}: empty class name")
+    return pa.table({
+        "source_id": _source_ids(table, name, row0),
+        "best_class_name": pc.utf8_trim_whitespace(names),
+        "best_class_score": (cast_column(table, score, pa.float32(), name, row0) if score
+                             else pa.nulls(table.num_rows, pa.float32())),
+    })
+
+
+def sampled_spectrum_kind(f: InputFile) -> str:
+    """Tell XP_SAMPLED (336-1020 nm) from RVS (846-870 nm) sampled spectra by their wavelengths.
+
+    Parameters
+    ----------
+    f : InputFile
+        A table with wavelength, flux and flux_error columns.
+
+    Returns
+    -------
+    str
+        ``XP_SAMPLED`` or ``RVS``.
+    """
+    for batch in iter_batches(f, 100_000, ["wavelength"]):
+        wl = cast_column(batch, "wavelength", pa.float64(), f.name)
+        lo = pc.min(wl).as_py()
+        return "RVS" if lo is not None and lo > 800 else "XP_SAMPLED"
+    return "XP_SAMPLED"
