@@ -1,0 +1,54 @@
+"""The command line: help, version, and one-line errors with non-zero exit codes."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from latentcat import __version__
+from latentcat.cli import app
+
+DATA = Path(__file__).parent / "data" / "gaia_dr3"
+runner = CliRunner()
+
+
+def test_help_lists_every_command_with_a_description():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("simulate", "ingest", "fetch", "features", "train", "embed", "demo"):
+        assert command in result.output
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"latentcat {__version__}"
+
+
+def test_ingest_real_datalink_file(tmp_path):
+    result = runner.invoke(app, ["ingest", str(DATA / "epoch_photometry_datalink_8_sources.vot.xml"), "--out", str(tmp_path / "stage")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "stage" / "light_curves.parquet").exists()
+
+
+def test_truncated_file_gives_one_line_naming_it_and_nonzero_exit(tmp_path):
+    bad = tmp_path / "truncated.vot.xml"
+    bad.write_bytes((DATA / "epoch_photometry_datalink_8_sources.vot.xml").read_bytes()[:20_000])
+    stage = tmp_path / "stage"
+    # a real subprocess: what a user's shell sees
+    proc = subprocess.run(
+        [sys.executable, "-m", "latentcat.cli", "ingest", str(bad), "--out", str(stage)],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "truncated.vot.xml" in lines[0]
+    assert "Traceback" not in proc.stderr
+    assert not stage.exists()
+
+
+def test_fetch_needs_exactly_one_of_ids_or_adql(tmp_path):
+    result = runner.invoke(app, ["fetch", "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "exactly one of --ids" in result.output
