@@ -59,12 +59,19 @@ def simulate(
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write the simulated archive files into."),
     n: int = typer.Option(10_000, "--n", help="Number of sources."),
     seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives the same files."),
+    epoch_format: str = typer.Option(
+        "parquet", "--epoch-format", help="Epoch photometry as bulk 'parquet' or the archive's gzipped ECSV 'ecsv.gz'."
+    ),
 ) -> None:
-    """Simulate a Gaia-like survey of variable sources, written in the archive's own formats."""
+    """Simulate a Gaia-like survey of variable sources, written in the archive's own formats.
+
+    Writes OUT/archive/ (epoch photometry, XP continuous spectra, gaia_source and
+    vari_classifier_result, readable by `latentcat ingest`) and OUT/truth.parquet.
+    """
     from latentcat.gaia.simulate import simulate_survey
 
     try:
-        summary = simulate_survey(n=n, seed=seed, out=out)
+        summary = simulate_survey(n=n, seed=seed, out=out, epoch_format=epoch_format)
     except LatentcatError as exc:
         _fail(exc)
     _print_json(summary)

@@ -1,0 +1,570 @@
+"""Gaia-like epochs, photometric errors and variable-star light-curve models.
+
+Everything here works on *flat* arrays: the epochs of all sources laid end to end, with
+``offsets`` (length n_sources + 1) marking where each source starts, and ``src`` giving the
+source index of every epoch. No function loops over sources; the few loops that remain run
+over harmonics, classes or epoch rank (at most 150 iterations, each over all sources).
+
+Cadence (a simplified Gaia scanning law)
+    Gaia spins every 6 h and sees a source first in the preceding field of view (FoV) and
+    106.5 min later in the following FoV, often again on the next spins; these visits come in
+    groups separated by weeks. DR3 epochs run from about 1666 to 2710 d (BJD - 2455197.5) and
+    hold 20-150 G transits per source, most near ecliptic latitude +/-45 deg and fewest near
+    the ecliptic (Gaia Collaboration, Prusti et al. 2016, Fig. 3; Eyer et al. 2023, A&A 674,
+    A13). BP and RP are observed in the same transits, 27 s and 35 s after G (measured on DR3
+    epoch photometry).
+
+Per-transit G errors
+    sigma(G) = sqrt(floor^2 + photon^2 + background^2), a calibration floor plus photon and
+    background terms scaling as 10^(0.2 G) and 10^(0.4 G), tuned to the per-FoV-transit
+    scatter of constant sources in DR3 (Riello et al. 2021, A&A 649, A3, Fig. 9; Evans et al.
+    2023, A&A 674, A4): about 0.7 mmag at G = 11, 1.3 mmag at 13, 3 mmag at 15, 7.5 mmag at
+    17, 30 mmag at 19 and 0.1 mag at 20.5; at G = 10.6-12.7 it matches the errors of real DR3
+    epoch photometry within a factor 2. BP and RP errors are the same curve at the band
+    magnitude, times 1.5 (the ratio seen in DR3 epoch photometry at G ~ 11-13).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: First and last DR3 epoch (d, BJD - 2455197.5).
+DR3_START = 1666.0
+DR3_END = 2710.0
+#: Time between the preceding and the following field of view (106.5 min), and the spin period.
+FOV_GAP = 106.5 / 1440.0
+SPIN = 0.25
+#: Observation-time offsets of BP and RP after G within one transit (d).
+BP_TIME_OFFSET = 27.2 / 86400.0
+RP_TIME_OFFSET = 34.6 / 86400.0
+#: DR3 photometric zero points (Riello et al. 2021).
+ZP_G = 25.6874
+ZP_BP = 25.3385
+ZP_RP = 24.7479
+#: Fewest and most G transits of a simulated source.
+MIN_TRANSITS = 20
+MAX_TRANSITS = 150
+#: Probability that a transit opens a new visit group rather than continuing the current one,
+#: the most transits in one group, and the least time (d) between two groups.
+P_NEW_GROUP = 0.45
+MAX_GROUP = 4
+MIN_GROUP_GAP = 2.0
+
+
+def flat_index(offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Source index and rank-within-source of every flat epoch.
+
+    Parameters
+    ----------
+    offsets : ndarray of int64, shape (n_sources + 1,)
+        Start of each source in the flat arrays.
+
+    Returns
+    -------
+    src, rank : ndarray of int64
+        For each epoch, its source index and its position within the source.
+    """
+    counts = np.diff(offsets)
+    src = np.repeat(np.arange(counts.size, dtype=np.int64), counts)
+    rank = np.arange(offsets[-1], dtype=np.int64) - offsets[src]
+    return src, rank
+
+
+def _rank_in_segments(starts: np.ndarray) -> np.ndarray:
+    """Position of every element within its segment; ``starts`` marks each segment's first element."""
+    first = np.flatnonzero(starts)
+    seg = np.cumsum(starts) - 1
+    return np.arange(starts.size) - first[seg]
+
+
+def n_transits_for(ecl_lat_deg: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Number of G transits from the ecliptic latitude (20-150, most near |beta| = 45 deg).
+
+    Parameters
+    ----------
+    ecl_lat_deg : ndarray
+        Ecliptic latitude of each source (deg).
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    ndarray of int64
+    """
+    beta = np.abs(ecl_lat_deg)
+    mean = 34.0 + 66.0 * np.exp(-0.5 * ((beta - 45.0) / 11.0) ** 2) + 14.0 * (beta / 90.0) ** 2
+    n = np.rint(mean * rng.lognormal(0.0, 0.22, beta.size))
+    return np.clip(n, MIN_TRANSITS, MAX_TRANSITS).astype(np.int64)
+
+
+def gaia_cadence(ecl_lat_deg: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """G transit times of a simplified Gaia scanning law.
+
+    Transits come in visit groups (preceding FoV, following FoV 106.5 min later, the next
+    6-h spin, ...); groups are separated by weeks, with occasional months-long gaps, and
+    span most of the DR3 interval.
+
+    Parameters
+    ----------
+    ecl_lat_deg : ndarray
+        Ecliptic latitude of each source (deg).
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    times : ndarray of float64
+        Flat, per-source ascending transit times (d, BJD - 2455197.5).
+    offsets : ndarray of int64, shape (n_sources + 1,)
+    """
+    n = n_transits_for(ecl_lat_deg, rng)
+    n_src = n.size
+    offsets = np.zeros(n_src + 1, dtype=np.int64)
+    np.cumsum(n, out=offsets[1:])
+    src, rank = flat_index(offsets)
+
+    # Group structure: each transit opens a new group or continues the current one; a group
+    # holds at most MAX_GROUP transits.
+    new_group = (rng.random(offsets[-1]) < P_NEW_GROUP) | (rank == 0)
+    k = _rank_in_segments(new_group)
+    new_group |= k % MAX_GROUP == 0
+    group_start = np.flatnonzero(new_group)
+    gid = np.cumsum(new_group) - 1
+    n_groups = group_start.size
+    g_src = src[group_start]
+    # Slots of a visit alternate preceding / following FoV: P, F(+106.5 min), P(+6 h), F, ...
+    # or F, P(+6 h - 106.5 min), F(+6 h), ...; a transit may be missing (a skipped slot).
+    u = rng.random(offsets[-1])
+    step = 1 + (u < 0.15).astype(np.int64) + (u < 0.04)  # 11 % skip one slot, 4 % two
+    step[group_start] = 0
+    slot = np.cumsum(step)
+    slot -= slot[group_start][gid]
+    starts_following = rng.random(n_groups) < 0.5
+    second = np.where(starts_following, SPIN - FOV_GAP, FOV_GAP)
+    within = (slot // 2) * SPIN + (slot % 2) * second[gid]
+    group_end = np.r_[group_start[1:], offsets[-1]] - 1
+    duration = within[group_end]
+
+    # Group epochs: gamma-distributed gaps (weeks), some 3-5x longer (unfavourable scan
+    # geometry), scaled so the groups fill the source's span, with at least 2 d between
+    # the end of one group and the start of the next.
+    gaps = rng.gamma(3.0, 1.0, n_groups) * np.where(rng.random(n_groups) < 0.08, rng.uniform(3, 5, n_groups), 1.0)
+    first_group = np.r_[True, g_src[1:] != g_src[:-1]]
+    first_idx = np.flatnonzero(first_group)  # one per source, in source order
+    gaps[first_group] = 0.0
+    csum = np.cumsum(gaps)
+    csum -= csum[first_idx][g_src]
+    # durations of the earlier groups of the same source
+    before = np.cumsum(duration) - duration
+    before -= before[first_idx][g_src]
+    g_rank = np.arange(n_groups) - first_idx[g_src]
+    groups_per_source = np.bincount(g_src, minlength=n_src)
+    last_idx = first_idx + groups_per_source - 1
+    total = np.maximum(csum[last_idx], 1e-9)
+    t_start = DR3_START + rng.uniform(0.0, 40.0, n_src)
+    t_end = DR3_END - rng.uniform(0.0, 40.0, n_src)
+    free = t_end - t_start - MIN_GROUP_GAP * (groups_per_source - 1) - (before[last_idx] + duration[last_idx])
+    t_group = t_start[g_src] + csum / total[g_src] * free[g_src] + MIN_GROUP_GAP * g_rank + before
+    return t_group[gid] + within, offsets
+
+
+def g_mag_error(mag: np.ndarray) -> np.ndarray:
+    """Per-transit G magnitude error of DR3 epoch photometry at magnitude ``mag``.
+
+    Parameters
+    ----------
+    mag : ndarray
+        G magnitude.
+
+    Returns
+    -------
+    ndarray of float64
+        1-sigma error (mag).
+    """
+    q = 10.0 ** (0.2 * (np.asarray(mag) - 15.0))
+    floor, photon, background = 0.0005, 0.003 * q, 0.0006 * q * q
+    return np.sqrt(floor**2 + photon**2 + background**2)
+
+
+def xp_mag_error(mag: np.ndarray) -> np.ndarray:
+    """Per-transit BP or RP magnitude error (the G curve at the band magnitude, times 1.5).
+
+    Parameters
+    ----------
+    mag : ndarray
+        BP or RP magnitude.
+
+    Returns
+    -------
+    ndarray of float64
+    """
+    return 1.5 * g_mag_error(mag)
+
+
+# --------------------------------------------------------------------------- shapes
+
+
+def skewed_wave(x: np.ndarray, rise: np.ndarray, n_harm: int) -> np.ndarray:
+    """Smooth pulsation shape: a band-limited asymmetric triangle wave.
+
+    Brightness rises linearly for a fraction ``rise`` of the cycle and falls for the rest
+    (the classic RR Lyrae / Cepheid sawtooth); the Fourier series of that wave is truncated
+    at ``n_harm`` harmonics with Lanczos smoothing, which rounds maximum and minimum.
+
+    Parameters
+    ----------
+    x : ndarray
+        Phase in cycles; maximum brightness at x = 0 (mod 1).
+    rise : ndarray
+        Rise fraction of the cycle (0.1-0.5), per element of ``x``.
+    n_harm : int
+        Number of harmonics kept.
+
+    Returns
+    -------
+    ndarray
+        Brightness-like shape, about 0 at minimum and 1 at maximum (before truncation).
+    """
+    # c_k = -(1 - exp(-i w r)) / (r (1 - r) w^2) with w = 2 pi k; f = 1/2 + 2 Re sum c_k exp(i w y),
+    # y = x + r (the triangle wave peaks at y = r); powers of exp(2 pi i y) and exp(-2 pi i r)
+    # are built by recurrence, one complex multiplication per harmonic.
+    z1 = np.exp(2j * np.pi * (x + rise))
+    e1 = np.exp(-2j * np.pi * rise)
+    norm = 1.0 / (rise * (1.0 - rise))
+    zk, ek = z1, e1
+    acc = np.zeros(np.broadcast(x, rise).shape)
+    for k in range(1, n_harm + 1):
+        w = 2.0 * np.pi * k
+        acc += (np.sinc(k / (n_harm + 1.0)) / w**2) * ((ek - 1.0) * zk).real
+        if k < n_harm:
+            zk = zk * z1
+            ek = ek * e1
+    out = 0.5 + 2.0 * norm * acc
+    return out
+
+
+def drw(times: np.ndarray, offsets: np.ndarray, tau: np.ndarray, sigma: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Damped random walk (Ornstein-Uhlenbeck process) sampled at irregular epochs.
+
+    Kelly et al. 2009 (ApJ 698, 895): x(t + dt) = x(t) exp(-dt/tau) + sigma sqrt(1 - exp(-2 dt/tau)) N(0, 1),
+    with stationary standard deviation ``sigma`` (= SF_inf / sqrt(2)). The recursion runs
+    over epoch rank, each step over all sources at once.
+
+    Parameters
+    ----------
+    times : ndarray of float64
+        Flat, per-source ascending epochs.
+    offsets : ndarray of int64
+        Source starts in ``times``.
+    tau, sigma : ndarray, shape (n_sources,)
+        Damping time (d) and stationary standard deviation, per source.
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    ndarray of float64
+        Flat process values, zero mean.
+    """
+    counts = np.diff(offsets)
+    noise = rng.standard_normal(times.size)
+    out = np.empty(times.size)
+    starts = offsets[:-1]
+    out[starts[counts > 0]] = sigma[counts > 0] * noise[starts[counts > 0]]
+    for j in range(1, int(counts.max(initial=0))):
+        live = np.flatnonzero(counts > j)
+        idx = starts[live] + j
+        decay = np.exp(-(times[idx] - times[idx - 1]) / tau[live])
+        out[idx] = out[idx - 1] * decay + sigma[live] * np.sqrt(1.0 - decay**2) * noise[idx]
+    return out
+
+
+# --------------------------------------------------------------------------- classes
+
+#: The simulated fine classes, in a fixed order (class codes index this tuple).
+CLASSES = ("RRAB", "RRC", "DCEP", "T2CEP", "EA", "EB", "EW", "ELL", "MIRA", "SR", "DSCT", "ROT", "YSO", "QSO", "CONST")
+#: Classes whose truth amplitude is the ptp of the noiseless model at the sampled epochs
+#: (stochastic); for the others it is the ptp over a full cycle.
+STOCHASTIC = ("SR", "ROT", "YSO", "QSO")
+
+#: Per-source parameter columns produced by :func:`draw_parameters` (NaN where unused).
+PARAM_COLUMNS = (
+    "period", "amplitude", "t0", "rise", "bump_phase", "bump_amp", "depth_primary", "depth_secondary",
+    "eclipse_width", "secondary_phase", "shape_power", "period2", "amplitude2", "drw_tau", "drw_sf_inf",
+    "event_tau", "event_amp",
+)
+
+
+def _loguniform(rng: np.random.Generator, lo: float, hi: float, n: int) -> np.ndarray:
+    return np.exp(rng.uniform(np.log(lo), np.log(hi), n))
+
+
+def draw_parameters(cls: np.ndarray, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Draw the light-curve parameters of every source from published ranges.
+
+    Ranges (G band):
+      RRAB  P 0.42-0.9 d (median 0.57), A 0.3-1.3 mag decreasing with P (Bailey diagram),
+            rise 12-20 % of the cycle (Clementini et al. 2023, A&A 674, A18).
+      RRC   P 0.22-0.42 d, A 0.15-0.5, nearly sinusoidal (rise 35-45 %).
+      DCEP  P 1-60 d (log P ~ N(0.7, 0.3)), A 0.2-1.0, rise 20-35 %, with the Hertzsprung
+            progression: a bump on the descending branch at P ~ 6 d that moves through maximum
+            at P ~ 10 d to the rising branch at P ~ 14 d (Ripepi et al. 2023, A&A 674, A17).
+      T2CEP P 1-25 d: BL Her (< 4 d), W Vir (4-20 d), RV Tau (> 20 d, alternating minima).
+      EA    P 0.5-20 d, detached: two eclipses (primary 0.1-1.0 mag, secondary 5-80 % of it),
+            phase half-width 0.02-0.08, flat outside eclipse, slight eccentricity.
+      EB    P 0.3-5 d, continuous variation, unequal minima (ratio 0.3-0.8), 0.15-0.8 mag.
+      EW    P 0.25-0.8 d (median 0.37), equal minima, 0.1-0.7 mag (Mowlavi et al. 2023, A&A 674, A16).
+      ELL   P 0.5-10 d, two sinusoidal minima per orbit, unequal by 5-30 %, A 0.02-0.15 mag.
+      MIRA  P 100-1000 d (median 300), A 1.5-4 mag in G, slow cycle-to-cycle mean changes
+            (Lebzelter et al. 2023, A&A 674, A15).
+      SR    multi-periodic: P1 20-300 d, P2 = 1.3-3 P1, A 0.05-0.5, stochastic phase and
+            amplitude (damped random walk of the phase, tau 100-500 d).
+      DSCT  P 0.02-0.25 d, A 0.005-0.3 mag (log-uniform).
+      ROT   spotted stars: P 0.3-30 d, A 0.01-0.12 mag, two spot groups with 0.5-5 %
+            differential rotation and amplitudes that evolve on 50-300 d.
+      YSO   stochastic (DRW tau 5-50 d, SF 0.05-0.2) plus dips (60 %, depth 0.3-1.5 mag) or
+            bursts (40 %, 0.3-1.5 mag) lasting days (Cody et al. 2014; Marton et al. 2023).
+      QSO   DRW with tau 50-1000 d (log-normal, median 200 d) and SF_inf 0.1-0.3 mag
+            (Kelly et al. 2009; MacLeod et al. 2010, ApJ 721, 1014).
+      CONST no variability.
+
+    Parameters
+    ----------
+    cls : ndarray of int
+        Class code of each source (index into :data:`CLASSES`).
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    params : dict of str to ndarray of float64
+        One array per :data:`PARAM_COLUMNS` entry, NaN where the class has no such parameter.
+    subclass : ndarray of object
+        A finer label where one applies (T2CEP: BL_HER/W_VIR/RV_TAU; YSO: DIPPER/BURSTER;
+        EA..ELL: nothing), else None.
+    """
+    n = cls.size
+    p = {name: np.full(n, np.nan) for name in PARAM_COLUMNS}
+    subclass = np.full(n, None, dtype=object)
+    p["t0"] = rng.uniform(DR3_START, DR3_START + 1000.0, n)
+    for code, name in enumerate(CLASSES):
+        idx = np.flatnonzero(cls == code)
+        m = idx.size
+        if m == 0:
+            continue
+
+        def put(key: str, values: np.ndarray) -> None:
+            p[key][idx] = values
+
+        if name == "RRAB":
+            per = np.clip(0.57 * rng.lognormal(0.0, 0.12, m), 0.42, 0.9)
+            put("period", per)
+            put("amplitude", np.clip(0.85 - 3.0 * (np.log10(per) + 0.24) + rng.normal(0, 0.1, m), 0.3, 1.3))
+            put("rise", rng.uniform(0.12, 0.20, m))
+        elif name == "RRC":
+            put("period", np.clip(rng.normal(0.32, 0.04, m), 0.22, 0.42))
+            put("amplitude", rng.uniform(0.15, 0.5, m))
+            put("rise", rng.uniform(0.35, 0.45, m))
+        elif name == "DCEP":
+            per = 10.0 ** np.clip(rng.normal(0.7, 0.3, m), 0.0, 1.78)
+            put("period", per)
+            put("amplitude", rng.uniform(0.2, 1.0, m))
+            put("rise", rng.uniform(0.2, 0.35, m))
+            put("bump_phase", np.clip(0.08 * (10.0 - per), -0.15, 0.35))
+            put("bump_amp", 0.25 * np.exp(-0.5 * ((np.log10(per) - 1.0) / 0.12) ** 2))
+        elif name == "T2CEP":
+            per = _loguniform(rng, 1.0, 25.0, m)
+            put("period", per)
+            put("amplitude", rng.uniform(0.3, 0.9, m))
+            put("rise", rng.uniform(0.25, 0.4, m))
+            subclass[idx] = np.where(per < 4.0, "BL_HER", np.where(per < 20.0, "W_VIR", "RV_TAU"))
+        elif name == "EA":
+            per = _loguniform(rng, 0.5, 20.0, m)
+            put("period", per)
+            d1 = rng.uniform(0.1, 1.0, m)
+            put("depth_primary", d1)
+            put("depth_secondary", d1 * rng.uniform(0.05, 0.8, m))
+            put("eclipse_width", np.clip(0.05 * per ** (-1.0 / 3.0) * rng.uniform(0.7, 1.4, m), 0.02, 0.08))
+            put("secondary_phase", 0.5 + rng.uniform(-0.03, 0.03, m))
+            put("amplitude", d1)
+        elif name == "EB":
+            put("period", _loguniform(rng, 0.3, 5.0, m))
+            d1 = rng.uniform(0.15, 0.8, m)
+            put("depth_primary", d1)
+            put("depth_secondary", d1 * rng.uniform(0.3, 0.8, m))
+            put("shape_power", rng.uniform(1.5, 3.0, m))
+            put("amplitude", d1)
+        elif name == "EW":
+            put("period", np.clip(0.37 * rng.lognormal(0.0, 0.2, m), 0.25, 0.8))
+            d = rng.uniform(0.1, 0.7, m)
+            put("depth_primary", d)
+            put("depth_secondary", d)
+            put("shape_power", rng.uniform(1.2, 2.0, m))
+            put("amplitude", d)
+        elif name == "ELL":
+            put("period", _loguniform(rng, 0.5, 10.0, m))
+            a = rng.uniform(0.02, 0.15, m)
+            put("amplitude2", a * rng.uniform(0.05, 0.3, m))  # unequal-minima term
+            put("amplitude", a)
+        elif name == "MIRA":
+            put("period", np.clip(300.0 * rng.lognormal(0.0, 0.35, m), 100.0, 1000.0))
+            put("amplitude", rng.uniform(1.5, 4.0, m))
+            put("rise", rng.uniform(0.35, 0.45, m))
+            put("drw_tau", rng.uniform(200.0, 600.0, m))
+            put("drw_sf_inf", rng.uniform(0.05, 0.2, m))
+        elif name == "SR":
+            per = np.clip(80.0 * rng.lognormal(0.0, 0.5, m), 20.0, 300.0)
+            put("period", per)
+            put("period2", per * rng.uniform(1.3, 3.0, m))
+            a = rng.uniform(0.05, 0.5, m)
+            put("amplitude", a)
+            put("amplitude2", a * rng.uniform(0.2, 0.7, m))
+            put("drw_tau", rng.uniform(100.0, 500.0, m))
+        elif name == "DSCT":
+            put("period", _loguniform(rng, 0.02, 0.25, m))
+            put("amplitude", _loguniform(rng, 0.005, 0.3, m))
+            put("rise", rng.uniform(0.3, 0.45, m))
+        elif name == "ROT":
+            per = np.clip(5.0 * rng.lognormal(0.0, 0.8, m), 0.3, 30.0)
+            put("period", per)
+            put("period2", per * (1.0 + rng.uniform(0.005, 0.05, m)))
+            a = rng.uniform(0.01, 0.12, m)
+            put("amplitude", a)
+            put("amplitude2", a * rng.uniform(0.3, 1.0, m))
+            put("drw_tau", rng.uniform(50.0, 300.0, m))
+        elif name == "YSO":
+            put("drw_tau", rng.uniform(5.0, 50.0, m))
+            put("drw_sf_inf", rng.uniform(0.05, 0.2, m))
+            put("event_tau", rng.uniform(1.0, 5.0, m))
+            put("event_amp", rng.uniform(0.3, 1.5, m))
+            subclass[idx] = np.where(rng.random(m) < 0.6, "DIPPER", "BURSTER")
+        elif name == "QSO":
+            put("drw_tau", np.clip(200.0 * rng.lognormal(0.0, 0.6, m), 50.0, 1000.0))
+            put("drw_sf_inf", rng.uniform(0.1, 0.3, m))
+        elif name == "CONST":
+            put("amplitude", np.zeros(m))
+    return p, subclass
+
+
+def _pulsation(phase: np.ndarray, rise: np.ndarray, bump_phase: np.ndarray, bump_amp: np.ndarray, n_harm: int) -> np.ndarray:
+    """Brightness shape of a pulsator (maximum near phase 0), with an optional Gaussian bump."""
+    s = skewed_wave(phase, rise, n_harm)
+    if bump_amp is not None:
+        d = (phase - bump_phase + 0.5) % 1.0 - 0.5
+        s = s + bump_amp * np.exp(-0.5 * (d / 0.05) ** 2)
+    return s
+
+
+_N_HARM = {"RRAB": 8, "RRC": 3, "DCEP": 6, "T2CEP": 5, "MIRA": 3, "DSCT": 3}
+
+
+def _unit_pulsation(name: str, phase: np.ndarray, src: np.ndarray, p: dict[str, np.ndarray]) -> np.ndarray:
+    """Pulsation shape scaled to zero mean and unit peak-to-peak over the cycle (in magnitudes)."""
+    grid = (np.arange(128) + 0.5) / 128.0
+    uniq, inv = np.unique(src, return_inverse=True)
+    bump = "bump_amp" if name == "DCEP" else None
+    g_phase = np.broadcast_to(grid, (uniq.size, grid.size))
+    g = _pulsation(
+        g_phase,
+        p["rise"][uniq][:, None],
+        p["bump_phase"][uniq][:, None] if bump else None,
+        p["bump_amp"][uniq][:, None] if bump else None,
+        _N_HARM[name],
+    )
+    lo, hi, mean = g.min(axis=1), g.max(axis=1), g.mean(axis=1)
+    s = _pulsation(
+        phase, p["rise"][src], p["bump_phase"][src] if bump else None, p["bump_amp"][src] if bump else None, _N_HARM[name]
+    )
+    return -(s - mean[inv]) / (hi - lo)[inv]  # brighter = smaller magnitude
+
+
+def light_curves(
+    cls: np.ndarray, p: dict[str, np.ndarray], subclass: np.ndarray, times: np.ndarray, offsets: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Noiseless G magnitude variation of every epoch, relative to the source's mean level.
+
+    Parameters
+    ----------
+    cls : ndarray of int
+        Class code per source.
+    p : dict of str to ndarray
+        Parameters from :func:`draw_parameters`.
+    subclass : ndarray of object
+        Sub-classes from :func:`draw_parameters`.
+    times : ndarray of float64
+        Flat epochs; ``offsets`` marks the sources.
+    offsets : ndarray of int64
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    dm : ndarray of float64
+        Magnitude offset of every epoch (positive = fainter).
+    amplitude : ndarray of float64, shape (n_sources,)
+        Peak-to-peak G amplitude (mag): over a full cycle for periodic classes, over the
+        sampled epochs for stochastic ones (SR, ROT, YSO, QSO).
+    """
+    src, _ = flat_index(offsets)
+    counts = np.diff(offsets)
+    dm = np.zeros(times.size)
+    amplitude = p["amplitude"].copy()
+    pt_cls = cls[src]
+    for code, name in enumerate(CLASSES):
+        pts = np.flatnonzero(pt_cls == code)
+        if pts.size == 0 or name == "CONST":
+            continue
+        s = src[pts]
+        t = times[pts]
+        phase = ((t - p["t0"][s]) / p["period"][s]) % 1.0 if np.isfinite(p["period"][s[0]]) else None
+        sub_offsets = np.zeros(np.unique(s).size + 1, dtype=np.int64)
+        np.cumsum(counts[np.unique(s)], out=sub_offsets[1:])
+        members = np.unique(s)
+
+        if name in _N_HARM:
+            d = p["amplitude"][s] * _unit_pulsation(name, phase, s, p)
+            if name == "T2CEP":  # RV Tau: alternating deep and shallow minima
+                rv = subclass[s] == "RV_TAU"
+                d = d + np.where(rv, 0.15 * p["amplitude"][s] * np.cos(np.pi * (t - p["t0"][s]) / p["period"][s]), 0.0)
+            if name == "MIRA":  # slow cycle-to-cycle changes of the mean level
+                d = d + drw(t, sub_offsets, p["drw_tau"][members], p["drw_sf_inf"][members] / np.sqrt(2), rng)
+        elif name == "EA":
+            f1 = 1.0 - 10.0 ** (-0.4 * p["depth_primary"][s])
+            f2 = 1.0 - 10.0 ** (-0.4 * p["depth_secondary"][s])
+            w = p["eclipse_width"][s]
+            x1 = (phase + 0.5) % 1.0 - 0.5
+            x2 = (phase - p["secondary_phase"][s] + 0.5) % 1.0 - 0.5
+            prof1 = np.sqrt(np.clip(1.0 - (x1 / w) ** 2, 0.0, None))
+            prof2 = np.sqrt(np.clip(1.0 - (x2 / w) ** 2, 0.0, None))
+            d = -2.5 * np.log10(1.0 - f1 * prof1 - f2 * prof2)
+        elif name in ("EB", "EW"):
+            c = np.cos(2.0 * np.pi * phase)
+            f1 = 1.0 - 10.0 ** (-0.4 * p["depth_primary"][s])
+            f2 = 1.0 - 10.0 ** (-0.4 * p["depth_secondary"][s])
+            d = -2.5 * np.log10(1.0 - np.abs(c) ** p["shape_power"][s] * np.where(c > 0, f1, f2))
+        elif name == "ELL":
+            a, u = p["amplitude"][s], p["amplitude2"][s]
+            d = 0.5 * a * np.cos(4.0 * np.pi * phase) + u * np.cos(2.0 * np.pi * phase)
+            # ptp of 0.5 a cos(2x) + u cos(x), u < 2a: from x = 0 (deeper minimum) to cos(x) = -u / 2a
+            a_m, u_m = p["amplitude"][members], p["amplitude2"][members]
+            amplitude[members] = a_m + u_m + u_m**2 / (4.0 * a_m)
+        elif name == "SR":
+            walk = drw(t, sub_offsets, p["drw_tau"][members], np.full(members.size, 1.0), rng)
+            tt = t - p["t0"][s]
+            d = p["amplitude"][s] * 0.5 * np.sin(2 * np.pi * tt / p["period"][s] + walk) + p["amplitude2"][s] * 0.5 * np.sin(
+                2 * np.pi * tt / p["period2"][s] + 2.0 + 0.7 * walk
+            )
+        elif name == "ROT":
+            e1 = np.clip(1.0 + 0.5 * drw(t, sub_offsets, p["drw_tau"][members], np.full(members.size, 1.0), rng), 0.0, None)
+            e2 = np.clip(1.0 + 0.5 * drw(t, sub_offsets, p["drw_tau"][members], np.full(members.size, 1.0), rng), 0.0, None)
+            tt = t - p["t0"][s]
+            d = 0.5 * p["amplitude"][s] * e1 * np.sin(2 * np.pi * tt / p["period"][s]) + 0.5 * p["amplitude2"][s] * e2 * np.sin(
+                2 * np.pi * tt / p["period2"][s] + 1.3
+            )
+        elif name == "YSO":
+            base = drw(t, sub_offsets, p["drw_tau"][members], p["drw_sf_inf"][members] / np.sqrt(2), rng)
+            trigger = drw(t, sub_offsets, p["event_tau"][members], np.full(members.size, 1.0), rng)
+            # episodes when a fast unit-variance DRW exceeds 1.5 sigma, saturating at event_amp
+            event = p["event_amp"][s] * (1.0 - np.exp(-np.clip(trigger - 1.5, 0.0, None) / 0.5))
+            d = base + np.where(subclass[s] == "DIPPER", event, -event)
+        elif name == "QSO":
+            d = drw(t, sub_offsets, p["drw_tau"][members], p["drw_sf_inf"][members] / np.sqrt(2), rng)
+        dm[pts] = d
+        if name in STOCHASTIC:
+            amplitude[members] = np.maximum.reduceat(d, sub_offsets[:-1]) - np.minimum.reduceat(d, sub_offsets[:-1])
+    return dm, amplitude
