@@ -122,12 +122,15 @@ def features(
     shard_size: int = typer.Option(20_000, "--shard-size", help="Sources per shard."),
     workers: int = typer.Option(1, "--workers", "-j", help="Worker processes."),
     min_epochs: int = typer.Option(10, "--min-epochs", help="Fewer cleaned G epochs than this: no light-curve features."),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Keep shards finished by an earlier run."),
 ) -> None:
     """Compute dm-dt maps, periods, folded curves and XP vectors from a staging area."""
     from latentcat.features.extract import extract_features
 
     try:
-        report = extract_features(stage_dir, out, shard_size=shard_size, n_workers=workers, min_epochs=min_epochs)
+        report = extract_features(
+            stage_dir, out, shard_size=shard_size, n_workers=workers, resume=resume, min_epochs=min_epochs
+        )
     except LatentcatError as exc:
         _fail(exc)
     _print_json(report)

@@ -1,0 +1,417 @@
+"""The feature stage: staging area -> sharded model inputs (docs/schemas.md, "Features").
+
+Every source of ``light_curves.parquet`` or ``xp.parquet`` gets one row, sorted by
+``source_id`` and cut into shards of ``shard_size`` rows: ``features-00000.parquet``, ...
+A shard is written under a temporary name and renamed when complete, so a shard file that
+exists is finished; a killed run started again with ``resume=True`` only computes the shards
+that are missing. ``_features_plan.json`` records the shard boundaries and settings so that a
+resumed run cannot mix shards of different inputs.
+
+Light-curve features are null, with ``lc_reason``, for a source that has:
+
+- ``no_light_curve``: no G epochs in the staging area;
+- ``too_few_epochs``: fewer than ``min_epochs`` G epochs left after cleaning;
+- ``no_time_span``: all epochs at the same time (no period can be searched).
+
+``n_obs`` and ``n_clipped`` are always filled (0 without a light curve). XP reasons are
+listed in :mod:`latentcat.features.xp`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time as _time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from latentcat.errors import InputError
+from latentcat.features import clean, dmdt, fold, period, stats, xp
+from latentcat.features.ragged import compact, list_lengths, pad_lists, to_list_array
+
+FEATURES_SCHEMA = pa.schema(
+    [
+        ("source_id", pa.int64()),
+        ("n_obs", pa.int32()),
+        ("n_clipped", pa.int32()),
+        ("g_mean", pa.float32()),
+        ("g_median", pa.float32()),
+        ("g_std", pa.float32()),
+        ("g_amplitude", pa.float32()),
+        ("g_skew", pa.float32()),
+        ("time_span", pa.float32()),
+        ("dmdt", pa.list_(pa.float32())),
+        ("dmdt_err", pa.list_(pa.float32())),
+        ("period", pa.float64()),
+        ("period_fap", pa.float64()),
+        ("period_power", pa.float32()),
+        ("fold_phase", pa.list_(pa.float32())),
+        ("fold_mag", pa.list_(pa.float32())),
+        ("fold_err", pa.list_(pa.float32())),
+        ("xp_flux", pa.list_(pa.float32())),
+        ("xp_flux_error", pa.list_(pa.float32())),
+        ("xp_scale", pa.float32()),
+        ("lc_reason", pa.string()),
+        ("xp_reason", pa.string()),
+    ]
+)
+
+LC_FILE = "light_curves.parquet"
+XP_FILE = "xp.parquet"
+PLAN_FILE = "_features_plan.json"  # a leading underscore: Arrow datasets skip it
+_LC_BATCH = 2_000  # light curves processed together inside a shard (bounds memory)
+
+
+def shard_name(index: int) -> str:
+    """File name of shard ``index``: ``features-NNNNN.parquet``."""
+    return f"features-{index:05d}.parquet"
+
+
+def extract_features(
+    stage_dir: Path,
+    out: Path,
+    shard_size: int = 20_000,
+    n_workers: int = 1,
+    resume: bool = True,
+    min_epochs: int = 10,
+) -> dict:
+    """Compute the model inputs of every staged source, shard by shard.
+
+    Parameters
+    ----------
+    stage_dir : Path
+        Staging folder with ``light_curves.parquet`` and/or ``xp.parquet``.
+    out : Path
+        Folder for the ``features-NNNNN.parquet`` shards (created if needed).
+    shard_size : int
+        Sources per shard.
+    n_workers : int
+        Processes computing shards in parallel; the shards do not depend on it.
+    resume : bool
+        Keep finished shards of an earlier run with the same inputs and settings; when
+        False, every shard is recomputed.
+    min_epochs : int
+        Fewest cleaned G epochs for light-curve features.
+
+    Returns
+    -------
+    dict
+        Counts of sources, shards written and skipped, features present, reasons, timing.
+    """
+    t_start = _time.perf_counter()
+    stage_dir, out = Path(stage_dir), Path(out)
+    if shard_size < 1 or n_workers < 1 or min_epochs < 3:
+        raise InputError("extract_features: shard_size and n_workers must be >= 1 and min_epochs >= 3")
+    lc_path, xp_path = stage_dir / LC_FILE, stage_dir / XP_FILE
+    if not lc_path.exists() and not xp_path.exists():
+        raise InputError(f"{stage_dir}: neither {LC_FILE} nor {XP_FILE} found")
+    ids = _all_source_ids([p for p in (lc_path, xp_path) if p.exists()])
+    bounds = [(int(ids[lo]), int(ids[min(lo + shard_size, len(ids)) - 1])) for lo in range(0, len(ids), shard_size)]
+    plan = {
+        "n_sources": int(len(ids)),
+        "source_id_sha256": hashlib.sha256(ids.tobytes()).hexdigest(),
+        "shard_size": int(shard_size),
+        "min_epochs": int(min_epochs),
+        "inputs": sorted(p.name for p in (lc_path, xp_path) if p.exists()),
+        "shards": [[shard_name(k), lo, hi] for k, (lo, hi) in enumerate(bounds)],
+    }
+
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("features-*.parquet.tmp*"):
+        stale.unlink()
+    plan_path = out / PLAN_FILE
+    if resume and plan_path.exists():
+        if json.loads(plan_path.read_text()) != plan:
+            raise InputError(f"{out}: holds features of other inputs or settings; use resume=False or another folder")
+    else:
+        for old in out.glob("features-*.parquet"):
+            old.unlink()
+    _atomic_write_text(plan_path, json.dumps(plan, indent=1))
+
+    todo = [k for k in range(len(bounds)) if not (out / shard_name(k)).exists()]
+    jobs = [(str(stage_dir), str(out / shard_name(k)), bounds[k][0], bounds[k][1], min_epochs) for k in todo]
+    if n_workers == 1 or len(jobs) <= 1:
+        for job in jobs:
+            _write_shard(*job)
+    else:
+        with ProcessPoolExecutor(max_workers=n_workers, mp_context=get_context("spawn")) as pool:
+            list(pool.map(_write_shard, *zip(*jobs)))
+
+    seconds = _time.perf_counter() - t_start
+    reasons = pq.read_table([str(out / shard_name(k)) for k in range(len(bounds))], columns=["lc_reason", "xp_reason"]) if bounds else None
+    report = {
+        "stage_dir": str(stage_dir),
+        "out": str(out),
+        "n_sources": int(len(ids)),
+        "n_shards": len(bounds),
+        "shards_written": len(todo),
+        "shards_skipped": len(bounds) - len(todo),
+        "seconds": round(seconds, 3),
+        "lc_features": 0,
+        "xp_features": 0,
+        "lc_reasons": {},
+        "xp_reasons": {},
+    }
+    if reasons is not None:
+        for col, key in (("lc_reason", "lc"), ("xp_reason", "xp")):
+            counts = pc.value_counts(reasons[col].combine_chunks()).to_pylist()
+            report[f"{key}_reasons"] = {c["values"]: c["counts"] for c in counts if c["values"] is not None}
+            report[f"{key}_features"] = int(reasons[col].null_count)
+    return report
+
+
+def compute_shard(stage_dir: Path, lo: int, hi: int, min_epochs: int = 10) -> pa.Table:
+    """Features of the sources with ``lo <= source_id <= hi``, as a table in FEATURES_SCHEMA.
+
+    Parameters
+    ----------
+    stage_dir : Path
+        Staging folder.
+    lo, hi : int
+        Inclusive source_id range.
+    min_epochs : int
+        Fewest cleaned G epochs for light-curve features.
+
+    Returns
+    -------
+    pyarrow.Table, sorted by source_id.
+    """
+    stage_dir = Path(stage_dir)
+    lc = _read_range(stage_dir / LC_FILE, lo, hi, ["source_id", "g_time", "g_mag", "g_mag_err"])
+    xpt = _read_range(stage_dir / XP_FILE, lo, hi, ["source_id", "bp_flux", "bp_flux_error", "rp_flux", "rp_flux_error"])
+    lc_ids = lc["source_id"].to_numpy() if lc is not None else np.zeros(0, np.int64)
+    xp_ids = xpt["source_id"].to_numpy() if xpt is not None else np.zeros(0, np.int64)
+    ids = np.union1d(lc_ids, xp_ids)
+    n = len(ids)
+    columns: dict[str, pa.Array] = {"source_id": pa.array(ids, pa.int64())}
+    columns.update(_light_curve_columns(stage_dir / LC_FILE, lc, ids, min_epochs))
+    columns.update(_xp_columns(stage_dir / XP_FILE, xpt, ids))
+    return pa.table([columns[f.name] for f in FEATURES_SCHEMA], schema=FEATURES_SCHEMA) if n else FEATURES_SCHEMA.empty_table()
+
+
+def light_curve_features(time: np.ndarray, mag: np.ndarray, err: np.ndarray, min_epochs: int = 10) -> dict[str, np.ndarray]:
+    """All light-curve features of a batch of NaN-padded G light curves.
+
+    Parameters
+    ----------
+    time : float64 array (n, m)
+        Epochs (d), ascending, NaN-padded at the end of each row.
+    mag, err : float arrays (n, m)
+        Magnitudes and errors, NaN-padded likewise.
+    min_epochs : int
+        Fewest cleaned epochs for features.
+
+    Returns
+    -------
+    dict
+        ``n_obs``, ``n_clipped``, ``lc_reason`` (object, None where features exist), the
+        summary statistics, ``dmdt``/``dmdt_err`` (n, 200), ``period``, ``period_fap``,
+        ``period_power``, and ``fold_phase``/``fold_mag``/``fold_err`` (n, m) padded arrays.
+        Rows with a reason hold NaN.
+    """
+    n = time.shape[0]
+    n_raw = np.isfinite(mag).sum(axis=1)
+    keep = clean.clean_mask(mag, err)
+    n_obs, (t, m, e) = compact(keep, time, mag.astype(np.float64), err.astype(np.float64))
+    last = np.take_along_axis(t, np.maximum(n_obs - 1, 0)[:, None], axis=1)[:, 0] if t.shape[1] else np.full(n, np.nan)
+    has_span = (n_obs >= 2) & (last > t[:, 0] if t.shape[1] else False)
+    ok = (n_obs >= min_epochs) & has_span
+    reason = np.full(n, None, dtype=object)
+    reason[(n_obs >= min_epochs) & ~has_span] = "no_time_span"
+    reason[n_obs < min_epochs] = "too_few_epochs"
+    reason[n_raw == 0] = "no_light_curve"
+
+    res: dict[str, np.ndarray] = {
+        "n_obs": n_obs.astype(np.int32),
+        "n_clipped": (n_raw - n_obs).astype(np.int32),
+        "lc_reason": reason,
+    }
+    width = t.shape[1]
+    nan = lambda *shape, dt=np.float32: np.full(shape, np.nan, dtype=dt)  # noqa: E731
+    for key in ("g_mean", "g_median", "g_std", "g_amplitude", "g_skew", "time_span", "period_power"):
+        res[key] = nan(n)
+    for key in ("period", "period_fap"):
+        res[key] = nan(n, dt=np.float64)
+    for key in ("dmdt", "dmdt_err"):
+        res[key] = nan(n, dmdt.N_CELLS)
+    for key in ("fold_phase", "fold_mag", "fold_err"):
+        res[key] = nan(n, width)
+    idx = np.flatnonzero(ok)
+    if len(idx) == 0:
+        return res
+    w = int(n_obs[idx].max())
+    t, m, e = t[idx, :w], m[idx, :w], e[idx, :w]
+    for key, value in stats.summary_stats(t, m).items():
+        if key != "n_obs":
+            res[key][idx] = value
+    res["dmdt"][idx], res["dmdt_err"][idx] = dmdt.dmdt_maps(t, m)
+    per = period.find_periods(t, m, e)
+    for key in ("period", "period_fap", "period_power"):
+        res[key][idx] = per[key]
+    ph, fm, fe = fold.fold_curves(t, m, e, per["period"])
+    res["fold_phase"][idx, :w], res["fold_mag"][idx, :w], res["fold_err"][idx, :w] = ph, fm, fe
+    return res
+
+
+# ----------------------------------------------------------------------------- internals
+
+
+def _all_source_ids(paths: list[Path]) -> np.ndarray:
+    """Sorted union of the source_ids of the staged tables; a duplicate is an input error."""
+    parts = []
+    for path in paths:
+        try:
+            sid = pq.read_table(path, columns=["source_id"])["source_id"]
+        except (pa.ArrowInvalid, OSError, KeyError) as exc:
+            raise InputError(f"{path}: cannot read a source_id column ({exc})") from None
+        if sid.null_count:
+            raise InputError(f"{path}: source_id is null in {sid.null_count} rows")
+        ids = np.sort(sid.to_numpy())
+        dup = ids[1:][ids[1:] == ids[:-1]]
+        if len(dup):
+            raise InputError(f"{path}: source_id {dup[0]} appears more than once")
+        parts.append(ids)
+    return np.union1d(*parts) if len(parts) == 2 else parts[0]
+
+
+def _read_range(path: Path, lo: int, hi: int, columns: list[str]) -> pa.Table | None:
+    """Rows of a staged table with lo <= source_id <= hi, sorted by source_id (None if no file)."""
+    if not path.exists():
+        return None
+    try:
+        table = pq.read_table(path, columns=columns, filters=[("source_id", ">=", lo), ("source_id", "<=", hi)])
+    except (pa.ArrowInvalid, OSError, KeyError) as exc:
+        raise InputError(f"{path}: cannot read columns {columns} ({exc})") from None
+    return table.sort_by("source_id").combine_chunks()
+
+
+def _light_curve_columns(path: Path, lc: pa.Table | None, ids: np.ndarray, min_epochs: int) -> dict[str, pa.Array]:
+    """The light-curve columns of a shard, for the sources ``ids`` (sorted)."""
+    n = len(ids)
+    res = {
+        "n_obs": np.zeros(n, np.int32),
+        "n_clipped": np.zeros(n, np.int32),
+        "lc_reason": np.full(n, "no_light_curve", dtype=object),
+    }
+    lists = {"dmdt": [], "dmdt_err": [], "fold_phase": [], "fold_mag": [], "fold_err": []}
+    list_rows = []
+    scalars = ("g_mean", "g_median", "g_std", "g_amplitude", "g_skew", "time_span", "period", "period_fap", "period_power")
+    for key in scalars:
+        res[key] = np.full(n, np.nan, np.float64 if key in ("period", "period_fap") else np.float32)
+    if lc is not None and lc.num_rows:
+        pos = np.searchsorted(ids, lc["source_id"].to_numpy())
+        for lo in range(0, lc.num_rows, _LC_BATCH):
+            batch = lc.slice(lo, _LC_BATCH)
+            time, mag, err = _validated_light_curves(path, batch)
+            feats = light_curve_features(time, mag, err, min_epochs)
+            rows = pos[lo : lo + batch.num_rows]
+            for key in ("n_obs", "n_clipped", "lc_reason", *scalars):
+                res[key][rows] = feats[key]
+            for key in lists:
+                lists[key].append(feats[key])
+            list_rows.append((rows, feats["n_obs"], feats["lc_reason"]))
+    out = {}
+    present = np.equal(res["lc_reason"], None)
+    for key in ("n_obs", "n_clipped"):
+        out[key] = pa.array(res[key], pa.int32())
+    for key in scalars:
+        typ = pa.float64() if key in ("period", "period_fap") else pa.float32()
+        out[key] = pa.array(res[key], typ, from_pandas=True)
+    out["lc_reason"] = pa.array(res["lc_reason"].tolist(), pa.string())
+    for key, parts in lists.items():
+        width = dmdt.N_CELLS if key.startswith("dmdt") else max([p.shape[1] for p in parts], default=0)
+        full = np.full((n, width), np.nan, np.float32)
+        lengths = np.zeros(n, np.int64)
+        for part, (rows, n_obs, _) in zip(parts, list_rows):
+            full[rows, : part.shape[1]] = part
+            lengths[rows] = dmdt.N_CELLS if key.startswith("dmdt") else n_obs
+        out[key] = to_list_array(full, lengths, present)
+    return out
+
+
+def _validated_light_curves(path: Path, batch: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Padded G time/mag/err arrays of a batch, checked against the staging contract."""
+    sid = batch["source_id"].to_numpy()
+    lens = [list_lengths(batch[c]) for c in ("g_time", "g_mag", "g_mag_err")]
+    bad = np.flatnonzero((lens[0] != lens[1]) | (lens[0] != lens[2]))
+    if len(bad):
+        raise InputError(f"{path}: g_time, g_mag and g_mag_err have different lengths for source_id {sid[bad[0]]}")
+    width = int(lens[0].max()) if len(sid) else 0
+    time = pad_lists(batch["g_time"], np.float64, width)
+    mag = pad_lists(batch["g_mag"], np.float64, width)
+    err = pad_lists(batch["g_mag_err"], np.float64, width)
+    inside = np.arange(width)[None, :] < lens[0][:, None]
+    for name, arr in (("g_time", time), ("g_mag", mag), ("g_mag_err", err)):
+        rows = np.flatnonzero((inside & ~np.isfinite(arr)).any(axis=1))
+        if len(rows):
+            raise InputError(f"{path}: {name} has a null or non-finite value for source_id {sid[rows[0]]}")
+    rows = np.flatnonzero((inside & (err <= 0)).any(axis=1))
+    if len(rows):
+        raise InputError(f"{path}: g_mag_err is not positive for source_id {sid[rows[0]]}")
+    with np.errstate(invalid="ignore"):
+        rows = np.flatnonzero((np.diff(time, axis=1) < 0).any(axis=1))
+    if len(rows):
+        raise InputError(f"{path}: g_time is not sorted ascending for source_id {sid[rows[0]]}")
+    return time, mag, err
+
+
+def _xp_columns(path: Path, xpt: pa.Table | None, ids: np.ndarray) -> dict[str, pa.Array]:
+    """The XP columns of a shard, for the sources ``ids`` (sorted)."""
+    n = len(ids)
+    flux = np.full((n, 2 * xp.N_SAMPLES), np.nan, np.float32)
+    ferr = flux.copy()
+    scale = np.full(n, np.nan, np.float32)
+    reason = np.full(n, "no_xp", dtype=object)
+    if xpt is not None and xpt.num_rows:
+        sid = xpt["source_id"].to_numpy()
+        bands = {}
+        for name in ("bp_flux", "bp_flux_error", "rp_flux", "rp_flux_error"):
+            col = xpt[name]
+            lens = list_lengths(col)
+            is_null = np.asarray(col.is_null().to_numpy(zero_copy_only=False), bool)
+            bad = np.flatnonzero(~is_null & (lens != xp.N_SAMPLES))
+            if len(bad):
+                raise InputError(f"{path}: {name} has {lens[bad[0]]} values, not {xp.N_SAMPLES}, for source_id {sid[bad[0]]}")
+            arr = pad_lists(col, np.float32, xp.N_SAMPLES)
+            bad = np.flatnonzero(~is_null & ~np.isfinite(arr).all(axis=1))
+            if len(bad):
+                raise InputError(f"{path}: {name} has a null or non-finite value for source_id {sid[bad[0]]}")
+            bands[name] = arr
+        for band in ("bp", "rp"):
+            lacks_err = np.isfinite(bands[f"{band}_flux"]).all(axis=1) & ~np.isfinite(bands[f"{band}_flux_error"]).all(axis=1)
+            if lacks_err.any():
+                raise InputError(f"{path}: {band}_flux_error is null where {band}_flux is not, for source_id {sid[lacks_err][0]}")
+        f, e, s, r = xp.xp_vectors(bands["bp_flux"], bands["bp_flux_error"], bands["rp_flux"], bands["rp_flux_error"])
+        pos = np.searchsorted(ids, sid)
+        flux[pos], ferr[pos], scale[pos], reason[pos] = f, e, s, r
+    present = np.equal(reason, None)
+    lengths = np.full(n, 2 * xp.N_SAMPLES)
+    return {
+        "xp_flux": to_list_array(flux, lengths, present),
+        "xp_flux_error": to_list_array(ferr, lengths, present),
+        "xp_scale": pa.array(scale, pa.float32(), from_pandas=True),
+        "xp_reason": pa.array(reason.tolist(), pa.string()),
+    }
+
+
+def _write_shard(stage_dir: str, path: str, lo: int, hi: int, min_epochs: int) -> int:
+    """Compute one shard and write it atomically (temporary name, then rename)."""
+    table = compute_shard(Path(stage_dir), lo, hi, min_epochs)
+    tmp = f"{path}.tmp{os.getpid()}"
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+    return table.num_rows
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    """Write a small text file under a temporary name, then rename it into place."""
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,184 @@
+"""Unit tests of the feature functions against independent computations."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.table import Table
+from astropy.timeseries import LombScargle
+from scipy import stats as sps
+
+from latentcat.features import clean, dmdt, fold, period, stats, xp
+from latentcat.features.ragged import compact
+
+DATA = Path(__file__).parent / "data" / "gaia_dr3"
+
+
+def _pad(curves):
+    """NaN-padded (time, mag, err) arrays from a list of (t, m, e) tuples."""
+    m = max(len(c[0]) for c in curves)
+    out = [np.full((len(curves), m), np.nan) for _ in range(3)]
+    for i, c in enumerate(curves):
+        for a, v in zip(out, c):
+            a[i, : len(v)] = v
+    return out
+
+
+@pytest.fixture(scope="module")
+def real_curves():
+    """The G light curves of 8 real DR3 sources (flagged epochs dropped), NaN-padded."""
+    t = Table.read(DATA / "epoch_photometry_datalink_8_sources.vot.xml")
+    t = t[(t["band"] == "G") & ~np.asarray(t["rejected_by_photometry"], bool) & ~np.asarray(t["rejected_by_variability"], bool)]
+    curves = []
+    for sid in np.unique(t["source_id"]):
+        s = t[t["source_id"] == sid]
+        s.sort("time")
+        flux, ferr = np.asarray(s["flux"], float), np.asarray(s["flux_error"], float)
+        curves.append((np.asarray(s["time"], float), np.asarray(s["mag"], float), 1.0857 * ferr / flux))
+    return _pad(curves)
+
+
+def test_dmdt_counts_a_hand_made_curve():
+    # mags 10,12,10,12 -> z = -+0.866 (mean 11, sample std 1.155); |dz| is 0 or 1.732 (bin 10 of 3/19 steps)
+    # pairs: dt=1 (bin 0.33-2 d) |dz|=1.73; dt=3 and dt=2 (bin 2-20 d): 0 and 1.73;
+    # dt=100, 102, 103 (bin 100-200 d): 1.73, 0, 1.73
+    t = np.array([[0.0, 1.0, 3.0, 103.0]])
+    m = np.array([[10.0, 12.0, 10.0, 12.0]])
+    p, err = dmdt.dmdt_maps(t, m)
+    p, err = p.reshape(10, 20), err.reshape(10, 20)
+    expected = np.zeros((10, 20))
+    expected[2, 10] = 1.0
+    expected[3, [0, 10]] = 0.5
+    expected[6, 0], expected[6, 10] = 1 / 3, 2 / 3
+    np.testing.assert_allclose(p, expected, atol=1e-7)
+    assert err[6, 10] == pytest.approx(np.sqrt(3) / 4)
+    assert err[6, 5] == pytest.approx(1 / 4)
+    # empty columns carry no information: zeros with uncertainty 1
+    assert np.all(p[[0, 1, 4, 5, 7, 8, 9]] == 0) and np.all(err[[0, 1, 4, 5, 7, 8, 9]] == 1)
+
+
+def test_dmdt_last_bin_is_open_and_batches_agree():
+    # nine equal mags and one 10 mag fainter: z differences of sqrt(10) = 3.16 > 3 land in the last bin
+    t = np.arange(10.0) * 30.0
+    m = np.zeros(10)
+    m[-1] = 10.0
+    p_one, _ = dmdt.dmdt_maps(t[None, :], m[None, :])
+    cells = p_one.reshape(10, 20)
+    assert cells[:, 19].sum() > 0 and cells[:, 1:19].sum() == 0
+    # the same source inside a padded batch gives the same map
+    short = (np.arange(3.0), np.array([1.0, 2.0, 1.5]))
+    tt, mm, _ = _pad([short + (np.ones(3),), (t, m, np.ones(10))])
+    p_batch, _ = dmdt.dmdt_maps(tt, mm)
+    np.testing.assert_array_equal(p_batch[1], p_one[0])
+
+
+def test_gls_power_matches_astropy_on_real_curves(real_curves):
+    t, m, e = real_curves
+    freq = np.tile(np.linspace(0.01, 24.9, 37), (len(t), 1))
+    ours = period.gls_power(t, m, e, freq)
+    for k in range(len(t)):
+        ok = np.isfinite(m[k])
+        ref = LombScargle(t[k, ok], m[k, ok], e[k, ok]).power(freq[k], method="cython")
+        np.testing.assert_allclose(ours[k], ref, rtol=1e-6, atol=1e-9)
+
+
+def test_find_periods_matches_a_fine_astropy_periodogram(real_curves):
+    t, m, e = real_curves
+    res = period.find_periods(t, m, e)
+    for k in (0, 4, 6):  # source 4 peaks at the low end of the range
+        ok = np.isfinite(m[k])
+        ls = LombScargle(t[k, ok], m[k, ok], e[k, ok])
+        span = np.ptp(t[k, ok])
+        grid = np.arange(period.FMIN, period.FMAX, 1 / (10 * span))
+        power = np.where(period.spurious_mask(grid), -np.inf, ls.power(grid, method="cython"))
+        best = grid[np.argmax(power)]
+        assert abs(res["frequency"][k] - best) < 1 / (5 * span), k
+        assert res["period_power"][k] >= power.max() - 1e-6
+        fap = ls.false_alarm_probability(res["period_power"][k], maximum_frequency=period.FMAX, method="baluev")
+        assert res["period_fap"][k] == pytest.approx(fap, rel=1e-4)
+
+
+def test_period_of_a_sinusoid_and_scanning_law_mask():
+    rng = np.random.default_rng(4)
+    t = np.sort(rng.uniform(1666, 2710, 60))
+    true_p = 0.6137
+    m = 15 + 0.2 * np.sin(2 * np.pi * t / true_p) + rng.normal(0, 0.005, t.size)
+    res = period.find_periods(t[None], m[None], np.full((1, t.size), 0.005))
+    assert res["period"][0] == pytest.approx(true_p, rel=1e-4)
+    assert res["period_fap"][0] < 1e-10
+    assert period.spurious_mask(np.array([4.0, 1 / 62.97, 8 + 2 / 62.97, 3.0, 0.5])).tolist() == [True, True, True, False, False]
+    # a signal exactly at the spin frequency is never reported
+    m4 = 15 + 0.2 * np.sin(2 * np.pi * 4.0 * t) + rng.normal(0, 0.005, t.size)
+    f4 = period.find_periods(t[None], m4[None], np.full((1, t.size), 0.005))["frequency"][0]
+    assert not period.spurious_mask(np.array([f4]))[0]
+
+
+def test_clean_removes_isolated_faint_outlier_and_error_outlier_but_keeps_eclipses():
+    rng = np.random.default_rng(0)
+    n = 60
+    base = 15 + rng.normal(0, 0.01, n)
+    err = np.full(n, 0.01) * rng.uniform(0.9, 1.1, n)
+    outlier = base.copy()
+    outlier[7] += 2.0  # one lone point 2 mag fainter
+    noisy_err = err.copy()
+    noisy_err[11] = 0.2  # a transit with a 20x error
+    eclipses = base.copy()
+    eclipses[[3, 20, 33, 50]] += 0.8  # four points in eclipse: real variability
+    mags = np.stack([outlier, base, eclipses])
+    errs = np.stack([err, noisy_err, err])
+    keep = clean.clean_mask(mags, errs)
+    assert np.flatnonzero(~keep[0]).tolist() == [7]
+    assert np.flatnonzero(~keep[1]).tolist() == [11]
+    assert keep[2].all()
+    lengths, (m_c,) = compact(keep, mags)
+    assert lengths.tolist() == [59, 59, 60] and np.isnan(m_c[0, 59])
+
+
+def test_summary_stats_match_scipy():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(15, 0.3, 40), rng.gamma(2, 0.1, 25) + 12
+    t = _pad([(np.arange(40.0), a, a), (np.arange(25.0) * 3, b, b)])[0]
+    mags = _pad([(a, a, a), (b, b, b)])[0]
+    s = stats.summary_stats(t, mags)
+    for k, x in enumerate((a, b)):
+        assert s["n_obs"][k] == len(x)
+        assert s["g_std"][k] == pytest.approx(np.std(x, ddof=1), rel=1e-5)
+        assert s["g_skew"][k] == pytest.approx(sps.skew(x), rel=1e-4)
+        assert s["g_amplitude"][k] == pytest.approx(np.percentile(x, 95) - np.percentile(x, 5), rel=1e-5)
+        assert s["g_median"][k] == pytest.approx(np.median(x))
+    assert s["time_span"].tolist() == [39.0, 72.0]
+
+
+def test_fold_puts_maximum_brightness_at_phase_zero():
+    rng = np.random.default_rng(2)
+    t = np.sort(rng.uniform(0, 1000, 200))
+    p = 3.3
+    m = 12 - 0.5 * np.cos(2 * np.pi * (t - 1.0) / p)  # brightest at t = 1 + k p
+    e = np.full_like(t, 0.01)
+    ph, fm, fe = fold.fold_curves(t[None], m[None], e[None], np.array([p]))
+    ph, fm, fe = ph[0], fm[0], fe[0]
+    assert np.all(np.diff(ph) >= 0) and ph.min() >= 0 and ph.max() < 1
+    assert fm.min() == 0 and fm.max() == 1
+    np.testing.assert_allclose(fe, 0.01 / np.ptp(m), rtol=1e-5)
+    # folded at 2P, maxima at phases 0 and 0.5 (to within the smoothing grid)
+    bright = ph[fm < 0.02]
+    dist = np.minimum.reduce([np.abs(bright), np.abs(bright - 0.5), np.abs(1 - bright)])
+    assert dist.max() < 0.03
+
+
+def test_xp_vectors_scale_and_missing_bands():
+    rng = np.random.default_rng(3)
+    bp, rp = rng.uniform(1, 100, (3, 55)), rng.uniform(1, 200, (3, 55))
+    bpe, rpe = bp * 0.01, rp * 0.02
+    bp[1] = np.nan  # no BP
+    rp[2] = np.nan  # no RP
+    bpe[1], rpe[2] = np.nan, np.nan
+    flux, ferr, scale, reason = xp.xp_vectors(bp, bpe, rp, rpe)
+    both = np.sort(np.concatenate([bp[0], rp[0]]))
+    # 99.5th percentile of 110 values, linear interpolation: rank 0.995 * 109 = 108.455
+    expected = both[108] + 0.455 * (both[109] - both[108])
+    assert scale[0] == pytest.approx(expected, rel=1e-6)
+    np.testing.assert_allclose(flux[0], np.concatenate([bp[0], rp[0]]) / expected, rtol=1e-6)
+    np.testing.assert_allclose(ferr[0, 55:], rpe[0] / expected, rtol=1e-6)
+    assert reason.tolist() == [None, "missing_bp", "missing_rp"]
+    assert np.isnan(flux[1:]).all() and np.isnan(scale[1:]).all()

@@ -1,0 +1,131 @@
+"""The feature stage end to end: simulate -> ingest -> features, nulls, resume, workers."""
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from latentcat.errors import InputError
+from latentcat.features.extract import FEATURES_SCHEMA, extract_features, shard_name
+from latentcat.gaia.ingest import ingest
+from latentcat.gaia.simulate import simulate_survey
+
+
+@pytest.fixture(scope="module")
+def survey(tmp_path_factory):
+    """400 simulated sources, ingested, and their features in shards of 150."""
+    root = tmp_path_factory.mktemp("survey")
+    simulate_survey(n=400, seed=11, out=root)
+    ingest([root / "archive"], root / "stage")
+    report = extract_features(root / "stage", root / "features", shard_size=150)
+    return root, report
+
+
+def _read(folder: Path) -> pa.Table:
+    return pq.read_table(folder).sort_by("source_id")
+
+
+def test_every_source_has_one_row_in_the_schema(survey):
+    root, report = survey
+    table = _read(root / "features")
+    lc_ids = pq.read_table(root / "stage" / "light_curves.parquet", columns=["source_id"])["source_id"].to_numpy()
+    xp_ids = pq.read_table(root / "stage" / "xp.parquet", columns=["source_id"])["source_id"].to_numpy()
+    assert table.schema.equals(FEATURES_SCHEMA)
+    assert table["source_id"].to_numpy().tolist() == np.union1d(lc_ids, xp_ids).tolist()
+    assert report["n_shards"] == 3 and report["shards_written"] == 3
+    ok = table.filter(pa.compute.is_null(table["lc_reason"]))
+    assert all(len(v) == 200 for v in ok["dmdt"].to_pylist())
+    assert (ok["n_obs"].to_numpy() == [len(v) for v in ok["fold_mag"].to_pylist()]).all()
+    no_xp = table.filter(pa.compute.equal(table["xp_reason"], "no_xp"))["source_id"].to_numpy()
+    assert set(no_xp) == set(lc_ids) - set(xp_ids)
+
+
+def test_periods_of_simulated_pulsators_and_binaries(survey):
+    root, _ = survey
+    feats = _read(root / "features").to_pandas().set_index("source_id")
+    truth = pq.read_table(root / "truth.parquet").to_pandas().set_index("source_id")
+    both = feats.join(truth[["class", "period", "mean_g"]].rename(columns={"period": "true_period"}))
+    sel = both[(both["n_obs"] >= 40) & (both["mean_g"] < 18) & both["class"].isin(["RRAB", "RRC", "DCEP", "T2CEP", "EB", "EW", "ELL"])]
+    ratio = sel["period"] / sel["true_period"]
+    binary = sel["class"].isin(["EB", "EW", "ELL"])
+    # a sinusoid fits the two minima of a binary's orbit: the search finds P_orb / 2
+    good = (np.abs(ratio - 1) < 0.01) | (binary & (np.abs(2 * ratio - 1) < 0.01))
+    assert len(sel) >= 15
+    assert good.mean() >= 0.9
+
+
+def test_too_few_epochs_and_missing_xp_give_nulls_and_reasons(tmp_path):
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    rng = np.random.default_rng(5)
+    t30 = np.sort(rng.uniform(1700, 2700, 30))
+    lc = pa.table(
+        {
+            "source_id": pa.array([11, 22], pa.int64()),
+            "n_g": pa.array([5, 30], pa.int32()),
+            "g_time": pa.array([[1700.0, 1750.0, 1800.0, 1900.0, 2000.0], t30.tolist()], pa.list_(pa.float64())),
+            "g_mag": pa.array([[15.0, 15.1, 15.0, 15.2, 15.1], (15 + 0.1 * np.sin(t30)).tolist()], pa.list_(pa.float32())),
+            "g_mag_err": pa.array([[0.01] * 5, [0.01] * 30], pa.list_(pa.float32())),
+        }
+    )
+    pq.write_table(lc, stage / "light_curves.parquet")
+    flux = pa.array([np.linspace(1, 50, 55).tolist()], pa.list_(pa.float32()))
+    none = pa.array([None], pa.list_(pa.float32()))
+    pq.write_table(
+        pa.table({"source_id": pa.array([33], pa.int64()), "bp_flux": none, "bp_flux_error": none, "rp_flux": flux, "rp_flux_error": flux}),
+        stage / "xp.parquet",
+    )
+    report = extract_features(stage, tmp_path / "out")
+    rows = {r["source_id"]: r for r in _read(tmp_path / "out").to_pylist()}
+    assert sorted(rows) == [11, 22, 33]
+    five, fine, xp_only = rows[11], rows[22], rows[33]
+    assert five["lc_reason"] == "too_few_epochs" and five["n_obs"] == 5
+    assert five["dmdt"] is None and five["period"] is None and five["fold_mag"] is None and five["g_mean"] is None
+    assert fine["lc_reason"] is None and fine["period"] > 0 and fine["xp_reason"] == "no_xp" and fine["xp_flux"] is None
+    assert xp_only["lc_reason"] == "no_light_curve" and xp_only["n_obs"] == 0
+    assert xp_only["xp_reason"] == "missing_bp" and xp_only["xp_flux"] is None and xp_only["xp_scale"] is None
+    assert report["lc_reasons"] == {"too_few_epochs": 1, "no_light_curve": 1}
+
+
+def test_a_killed_run_resumes_with_the_missing_shard_only(survey, tmp_path):
+    root, _ = survey
+    out = tmp_path / "features"
+    extract_features(root / "stage", out, shard_size=150)
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("features-*.parquet")}
+    last = out / shard_name(2)
+    expected = pq.read_table(last)
+    last.unlink()
+    (out / (shard_name(2) + ".tmp123")).write_bytes(b"half a shard")  # what a kill leaves behind
+    report = extract_features(root / "stage", out, shard_size=150)
+    assert report["shards_written"] == 1 and report["shards_skipped"] == 2
+    after = {p.name: p.stat().st_mtime_ns for p in out.glob("features-*.parquet")}
+    assert {k: after[k] for k in before if k != shard_name(2)} == {k: v for k, v in before.items() if k != shard_name(2)}
+    assert pq.read_table(last).equals(expected)
+    assert not list(out.glob("*.tmp*"))
+    with pytest.raises(InputError, match="other inputs or settings"):
+        extract_features(root / "stage", out, shard_size=50)
+
+
+def test_two_workers_write_identical_shards(survey, tmp_path):
+    root, _ = survey
+    extract_features(root / "stage", tmp_path / "two", shard_size=150, n_workers=2)
+    for k in range(3):
+        assert pq.read_table(tmp_path / "two" / shard_name(k)).equals(pq.read_table(root / "features" / shard_name(k)))
+
+
+def test_bad_staged_light_curve_names_file_and_source(tmp_path):
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    lc = pa.table(
+        {
+            "source_id": pa.array([7], pa.int64()),
+            "g_time": pa.array([[1700.0, 1690.0, 1800.0]], pa.list_(pa.float64())),
+            "g_mag": pa.array([[15.0, 15.1, 15.0]], pa.list_(pa.float32())),
+            "g_mag_err": pa.array([[0.01, 0.01, 0.01]], pa.list_(pa.float32())),
+        }
+    )
+    pq.write_table(lc, stage / "light_curves.parquet")
+    with pytest.raises(InputError, match=r"light_curves\.parquet: g_time is not sorted ascending for source_id 7"):
+        extract_features(stage, tmp_path / "out")
