@@ -11,4 +11,13 @@ try:
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["__version__"]
+__all__ = ["Catalog", "__version__", "open"]
+
+
+def __getattr__(name: str):
+    """``latentcat.open`` and ``latentcat.Catalog``, imported on first use so the CLI starts fast."""
+    if name in ("open", "Catalog"):
+        from latentcat import query
+
+        return getattr(query, name)
+    raise AttributeError(f"module 'latentcat' has no attribute {name!r}")

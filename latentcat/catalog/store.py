@@ -1,0 +1,268 @@
+"""Write the catalogue: catalog.duckdb (tables from sql/schema.sql) and the FAISS indexes.
+
+The SQL lives in the repository's ``sql/`` folder: ``schema.sql`` (tables), ``load.sql``
+(checks and inserts, one named statement each), ``macros.sql`` (views and the table macros
+stored in the file) and ``query.sql`` (what the read-only Catalog runs).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+import duckdb
+import faiss
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from latentcat.catalog import index as lc_index
+from latentcat.errors import InputError, LatentcatError
+
+SQL_DIR = Path(str(resources.files("latentcat") / "sql"))
+"""Folder of the catalogue's SQL files."""
+
+DB_NAME = "catalog.duckdb"
+INDEX_DIR = "index"
+
+REQUIRED_COLUMNS = {
+    "sources": ("source_id",),
+    "labels": ("source_id", "best_class_name", "best_class_score"),
+    "features": (
+        "source_id", "n_obs", "n_clipped", "g_mean", "g_median", "g_std", "g_amplitude",
+        "g_skew", "time_span", "period", "period_fap", "period_power", "xp_scale",
+        "lc_reason", "xp_reason",
+    ),
+    "embeddings": (
+        "source_id", "z_xp", "z_dmdt", "z_fold", "z_logvar_xp", "z_logvar_dmdt",
+        "z_logvar_fold", "has_xp", "has_dmdt", "has_fold", "recon_loss_xp",
+        "recon_loss_dmdt", "recon_loss_fold",
+    ),
+}
+"""Columns each input table must have (docs/schemas.md); others are ignored, except in sources."""
+
+
+def sql_script(name: str) -> str:
+    """Text of ``sql/<name>.sql``."""
+    return (SQL_DIR / f"{name}.sql").read_text()
+
+
+@cache
+def sql_statements(name: str) -> dict[str, str]:
+    """Named statements of ``sql/<name>.sql``: each block starts with ``-- name: <key>``."""
+    blocks = re.split(r"^-- name: *(\S+) *$", sql_script(name), flags=re.MULTILINE)
+    return {key: body.strip() for key, body in zip(blocks[1::2], blocks[2::2])}
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split())
+
+
+def _check_columns(table: str, paths: list[Path]) -> None:
+    for path in paths:
+        try:
+            names = set(pq.read_schema(path).names)
+        except Exception as err:
+            raise InputError(f"{path}: not a readable Parquet file ({_one_line(err)})") from err
+        missing = [c for c in REQUIRED_COLUMNS[table] if c not in names]
+        if missing:
+            raise InputError(f"{path}: {table} table lacks column(s) {', '.join(missing)}")
+
+
+def _first_problem(con: duckdb.DuckDBPyConnection, statement: str, paths: list[Path]) -> None:
+    row = con.execute(sql_statements("load")[statement], {"paths": [str(p) for p in paths]}).fetchone()
+    if row is not None:
+        file, line, source_id, problem = row
+        raise InputError(f"{file}: row {line}, source_id {source_id}: {problem}")
+
+
+def _load(con: duckdb.DuckDBPyConnection, statement: str, paths: list[Path], what: str) -> None:
+    try:
+        con.execute(sql_statements("load")[statement], {"paths": [str(p) for p in paths]})
+    except duckdb.Error as err:
+        where = str(paths[0]) if len(paths) == 1 else f"{paths[0].parent}/{what}"
+        raise InputError(f"{where}: cannot load {what}: {_one_line(err)}") from err
+
+
+def _add_source_columns(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """Give the sources table the extra gaia_source columns the staging table has."""
+    have = {r[0] for r in con.execute("DESCRIBE sources").fetchall()}
+    columns = con.execute(sql_statements("load")["columns_of"], {"paths": [str(path)]}).fetchall()
+    for name, dtype in columns:
+        if name not in have:
+            ident = '"' + name.replace('"', '""') + '"'
+            con.execute(f"ALTER TABLE sources ADD COLUMN {ident} {dtype}")
+
+
+def _shards(folder: Path, prefix: str) -> list[Path]:
+    paths = sorted(Path(folder).glob(f"{prefix}-*.parquet"))
+    if not paths:
+        raise InputError(f"{folder}: no {prefix}-*.parquet shards")
+    return paths
+
+
+def _load_inputs(con, stage_dir: Path, features_dir: Path, emb_dir: Path) -> None:
+    sources = Path(stage_dir) / "sources.parquet"
+    if not sources.exists():
+        raise InputError(f"{sources}: not found")
+    labels = Path(stage_dir) / "labels.parquet"
+    tables = {
+        "sources": [sources],
+        "labels": [labels] if labels.exists() else [],
+        "features": _shards(features_dir, "features"),
+        "embeddings": _shards(emb_dir, "embeddings"),
+    }
+    for table, paths in tables.items():
+        if not paths:
+            continue
+        _check_columns(table, paths)
+        _first_problem(con, "first_bad_id", paths)
+        if table == "labels":
+            _first_problem(con, "first_bad_label", paths)
+        if table == "embeddings":
+            _first_problem(con, "first_bad_embedding", paths)
+        if table == "sources":
+            _add_source_columns(con, sources)
+        _load(con, f"load_{table}", paths, table)
+    row = con.execute(sql_statements("load")["first_unknown_source"]).fetchone()
+    if row is not None:
+        raise InputError(
+            f"{emb_dir}: source_id {row[0]} has an embedding but no row in {sources}"
+        )
+
+
+def table_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Row counts of the catalogue tables."""
+    cur = con.execute(sql_statements("query")["table_counts"])
+    names = [d[0] for d in cur.description]
+    return dict(zip(names, cur.fetchone()))
+
+
+def write_build_info(con: duckdb.DuckDBPyConnection, info: dict) -> None:
+    """Store each top-level key of ``info`` as one build_info row (value as JSON)."""
+    for key, value in info.items():
+        con.execute(
+            sql_statements("load")["put_build_info"],
+            {"key": str(key), "value": json.dumps(value, default=str)},
+        )
+
+
+def write_catalog(
+    cat_dir: Path,
+    stage_dir: Path,
+    features_dir: Path,
+    emb_dir: Path,
+    build_info: dict,
+    *,
+    exact_max: int = lc_index.EXACT_MAX,
+    target_recall: float = 0.98,
+    seed: int = 0,
+) -> dict:
+    """Write catalog.duckdb and the FAISS indexes of a catalogue into ``cat_dir``.
+
+    Parameters
+    ----------
+    cat_dir : Path
+        Catalogue folder; created if needed, must not already hold a catalogue.
+    stage_dir : Path
+        Staging folder with ``sources.parquet`` and (optionally) ``labels.parquet``.
+    features_dir, emb_dir : Path
+        Folders of ``features-*.parquet`` and ``embeddings-*.parquet`` shards.
+    build_info : dict
+        How the catalogue was made (versions, config, seeds, checksums); stored in the
+        build_info table, one row per top-level key.
+    exact_max, target_recall, seed
+        Index choice, see `latentcat.catalog.index.build_index`.
+
+    Returns
+    -------
+    dict
+        ``build_info`` plus ``counts`` (rows per table) and ``indexes`` (per block set:
+        type, size, recall@10 against exact search), as stored in the catalogue.
+
+    Raises
+    ------
+    InputError
+        An input is missing or breaks docs/schemas.md (names the file, row and source_id).
+    """
+    cat_dir = Path(cat_dir)
+    db_path = cat_dir / DB_NAME
+    if db_path.exists():
+        raise LatentcatError(f"{db_path}: a catalogue already exists here")
+    cat_dir.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(db_path))
+    try:
+        con.execute(sql_script("schema"))
+        _load_inputs(con, Path(stage_dir), Path(features_dir), Path(emb_dir))
+        con.execute(sql_script("macros"))
+        codes = con.sql(sql_statements("load")["codes_for_index"]).to_arrow_table()
+        indexes = lc_index.build_indexes(
+            codes, cat_dir / INDEX_DIR, exact_max=exact_max, target_recall=target_recall, seed=seed
+        )
+        info = {
+            **build_info,
+            "counts": table_counts(con),
+            "indexes": indexes,
+            "catalog_format": {"duckdb": duckdb.__version__, "faiss": faiss.__version__},
+        }
+        write_build_info(con, info)
+        con.execute("CHECKPOINT")
+    except BaseException:
+        con.close()
+        db_path.unlink(missing_ok=True)
+        raise
+    con.close()
+    return info
+
+
+def _writer(cat_dir: Path) -> duckdb.DuckDBPyConnection:
+    db_path = Path(cat_dir) / DB_NAME
+    if not db_path.exists():
+        raise LatentcatError(f"{db_path}: no catalogue here")
+    try:
+        return duckdb.connect(str(db_path))
+    except duckdb.Error as err:
+        raise LatentcatError(f"{db_path}: cannot open for writing ({_one_line(err)})") from err
+
+
+def _replace_rows(cat_dir: Path, table: pa.Table, name: str, key: str) -> int:
+    """Replace the rows of one model/method (``key``) in table ``name`` within one transaction."""
+    con = _writer(cat_dir)
+    statements = sql_statements("write")
+    try:
+        con.register("_new_rows", table)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(statements[f"delete_{name}"], {"key": key})
+            con.execute(statements[f"insert_{name}"], {"key": key})
+        except duckdb.Error:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+    except duckdb.Error as err:
+        raise LatentcatError(
+            f"{Path(cat_dir) / DB_NAME}: cannot write {name}: {_one_line(err)}"
+        ) from err
+    finally:
+        con.close()
+    return table.num_rows
+
+
+def write_predictions(cat_dir: Path, predictions: pa.Table, model_id: str) -> int:
+    """Replace the predictions of ``model_id`` with ``predictions`` (source_id, class, probability).
+
+    Returns the number of rows written. Opens the catalogue for writing: no reader may hold it.
+    """
+    return _replace_rows(cat_dir, predictions, "predictions", model_id)
+
+
+def write_outlier_scores(cat_dir: Path, scores: pa.Table, method: str) -> int:
+    """Replace the outlier scores of ``method`` with ``scores`` (source_id, score).
+
+    Ranks are given by score, 1 = highest.
+
+    Returns the number of rows written. Opens the catalogue for writing: no reader may hold it.
+    """
+    return _replace_rows(cat_dir, scores, "outlier_scores", method)

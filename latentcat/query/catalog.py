@@ -1,0 +1,248 @@
+"""The read-only Catalog: SQL over catalog.duckdb and nearest neighbours through FAISS.
+
+    >>> import latentcat
+    >>> cat = latentcat.open("cat/")
+    >>> cat.similar(5853498713190525696, k=10, where="phot_g_mean_mag < 16")
+    >>> cat.sql("SELECT best_class_name, count(*) FROM labels GROUP BY 1")
+
+Many processes may open the same catalogue at once; none of them can change it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from latentcat.catalog import index as lc_index
+from latentcat.catalog.store import DB_NAME, INDEX_DIR, sql_statements
+from latentcat.errors import LatentcatError
+
+MODALITIES = ("all", "xp", "dmdt", "fold")
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split())
+
+
+class Catalog:
+    """A latentcat catalogue opened read-only. Create it with `latentcat.open`."""
+
+    def __init__(self, path: Path, con: duckdb.DuckDBPyConnection):
+        self.path = Path(path)
+        self._con = con
+        self._local = threading.local()
+        self._indexes: dict[tuple[str, ...], object] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Catalog({str(self.path)!r})"
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the DuckDB connection and drop the loaded indexes."""
+        self._indexes.clear()
+        self._con.close()
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        """This thread's cursor on the catalogue (DuckDB connections are not shared by threads)."""
+        cur = getattr(self._local, "cursor", None)
+        if cur is None:
+            cur = self._local.cursor = self._con.cursor()
+        return cur
+
+    def _query(self, query: str, params=None) -> pa.Table:
+        result = self._cursor().sql(query, params=params)
+        return result.to_arrow_table() if result is not None else pa.table({})
+
+    def sql(self, query: str, params: list | dict | None = None) -> pa.Table:
+        """Run a SQL query on the catalogue and return its rows.
+
+        Parameters
+        ----------
+        query : str
+            DuckDB SQL; the tables, views and macros are described in sql/.
+        params : list or dict, optional
+            Values bound to ``?`` / ``$name`` placeholders.
+
+        Returns
+        -------
+        pyarrow.Table
+            ``.to_pandas()`` turns it into a DataFrame.
+
+        Raises
+        ------
+        LatentcatError
+            The query fails (including any attempt to write: the catalogue is read-only).
+        """
+        try:
+            return self._query(query, params)
+        except duckdb.Error as err:
+            raise LatentcatError(f"SQL error: {_one_line(err)}") from err
+
+    def info(self) -> dict:
+        """Row counts, available indexes and the build record of the catalogue."""
+        counts = self._query(sql_statements("query")["table_counts"]).to_pylist()[0]
+        rows = self._query(sql_statements("query")["build_info"]).to_pylist()
+        build = {r["key"]: json.loads(r["value"]) for r in rows}
+        return {"path": str(self.path), "counts": counts, "build_info": build}
+
+    def _index(self, blocks: tuple[str, ...]):
+        with self._lock:
+            if blocks not in self._indexes:
+                path = lc_index.index_path(self.path / INDEX_DIR, blocks)
+                if not path.exists():
+                    raise LatentcatError(
+                        f"{path}: the catalogue has no {lc_index.block_set_name(blocks)} index"
+                    )
+                self._indexes[blocks] = lc_index.read_index(path)
+            return self._indexes[blocks]
+
+    def codes(self, source_id: int) -> dict[str, np.ndarray | None]:
+        """The latent blocks of one source: {"xp": array(5) or None, "dmdt": ..., "fold": ...}.
+
+        Raises
+        ------
+        LatentcatError
+            ``source_id`` is not in the catalogue.
+        """
+        rows = self._query(sql_statements("query")["codes_of"], {"source_id": int(source_id)})
+        if rows.num_rows == 0:
+            raise LatentcatError(f"source_id {int(source_id)} is not in the catalogue")
+        row = rows.to_pylist()[0]
+        return {
+            b: None if row[f"z_{b}"] is None else np.asarray(row[f"z_{b}"], np.float32)
+            for b in lc_index.BLOCKS
+        }
+
+    def _resolve(self, query, modality: str) -> tuple[np.ndarray, tuple[str, ...], int | None]:
+        """The query vector, the block set searched and the query's own source_id."""
+        try:
+            wanted = lc_index.parse_block_set(modality)
+        except ValueError as err:
+            raise LatentcatError(str(err)) from None
+        if isinstance(query, (int, np.integer)):
+            source_id = int(query)
+            codes = self.codes(source_id)
+            have = tuple(b for b in wanted if codes[b] is not None)
+            if modality == "all":
+                blocks = have  # compare on the blocks the query has
+            elif have != wanted:
+                missing = "+".join(b for b in wanted if codes[b] is None)
+                raise LatentcatError(f"source_id {source_id} has no {missing} code")
+            else:
+                blocks = wanted
+            if not blocks:
+                raise LatentcatError(f"source_id {source_id} has no latent code")
+            return np.concatenate([codes[b] for b in blocks]), blocks, source_id
+        vector = np.asarray(query, dtype=np.float32).ravel()
+        dim = lc_index.BLOCK_DIM * len(wanted)
+        if vector.size != dim:
+            raise LatentcatError(
+                f"a {modality} query vector has {dim} values, got {vector.size}"
+            )
+        if not np.all(np.isfinite(vector)):
+            raise LatentcatError("the query vector holds NaN or infinite values")
+        return vector, wanted, None
+
+    def _allowed_ids(self, where: str) -> np.ndarray:
+        sql = sql_statements("query")["ids_where"].format(where=where)
+        try:
+            ids = self._query(sql).column("source_id")
+        except duckdb.Error as err:
+            reason = _one_line(err).split(" LINE ")[0]
+            raise LatentcatError(f"bad where filter {where!r}: {reason}") from err
+        return ids.to_numpy().astype(np.int64, copy=False)
+
+    def similar(self, query, k: int = 10, modality: str = "all", where: str | None = None) -> pa.Table:
+        """The k catalogue sources nearest to a source or a latent vector.
+
+        Parameters
+        ----------
+        query : int or array_like
+            A Gaia source_id (the source itself is left out of the answer) or a latent
+            vector: 15 values for ``"all"``, 5 per block otherwise.
+        k : int
+            Number of neighbours.
+        modality : {"all", "xp", "dmdt", "fold"} or a block set such as "dmdt+fold"
+            Blocks compared. ``"all"`` uses every block the query source has: a source
+            without XP is matched on dm-dt + fold among the sources that have both.
+        where : str, optional
+            SQL condition on the source_meta view (gaia_source, label and feature columns,
+            e.g. ``"phot_g_mean_mag < 16 AND best_class_name = 'RRAB'"``), applied before
+            the top-k cut, so k rows come back whenever k sources pass it.
+
+        Returns
+        -------
+        pyarrow.Table
+            rank (1 = nearest), source_id, distance (Euclidean in latent space), blocks
+            (the block set compared, e.g. "dmdt+fold"), then the source_meta columns.
+
+        Raises
+        ------
+        LatentcatError
+            Unknown source_id, a source without the requested block, a malformed vector
+            or a bad ``where`` filter.
+        """
+        if int(k) < 1:
+            raise LatentcatError(f"k must be at least 1, got {k}")
+        k = int(k)
+        vector, blocks, self_id = self._resolve(query, modality)
+        index = self._index(blocks)
+        allowed = None
+        if where is not None:
+            allowed = self._allowed_ids(where)
+            if self_id is not None:
+                allowed = allowed[allowed != self_id]
+        if allowed is not None and allowed.size == 0:
+            dist, ids = np.empty(0, np.float32), np.empty(0, np.int64)
+        else:
+            extra = 1 if self_id is not None and allowed is None else 0
+            dist, ids = lc_index.search(index, vector, k + extra, allowed)
+            keep = ids != self_id if self_id is not None else np.ones(ids.size, bool)
+            dist, ids = dist[keep][:k], ids[keep][:k]
+        return self._with_meta(ids, dist, lc_index.block_set_name(blocks))
+
+    def _with_meta(self, ids: np.ndarray, dist: np.ndarray, blocks: str) -> pa.Table:
+        neighbours = pa.table({
+            "rank": pa.array(np.arange(1, ids.size + 1, dtype=np.int32)),
+            "source_id": pa.array(ids, pa.int64()),
+            "distance": pa.array(dist, pa.float32()),
+        })
+        cur = self._cursor()
+        cur.register("_neighbours", neighbours)
+        try:
+            return cur.sql(
+                sql_statements("query")["neighbours_with_meta"], params={"blocks": blocks}
+            ).to_arrow_table()
+        finally:
+            cur.unregister("_neighbours")
+
+
+def open(path: str | Path) -> Catalog:  # noqa: A001 - the package's public name
+    """Open a catalogue folder (or its catalog.duckdb) read-only.
+
+    Raises
+    ------
+    LatentcatError
+        No catalogue there, or DuckDB cannot open it.
+    """
+    path = Path(path)
+    folder = path.parent if path.name == DB_NAME else path
+    db_path = folder / DB_NAME
+    if not db_path.is_file():
+        raise LatentcatError(f"{folder}: not a latentcat catalogue ({DB_NAME} not found)")
+    try:
+        con = duckdb.connect(str(db_path), read_only=True)
+    except duckdb.Error as err:
+        raise LatentcatError(f"{db_path}: cannot open ({_one_line(err)})") from err
+    return Catalog(folder, con)

@@ -1,0 +1,84 @@
+-- Views and table macros stored inside catalog.duckdb, so that they work from the plain
+-- duckdb command line with nothing else installed:
+--
+--   $ duckdb -readonly catalog.duckdb
+--   D SELECT * FROM similar_to(5853498713190525696, 10) JOIN sources USING (source_id);
+--
+-- All searches are exact: Euclidean distance in latent space (array_distance), the k
+-- nearest sources, the query source itself excluded, ties broken by source_id.
+-- latentcat's Python API answers the same questions through FAISS indexes.
+
+-- Everything known about each catalogue source except its latent codes: which blocks it
+-- has, its gaia_source columns, its label and its light-curve summary.
+CREATE OR REPLACE VIEW source_meta AS
+SELECT e.source_id, e.has_xp, e.has_dmdt, e.has_fold,
+       s.* EXCLUDE (source_id),
+       l.* EXCLUDE (source_id),
+       f.* EXCLUDE (source_id)
+FROM embeddings AS e
+LEFT JOIN sources AS s USING (source_id)
+LEFT JOIN labels AS l USING (source_id)
+LEFT JOIN features AS f USING (source_id);
+
+-- Nearest sources on the joint 15-D code (XP, dm-dt and fold blocks). Returns nothing for
+-- a query source that lacks a block: use similar_to_available for those.
+CREATE OR REPLACE MACRO similar_to(qid, k) AS TABLE
+    SELECT e.source_id, array_distance(e.z, q.z) AS distance
+    FROM embeddings AS e, (SELECT z FROM embeddings WHERE source_id = qid) AS q
+    WHERE e.source_id <> qid AND e.z IS NOT NULL AND q.z IS NOT NULL
+    ORDER BY distance, e.source_id
+    LIMIT k;
+
+-- Nearest sources on one block: the XP spectrum, the dm-dt map or the folded light curve.
+CREATE OR REPLACE MACRO similar_to_xp(qid, k) AS TABLE
+    SELECT e.source_id, array_distance(e.z_xp, q.z_xp) AS distance
+    FROM embeddings AS e, (SELECT z_xp FROM embeddings WHERE source_id = qid) AS q
+    WHERE e.source_id <> qid AND e.z_xp IS NOT NULL AND q.z_xp IS NOT NULL
+    ORDER BY distance, e.source_id
+    LIMIT k;
+
+CREATE OR REPLACE MACRO similar_to_dmdt(qid, k) AS TABLE
+    SELECT e.source_id, array_distance(e.z_dmdt, q.z_dmdt) AS distance
+    FROM embeddings AS e, (SELECT z_dmdt FROM embeddings WHERE source_id = qid) AS q
+    WHERE e.source_id <> qid AND e.z_dmdt IS NOT NULL AND q.z_dmdt IS NOT NULL
+    ORDER BY distance, e.source_id
+    LIMIT k;
+
+CREATE OR REPLACE MACRO similar_to_fold(qid, k) AS TABLE
+    SELECT e.source_id, array_distance(e.z_fold, q.z_fold) AS distance
+    FROM embeddings AS e, (SELECT z_fold FROM embeddings WHERE source_id = qid) AS q
+    WHERE e.source_id <> qid AND e.z_fold IS NOT NULL AND q.z_fold IS NOT NULL
+    ORDER BY distance, e.source_id
+    LIMIT k;
+
+-- Nearest sources on the blocks the query source has. A source without XP is compared on
+-- dm-dt + fold, and so on: the present blocks are concatenated (list_concat skips a NULL
+-- block), only sources that have all of those blocks are candidates, and a missing block
+-- is never filled in. The blocks column says which blocks were compared.
+CREATE OR REPLACE MACRO similar_to_available(qid, k) AS TABLE
+    WITH q AS (SELECT z_xp, z_dmdt, z_fold FROM embeddings WHERE source_id = qid)
+    SELECT e.source_id,
+           list_distance(
+               list_concat(CASE WHEN q.z_xp IS NOT NULL THEN e.z_xp END,
+                           CASE WHEN q.z_dmdt IS NOT NULL THEN e.z_dmdt END,
+                           CASE WHEN q.z_fold IS NOT NULL THEN e.z_fold END),
+               list_concat(q.z_xp, q.z_dmdt, q.z_fold)) AS distance,
+           concat_ws('+', CASE WHEN q.z_xp IS NOT NULL THEN 'xp' END,
+                          CASE WHEN q.z_dmdt IS NOT NULL THEN 'dmdt' END,
+                          CASE WHEN q.z_fold IS NOT NULL THEN 'fold' END) AS blocks
+    FROM embeddings AS e, q
+    WHERE e.source_id <> qid
+      AND (q.z_xp IS NOT NULL OR q.z_dmdt IS NOT NULL OR q.z_fold IS NOT NULL)
+      AND (q.z_xp IS NULL OR e.z_xp IS NOT NULL)
+      AND (q.z_dmdt IS NULL OR e.z_dmdt IS NOT NULL)
+      AND (q.z_fold IS NULL OR e.z_fold IS NOT NULL)
+    ORDER BY distance, e.source_id
+    LIMIT k;
+
+-- Nearest sources to a 15-D vector (z_xp || z_dmdt || z_fold), e.g. a hand-made code.
+CREATE OR REPLACE MACRO similar_to_vector(v, k) AS TABLE
+    SELECT e.source_id, array_distance(e.z, v::FLOAT[15]) AS distance
+    FROM embeddings AS e
+    WHERE e.z IS NOT NULL
+    ORDER BY distance, e.source_id
+    LIMIT k;

@@ -1,0 +1,42 @@
+-- Statements the read-only Catalog (latentcat.query.catalog) runs. Each block starts with
+-- "-- name: <key>"; parameters are bound, never pasted in.
+
+-- name: codes_of
+SELECT z_xp, z_dmdt, z_fold FROM embeddings WHERE source_id = $source_id;
+
+-- name: neighbours_with_meta
+-- Join the neighbour list (a registered Arrow table) to the columns of the source_meta
+-- view. Each table is first cut to the neighbours (semi joins use the source_id index),
+-- so the cost does not grow with the size of the catalogue.
+SELECT n.rank, n.source_id, n.distance, $blocks AS blocks,
+       e.has_xp, e.has_dmdt, e.has_fold,
+       s.* EXCLUDE (source_id), l.* EXCLUDE (source_id), f.* EXCLUDE (source_id)
+FROM _neighbours AS n
+LEFT JOIN (FROM embeddings SEMI JOIN _neighbours USING (source_id)) AS e USING (source_id)
+LEFT JOIN (FROM sources SEMI JOIN _neighbours USING (source_id)) AS s USING (source_id)
+LEFT JOIN (FROM labels SEMI JOIN _neighbours USING (source_id)) AS l USING (source_id)
+LEFT JOIN (FROM features SEMI JOIN _neighbours USING (source_id)) AS f USING (source_id)
+ORDER BY n.rank;
+
+-- name: build_info
+SELECT key, value::VARCHAR AS value FROM build_info ORDER BY key;
+
+-- name: table_counts
+SELECT
+    (SELECT count(*) FROM sources) AS sources,
+    (SELECT count(*) FROM labels) AS labels,
+    (SELECT count(*) FROM features) AS features,
+    (SELECT count(*) FROM embeddings) AS embeddings,
+    (SELECT count(*) FROM embeddings WHERE z IS NOT NULL) AS embeddings_all_blocks,
+    (SELECT count(*) FROM embeddings WHERE has_xp) AS embeddings_with_xp,
+    (SELECT count(*) FROM embeddings WHERE has_dmdt) AS embeddings_with_dmdt,
+    (SELECT count(*) FROM embeddings WHERE has_fold) AS embeddings_with_fold,
+    (SELECT count(*) FROM predictions) AS predictions,
+    (SELECT count(*) FROM outlier_scores) AS outlier_scores,
+    (SELECT count(*) FROM map) AS map;
+
+-- name: ids_where
+-- The catalogue sources that pass a user's metadata filter. {where} is the filter text
+-- given to Catalog.similar(where=...), a SQL boolean expression over source_meta columns;
+-- it runs on a read-only connection.
+SELECT source_id FROM source_meta WHERE ({where});

@@ -1,0 +1,229 @@
+"""The read-only Catalog (FAISS) against the SQL macros stored in catalog.duckdb and numpy."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import duckdb
+import numpy as np
+import pytest
+
+from catalog_fixtures import NO_XP_ID, QUERY_ID, make_tables, write_inputs
+from latentcat.catalog import store
+from latentcat.errors import LatentcatError
+from latentcat.query import open as open_catalog
+
+N = 800
+SEED = 3
+
+
+@pytest.fixture(scope="module")
+def tables():
+    return make_tables(N, seed=SEED)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    return write_inputs(tmp_path_factory.mktemp("inputs"), n=N, seed=SEED)
+
+
+@pytest.fixture(scope="module")
+def cat_dir(tmp_path_factory, inputs):
+    path = tmp_path_factory.mktemp("cat") / "cat"
+    store.write_catalog(path, build_info={"seed": SEED}, **inputs)
+    return path
+
+
+@pytest.fixture(scope="module")
+def ivf_dir(tmp_path_factory, inputs):
+    """The same catalogue with approximate (IVF) indexes."""
+    path = tmp_path_factory.mktemp("ivf") / "cat"
+    store.write_catalog(path, build_info={}, exact_max=50, target_recall=0.9, **inputs)
+    return path
+
+
+@pytest.fixture(scope="module")
+def cat(cat_dir):
+    with open_catalog(cat_dir) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def bare(cat_dir):
+    """A plain DuckDB connection: no latentcat code involved in answering queries."""
+    con = duckdb.connect(str(cat_dir / "catalog.duckdb"), read_only=True)
+    yield con
+    con.close()
+
+
+def brute_force(tables, query_id, blocks, k, mask=None):
+    """Exact neighbours computed with numpy from the input tables."""
+    emb = tables["embeddings"]
+    ids = np.asarray(emb.column("source_id"))
+    cols = [emb.column(f"z_{b}").to_pylist() for b in blocks]
+    ok = np.array([all(c[i] is not None for c in cols) for i in range(len(ids))])
+    x = np.array([np.concatenate([c[i] for c in cols]) if ok[i] else np.zeros(5 * len(blocks))
+                  for i in range(len(ids))], np.float32)
+    q = x[np.searchsorted(ids, query_id)]
+    if mask is not None:
+        ok &= mask
+    d = np.sqrt(((x - q) ** 2).sum(1))
+    d[~ok | (ids == query_id)] = np.inf
+    order = np.argsort(d, kind="stable")[:k]
+    return ids[order], d[order]
+
+
+def test_faiss_search_and_sql_macro_agree(cat, bare, tables):
+    got = cat.similar(QUERY_ID, k=10)
+    macro = bare.execute("SELECT source_id, distance FROM similar_to(?, 10)", [QUERY_ID]).fetchall()
+    assert got.column("source_id").to_pylist() == [r[0] for r in macro]
+    np.testing.assert_allclose(got.column("distance").to_numpy(), [r[1] for r in macro], rtol=1e-5)
+    ids, dist = brute_force(tables, QUERY_ID, ("xp", "dmdt", "fold"), 10)
+    assert got.column("source_id").to_pylist() == ids.tolist()
+    np.testing.assert_allclose(got.column("distance").to_numpy(), dist, rtol=1e-5)
+    assert got.column("rank").to_pylist() == list(range(1, 11))
+    assert set(got.column("blocks").to_pylist()) == {"xp+dmdt+fold"}
+    assert QUERY_ID not in got.column("source_id").to_pylist()
+
+
+@pytest.mark.parametrize("modality", ["xp", "dmdt", "fold"])
+def test_single_modality_matches_its_macro(cat, bare, modality):
+    got = cat.similar(QUERY_ID, k=7, modality=modality)
+    macro = bare.execute(f"SELECT source_id FROM similar_to_{modality}(?, 7)", [QUERY_ID]).fetchall()
+    assert got.column("source_id").to_pylist() == [r[0] for r in macro]
+    assert set(got.column("blocks").to_pylist()) == {modality}
+
+
+def test_neighbours_share_the_query_class(cat, tables):
+    # the fixture's classes are separated clusters: the nearest sources are of the same class
+    got = cat.similar(QUERY_ID, k=5)
+    labels = dict(zip(tables["labels"].column("source_id").to_pylist(),
+                      tables["labels"].column("best_class_name").to_pylist()))
+    named = [c for c in got.column("best_class_name").to_pylist() if c is not None]
+    assert named and set(named) == {labels[QUERY_ID]}
+
+
+def test_metadata_columns_are_joined(cat, tables):
+    got = cat.similar(QUERY_ID, k=5)
+    src = tables["sources"]
+    g = dict(zip(src.column("source_id").to_pylist(), src.column("phot_g_mean_mag").to_pylist()))
+    for sid, mag in zip(got.column("source_id").to_pylist(), got.column("phot_g_mean_mag").to_pylist()):
+        assert mag == pytest.approx(g[sid])
+    assert {"period", "g_amplitude", "best_class_name", "has_xp"} <= set(got.column_names)
+
+
+def test_missing_xp_query_uses_dmdt_and_fold(cat, bare, tables):
+    got = cat.similar(NO_XP_ID, k=10)
+    assert set(got.column("blocks").to_pylist()) == {"dmdt+fold"}
+    assert all(got.column("has_dmdt").to_pylist()) and all(got.column("has_fold").to_pylist())
+    assert not all(got.column("has_xp").to_pylist())  # sources without XP are candidates too
+    macro = bare.execute("SELECT source_id, blocks FROM similar_to_available(?, 10)", [NO_XP_ID]).fetchall()
+    assert got.column("source_id").to_pylist() == [r[0] for r in macro]
+    assert {r[1] for r in macro} == {"dmdt+fold"}
+    ids, _ = brute_force(tables, NO_XP_ID, ("dmdt", "fold"), 10)
+    assert got.column("source_id").to_pylist() == ids.tolist()
+    # the joint macro has nothing to say about it: its 15-D code is NULL
+    assert bare.execute("SELECT count(*) FROM similar_to(?, 10)", [NO_XP_ID]).fetchone()[0] == 0
+    with pytest.raises(LatentcatError, match=f"source_id {NO_XP_ID} has no xp code"):
+        cat.similar(NO_XP_ID, modality="xp")
+
+
+@pytest.mark.parametrize("which", ["cat_dir", "ivf_dir"])
+def test_where_filter_applies_before_the_top_k_cut(request, tables, which):
+    with open_catalog(request.getfixturevalue(which)) as c:
+        # a selective filter: ~2% of the catalogue, mostly far from the query in latent space
+        got = c.similar(QUERY_ID, k=10, where="phot_g_mean_mag > 18.5 AND has_xp")
+        g = np.asarray(tables["sources"].column("phot_g_mean_mag"))
+        emb = tables["embeddings"]
+        mask = g > 18.5
+        for b in ("xp", "dmdt", "fold"):
+            mask &= np.asarray(emb.column(f"has_{b}"))
+        assert 10 <= mask.sum() < 0.05 * N
+        assert got.num_rows == 10
+        assert all(m > 18.5 for m in got.column("phot_g_mean_mag").to_pylist())
+        assert not all(m > 18.5 for m in c.similar(QUERY_ID, k=10).column("phot_g_mean_mag").to_pylist())
+        ids, _ = brute_force(tables, QUERY_ID, ("xp", "dmdt", "fold"), 10, mask=mask)
+        # exact search over the allowed sources gives exactly the same set
+        assert got.column("source_id").to_pylist() == ids.tolist()
+
+
+def test_where_filter_with_fewer_matches_than_k(cat):
+    got = cat.similar(QUERY_ID, k=10, where="best_class_name = 'NO_SUCH_CLASS'")
+    assert got.num_rows == 0
+    with pytest.raises(LatentcatError, match="bad where filter"):
+        cat.similar(QUERY_ID, where="no_such_column > 1")
+
+
+def test_search_by_vector(cat, bare, tables):
+    z = bare.execute("SELECT z FROM embeddings WHERE source_id = ?", [QUERY_ID]).fetchone()[0]
+    got = cat.similar(np.array(z, np.float32), k=3)
+    assert got.column("source_id")[0].as_py() == QUERY_ID  # a vector query keeps its own source
+    assert got.column("distance")[0].as_py() == pytest.approx(0.0, abs=1e-6)
+    macro = bare.execute("SELECT source_id FROM similar_to_vector(?, 3)", [z]).fetchall()
+    assert got.column("source_id").to_pylist() == [r[0] for r in macro]
+    with pytest.raises(LatentcatError, match="has 15 values, got 5"):
+        cat.similar(np.zeros(5), k=3)
+    with pytest.raises(LatentcatError, match="NaN"):
+        cat.similar(np.full(5, np.nan), modality="fold")
+
+
+def test_unknown_source_and_bad_arguments(cat):
+    with pytest.raises(LatentcatError, match=r"^source_id 42 is not in the catalogue$"):
+        cat.similar(42)
+    with pytest.raises(LatentcatError, match="unknown modality"):
+        cat.similar(QUERY_ID, modality="spectrum")
+    with pytest.raises(LatentcatError, match="k must be at least 1"):
+        cat.similar(QUERY_ID, k=0)
+
+
+def test_catalogue_is_read_only(cat):
+    before = cat.sql("SELECT count(*) AS n FROM map").column("n")[0].as_py()
+    with pytest.raises(LatentcatError, match="read-only"):
+        cat.sql("INSERT INTO map VALUES (1, 0.0, 0.0)")
+    with pytest.raises(LatentcatError, match="read-only"):
+        cat.sql("DROP TABLE sources")
+    assert cat.sql("SELECT count(*) AS n FROM map").column("n")[0].as_py() == before
+    assert cat.sql("SELECT count(*) AS n FROM sources").column("n")[0].as_py() == N
+
+
+def test_sql_binds_parameters_and_reports_errors_in_one_line(cat):
+    got = cat.sql("SELECT source_id FROM sources WHERE source_id = $id", {"id": QUERY_ID})
+    assert got.column("source_id").to_pylist() == [QUERY_ID]
+    with pytest.raises(LatentcatError) as err:
+        cat.sql("SELECT * FROM no_such_table")
+    assert "\n" not in str(err.value)
+
+
+def test_two_processes_read_at_once(cat, cat_dir):
+    code = textwrap.dedent(f"""
+        import latentcat.query as q
+        c = q.open({str(cat_dir)!r})
+        print(*c.similar({QUERY_ID}, k=5).column("source_id").to_pylist())
+        try:
+            c.sql("INSERT INTO map VALUES (1, 0.0, 0.0)")
+        except Exception as err:
+            print(type(err).__name__)
+    """)
+    # this process keeps its read-only handle open while two others open the same file
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    expected = " ".join(str(s) for s in cat.similar(QUERY_ID, k=5).column("source_id").to_pylist())
+    for p in procs:
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+        assert out.splitlines() == [expected, "LatentcatError"]
+
+
+def test_info_reports_counts_and_build(cat, tables):
+    info = cat.info()
+    assert info["counts"]["embeddings"] == tables["embeddings"].num_rows
+    assert info["counts"]["labels"] == tables["labels"].num_rows
+    assert info["build_info"]["seed"] == SEED
+    assert info["build_info"]["indexes"]["dmdt+fold"]["type"] == "flat"
+
+
+def test_open_a_folder_without_catalogue(tmp_path):
+    with pytest.raises(LatentcatError, match="not a latentcat catalogue"):
+        open_catalog(tmp_path)
