@@ -1,0 +1,158 @@
+"""Training configuration of the three VAEs, loadable from a TOML table."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from latentcat.errors import InputError
+
+MODALITIES = ("xp", "dmdt", "fold")
+
+
+@dataclass
+class ModelConfig:
+    """Hyper-parameters of one VAE and of its training run.
+
+    Keys (TOML table ``[models.<modality>]`` or ``[<modality>]``):
+
+    beta : float
+        Weight of the KL term (xp 1e-3, dmdt 1e-5, fold 1e-4).
+    width : int
+        Hidden width of the residual MLP (xp 64, dmdt 128) or of the GRUs and the
+        decoder (fold 128).
+    blocks : int
+        Residual blocks in the encoder and in the decoder MLP (xp 3, dmdt 2, fold 2
+        decoder layers).
+    latent_dim : int
+        Latent dimensions (5).
+    in_dim : int
+        Input length of the fixed-size vector models (xp 110, dmdt 200; 0 for fold).
+    harmonics : int
+        fold only: phase harmonics h = 1..harmonics in the point encoding (12).
+    gru_layers : int
+        fold only: stacked GRU layers in the encoder (2).
+    sigma_floor : float
+        Constant added in quadrature to the given errors, on the scale of the input
+        (xp 1e-3 of the 99.5th-percentile flux, dmdt 1e-3; fold 0, it learns its own).
+    lr : float
+        RAdam learning rate (1e-3).
+    grad_clip : float
+        Largest gradient norm per step; larger gradients are scaled down (5.0; 0 turns
+        clipping off).
+    batch_size : int
+        Sources per training batch (64).
+    max_epochs : int
+        Upper bound on passes over the training split.
+    patience : int
+        Stop after this many epochs without a better validation loss.
+    """
+
+    beta: float = 1e-3
+    width: int = 64
+    blocks: int = 3
+    latent_dim: int = 5
+    in_dim: int = 110
+    harmonics: int = 12
+    gru_layers: int = 2
+    sigma_floor: float = 1e-3
+    lr: float = 1e-3
+    grad_clip: float = 5.0
+    batch_size: int = 64
+    max_epochs: int = 100
+    patience: int = 10
+
+
+def _default_xp() -> ModelConfig:
+    return ModelConfig(beta=1e-3, width=64, blocks=3, in_dim=110, sigma_floor=1e-3)
+
+
+def _default_dmdt() -> ModelConfig:
+    return ModelConfig(beta=1e-5, width=128, blocks=2, in_dim=200, sigma_floor=1e-3)
+
+
+def _default_fold() -> ModelConfig:
+    return ModelConfig(beta=1e-4, width=128, blocks=2, in_dim=0, harmonics=12, gru_layers=2, sigma_floor=0.0)
+
+
+@dataclass
+class TrainConfig:
+    """The whole training configuration: shared keys plus one section per modality.
+
+    Shared keys (top level of the TOML table ``[models]``):
+
+    seed : int
+        Seed of weight initialisation, shuffling and sampling; the same features and
+        seed give the same weights (0).
+    val_fraction : float
+        Fraction of sources held out for validation, chosen by a hash of source_id so
+        the split does not depend on shard layout or order (0.1).
+    progress : bool
+        Show a rich progress bar while training (true).
+
+    Sections ``xp``, ``dmdt`` and ``fold`` hold the `ModelConfig` keys of each VAE; a
+    key left out keeps the paper's default for that modality.
+    """
+
+    seed: int = 0
+    val_fraction: float = 0.1
+    progress: bool = True
+    xp: ModelConfig = field(default_factory=_default_xp)
+    dmdt: ModelConfig = field(default_factory=_default_dmdt)
+    fold: ModelConfig = field(default_factory=_default_fold)
+
+    def section(self, modality: str) -> ModelConfig:
+        """Return the `ModelConfig` of ``modality`` ('xp', 'dmdt' or 'fold')."""
+        if modality not in MODALITIES:
+            raise InputError(f"unknown modality {modality!r}; expected one of {', '.join(MODALITIES)}")
+        return getattr(self, modality)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as a plain dict (the inverse of `from_dict`)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, table: Mapping[str, Any] | None, source: str = "config") -> "TrainConfig":
+        """Build a configuration from a TOML-style dict, e.g. ``tomllib.load(f)["models"]``.
+
+        Unknown keys raise `InputError` naming ``source`` and the key, so a typo never
+        passes unnoticed.
+        """
+        table = dict(table or {})
+        cfg = cls()
+        shared = {f.name for f in dataclasses.fields(cls)} - set(MODALITIES)
+        model_keys = {f.name: f.type for f in dataclasses.fields(ModelConfig)}
+        for key, value in table.items():
+            if key in MODALITIES:
+                if not isinstance(value, Mapping):
+                    raise InputError(f"{source}: [{key}] must be a table of model settings")
+                section = getattr(cfg, key)
+                for mkey, mvalue in value.items():
+                    if mkey not in model_keys:
+                        raise InputError(f"{source}: unknown key {key}.{mkey}")
+                    setattr(section, mkey, _coerce(getattr(section, mkey), mvalue, f"{source}: {key}.{mkey}"))
+            elif key in shared:
+                setattr(cfg, key, _coerce(getattr(cfg, key), value, f"{source}: {key}"))
+            else:
+                raise InputError(f"{source}: unknown key {key}")
+        if not 0.0 < cfg.val_fraction < 1.0:
+            raise InputError(f"{source}: val_fraction must be between 0 and 1, got {cfg.val_fraction}")
+        return cfg
+
+
+def _coerce(default: Any, value: Any, where: str) -> Any:
+    """Convert ``value`` to the type of ``default`` or raise a one-line `InputError`."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise InputError(f"{where} must be true or false, got {value!r}")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InputError(f"{where} must be an integer, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InputError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    return value

@@ -1,0 +1,252 @@
+"""Read feature shards into model batches, one shard in memory at a time.
+
+Each modality uses these columns of a ``features-NNNNN.parquet`` shard (docs/schemas.md):
+
+- ``xp``: ``xp_flux``, ``xp_flux_error`` (fixed length, 110 by default)
+- ``dmdt``: ``dmdt``, ``dmdt_err`` (200)
+- ``fold``: ``fold_phase``, ``fold_mag``, ``fold_err`` (ragged; padded per batch)
+
+A source has a modality when its columns are non-null. Bad values raise `InputError`
+naming the file, the column and the source_id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+
+from latentcat.errors import InputError
+
+COLUMNS = {
+    "xp": ("xp_flux", "xp_flux_error"),
+    "dmdt": ("dmdt", "dmdt_err"),
+    "fold": ("fold_phase", "fold_mag", "fold_err"),
+}
+
+
+def list_shards(features_dir: Path) -> list[Path]:
+    """The ``features-*.parquet`` shards of a features folder, in name order."""
+    features_dir = Path(features_dir)
+    shards = sorted(features_dir.glob("features-*.parquet"))
+    if not shards:
+        raise InputError(f"{features_dir}: no features-*.parquet shards found")
+    return shards
+
+
+def validation_mask(source_id: np.ndarray, fraction: float) -> np.ndarray:
+    """True for sources in the validation split, decided by a hash of source_id alone.
+
+    The hash is splitmix64's finaliser, so the split is the same whatever the shard
+    layout, the row order or the seed.
+    """
+    with np.errstate(over="ignore"):
+        h = np.asarray(source_id, dtype=np.int64).view(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+        h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        h = h ^ (h >> np.uint64(31))
+    return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53) < fraction
+
+
+@dataclass
+class ModalityArrays:
+    """One shard's data for one modality.
+
+    Attributes
+    ----------
+    path : Path
+        The shard it came from.
+    source_id : ndarray (n_rows,) int64
+        Every row of the shard.
+    present : ndarray (n_rows,) bool
+        Rows that have this modality.
+    values : dict of ndarray
+        For the rows with the modality only: ``x``, ``err`` (n, in_dim) float32 for xp/dmdt;
+        ``offsets`` (n + 1,) int64 and flat ``phase``, ``mag``, ``err`` float32 for fold.
+    """
+
+    path: Path
+    source_id: np.ndarray
+    present: np.ndarray
+    values: dict[str, np.ndarray]
+
+    @property
+    def n(self) -> int:
+        """Number of rows with this modality."""
+        return int(self.present.sum())
+
+    def select(self, keep: np.ndarray) -> "ModalityArrays":
+        """The subset of present rows where ``keep`` (length n) is True."""
+        keep = np.asarray(keep, dtype=bool)
+        present = self.present.copy()
+        present[present] = keep
+        if "offsets" not in self.values:
+            values = {k: v[keep] for k, v in self.values.items()}
+        else:
+            off = self.values["offsets"]
+            lengths = np.diff(off)[keep]
+            flat = _ragged_index(off[:-1][keep], lengths)
+            values = {k: self.values[k][flat] for k in ("phase", "mag", "err")}
+            values["offsets"] = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        return ModalityArrays(self.path, self.source_id, present, values)
+
+
+def _ragged_index(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Flat indices of the ranges [start, start + length) concatenated, without a loop."""
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    row_start = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    return np.repeat(starts - row_start, lengths) + np.arange(total)
+
+
+def _column(table: pa.Table, name: str, path: Path) -> pa.Array:
+    if name not in table.column_names:
+        raise InputError(f"{path}: missing column {name}")
+    return table.column(name).combine_chunks()
+
+
+def _first_bad(path: Path, column: str, source_id: np.ndarray, bad: np.ndarray, what: str) -> InputError:
+    sid = int(source_id[np.argmax(bad)])
+    return InputError(f"{path}: column {column}, source_id {sid}: {what}")
+
+
+def load_modality(path: Path, modality: str, in_dim: int | None = None) -> ModalityArrays:
+    """Read and check one modality of one feature shard.
+
+    Parameters
+    ----------
+    path : Path
+        A ``features-NNNNN.parquet`` shard.
+    modality : {'xp', 'dmdt', 'fold'}
+    in_dim : int, optional
+        Required vector length for xp/dmdt (default: 110 / 200).
+
+    Returns
+    -------
+    ModalityArrays
+    """
+    path = Path(path)
+    columns = COLUMNS[modality]
+    try:
+        schema_names = pq.read_schema(path).names
+        table = pq.read_table(path, columns=["source_id", *[c for c in columns if c in schema_names]])
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise InputError(f"{path}: cannot read Parquet file ({exc})") from None
+    if "source_id" not in table.column_names:
+        raise InputError(f"{path}: missing column source_id")
+    source_id = table.column("source_id").to_numpy().astype(np.int64)
+    arrays = {c: _column(table, c, path) for c in columns}
+    nulls = {c: np.asarray(arrays[c].is_null()) for c in columns}
+    present = ~nulls[columns[0]]
+    for c in columns[1:]:
+        mismatch = nulls[c] != ~present
+        if mismatch.any():
+            raise _first_bad(path, c, source_id, mismatch, f"null where {columns[0]} is not (or the reverse)")
+    lengths = {c: np.asarray(pc.list_value_length(arrays[c].filter(pa.array(present)))).astype(np.int64) for c in columns}
+    flat = {
+        c: np.asarray(arrays[c].filter(pa.array(present)).flatten().to_numpy(zero_copy_only=False), dtype=np.float32)
+        for c in columns
+    }
+    sid = source_id[present]
+    if modality in ("xp", "dmdt"):
+        dim = in_dim or (110 if modality == "xp" else 200)
+        for c in columns:
+            if (lengths[c] != dim).any():
+                raise _first_bad(path, c, sid, lengths[c] != dim, f"expected {dim} values, got {lengths[c][lengths[c] != dim][0]}")
+        x = flat[columns[0]].reshape(-1, dim)
+        err = flat[columns[1]].reshape(-1, dim)
+        for c, v in ((columns[0], x), (columns[1], err)):
+            bad = ~np.isfinite(v).all(axis=1)
+            if bad.any():
+                raise _first_bad(path, c, sid, bad, "NaN, infinite or null value")
+        if (err < 0).any():
+            raise _first_bad(path, columns[1], sid, (err < 0).any(axis=1), "negative uncertainty")
+        return ModalityArrays(path, source_id, present, {"x": x, "err": err})
+
+    n = lengths["fold_phase"]
+    for c in columns[1:]:
+        if (lengths[c] != n).any():
+            raise _first_bad(path, c, sid, lengths[c] != n, "length differs from fold_phase")
+    if (n == 0).any():
+        raise _first_bad(path, "fold_phase", sid, n == 0, "empty fold")
+    offsets = np.concatenate([[0], np.cumsum(n)]).astype(np.int64)
+    row = np.repeat(np.arange(len(n)), n)
+    for c in columns:
+        bad_point = ~np.isfinite(flat[c])
+        if c == "fold_phase":
+            bad_point |= (flat[c] < 0) | (flat[c] >= 1)
+        if c == "fold_err":
+            bad_point |= flat[c] < 0
+        if bad_point.any():
+            bad = np.zeros(len(n), dtype=bool)
+            bad[row[bad_point]] = True
+            what = "value outside [0, 1)" if c == "fold_phase" else "NaN, infinite, null or negative value"
+            raise _first_bad(path, c, sid, bad, what)
+    values = {"offsets": offsets, "phase": flat["fold_phase"], "mag": flat["fold_mag"], "err": flat["fold_err"]}
+    return ModalityArrays(path, source_id, present, values)
+
+
+def make_batch(arrays: ModalityArrays, idx: np.ndarray, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """Tensors of rows ``idx`` (positions among the present rows); folds are padded to the longest.
+
+    Fold points are sorted by phase within each source; padding holds zeros and
+    ``mask`` is False there.
+    """
+    v = arrays.values
+    if "offsets" not in v:
+        return {"x": torch.from_numpy(v["x"][idx]).to(device), "err": torch.from_numpy(v["err"][idx]).to(device)}
+    starts = v["offsets"][idx]
+    length = v["offsets"][idx + 1] - starts
+    width = int(length.max())
+    pos = np.arange(width)
+    mask = pos[None, :] < length[:, None]
+    gather = np.where(mask, starts[:, None] + pos[None, :], 0)
+    phase = np.where(mask, v["phase"][gather], np.inf)
+    order = np.argsort(phase, axis=1, kind="stable")
+    gather = np.take_along_axis(gather, order, axis=1)
+    out = {}
+    for key in ("phase", "mag", "err"):
+        out[key] = torch.from_numpy(np.where(mask, v[key][gather], 0.0).astype(np.float32)).to(device)
+    out["mask"] = torch.from_numpy(mask).to(device)
+    out["length"] = torch.from_numpy(length.astype(np.int64)).to(device)
+    return out
+
+
+def iter_batches(
+    shards: Sequence[Path],
+    modality: str,
+    batch_size: int,
+    *,
+    split: str | None = None,
+    val_fraction: float = 0.1,
+    rng: np.random.Generator | None = None,
+    in_dim: int | None = None,
+    device: torch.device | str = "cpu",
+) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor]]]:
+    """Yield ``(source_id, batch)`` over the shards, one shard in memory at a time.
+
+    Parameters
+    ----------
+    split : {'train', 'val', None}
+        Keep only the training or validation sources (see `validation_mask`); None keeps all.
+    rng : numpy Generator, optional
+        When given, the shard order and the rows within each shard are shuffled.
+    """
+    order = np.arange(len(shards)) if rng is None else rng.permutation(len(shards))
+    for s in order:
+        arrays = load_modality(shards[s], modality, in_dim)
+        if split is not None:
+            is_val = validation_mask(arrays.source_id[arrays.present], val_fraction)
+            arrays = arrays.select(is_val if split == "val" else ~is_val)
+        rows = np.arange(arrays.n) if rng is None else rng.permutation(arrays.n)
+        sid = arrays.source_id[arrays.present]
+        for start in range(0, len(rows), batch_size):
+            idx = rows[start : start + batch_size]
+            yield sid[idx], make_batch(arrays, idx, device)

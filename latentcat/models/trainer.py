@@ -1,0 +1,256 @@
+"""One training loop for the three VAEs: streamed batches, early stopping, checkpoints.
+
+Each trained model is written to ``MODELS_DIR/<modality>/``:
+
+- ``model.pt``: the best weights (a ``state_dict``, by validation loss)
+- ``config.json``: the exact configuration used (modality, seed, val_fraction, model keys)
+- ``losses.csv`` and ``losses.png``: train and validation loss per epoch (epoch 0: the
+  validation loss of the untrained model)
+- ``versions.json``: python, torch, numpy and latentcat versions
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+import latentcat
+from latentcat.errors import InputError, LatentcatError
+from latentcat.models.config import MODALITIES, ModelConfig, TrainConfig
+from latentcat.models.data import iter_batches, list_shards, load_modality, validation_mask
+from latentcat.models.dmdt_vae import DmdtVAE
+from latentcat.models.fold_vae import FoldVAE
+from latentcat.models.layers import VAE
+from latentcat.models.xp_vae import XPVAE
+
+MODEL_CLASSES = {"xp": XPVAE, "dmdt": DmdtVAE, "fold": FoldVAE}
+WEIGHTS = "model.pt"
+
+
+def build_model(modality: str, config: ModelConfig) -> VAE:
+    """A freshly initialised VAE for ``modality`` ('xp', 'dmdt' or 'fold')."""
+    if modality not in MODEL_CLASSES:
+        raise InputError(f"unknown modality {modality!r}; expected one of {', '.join(MODALITIES)}")
+    return MODEL_CLASSES[modality](config)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """'auto' -> cuda when available else cpu; 'cpu' or 'cuda' as given."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda"):
+        raise InputError(f"unknown device {device!r}; expected auto, cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("device cuda requested but torch sees no CUDA device")
+    return torch.device(device)
+
+
+def versions() -> dict[str, str]:
+    """Versions of the software that made a model."""
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "latentcat": latentcat.__version__,
+    }
+
+
+def train(
+    features_dir: Path,
+    out: Path,
+    config: TrainConfig | None = None,
+    modalities: Sequence[str] = ("xp", "dmdt", "fold"),
+    device: str = "auto",
+) -> dict:
+    """Train the VAEs of ``modalities`` on the feature shards of ``features_dir``.
+
+    Parameters
+    ----------
+    features_dir : Path
+        Folder of ``features-NNNNN.parquet`` shards (docs/schemas.md, Features).
+    out : Path
+        Models folder; each model goes to ``out/<modality>/``.
+    config : TrainConfig, optional
+        Hyper-parameters and seed; the paper's defaults when None.
+    modalities : sequence of str
+        Any of 'xp', 'dmdt', 'fold'. A modality no source has is skipped and reported.
+    device : {'auto', 'cpu', 'cuda'}
+
+    Returns
+    -------
+    dict
+        Per modality: folder, n_train, n_val, epochs, best_epoch, best_val_loss,
+        train_samples_per_s; or ``{"skipped": reason}``.
+    """
+    config = config or TrainConfig()
+    for m in modalities:
+        config.section(m)  # raises on an unknown name
+    shards = list_shards(Path(features_dir))
+    dev = resolve_device(device)
+    out = Path(out)
+    summary: dict = {"device": str(dev), "seed": config.seed, "models": {}}
+    for m in modalities:
+        summary["models"][m] = train_model(shards, m, config, out / m, dev)
+    return summary
+
+
+def _count(shards: Sequence[Path], modality: str, cfg: TrainConfig) -> tuple[int, int]:
+    """Training and validation source counts; also checks every shard before training starts."""
+    n_train = n_val = 0
+    for path in shards:
+        arrays = load_modality(path, modality, cfg.section(modality).in_dim or None)
+        is_val = validation_mask(arrays.source_id[arrays.present], cfg.val_fraction)
+        n_val += int(is_val.sum())
+        n_train += int((~is_val).sum())
+    return n_train, n_val
+
+
+def _evaluate(model: VAE, shards: Sequence[Path], modality: str, cfg: TrainConfig, dev: torch.device) -> float:
+    """Mean validation loss per source, decoding the latent means (no sampling)."""
+    mc = cfg.section(modality)
+    total, n = 0.0, 0
+    model.eval()
+    with torch.no_grad():
+        for _, batch in iter_batches(
+            shards, modality, 4 * mc.batch_size, split="val", val_fraction=cfg.val_fraction, in_dim=mc.in_dim or None, device=dev
+        ):
+            size = next(iter(batch.values())).shape[0]
+            total += float(model.loss(batch, sample=False)) * size
+            n += size
+    return total / n
+
+
+def train_model(shards: Sequence[Path], modality: str, cfg: TrainConfig, out_dir: Path, dev: torch.device) -> dict:
+    """Train one VAE with RAdam and early stopping; write its folder. See `train`."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    mc = cfg.section(modality)
+    n_train, n_val = _count(shards, modality, cfg)
+    if n_train == 0:
+        return {"skipped": f"no source has {modality} features"}
+    if n_val == 0:
+        raise InputError(
+            f"{shards[0].parent}: only {n_train} sources with {modality} features, too few for a validation split "
+            f"(val_fraction {cfg.val_fraction})"
+        )
+
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng([cfg.seed, MODALITIES.index(modality)])
+    model = build_model(modality, mc).to(dev)
+    optimiser = torch.optim.RAdam(model.parameters(), lr=mc.lr)
+
+    history: list[dict] = []
+    best_loss, best_epoch, best_state = float("inf"), 0, copy.deepcopy(model.state_dict())
+    # epoch 0 is the untrained model, so the curves show what training gained
+    train_seconds, trained_samples = 0.0, 0
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("epoch {task.fields[epoch]}"),
+        TextColumn("loss {task.fields[loss]:.4g}"),
+        TextColumn("{task.fields[rate]:.0f} samples/s"),
+        TimeElapsedColumn(),
+    )
+    history.append({"epoch": 0, "train_loss": float("nan"), "val_loss": _evaluate(model, shards, modality, cfg, dev),
+                    "seconds": 0.0, "samples_per_s": float("nan")})
+    with Progress(*columns, console=Console(stderr=True), disable=not cfg.progress) as progress:
+        task = progress.add_task(modality, total=n_train, epoch=0, loss=float("nan"), rate=0.0)
+        for epoch in range(1, mc.max_epochs + 1):
+            progress.reset(task, total=n_train)
+            model.train()
+            t0 = time.perf_counter()
+            total, n = 0.0, 0
+            for _, batch in iter_batches(
+                shards, modality, mc.batch_size, split="train", val_fraction=cfg.val_fraction, rng=rng,
+                in_dim=mc.in_dim or None, device=dev,
+            ):
+                loss = model.loss(batch)
+                if not torch.isfinite(loss):
+                    raise LatentcatError(f"{modality} VAE: training loss became {loss.item()} in epoch {epoch}")
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                if mc.grad_clip > 0:
+                    # chi^2 terms with small errors give huge early gradients; RAdam's first
+                    # steps are plain momentum SGD, so cap the gradient norm
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), mc.grad_clip)
+                optimiser.step()
+                size = next(iter(batch.values())).shape[0]
+                total += loss.item() * size
+                n += size
+                rate = n / max(time.perf_counter() - t0, 1e-9)
+                progress.update(task, advance=size, epoch=epoch, loss=total / n, rate=rate)
+            seconds = time.perf_counter() - t0
+            train_seconds += seconds
+            trained_samples += n
+            val_loss = _evaluate(model, shards, modality, cfg, dev)
+            history.append({"epoch": epoch, "train_loss": total / n, "val_loss": val_loss, "seconds": seconds, "samples_per_s": n / seconds})
+            if val_loss < best_loss:
+                best_loss, best_epoch, best_state = val_loss, epoch, copy.deepcopy(model.state_dict())
+            elif epoch - best_epoch >= mc.patience:
+                break
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.cpu() for k, v in best_state.items()}, out_dir / WEIGHTS)
+    record = {"modality": modality, "seed": cfg.seed, "val_fraction": cfg.val_fraction, "model": mc.__dict__.copy()}
+    (out_dir / "config.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    (out_dir / "versions.json").write_text(json.dumps(versions(), indent=2, sort_keys=True) + "\n")
+    _write_losses(history, best_epoch, modality, out_dir)
+    return {
+        "folder": str(out_dir),
+        "n_train": n_train,
+        "n_val": n_val,
+        "epochs": len(history) - 1,
+        "best_epoch": best_epoch,
+        "best_val_loss": best_loss,
+        "train_samples_per_s": trained_samples / train_seconds,
+    }
+
+
+def _write_losses(history: list[dict], best_epoch: int, modality: str, out_dir: Path) -> None:
+    """losses.csv and a losses.png plot of the train and validation curves."""
+    import matplotlib
+    from matplotlib.figure import Figure  # drawn with Agg, no pyplot state touched
+
+    with open(out_dir / "losses.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+    # gaiaxpy's plotter turns on text.usetex for the whole process when imported; the plot
+    # must not depend on a LaTeX installation
+    with matplotlib.rc_context({"text.usetex": False}):
+        epoch = [h["epoch"] for h in history]
+        fig = Figure(figsize=(5, 3.5))
+        ax = fig.subplots()
+        ax.plot(epoch, [h["train_loss"] for h in history], label="train")
+        ax.plot(epoch, [h["val_loss"] for h in history], label="validation")
+        ax.axvline(best_epoch, color="0.6", ls=":", label=f"best (epoch {best_epoch})")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss per source (NLL + beta KL)")
+        ax.set_title(f"{modality} VAE")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out_dir / "losses.png", dpi=100)
+
+
+def load_model(model_dir: Path, device: torch.device | str = "cpu") -> tuple[VAE, dict]:
+    """Rebuild a trained VAE from its folder; returns (model in eval mode, config record)."""
+    model_dir = Path(model_dir)
+    try:
+        record = json.loads((model_dir / "config.json").read_text())
+        mc = ModelConfig(**record["model"])
+        model = build_model(record["modality"], mc)
+        state = torch.load(model_dir / WEIGHTS, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except (OSError, KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise InputError(f"{model_dir}: not a readable latentcat model folder ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    return model.to(device).eval(), record

@@ -1,0 +1,365 @@
+"""The three VAEs, the trainer and the encoder, on synthetic feature shards of the documented schema.
+
+The generator below makes Gaia-like G light curves (sinusoidal pulsators, sawtooth RR Lyrae-like
+pulsators and detached eclipsing binaries) sampled at ~20-80 irregular epochs over DR3's time
+span, and smooth XP-like spectra whose slope follows the class; it then computes the features
+(folded curve, dm-dt map, normalised XP vector) the way docs/schemas.md defines them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from latentcat.errors import InputError
+from latentcat.models.config import ModelConfig, TrainConfig
+from latentcat.models.data import load_modality, make_batch, validation_mask
+from latentcat.models.embed import embed
+from latentcat.models.fold_vae import FoldVAE
+from latentcat.models.trainer import train
+
+DT_EDGES = 1.0 / np.array([4e-4, 1e-3, 1 / 500, 1 / 200, 1e-2, 1 / 50, 1 / 20, 0.5, 3, 8, 25])[::-1]
+DM_EDGES = np.concatenate([np.linspace(0, 3, 20), [np.inf]])
+
+FLOAT_LIST = pa.list_(pa.float32())
+FEATURE_SCHEMA = pa.schema(
+    [
+        ("source_id", pa.int64()),
+        ("n_obs", pa.int32()),
+        ("n_clipped", pa.int32()),
+        ("g_mean", pa.float32()),
+        ("g_median", pa.float32()),
+        ("g_std", pa.float32()),
+        ("g_amplitude", pa.float32()),
+        ("g_skew", pa.float32()),
+        ("time_span", pa.float32()),
+        ("dmdt", FLOAT_LIST),
+        ("dmdt_err", FLOAT_LIST),
+        ("period", pa.float64()),
+        ("period_fap", pa.float64()),
+        ("period_power", pa.float32()),
+        ("fold_phase", FLOAT_LIST),
+        ("fold_mag", FLOAT_LIST),
+        ("fold_err", FLOAT_LIST),
+        ("xp_flux", FLOAT_LIST),
+        ("xp_flux_error", FLOAT_LIST),
+        ("xp_scale", pa.float32()),
+        ("lc_reason", pa.string()),
+        ("xp_reason", pa.string()),
+    ]
+)
+
+
+def _shape(kind: int, phase: np.ndarray) -> np.ndarray:
+    """Magnitude change (brighter = negative) over one period for each class."""
+    if kind == 0:  # sinusoidal pulsator
+        return -np.sin(2 * np.pi * phase)
+    if kind == 1:  # RR Lyrae-like sawtooth: fast rise, slow decline
+        return np.where(phase < 0.15, 1 - phase / 0.15 * 2, -1 + (phase - 0.15) / 0.85 * 2)
+    # detached eclipsing binary: two eclipses of unequal depth
+    d = np.minimum(np.abs(phase - 0.0), np.abs(phase - 1.0))
+    return 2.0 * np.exp(-0.5 * (d / 0.03) ** 2) + 1.2 * np.exp(-0.5 * ((phase - 0.5) / 0.03) ** 2)
+
+
+def _dmdt(t: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    i, j = np.triu_indices(len(t), 1)
+    z = (m - m.mean()) / m.std()
+    counts, _, _ = np.histogram2d(t[j] - t[i], np.abs(z[j] - z[i]), bins=[DT_EDGES, DM_EDGES])
+    total = counts.sum(axis=1, keepdims=True)
+    p = counts / np.maximum(total, 1)
+    err = np.sqrt(counts + 1) / np.maximum(total, 1)
+    return p.reshape(-1), err.reshape(-1)
+
+
+def make_features(
+    path: Path, n: int, seed: int, first_id: int = 4_000_000_000_000_000, no_xp_every: int = 7, no_lc_every: int = 11
+) -> np.ndarray:
+    """Write one realistic features shard of ``n`` sources; returns the class of each source.
+
+    Every ``no_xp_every``-th source has no XP spectrum and every ``no_lc_every``-th too few
+    epochs, so their features are null with a reason, as the feature stage writes them.
+    """
+    rng = np.random.default_rng(seed)
+    kind = rng.integers(0, 3, n)
+    rows = {name: [] for name in FEATURE_SCHEMA.names}
+    grid = np.linspace(0, 60, 55)
+    for k in range(n):
+        n_obs = int(rng.integers(20, 80))
+        t = np.sort(rng.uniform(1666, 2710, n_obs))
+        period = [rng.uniform(2, 30), rng.uniform(0.3, 0.8), rng.uniform(0.5, 5)][kind[k]]
+        amp = rng.uniform(0.1, 0.6)
+        err = rng.uniform(0.005, 0.02, n_obs)
+        mag = 15 + amp * _shape(kind[k], (t / period) % 1.0) + rng.normal(0, err)
+        phase = (t / (2 * period)) % 1.0
+        order = np.argsort(phase)
+        lo, hi = mag.min(), mag.max()
+        has_lc = k % no_lc_every != 3
+        has_xp = k % no_xp_every != 2
+        rows["source_id"].append(first_id + 1_000_003 * k)
+        rows["n_obs"].append(n_obs)
+        rows["n_clipped"].append(0)
+        for name, value in (
+            ("g_mean", mag.mean()),
+            ("g_median", np.median(mag)),
+            ("g_std", mag.std()),
+            ("g_amplitude", np.percentile(mag, 95) - np.percentile(mag, 5)),
+            ("g_skew", float(((mag - mag.mean()) ** 3).mean() / mag.std() ** 3)),
+            ("time_span", t[-1] - t[0]),
+            ("period", period),
+            ("period_fap", 1e-6),
+            ("period_power", 0.6),
+        ):
+            rows[name].append(float(value))
+        if has_lc:
+            p, e = _dmdt(t, mag)
+            rows["dmdt"].append(p.astype(np.float32))
+            rows["dmdt_err"].append(e.astype(np.float32))
+            rows["fold_phase"].append(phase[order].astype(np.float32))
+            rows["fold_mag"].append(((mag[order] - lo) / (hi - lo)).astype(np.float32))
+            rows["fold_err"].append((err[order] / (hi - lo)).astype(np.float32))
+            rows["lc_reason"].append(None)
+        else:
+            for name in ("dmdt", "dmdt_err", "fold_phase", "fold_mag", "fold_err"):
+                rows[name].append(None)
+            rows["lc_reason"].append("too few G epochs")
+        if has_xp:
+            temp = [6500, 7000, 5000][kind[k]] * rng.uniform(0.9, 1.1)
+            # smooth pseudo-continuum: hotter stars are brighter in BP relative to RP
+            bp = np.exp(-0.5 * ((grid - 30) / 14) ** 2) * (temp / 6000) ** 2
+            rp = np.exp(-0.5 * ((grid - 25) / 16) ** 2) * 1.5 * (6000 / temp)
+            flux = np.concatenate([bp, rp]) * 1e4
+            sigma = 0.01 * flux + 5.0
+            flux = flux + rng.normal(0, sigma)
+            scale = np.percentile(flux, 99.5)
+            rows["xp_flux"].append((flux / scale).astype(np.float32))
+            rows["xp_flux_error"].append((sigma / scale).astype(np.float32))
+            rows["xp_scale"].append(float(scale))
+            rows["xp_reason"].append(None)
+        else:
+            rows["xp_flux"].append(None)
+            rows["xp_flux_error"].append(None)
+            rows["xp_scale"].append(None)
+            rows["xp_reason"].append("no XP spectrum")
+    pq.write_table(pa.table(rows, schema=FEATURE_SCHEMA), path)
+    return kind
+
+
+def fast_config(max_epochs: int = 15, fold_epochs: int = 3) -> TrainConfig:
+    """Paper defaults, but a small fold network and few epochs so the tests stay fast."""
+    return TrainConfig.from_dict(
+        {
+            "seed": 3,
+            "progress": False,
+            "val_fraction": 0.2,
+            "xp": {"max_epochs": max_epochs},
+            "dmdt": {"max_epochs": max_epochs},
+            "fold": {"max_epochs": fold_epochs, "width": 32, "harmonics": 6},
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def features(tmp_path_factory) -> Path:
+    feat = tmp_path_factory.mktemp("features")
+    make_features(feat / "features-00000.parquet", 240, seed=1)
+    make_features(feat / "features-00001.parquet", 160, seed=2, first_id=5_000_000_000_000_000)
+    return feat
+
+
+@pytest.fixture(scope="module")
+def trained(features, tmp_path_factory) -> tuple[Path, dict]:
+    models = tmp_path_factory.mktemp("models")
+    return models, train(features, models, fast_config(), device="cpu")
+
+
+def _losses(path: Path) -> list[dict]:
+    with open(path) as fh:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def test_training_lowers_validation_loss_and_writes_model_folders(trained):
+    models, summary = trained
+    for m in ("xp", "dmdt", "fold"):
+        folder = models / m
+        for name in ("model.pt", "config.json", "losses.csv", "losses.png", "versions.json"):
+            assert (folder / name).is_file(), f"{m}/{name}"
+        rows = _losses(folder / "losses.csv")
+        untrained = rows[0]["val_loss"]
+        best = min(r["val_loss"] for r in rows[1:])
+        # the untrained model must be clearly worse on held-out sources than the trained one
+        assert best < untrained - 0.05 * abs(untrained), (m, untrained, best)
+        record = json.loads((folder / "config.json").read_text())
+        assert record["seed"] == 3 and record["modality"] == m
+        assert set(json.loads((folder / "versions.json").read_text())) >= {"torch", "numpy", "latentcat"}
+        assert summary["models"][m]["n_val"] > 0 and summary["models"][m]["n_train"] > summary["models"][m]["n_val"]
+
+
+def test_same_features_and_seed_give_identical_weights(features, tmp_path):
+    for run in ("a", "b"):
+        train(features, tmp_path / run, fast_config(max_epochs=2, fold_epochs=1), device="cpu")
+    for m in ("xp", "dmdt", "fold"):
+        a = torch.load(tmp_path / "a" / m / "model.pt", weights_only=True)
+        b = torch.load(tmp_path / "b" / m / "model.pt", weights_only=True)
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), (m, key)
+
+
+def test_reloaded_models_reproduce_embeddings_bit_for_bit(features, trained, tmp_path):
+    models, _ = trained
+    embed(features, models, tmp_path / "a", device="cpu", batch_size=64)
+    embed(features, models, tmp_path / "b", device="cpu", batch_size=64)
+    for name in ("embeddings-00000.parquet", "embeddings-00001.parquet"):
+        assert pq.read_table(tmp_path / "a" / name).equals(pq.read_table(tmp_path / "b" / name))
+
+
+def test_missing_modality_gives_null_block_and_nothing_imputed(features, trained, tmp_path):
+    models, _ = trained
+    summary = embed(features, models, tmp_path, device="cpu")
+    emb = pq.read_table(tmp_path / "embeddings-00000.parquet").to_pydict()
+    feat = pq.read_table(features / "features-00000.parquet").to_pydict()
+    assert emb["source_id"] == feat["source_id"]
+    for m, col in (("xp", "xp_flux"), ("dmdt", "dmdt"), ("fold", "fold_mag")):
+        has_feature = np.array([v is not None for v in feat[col]])
+        assert 0 < has_feature.sum() < len(has_feature)
+        assert np.array_equal(np.array(emb[f"has_{m}"]), has_feature)
+        for z, logvar, recon, ok in zip(emb[f"z_{m}"], emb[f"z_logvar_{m}"], emb[f"recon_loss_{m}"], has_feature):
+            if ok:
+                assert len(z) == 5 and len(logvar) == 5 and np.isfinite(z).all() and np.isfinite(recon)
+            else:
+                assert z is None and logvar is None and recon is None
+    assert summary["n_sources"] == 400 and summary["n_shards"] == 2
+
+
+def test_without_a_model_its_block_is_null(features, trained, tmp_path):
+    models, _ = trained
+    only_xp = tmp_path / "models"
+    (only_xp / "xp").mkdir(parents=True)
+    for f in (models / "xp").iterdir():
+        (only_xp / "xp" / f.name).write_bytes(f.read_bytes())
+    embed(features, only_xp, tmp_path / "emb", device="cpu")
+    emb = pq.read_table(tmp_path / "emb" / "embeddings-00001.parquet")
+    assert emb.column("z_fold").null_count == emb.num_rows
+    assert not any(emb.column("has_dmdt").to_pylist())
+    assert emb.column("z_xp").null_count < emb.num_rows
+
+
+def test_latents_separate_the_simulated_classes(tmp_path, features, trained):
+    """The XP and dm-dt latents of unseen sources must tell the three simulated classes apart.
+
+    (The fold VAE needs far more than the few epochs a unit test can afford.)
+    """
+    from sklearn.model_selection import cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    models, _ = trained
+    kind = make_features(tmp_path / "features-00000.parquet", 150, seed=99, first_id=6_000_000_000_000_000)
+    embed(tmp_path, models, tmp_path / "emb", device="cpu")
+    emb = pq.read_table(tmp_path / "emb" / "embeddings-00000.parquet").to_pydict()
+    for m in ("xp", "dmdt"):
+        has = np.array(emb[f"has_{m}"])
+        z = np.array([v for v in emb[f"z_{m}"] if v is not None])
+        acc = cross_val_score(KNeighborsClassifier(5), z, kind[has], cv=5).mean()
+        assert acc > 0.6, m  # chance is 1/3
+
+
+def _fold_batch(lengths: list[int], seed: int = 0) -> dict[str, torch.Tensor]:
+    rng = np.random.default_rng(seed)
+    width = max(lengths)
+    phase = np.sort(rng.uniform(0, 1, (len(lengths), width)), axis=1).astype(np.float32)
+    mag = rng.uniform(0, 1, phase.shape).astype(np.float32)
+    mask = np.arange(width)[None, :] < np.array(lengths)[:, None]
+    return {
+        "phase": torch.from_numpy(phase),
+        "mag": torch.from_numpy(mag),
+        "err": torch.full(phase.shape, 0.02),
+        "mask": torch.from_numpy(mask),
+        "length": torch.tensor(lengths, dtype=torch.int64),
+    }
+
+
+def _take(batch: dict[str, torch.Tensor], row: int, width: int) -> dict[str, torch.Tensor]:
+    return {k: (v[row : row + 1, :width] if v.ndim == 2 else v[row : row + 1]) for k, v in batch.items()}
+
+
+def test_fold_encoder_ignores_padding():
+    torch.manual_seed(0)
+    model = FoldVAE(TrainConfig().fold).eval()
+    batch = _fold_batch([17, 60, 33])
+    with torch.no_grad():
+        mu_batch, logvar_batch = model.encode(batch)
+        for row, n in enumerate([17, 60, 33]):
+            alone = _take(batch, row, n)
+            mu, logvar = model.encode(alone)
+            assert torch.allclose(mu[0], mu_batch[row], atol=1e-5), row
+            assert torch.allclose(logvar[0], logvar_batch[row], atol=1e-5), row
+        # garbage in the padded cells must not matter either
+        noisy = {k: v.clone() for k, v in batch.items()}
+        pad = ~noisy["mask"]
+        noisy["mag"][pad] = 1e3
+        noisy["phase"][pad] = 0.5
+        mu_noisy, _ = model.encode(noisy)
+        assert torch.equal(mu_noisy, mu_batch)
+        # and the likelihood counts only real points
+        nll, n_points = model.nll(noisy, mu_batch)
+        nll_ref, _ = model.nll(batch, mu_batch)
+        assert torch.equal(nll, nll_ref) and n_points.tolist() == [17, 60, 33]
+
+
+def test_fold_batches_are_sorted_by_phase_and_padded(features):
+    arrays = load_modality(features / "features-00000.parquet", "fold")
+    batch = make_batch(arrays, np.arange(10))
+    lengths = np.diff(arrays.values["offsets"])[:10]
+    assert batch["mask"].sum(dim=1).tolist() == lengths.tolist()
+    assert batch["phase"].shape[1] == lengths.max()
+    for row, n in enumerate(lengths):
+        assert torch.all(torch.diff(batch["phase"][row, :n]) >= 0)
+
+
+def test_validation_split_depends_on_source_id_only():
+    ids = np.arange(1_000_000, 1_020_000, dtype=np.int64) * 7919
+    val = validation_mask(ids, 0.1)
+    assert 0.09 < val.mean() < 0.11
+    perm = np.random.default_rng(0).permutation(len(ids))
+    assert np.array_equal(validation_mask(ids[perm], 0.1), val[perm])
+
+
+def test_bad_features_raise_one_line_input_error(tmp_path, features):
+    table = pq.read_table(features / "features-00000.parquet")
+    flux = table.column("xp_flux").to_pylist()
+    row = next(i for i, v in enumerate(flux) if v is not None)
+    flux[row] = [float("nan")] + flux[row][1:]
+    bad = table.set_column(table.schema.get_field_index("xp_flux"), "xp_flux", pa.array(flux, FLOAT_LIST))
+    pq.write_table(bad, tmp_path / "features-00000.parquet")
+    sid = table.column("source_id")[row].as_py()
+    with pytest.raises(InputError, match=f"xp_flux, source_id {sid}") as exc:
+        load_modality(tmp_path / "features-00000.parquet", "xp")
+    assert "\n" not in str(exc.value)
+
+    short = table.set_column(
+        table.schema.get_field_index("dmdt"), "dmdt", pa.array([None if v is None else v[:199] for v in table.column("dmdt").to_pylist()], FLOAT_LIST)
+    )
+    pq.write_table(short, tmp_path / "features-00000.parquet")
+    with pytest.raises(InputError, match="expected 200 values"):
+        load_modality(tmp_path / "features-00000.parquet", "dmdt")
+
+
+def test_config_from_toml_table():
+    import tomllib
+
+    cfg = TrainConfig.from_dict(tomllib.loads("seed = 7\n[xp]\nbeta = 0.01\nin_dim = 343\n[fold]\npatience = 3\n"))
+    assert cfg.seed == 7 and cfg.xp.beta == 0.01 and cfg.xp.in_dim == 343 and cfg.fold.patience == 3
+    assert cfg.dmdt == TrainConfig().dmdt  # untouched sections keep the paper's values
+    assert (cfg.xp.width, cfg.dmdt.width, cfg.dmdt.beta, cfg.fold.beta) == (64, 128, 1e-5, 1e-4)
+    with pytest.raises(InputError, match="xp.btea"):
+        TrainConfig.from_dict({"xp": {"btea": 1.0}})
+    with pytest.raises(InputError, match="max_epochs must be an integer"):
+        TrainConfig.from_dict({"fold": {"max_epochs": "ten"}})
+    assert ModelConfig(**cfg.to_dict()["xp"]) == cfg.xp
