@@ -7,7 +7,9 @@ Every command reports a bad input as one line on stderr and exits with a non-zer
 from __future__ import annotations
 
 import json
+import os
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -48,6 +50,73 @@ def _fail(exc: BaseException) -> None:
         raise exc
     typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
     raise typer.Exit(code=2)
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+    parquet = "parquet"
+
+
+CATALOG_OPTION = typer.Option(
+    None, "--catalog", envvar="LATENTCAT_CATALOG",
+    help="Catalogue folder (default: $LATENTCAT_CATALOG, then ./catalog).",
+)
+FORMAT_OPTION = typer.Option(OutputFormat.table, "--format", "-f", help="Output format.")
+OUTPUT_OPTION = typer.Option(None, "--output", help="Write the result to this file instead of the terminal.")
+
+
+def _open_catalog(path: Optional[Path]):
+    import latentcat
+
+    return latentcat.open(path or Path("catalog"))
+
+
+def _emit(table, fmt: OutputFormat, output: Optional[Path]) -> None:
+    """Print (or write to ``output``) an Arrow table as a terminal table, CSV, JSON or Parquet."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    if fmt is OutputFormat.parquet:
+        if output is None:
+            raise LatentcatError("--format parquet needs --output FILE")
+        pq.write_table(table, output)
+        return
+    if fmt is OutputFormat.csv:
+        import io
+
+        sink = io.BytesIO()
+        pacsv.write_csv(table, sink)
+        text = sink.getvalue().decode()
+    elif fmt is OutputFormat.json:
+        text = json.dumps(table.to_pylist(), indent=1, default=str) + "\n"
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        view = Table(show_lines=False)
+        for name in table.column_names:
+            view.add_column(name, no_wrap=True)
+        for row in table.to_pylist():
+            view.add_row(*(_cell(v) for v in row.values()))
+        to_terminal = output is None and sys.stdout.isatty()
+        console = Console(file=open(output, "w") if output else None, width=None if to_terminal else 250)
+        console.print(view)
+        return
+    if output:
+        Path(output).write_text(text)
+    else:
+        typer.echo(text, nl=False)
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_cell(v) for v in value) + "]"
+    return "" if value is None else str(value)
+
 
 
 def _print_json(obj: dict) -> None:
@@ -173,21 +242,85 @@ def embed(
 
 
 @app.command()
-def demo(
-    out: Path = typer.Option(Path("demo_out"), "--out", "-o", help="Folder for the demo's files."),
-    n: int = typer.Option(2_000, "--n", help="Number of simulated sources."),
-    seed: int = typer.Option(0, "--seed", help="Random seed."),
+def build(
+    config: Path = typer.Argument(..., help="Build configuration (TOML), e.g. build/demo.toml."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Catalogue folder (default: [output] catalog of the config)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted build from its last finished stage."),
 ) -> None:
-    """Simulate a small survey, ingest it and print a summary: the whole pipeline on built-in data."""
-    from latentcat.gaia.ingest import ingest as run_ingest
-    from latentcat.gaia.simulate import simulate_survey
+    """Run ingest -> features -> train -> embed -> index -> analyse and write a catalogue folder."""
+    from latentcat.catalog.build import build as run_build
+    from latentcat.config import load_build_config
 
     try:
-        sim = simulate_survey(n=n, seed=seed, out=out)
-        report = run_ingest([out / "archive"], out / "stage")
+        report = run_build(load_build_config(config), out=out, resume=resume)
     except LatentcatError as exc:
         _fail(exc)
-    _print_json({"simulate": sim, "ingest": report})
+    typer.echo(f"catalogue: {report['path']}")
+
+
+@app.command()
+def info(catalog: Optional[Path] = CATALOG_OPTION) -> None:
+    """Describe a catalogue: table counts, index types and recall, how it was built."""
+    try:
+        with _open_catalog(catalog) as cat:
+            _print_json(cat.info())
+    except LatentcatError as exc:
+        _fail(exc)
+
+
+@app.command()
+def sql(
+    query: str = typer.Argument(..., help="DuckDB SQL over the catalogue's tables, views and macros."),
+    catalog: Optional[Path] = CATALOG_OPTION,
+    fmt: OutputFormat = FORMAT_OPTION,
+    output: Optional[Path] = OUTPUT_OPTION,
+) -> None:
+    """Run a SQL query on the catalogue (read-only)."""
+    try:
+        with _open_catalog(catalog) as cat:
+            _emit(cat.sql(query), fmt, output)
+    except LatentcatError as exc:
+        _fail(exc)
+
+
+@app.command()
+def similar(
+    source_id: int = typer.Argument(..., help="Gaia DR3 source_id of the query source."),
+    k: int = typer.Option(10, "-k", help="Number of neighbours."),
+    modality: str = typer.Option("all", "--modality", "-m", help="all, xp, dmdt or fold (all: the blocks the source has)."),
+    where: Optional[str] = typer.Option(None, "--where", help="SQL filter on metadata, applied before the top-k cut."),
+    catalog: Optional[Path] = CATALOG_OPTION,
+    fmt: OutputFormat = FORMAT_OPTION,
+    output: Optional[Path] = OUTPUT_OPTION,
+) -> None:
+    """Find the k sources most like SOURCE_ID in the latent space."""
+    try:
+        with _open_catalog(catalog) as cat:
+            _emit(cat.similar(source_id, k=k, modality=modality, where=where), fmt, output)
+    except LatentcatError as exc:
+        _fail(exc)
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("demo_catalog"), "--out", "-o", help="Catalogue folder to write."),
+    n: int = typer.Option(20_000, "--n", help="Number of simulated sources."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+) -> None:
+    """Simulate a Gaia-like survey, build its catalogue (build/demo.toml) and show example queries."""
+    import latentcat
+    from latentcat.catalog.build import build as run_build
+    from latentcat.demo import demo_config, example_queries
+
+    try:
+        run_build(demo_config(n, seed), out=out)
+        with latentcat.open(out) as cat:
+            for what, how, answer in example_queries(cat):
+                typer.secho(f"\n# {what}\n$ {how}", bold=True)
+                _emit(answer, OutputFormat.table, None)
+    except LatentcatError as exc:
+        _fail(exc)
+    typer.echo(f"\nThe catalogue is in {out}/ : try `latentcat info --catalog {out}` or `duckdb {out}/catalog.duckdb`.")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,204 @@
+"""`latentcat build`: one configuration in, one complete catalogue folder out.
+
+The stages run in one direction, each reading the previous one's folder:
+
+    inputs (archive files, or a simulated survey)
+      -> stage/        latentcat.gaia.ingest         canonical Parquet tables
+      -> features/     latentcat.features.extract    dm-dt maps, periods, folds, XP vectors
+      -> models/       latentcat.models.trainer      the three VAEs
+      -> embeddings/   latentcat.models.embed        15 latents per source
+      -> catalog.duckdb + index/   latentcat.catalog.store
+      -> analyse       classifier predictions, outlier scores, 2-D map (when available)
+
+Everything is written into ``<catalog>.partial/``; ``build_state.json`` there records the
+finished stages, so ``--resume`` after a crash starts at the first unfinished stage (the
+feature stage also resumes shard by shard). Only a complete build is renamed to the
+catalogue folder, so a reader never sees a half-built catalogue.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+from rich.console import Console
+
+from latentcat.config import BuildConfig
+from latentcat.errors import LatentcatError
+
+STAGES = ("ingest", "features", "train", "embed", "catalog", "analyse")
+
+console = Console(stderr=True)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def input_checksums(paths: list[Path]) -> dict[str, dict]:
+    """Size and SHA-256 of every file under ``paths``: how a catalogue says what it was made from."""
+    files: list[Path] = []
+    for p in paths:
+        files.extend(sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p])
+    return {str(f): {"bytes": f.stat().st_size, "sha256": _sha256(f)} for f in files}
+
+
+def versions() -> dict[str, str]:
+    """Versions of latentcat and of the libraries whose behaviour shapes a catalogue."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("latentcat", "numpy", "torch", "pyarrow", "duckdb", "faiss-cpu", "scikit-learn", "gaiaxpy", "nifty-ls"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+class BuildState:
+    """The finished stages of a build and their reports, kept in ``build_state.json``."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.data: dict = json.loads(path.read_text()) if path.exists() else {"done": {}}
+
+    def done(self, stage: str) -> bool:
+        return stage in self.data["done"]
+
+    def report(self, stage: str) -> dict:
+        return self.data["done"][stage]
+
+    def finish(self, stage: str, report: dict) -> None:
+        self.data["done"][stage] = report
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=2, default=str))
+        os.replace(tmp, self.path)
+
+
+def _run_stage(state: BuildState, stage: str, number: int, func: Callable[[], dict]) -> dict:
+    label = f"[{number}/{len(STAGES)}] {stage}"
+    if state.done(stage):
+        console.print(f"{label}: already done, skipped (resume)")
+        return state.report(stage)
+    console.print(f"{label} ...")
+    t0 = time.perf_counter()
+    report = func()
+    report = {**report, "stage_seconds": round(time.perf_counter() - t0, 2)}
+    state.finish(stage, report)
+    console.print(f"{label}: done in {report['stage_seconds']:.1f} s")
+    return report
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Move the finished build ``new`` to ``target``, replacing an older catalogue there."""
+    old = target.with_name(target.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(new, target)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def build(config: BuildConfig, out: Path | None = None, resume: bool = False) -> dict:
+    """Run every stage of ``config`` and write the catalogue folder; returns the build report.
+
+    Parameters
+    ----------
+    config : the parsed build configuration (`latentcat.config.load_build_config`).
+    out : the catalogue folder; default ``[output] catalog`` of the configuration, else ./catalog.
+    resume : continue an interrupted build in ``<out>.partial`` instead of starting afresh.
+    """
+    from latentcat.catalog.store import write_catalog
+    from latentcat.features.extract import extract_features
+    from latentcat.gaia.ingest import ingest
+    from latentcat.gaia.simulate import simulate_survey
+    from latentcat.models.embed import embed
+    from latentcat.models.trainer import train
+
+    target = Path(out or config.output.get("catalog", "catalog"))
+    work = target.with_name(target.name + ".partial")
+    if work.exists() and not resume:
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    state = BuildState(work / "build_state.json")
+    seed = config.seed
+    stage_dir, features_dir = work / "stage", work / "features"
+    models_dir, emb_dir = work / "models", work / "embeddings"
+
+    simulate_n = int(config.inputs.get("simulate_n", 0))
+    if simulate_n > 0:
+        sim_dir = work / "simulated"
+        if not (sim_dir / "truth.parquet").exists():
+            console.print(f"simulating a survey of {simulate_n} sources (seed {seed})")
+            simulate_survey(n=simulate_n, seed=seed, out=sim_dir)
+        input_paths = [sim_dir / "archive"]
+    else:
+        input_paths = config.input_paths()
+        if not input_paths:
+            raise LatentcatError(f"{config.path}: [inputs] gives neither paths nor simulate_n")
+
+    reports = {}
+    reports["ingest"] = _run_stage(
+        state, "ingest", 1,
+        lambda: ingest(input_paths, stage_dir,
+                       keep_variability_rejected=bool(config.inputs.get("keep_variability_rejected", False))),
+    )
+    reports["features"] = _run_stage(
+        state, "features", 2,
+        lambda: extract_features(
+            stage_dir, features_dir,
+            shard_size=int(config.features.get("shard_size", 20_000)),
+            n_workers=int(config.features.get("workers", 1)),
+            min_epochs=int(config.features.get("min_epochs", 10)),
+            resume=True,
+        ),
+    )
+    reports["train"] = _run_stage(
+        state, "train", 3, lambda: train(features_dir, models_dir, config=config.train, device=config.device)
+    )
+    reports["embed"] = _run_stage(state, "embed", 4, lambda: embed(features_dir, models_dir, emb_dir, device=config.device))
+
+    def write() -> dict:
+        db = work / "catalog.duckdb"
+        if db.exists():  # a crash inside this stage: start it again
+            db.unlink()
+        shutil.rmtree(work / "index", ignore_errors=True)
+        info = {
+            "config": config.raw,
+            "config_file": str(config.path),
+            "seed": seed,
+            "versions": versions(),
+            "inputs": input_checksums(input_paths),
+            "stages": {k: v for k, v in reports.items()},
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        return write_catalog(work, stage_dir, features_dir, emb_dir, info, seed=seed)
+
+    reports["catalog"] = _run_stage(state, "catalog", 5, write)
+    reports["analyse"] = _run_stage(state, "analyse", 6, lambda: analyse(work, config))
+
+    shutil.rmtree(stage_dir, ignore_errors=True)  # its tables now live in catalog.duckdb
+    if (work / "simulated" / "truth.parquet").exists():  # keep the simulation's truth for evaluation
+        os.replace(work / "simulated" / "truth.parquet", work / "truth.parquet")
+    shutil.rmtree(work / "simulated", ignore_errors=True)
+    (work / "build_state.json").unlink()
+    _replace_dir(work, target)
+    console.print(f"catalogue written to {target}")
+    return {"path": str(target), "stages": reports}
+
+
+def analyse(cat_dir: Path, config: BuildConfig) -> dict:
+    """Classifier predictions, outlier scores and the 2-D map, written into the catalogue."""
+    return {}

@@ -1,0 +1,86 @@
+"""`latentcat build`: a whole catalogue from one configuration, atomically, resumable after a crash."""
+
+from pathlib import Path
+
+import pytest
+
+import latentcat
+from latentcat.catalog import build as build_module
+from latentcat.config import load_build_config
+from latentcat.errors import InputError
+
+TINY = """
+seed = 3
+[inputs]
+simulate_n = 240
+[features]
+shard_size = 100
+workers = 1
+[models]
+device = "cpu"
+progress = false
+[models.xp]
+max_epochs = 2
+[models.dmdt]
+max_epochs = 2
+[models.fold]
+width = 16
+max_epochs = 1
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("cfg") / "tiny.toml"
+    path.write_text(TINY)
+    return path
+
+
+def test_crashed_build_resumes_and_catalogue_appears_only_when_complete(tiny_config, tmp_path, monkeypatch):
+    out = tmp_path / "cat"
+    from latentcat.models import trainer
+
+    real_train = trainer.train
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("killed during training")
+
+    monkeypatch.setattr(trainer, "train", crash)
+    with pytest.raises(KeyboardInterrupt):
+        build_module.build(load_build_config(tiny_config), out=out)
+    assert not out.exists(), "a half-built catalogue must not appear"
+    partial = out.with_name("cat.partial")
+    assert (partial / "features").is_dir()
+    shard_times = {p.name: p.stat().st_mtime_ns for p in (partial / "features").glob("features-*.parquet")}
+    assert shard_times
+
+    monkeypatch.setattr(trainer, "train", real_train)
+    report = build_module.build(load_build_config(tiny_config), out=out, resume=True)
+    assert not partial.exists()
+    # the finished stages were not run again
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "features").glob("features-*.parquet")} == shard_times
+    assert report["stages"]["train"]["models"]["fold"]["epochs"] == 1
+
+    with latentcat.open(out) as cat:
+        counts = cat.sql("SELECT (SELECT count(*) FROM sources) AS s, (SELECT count(*) FROM embeddings) AS e").to_pylist()[0]
+        assert counts == {"s": 240, "e": 240}
+        info = cat.info()
+        assert info["build_info"]["seed"] == 3
+        assert len(info["build_info"]["inputs"]) == 4  # the four simulated archive files, with checksums
+        assert all(len(v["sha256"]) == 64 for v in info["build_info"]["inputs"].values())
+    assert (out / "models" / "fold" / "model.pt").exists()
+    assert (out / "truth.parquet").exists()
+
+
+def test_config_with_unknown_table_is_one_clear_error(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[inptus]\nsimulate_n = 10\n")
+    with pytest.raises(InputError, match="bad.toml: unknown table or key 'inptus'"):
+        load_build_config(bad)
+
+
+def test_shipped_configs_load():
+    root = Path(__file__).parents[1] / "build"
+    for name in ("demo.toml",):
+        cfg = load_build_config(root / name)
+        assert cfg.train.xp.beta == 1e-3 and cfg.train.dmdt.beta == 1e-5 and cfg.train.fold.beta == 1e-4
