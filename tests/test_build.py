@@ -81,6 +81,6 @@ def test_config_with_unknown_table_is_one_clear_error(tmp_path):
 
 def test_shipped_configs_load():
     root = Path(__file__).parents[1] / "build"
-    for name in ("demo.toml",):
+    for name in ("demo.toml", "dr3.toml"):
         cfg = load_build_config(root / name)
         assert cfg.train.xp.beta == 1e-3 and cfg.train.dmdt.beta == 1e-5 and cfg.train.fold.beta == 1e-4
