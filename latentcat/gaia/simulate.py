@@ -253,11 +253,20 @@ def _list_array(values: np.ndarray, offsets32: pa.Array, valid: np.ndarray | Non
     return pa.ListArray.from_arrays(offsets32, flat)
 
 
+#: 2.5 / ln(10): magnitude error = _MAG_PER_LN * flux_error / flux.
+_MAG_PER_LN = 2.5 / np.log(10.0)
+
+
+def _mag_to_flux(mag: np.ndarray, zp: float) -> np.ndarray:
+    """Flux (e-/s) of a magnitude, 10**(-0.4 (mag - zp)) written as one exponential."""
+    return np.exp((zp - mag) / _MAG_PER_LN)
+
+
 def _fluxes(mag: np.ndarray, err: np.ndarray, zp: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Flux (e-/s), flux error and flux/error from magnitudes (mag = -2.5 log10(flux) + zp)."""
-    flux = 10.0 ** (-0.4 * (mag - zp))
-    flux_err = err * flux / (2.5 / np.log(10.0))
-    return flux, flux_err, (flux / flux_err).astype(np.float32)
+    flux = _mag_to_flux(mag, zp)
+    flux_err = flux * (err / _MAG_PER_LN)
+    return flux, flux_err, (_MAG_PER_LN / err).astype(np.float32)
 
 
 def _outliers(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -367,7 +376,7 @@ def simulate_tables(n: int, seed: int) -> dict[str, pa.Table]:
     g_mean = mean_mag(g_flux, g_ok, ZP_G)
     bp_mean = mean_mag(bp_flux, bp_ok, ZP_BP)
     rp_mean = mean_mag(rp_flux, rp_ok, ZP_RP)
-    true_mean_g = mean_mag(10.0 ** (-0.4 * (g_true - ZP_G)), np.ones(total, bool), ZP_G)
+    true_mean_g = mean_mag(_mag_to_flux(g_true, ZP_G), np.ones(total, bool), ZP_G)
     has_xp = (g_mean < XP_G_LIMIT) | (rng.random(n) < FAINT_XP_FRACTION)
 
     class_names = np.array(CLASSES, dtype=object)[cls]

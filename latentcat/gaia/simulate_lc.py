@@ -70,11 +70,18 @@ def flat_index(offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return src, rank
 
 
+def _segment_first(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """For every element, ``values`` at the first element of its segment (``values`` non-decreasing).
+
+    ``starts`` marks each segment's first element (the first element of the array must be one).
+    """
+    return np.maximum.accumulate(np.where(starts, values, values[0]))
+
+
 def _rank_in_segments(starts: np.ndarray) -> np.ndarray:
     """Position of every element within its segment; ``starts`` marks each segment's first element."""
-    first = np.flatnonzero(starts)
-    seg = np.cumsum(starts) - 1
-    return np.arange(starts.size) - first[seg]
+    index = np.arange(starts.size)
+    return index - _segment_first(index, starts)
 
 
 def n_transits_for(ecl_lat_deg: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -136,10 +143,10 @@ def gaia_cadence(ecl_lat_deg: np.ndarray, rng: np.random.Generator) -> tuple[np.
     step = 1 + (u < 0.15).astype(np.int64) + (u < 0.04)  # 11 % skip one slot, 4 % two
     step[group_start] = 0
     slot = np.cumsum(step)
-    slot -= slot[group_start][gid]
+    slot -= _segment_first(slot, new_group)
     starts_following = rng.random(n_groups) < 0.5
     second = np.where(starts_following, SPIN - FOV_GAP, FOV_GAP)
-    within = (slot // 2) * SPIN + (slot % 2) * second[gid]
+    within = (slot >> 1) * SPIN + (slot & 1) * second[gid]  # spins since the first slot, and the FoV
     group_end = np.r_[group_start[1:], offsets[-1]] - 1
     duration = within[group_end]
 
@@ -179,7 +186,7 @@ def g_mag_error(mag: np.ndarray) -> np.ndarray:
     ndarray of float64
         1-sigma error (mag).
     """
-    q = 10.0 ** (0.2 * (np.asarray(mag) - 15.0))
+    q = np.exp((0.2 * np.log(10.0)) * (np.asarray(mag) - 15.0))  # 10**(0.2 (G - 15))
     floor, photon, background = 0.0005, 0.003 * q, 0.0006 * q * q
     return np.sqrt(floor**2 + photon**2 + background**2)
 
@@ -454,10 +461,13 @@ def _pulsation(phase: np.ndarray, rise: np.ndarray, bump_phase: np.ndarray, bump
 _N_HARM = {"RRAB": 8, "RRC": 3, "DCEP": 6, "T2CEP": 5, "MIRA": 3, "DSCT": 3}
 
 
-def _unit_pulsation(name: str, phase: np.ndarray, src: np.ndarray, p: dict[str, np.ndarray]) -> np.ndarray:
-    """Pulsation shape scaled to zero mean and unit peak-to-peak over the cycle (in magnitudes)."""
+def _unit_pulsation(name: str, phase: np.ndarray, src: np.ndarray, uniq: np.ndarray, inv: np.ndarray,
+                    p: dict[str, np.ndarray]) -> np.ndarray:
+    """Pulsation shape scaled to zero mean and unit peak-to-peak over the cycle (in magnitudes).
+
+    ``uniq`` are the sources (ascending) and ``inv`` the position in ``uniq`` of each point's source.
+    """
     grid = (np.arange(128) + 0.5) / 128.0
-    uniq, inv = np.unique(src, return_inverse=True)
     bump = "bump_amp" if name == "DCEP" else None
     g_phase = np.broadcast_to(grid, (uniq.size, grid.size))
     g = _pulsation(
@@ -504,20 +514,21 @@ def light_curves(
     counts = np.diff(offsets)
     dm = np.zeros(times.size)
     amplitude = p["amplitude"].copy()
-    pt_cls = cls[src]
     for code, name in enumerate(CLASSES):
-        pts = np.flatnonzero(pt_cls == code)
-        if pts.size == 0 or name == "CONST":
+        members = np.flatnonzero((cls == code) & (counts > 0))
+        if members.size == 0 or name == "CONST":
             continue
+        # the class's points, in source order: each member's epochs offsets[i]..offsets[i + 1]
+        sub_offsets = np.zeros(members.size + 1, dtype=np.int64)
+        np.cumsum(counts[members], out=sub_offsets[1:])
+        pts = np.arange(sub_offsets[-1]) + np.repeat(offsets[members] - sub_offsets[:-1], counts[members])
         s = src[pts]
         t = times[pts]
         phase = ((t - p["t0"][s]) / p["period"][s]) % 1.0 if np.isfinite(p["period"][s[0]]) else None
-        sub_offsets = np.zeros(np.unique(s).size + 1, dtype=np.int64)
-        np.cumsum(counts[np.unique(s)], out=sub_offsets[1:])
-        members = np.unique(s)
 
         if name in _N_HARM:
-            d = p["amplitude"][s] * _unit_pulsation(name, phase, s, p)
+            inv = np.repeat(np.arange(members.size), counts[members])
+            d = p["amplitude"][s] * _unit_pulsation(name, phase, s, members, inv, p)
             if name == "T2CEP":  # RV Tau: alternating deep and shallow minima
                 rv = subclass[s] == "RV_TAU"
                 d = d + np.where(rv, 0.15 * p["amplitude"][s] * np.cos(np.pi * (t - p["t0"][s]) / p["period"][s]), 0.0)

@@ -72,6 +72,9 @@ _TIO_HEADS = np.array([[476.1, 0.4], [516.7, 0.5], [544.8, 0.6], [615.9, 0.8], [
                        [759.0, 0.5], [843.2, 0.7], [885.9, 0.6]])
 _VO_HEADS = np.array([[740.0, 0.8], [790.0, 0.8], [1050.0, 0.6]])
 _TRIL_K, _TRIL_L = np.tril_indices(N_COEFFICIENTS, k=-1)  # archive order of the correlations
+# Shape of the coefficient errors along the basis index: flat for the first 20, then falling.
+_ERROR_PROFILE = np.exp(-np.clip(np.arange(N_COEFFICIENTS) - 20, 0, None) / 20.0)
+_ERROR_PROFILE[-2:] *= (0.4, 0.2)
 
 
 def _instrument_file(name: str) -> np.ndarray:
@@ -82,7 +85,8 @@ def _instrument_file(name: str) -> np.ndarray:
 
 @lru_cache(maxsize=1)
 def _instrument() -> dict[str, dict[str, np.ndarray]]:
-    """Per band on ``_U_FINE``: wavelength, instrument factor R(l) l |dl/du|, and the fit matrix."""
+    """Per band on ``_U_FINE``: wavelength, instrument factor R(l) l |dl/du|, the fit matrix and
+    the wavelength-only parts of the model SEDs (extinction curve, molecular band profiles)."""
     from gaiaxpy.config.paths import config_path
 
     dispersion = np.genfromtxt(f"{config_path}/TabulatedDispersionFunction-DR3-v375wiv142r_20200610.csv",
@@ -102,10 +106,17 @@ def _instrument() -> dict[str, dict[str, np.ndarray]]:
         response = _instrument_file(response_files[band])
         resp = np.interp(lam, response[0], response[1], left=0.0, right=0.0) * inside
         design = design_matrix(band, _U_FINE)
-        # photon spectrum on the fine grid -> LSF -> least-squares coefficients
+        # photon spectrum on the fine grid -> LSF -> least-squares coefficients, one matrix
         fit = lsf @ np.linalg.pinv(design)
+        f32 = np.float32
         out[band] = {"lam": lam, "factor": resp * lam * dlam_du, "fit": fit, "du": du,
-                     "wl_table": wl, "pwl_table": pwl, "resp_table": response}
+                     "wl_table": wl, "pwl_table": pwl, "resp_table": response,
+                     # float32 rows for the (sources x fine grid) SED arithmetic
+                     "lam32": lam.astype(f32), "factor32": (resp * lam * dlam_du).astype(f32),
+                     "ccm32": _ccm_extinction(lam).astype(f32), "log_lam32": np.log(lam / 500.0).astype(f32),
+                     "tio32": _band_profile(lam, _TIO_HEADS).astype(f32),
+                     "vo32": _band_profile(lam, _VO_HEADS).astype(f32),
+                     "forest32": (0.0036 * (lam / 121.6) ** 3.46).astype(f32)}
     return out
 
 
@@ -127,45 +138,85 @@ def pseudo_wavelength(wavelength_nm: np.ndarray, band: str) -> np.ndarray:
     return np.interp(wavelength_nm, wl, pwl, left=np.nan, right=np.nan)
 
 
-def _planck(lam: np.ndarray, teff: np.ndarray) -> np.ndarray:
-    """Blackbody F_lambda (arbitrary units), lam (m,) nm, teff (n,) K -> (n, m)."""
-    x = _HC_OVER_K / (lam[None, :] * teff[:, None])
-    return (lam[None, :] / 500.0) ** -5 / np.expm1(np.minimum(x, 700.0))
+def _continuum(lam, teff, alpha, is_qso, a_v):
+    """Continuum F_lambda (arbitrary units) with interstellar extinction; all arguments broadcast.
+
+    A blackbody at ``teff`` or, where ``is_qso``, the power law ``f_nu ~ nu**alpha``, times
+    ``10**(-0.4 a_v A_lambda/A_V)``, computed in the precision of ``lam``. Written as one
+    exponential: the blackbody ``l**-5 / (exp(x) - 1) = l**-5 exp(-x) / (1 - exp(-x))`` with
+    ``x = hc / (l k T)`` capped at 80 (the flux there is ~1e-35 of its peak), so float32 never
+    overflows.
+    """
+    lam = np.asarray(lam)
+    dtype = lam.dtype
+    log_l = np.log(lam / dtype.type(500.0))
+    ext = (-0.4 * np.log(10.0) * _ccm_extinction(lam)).astype(dtype)
+    x = np.minimum(dtype.type(_HC_OVER_K) / (lam * teff), dtype.type(80.0))
+    log_f = np.where(is_qso, (-2.0 - alpha) * log_l, -5.0 * log_l - x)
+    f = np.exp(log_f + a_v * ext)
+    return np.where(is_qso, f, f / -np.expm1(-x))
 
 
 def _ccm_extinction(lam: np.ndarray, r_v: float = 3.1) -> np.ndarray:
-    """A_lambda / A_V of Cardelli, Clayton & Mathis (1989), lam in nm (optical and near-IR)."""
-    x = 1000.0 / np.asarray(lam, dtype=np.float64)  # 1/micron
-    ir = x < 1.1
+    """A_lambda / A_V of Cardelli, Clayton & Mathis (1989), lam in nm, 100 nm - 3.3 micron.
+
+    Infrared (x < 1.1 / micron), optical (1.1-3.3), ultraviolet (3.3-8) and far-ultraviolet
+    (8-10) pieces; shorter wavelengths get the 100 nm value. The ultraviolet matters only for
+    the redshifted quasar lines that fall blueward of the instrument (they are not seen, but
+    their continuum is evaluated and must stay finite).
+    """
+    x = np.clip(1000.0 / np.asarray(lam, dtype=np.float64), 0.3, 10.0)  # 1/micron
     y = x - 1.82
     a_opt = 1 + 0.17699 * y - 0.50447 * y**2 - 0.02427 * y**3 + 0.72085 * y**4 + 0.01979 * y**5 \
         - 0.77530 * y**6 + 0.32999 * y**7
     b_opt = 1.41338 * y + 2.28305 * y**2 + 1.07233 * y**3 - 5.38434 * y**4 - 0.62251 * y**5 \
         + 5.30260 * y**6 - 2.09002 * y**7
-    xi = np.clip(x, 0.3, None) ** 1.61
-    a = np.where(ir, 0.574 * xi, a_opt)
-    b = np.where(ir, -0.527 * xi, b_opt)
+    xi = x**1.61
+    w = np.clip(x - 5.9, 0.0, None)
+    a_uv = 1.752 - 0.316 * x - 0.104 / ((x - 4.67) ** 2 + 0.341) - 0.04473 * w**2 - 0.009779 * w**3
+    b_uv = -3.090 + 1.825 * x + 1.206 / ((x - 4.62) ** 2 + 0.263) + 0.2130 * w**2 + 0.1207 * w**3
+    v = x - 8.0
+    a_fuv = -1.073 - 0.628 * v + 0.137 * v**2 - 0.070 * v**3
+    b_fuv = 13.670 + 4.257 * v - 0.420 * v**2 + 0.374 * v**3
+    a = np.select([x < 1.1, x < 3.3, x <= 8.0], [0.574 * xi, a_opt, a_uv], a_fuv)
+    b = np.select([x < 1.1, x < 3.3, x <= 8.0], [-0.527 * xi, b_opt, b_uv], b_fuv)
     return a + b / r_v
 
 
 def _band_profile(lam: np.ndarray, heads: np.ndarray, width: float = 30.0) -> np.ndarray:
     """Sum of red-degraded band profiles (1 at the head, e-folding over ``width`` nm)."""
     d = lam[:, None] - heads[None, :, 0]
-    return np.sum(heads[None, :, 1] * np.where(d >= 0, np.exp(-d / width), 0.0), axis=1)
+    return np.sum(heads[None, :, 1] * np.where(d >= 0, np.exp(-np.clip(d, 0.0, None) / width), 0.0), axis=1)
 
 
-def _line_spectrum(band: str, lam0: np.ndarray, flux: np.ndarray, sigma_nm: np.ndarray) -> np.ndarray:
-    """Photon spectrum on ``_U_FINE`` of Gaussian lines: centre lam0 (n,) nm, integrated F_lambda flux (n,)."""
+def _line_profiles(band: str, lam0: np.ndarray, sigma_nm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Photon spectra on ``_U_FINE`` of Gaussian lines of unit integrated F_lambda flux.
+
+    ``lam0`` (k,) nm and ``sigma_nm`` (k,) give each line's centre and width; the line-spread
+    function is added in quadrature. Returns ``seen`` (k,), whether the line falls where the
+    band has response, and the profiles of the seen lines, float32 (n_seen, len(_U_FINE)).
+    """
     inst = _instrument()[band]
     resp = np.interp(lam0, inst["resp_table"][0], inst["resp_table"][1], left=0.0, right=0.0)
     u0 = pseudo_wavelength(lam0, band)
     seen = np.isfinite(u0) & (resp > 0)
-    u0 = np.where(seen, u0, 0.0)
+    lam0, sigma_nm, resp, u0 = lam0[seen], sigma_nm[seen], resp[seen], u0[seen]
     du_dlam = np.abs(pseudo_wavelength(lam0 + 0.5, band) - pseudo_wavelength(lam0 - 0.5, band))
     sigma_u = np.sqrt((sigma_nm * np.nan_to_num(du_dlam)) ** 2 + _LSF_SIGMA**2)
-    weight = np.where(seen, flux * resp * lam0, 0.0)
-    gauss = np.exp(-0.5 * ((_U_FINE[None, :] - u0[:, None]) / sigma_u[:, None]) ** 2)
-    return weight[:, None] * gauss / (np.sqrt(2 * np.pi) * sigma_u[:, None])
+    norm = (resp * lam0 / (np.sqrt(2 * np.pi) * sigma_u)).astype(np.float32)
+    d = (_U_FINE.astype(np.float32)[None, :] - u0.astype(np.float32)[:, None]) / sigma_u.astype(np.float32)[:, None]
+    return seen, norm[:, None] * np.exp(-0.5 * d * d)
+
+
+def _correlations(scaled: np.ndarray) -> np.ndarray:
+    """Lower triangle (archive order) of ``B B^T`` per source, ``scaled`` (2, n, 55) -> float32 (n, 1485)."""
+    a, b = scaled.astype(np.float32)
+    corr = np.empty((a.shape[0], _TRIL_K.size), dtype=np.float32)
+    for k in range(1, N_COEFFICIENTS):  # row k of the triangle holds l = 0..k-1, contiguous
+        out = corr[:, k * (k - 1) // 2: k * (k + 1) // 2]
+        np.multiply(a[:, k:k + 1], a[:, :k], out=out)
+        out += b[:, k:k + 1] * b[:, :k]
+    return corr
 
 
 def _list_column(values: np.ndarray, dtype) -> pa.Array:
@@ -231,8 +282,15 @@ def simulate_xp_continuous(source_id: np.ndarray, class_name: np.ndarray, teff: 
 
 
 def _simulate_block(source_id, is_qso, is_lpv, is_yso, teff, g_mag, rng, redshift, a_v) -> pa.Table:
-    """simulate_xp_continuous for one block of sources (arguments already checked)."""
+    """simulate_xp_continuous for one block of sources (arguments already checked).
+
+    The model spectra are (sources x fine grid) float32 arrays: one exponential per element for
+    the continuum (blackbody or power law, extinction and molecular bands in the exponent), the
+    lines added only where they fall in the band. The least-squares fit to the DR3 bases is one
+    precomputed matrix (LSF and pseudo-inverse) applied in float64.
+    """
     n = source_id.size
+    f32 = np.float32
 
     # Every draw is made for all sources, in a fixed order, so results depend only on the seed.
     z = rng.uniform(0.3, 3.0, n) if redshift is None else redshift
@@ -244,49 +302,53 @@ def _simulate_block(source_id, is_qso, is_lpv, is_yso, teff, g_mag, rng, redshif
     star_teff = np.where(is_qso, 5000.0, teff)
 
     inst = _instrument()
-    qso, star = np.flatnonzero(is_qso), np.flatnonzero(~is_qso)
-    cool = star[star_teff[star] < 4000.0]
+    qso = np.flatnonzero(is_qso)
+    cool = np.flatnonzero(~is_qso & (star_teff < 4000.0))
     yso = np.flatnonzero(is_yso)
     balmer = np.exp(-0.5 * ((star_teff - 9000.0) / 2000.0) ** 2)
-    hot = star[balmer[star] > 1e-3]
+    hot = np.flatnonzero(~is_qso & (balmer > 1e-3))
+    tio = (np.clip((4000.0 - star_teff[cool]) / 1000.0, 0.0, 2.0) * np.where(is_lpv[cool], 3.0, 0.7)).astype(f32)
+    vo = (np.clip((3300.0 - star_teff[cool]) / 600.0, 0.0, 1.5) * np.where(is_lpv[cool], 1.5, 0.3)).astype(f32)
 
     def continuum(rows, lam0):
-        """Unabsorbed continuum F_lambda of ``rows`` at wavelengths lam0 (len(rows),), with extinction."""
-        power = (lam0 / 500.0) ** (-2.0 - alpha[rows])
-        planck = (lam0 / 500.0) ** -5 / np.expm1(np.minimum(_HC_OVER_K / (lam0 * star_teff[rows]), 700.0))
-        cont = np.where(is_qso[rows], power, planck)
-        return cont * 10 ** (-0.4 * a_v_total[rows] * _ccm_extinction(lam0))
+        """Continuum F_lambda of ``rows`` at wavelengths lam0 (nm, one per row or one for all), float64."""
+        return _continuum(lam0, star_teff[rows], alpha[rows], is_qso[rows], a_v_total[rows])
 
-    photons = {}
+    # Lines: (rows, centre nm, integrated F_lambda flux, width sigma nm), the same for both bands.
+    lines = []
+    for rest, ew in _QSO_LINES:  # broad, 4000 km/s FWHM
+        lam0 = rest * (1 + z[qso])
+        lines.append((qso, lam0, ew * (1 + z[qso]) * continuum(qso, lam0), lam0 * 4000.0 / 2.998e5 / 2.355))
+    for rest, ew in _BALMER:  # absorption, peaking near 9000 K
+        lines.append((hot, np.array([rest]), -balmer[hot] * ew * continuum(hot, np.array(rest)), np.array([1.5])))
+    lines.append((yso, np.array([656.3]), ha_ew[yso] * continuum(yso, np.array(656.3)), np.array([0.5])))
+
+    band_flux, projected = {}, {}
     for band in BANDS:
-        lam, factor = inst[band]["lam"], inst[band]["factor"]
-        sed = np.empty((n, lam.size))
-        sed[star] = _planck(lam, star_teff[star])
-        tio = np.clip((4000.0 - star_teff[cool]) / 1000.0, 0.0, 2.0) * np.where(is_lpv[cool], 3.0, 0.7)
-        vo = np.clip((3300.0 - star_teff[cool]) / 600.0, 0.0, 1.5) * np.where(is_lpv[cool], 1.5, 0.3)
-        sed[cool] *= np.exp(-tio[:, None] * _band_profile(lam, _TIO_HEADS)[None, :]
-                            - vo[:, None] * _band_profile(lam, _VO_HEADS)[None, :])
-        zq = z[qso][:, None]
-        tau = np.where(lam[None, :] < 121.6 * (1 + zq), 0.0036 * (lam[None, :] / 121.6) ** 3.46, 0.0)
-        tau += np.where(lam[None, :] < 91.2 * (1 + zq), 3.0, 0.0)
-        sed[qso] = (lam[None, :] / 500.0) ** (-2.0 - alpha[qso][:, None]) * np.exp(-tau)
-        sed *= 10 ** (-0.4 * a_v_total[:, None] * _ccm_extinction(lam)[None, :])
-        spectrum = sed * factor[None, :]
-
-        for rest, ew in _QSO_LINES:
-            lam0 = rest * (1 + z[qso])
-            flux = ew * (1 + z[qso]) * continuum(qso, lam0)
-            spectrum[qso] += _line_spectrum(band, lam0, flux, lam0 * 4000.0 / 2.998e5 / 2.355)
-        for rest, ew in _BALMER:
-            lam0 = np.full(hot.size, rest)
-            spectrum[hot] -= _line_spectrum(band, lam0, balmer[hot] * ew * continuum(hot, lam0),
-                                            np.full(hot.size, 1.5))
-        lam0 = np.full(yso.size, 656.3)
-        spectrum[yso] += _line_spectrum(band, lam0, ha_ew[yso] * continuum(yso, lam0), np.full(yso.size, 0.5))
-        photons[band] = np.clip(spectrum, 0.0, None)
+        b = inst[band]
+        spectrum = _continuum(b["lam32"][None, :], star_teff.astype(f32)[:, None], alpha.astype(f32)[:, None],
+                              is_qso[:, None], a_v_total.astype(f32)[:, None])
+        spectrum[cool] *= np.exp(-np.multiply.outer(tio, b["tio32"]) - np.multiply.outer(vo, b["vo32"]))
+        if qso.size:  # Ly-alpha forest (Madau-like optical depth) and the Lyman limit
+            edge = (1 + z[qso].astype(f32))[:, None]
+            tau = np.where(b["lam32"][None, :] < 121.6 * edge, b["forest32"][None, :], f32(0.0))
+            tau += np.where(b["lam32"][None, :] < 91.2 * edge, f32(3.0), f32(0.0))
+            spectrum[qso] *= np.exp(-tau)
+        spectrum *= b["factor32"][None, :]
+        for rows, lam0, flux, sigma_nm in lines:  # added only where the line falls in the band
+            if rows.size == 0:
+                continue
+            seen, profile = _line_profiles(band, lam0, sigma_nm)
+            if lam0.size == 1:  # one centre, one profile for all rows
+                if seen[0]:
+                    spectrum[rows] += flux.astype(f32)[:, None] * profile
+            else:
+                spectrum[rows[seen]] += flux[seen].astype(f32)[:, None] * profile
+        np.clip(spectrum, 0.0, None, out=spectrum)
+        band_flux[band] = spectrum.sum(axis=1, dtype=np.float64) * b["du"]
+        projected[band] = spectrum.astype(np.float64) @ b["fit"]
 
     # Scale to the G magnitude: BP+RP photon flux = k(BP-RP) * G flux.
-    band_flux = {b: photons[b].sum(axis=1) * inst[b]["du"] for b in BANDS}
     tiny = 1e-300
     bp_rp = -2.5 * np.log10((band_flux["bp"] + tiny) / (band_flux["rp"] + tiny)) + BP_ZERO_POINT - RP_ZERO_POINT
     ratio = 1.15 + 0.12 * np.clip(bp_rp, 0.0, 5.0)
@@ -296,22 +358,14 @@ def _simulate_block(source_id, is_qso, is_lpv, is_yso, teff, g_mag, rng, redshif
         "source_id": pa.array(source_id, type=pa.int64()),
         "solution_id": pa.array(np.full(n, DR3_XP_SOLUTION_ID, dtype=np.int64)),
     }
-    k = np.arange(N_COEFFICIENTS)
-    profile = np.exp(-np.clip(k - 20, 0, None) / 20.0)
-    profile[-2:] *= (0.4, 0.2)
     for band in BANDS:
         flux = band_flux[band] * scale
-        true = (photons[band] * scale[:, None]) @ inst[band]["fit"]
+        true = projected[band] * scale[:, None]
         sigma0 = np.sqrt((4e-5 * flux) ** 2 + 3e-5 * flux + 0.38**2) * 10 ** rng.normal(0.0, 0.25, n)
-        errors = sigma0[:, None] * profile[None, :]
+        errors = sigma0[:, None] * _ERROR_PROFILE[None, :]
         factors = rng.normal(0.0, 0.25, (2, n, N_COEFFICIENTS))  # rank-2 correlation factors B
         norm = 1.0 / np.sqrt(1.0 + factors[0] ** 2 + factors[1] ** 2)
         scaled = factors * norm  # S B
-        corr = np.zeros((n, _TRIL_K.size))
-        for f in scaled:
-            pair = np.take(f, _TRIL_K, axis=1)
-            pair *= np.take(f, _TRIL_L, axis=1)
-            corr += pair
         mix = rng.standard_normal((2, n, 1))
         unit = norm * rng.standard_normal((n, N_COEFFICIENTS)) + scaled[0] * mix[0] + scaled[1] * mix[1]
         coefficients = true + errors * unit
@@ -324,6 +378,6 @@ def _simulate_block(source_id, is_qso, is_lpv, is_yso, teff, g_mag, rng, redshif
             np.clip(rng.normal(1.05, 0.05, n), 0.9, None).astype(np.float32))
         columns[f"{band}_coefficients"] = _list_column(coefficients, np.float64)
         columns[f"{band}_coefficient_errors"] = _list_column(errors, np.float32)
-        columns[f"{band}_coefficient_correlations"] = _list_column(corr, np.float32)
+        columns[f"{band}_coefficient_correlations"] = _list_column(_correlations(scaled), np.float32)
         columns[f"{band}_n_relevant_bases"] = pa.array(n_relevant.astype(np.int16))
     return pa.table(columns)
