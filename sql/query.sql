@@ -40,3 +40,34 @@ SELECT
 -- given to Catalog.similar(where=...), a SQL boolean expression over source_meta columns;
 -- it runs on a read-only connection.
 SELECT source_id FROM source_meta WHERE ({where});
+
+-- name: analysis_codes
+-- The latent blocks and reconstruction losses of every source, in source_id order, for the
+-- classifiers, the outlier scores and the map.
+SELECT source_id, z_xp, z_dmdt, z_fold, recon_loss_xp, recon_loss_dmdt, recon_loss_fold
+FROM embeddings
+ORDER BY source_id;
+
+-- name: table_columns
+-- The catalogue's tables and views and their columns: a labels argument 'table.column'
+-- must name one of these.
+SELECT table_name, column_name FROM information_schema.columns
+WHERE table_schema = 'main' AND table_catalog = current_database();
+
+-- name: labels_of
+-- The class of every embedded source (NULL where it has none) from a user-chosen column.
+-- {table} and {column} are identifiers the caller has checked against table_columns and
+-- quoted; nothing else is pasted in.
+SELECT e.source_id, CAST(t.{column} AS VARCHAR) AS label
+FROM embeddings AS e
+LEFT JOIN {table} AS t USING (source_id)
+ORDER BY e.source_id;
+
+-- name: map
+SELECT source_id, x, y FROM map ORDER BY source_id;
+
+-- name: map_with_meta
+SELECT m.source_id, m.x, m.y, s.* EXCLUDE (source_id)
+FROM map AS m
+LEFT JOIN source_meta AS s USING (source_id)
+ORDER BY m.source_id;

@@ -16,3 +16,10 @@ DELETE FROM outlier_scores WHERE method = $key;
 INSERT INTO outlier_scores
 SELECT source_id, score, row_number() OVER (ORDER BY score DESC, source_id), $key
 FROM _new_rows;
+
+-- name: delete_map
+-- The map is one table for the whole catalogue: a new map replaces it.
+DELETE FROM map;
+
+-- name: insert_map
+INSERT INTO map SELECT source_id, x, y FROM _new_rows;

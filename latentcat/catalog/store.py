@@ -227,16 +227,18 @@ def _writer(cat_dir: Path) -> duckdb.DuckDBPyConnection:
         raise LatentcatError(f"{db_path}: cannot open for writing ({_one_line(err)})") from err
 
 
-def _replace_rows(cat_dir: Path, table: pa.Table, name: str, key: str) -> int:
-    """Replace the rows of one model/method (``key``) in table ``name`` within one transaction."""
+def _replace_rows(cat_dir: Path, table: pa.Table, name: str, key: str | None) -> int:
+    """Replace the rows of one model/method (``key``; None: all rows) in table ``name``
+    within one transaction."""
     con = _writer(cat_dir)
     statements = sql_statements("write")
+    params = None if key is None else {"key": key}
     try:
         con.register("_new_rows", table)
         con.execute("BEGIN TRANSACTION")
         try:
-            con.execute(statements[f"delete_{name}"], {"key": key})
-            con.execute(statements[f"insert_{name}"], {"key": key})
+            con.execute(statements[f"delete_{name}"], params)
+            con.execute(statements[f"insert_{name}"], params)
         except duckdb.Error:
             con.execute("ROLLBACK")
             raise
@@ -266,3 +268,11 @@ def write_outlier_scores(cat_dir: Path, scores: pa.Table, method: str) -> int:
     Returns the number of rows written. Opens the catalogue for writing: no reader may hold it.
     """
     return _replace_rows(cat_dir, scores, "outlier_scores", method)
+
+
+def write_map(cat_dir: Path, xy: pa.Table) -> int:
+    """Replace the catalogue's 2-D map with ``xy`` (source_id, x, y).
+
+    Returns the number of rows written. Opens the catalogue for writing: no reader may hold it.
+    """
+    return _replace_rows(cat_dir, xy, "map", None)

@@ -4,12 +4,19 @@
     >>> cat = latentcat.open("cat/")
     >>> cat.similar(5853498713190525696, k=10, where="phot_g_mean_mag < 16")
     >>> cat.sql("SELECT best_class_name, count(*) FROM labels GROUP BY 1")
+    >>> result = cat.classify(model="logreg")       # cross-validated report + predictions
+    >>> cat.outliers(top=100)                        # isolation forest on the latents
+    >>> xy = cat.fit_map(seed=0)                     # parametric 2-D map of the codes
+
+The analyses return tables; storing them is the writer's job
+(`latentcat.catalog.store.write_predictions`, ``write_outlier_scores``, ``write_map``).
 
 Many processes may open the same catalogue at once; none of them can change it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from pathlib import Path
@@ -226,6 +233,163 @@ class Catalog:
             ).to_arrow_table()
         finally:
             cur.unregister("_neighbours")
+
+
+    # -----------------------------------------------------------------------------------
+    # analyses on the latent codes (scikit-learn and torch are imported on first use)
+
+    def build_id(self) -> str:
+        """A short hash of the catalogue's build record: identifies this build of the catalogue."""
+        rows = self._query(sql_statements("query")["build_info"]).to_pylist()
+        record = json.dumps([[r["key"], r["value"]] for r in rows])
+        return hashlib.sha256(record.encode()).hexdigest()[:12]
+
+    def _analysis_inputs(self):
+        """source_ids, latent blocks (NaN rows where missing) and reconstruction losses."""
+        table = self._query(sql_statements("query")["analysis_codes"])
+        ids, blocks = lc_index.codes_to_numpy(table)
+        losses = {
+            b: table.column(f"recon_loss_{b}").to_numpy().astype(np.float32)
+            for b in lc_index.BLOCKS
+        }
+        return ids, blocks, losses
+
+    def _labels(self, labels: str, n: int) -> pa.Array:
+        """The values of a 'table.column' for every embedded source, in source_id order."""
+        parts = labels.split(".") if isinstance(labels, str) else []
+        columns = self._query(sql_statements("query")["table_columns"]).to_pylist()
+        known = {(r["table_name"], r["column_name"]) for r in columns}
+        if len(parts) != 2 or tuple(parts) not in known:
+            raise LatentcatError(
+                f"labels {labels!r}: give 'table.column' naming a catalogue column, "
+                "e.g. 'labels.best_class_name'"
+            )
+        table, column = parts
+        if (table, "source_id") not in known:
+            raise LatentcatError(f"labels {labels!r}: table {table} has no source_id column")
+
+        def quote(name: str) -> str:
+            return '"' + name.replace('"', '""') + '"'
+
+        sql = sql_statements("query")["labels_of"].format(table=quote(table), column=quote(column))
+        try:
+            got = self._query(sql)
+        except duckdb.Error as err:
+            raise LatentcatError(f"labels {labels!r}: {_one_line(err)}") from err
+        if got.num_rows != n:
+            raise LatentcatError(f"labels {labels!r}: {table} has more than one row per source_id")
+        return got.column("label")
+
+    def classify(self, labels: str = "labels.best_class_name", model: str = "logreg",
+                 modality: str = "all", min_per_class: int = 10, cv: int = 5, seed: int = 0):
+        """Train a classifier on the labelled sources' latent codes and predict every source.
+
+        Parameters
+        ----------
+        labels : str
+            ``"table.column"`` holding the class of each source (NULL = unlabelled).
+        model : {"logreg", "rf", "hgb"}
+            Logistic regression, random forest or histogram gradient boosting.
+        modality : {"all", "xp", "dmdt", "fold"} or a block set such as "dmdt+fold"
+            ``"all"`` classifies each source on the blocks it has (one model per block set);
+            otherwise only the sources with all the named blocks are classified.
+        min_per_class : int
+            Classes with fewer labelled sources are left out and reported.
+        cv : int
+            Stratified cross-validation folds of the reported scores.
+        seed : int
+            Seed of the folds and the models.
+
+        Returns
+        -------
+        latentcat.query.classify.ClassifyResult
+            Per-class precision/recall/F1, macro F1, confusion matrix, left-out classes and
+            ``predictions`` (source_id, class, probability, model_id, blocks), ready for
+            `latentcat.catalog.store.write_predictions`.
+
+        Raises
+        ------
+        LatentcatError
+            A bad labels column, model or modality, or fewer than two usable classes.
+        """
+        from latentcat.query.classify import classify
+
+        ids, blocks, _ = self._analysis_inputs()
+        values = self._labels(labels, ids.size)
+        return classify(
+            ids, blocks, values, model=model, modality=modality, min_per_class=min_per_class,
+            cv=cv, seed=seed, labels_name=labels, build_id=self.build_id(),
+        )
+
+    def outliers(self, modality: str = "all", top: int | None = None,
+                 method: str = "isolation_forest", seed: int = 0) -> pa.Table:
+        """Rank the catalogue sources by how unusual they are.
+
+        Parameters
+        ----------
+        modality : {"all", "xp", "dmdt", "fold"} or a block set
+            Blocks (or, for ``recon_loss``, modalities) scored; ``"all"`` scores each source
+            on the blocks it has.
+        top : int, optional
+            Return only the ``top`` most unusual sources.
+        method : {"isolation_forest", "recon_loss"}
+            Isolation forest on the latent codes, or the VAEs' reconstruction losses
+            (see `latentcat.query.outliers`).
+        seed : int
+            Seed of the isolation forests.
+
+        Returns
+        -------
+        pyarrow.Table
+            ``source_id, score, rank, method, blocks``, most unusual first (rank 1), ready for
+            `latentcat.catalog.store.write_outlier_scores` under the key in ``method``.
+        """
+        from latentcat.query.outliers import outlier_scores
+
+        ids, blocks, losses = self._analysis_inputs()
+        return outlier_scores(ids, blocks, losses, method=method, modality=modality, top=top,
+                              seed=seed)
+
+    def fit_map(self, modality: str = "all", seed: int = 0, **params) -> pa.Table:
+        """Fit the parametric 2-D map on the latent codes and place the sources on it.
+
+        Parameters
+        ----------
+        modality : {"all", "xp", "dmdt", "fold"} or a block set
+            Blocks mapped; only the sources that have all of them are placed (``"all"``:
+            the sources with all three blocks).
+        seed : int
+            Seed of the map.
+        **params
+            Further `latentcat.query.latent_map.ParametricMap` parameters.
+
+        Returns
+        -------
+        pyarrow.Table
+            ``source_id, x, y``, ready for `latentcat.catalog.store.write_map`.
+        """
+        from latentcat.query.classify import block_presence, features, has_blocks
+        from latentcat.query.latent_map import fit_map
+
+        try:
+            wanted = lc_index.parse_block_set(modality)
+        except ValueError as err:
+            raise LatentcatError(str(err)) from None
+        ids, blocks, _ = self._analysis_inputs()
+        rows = has_blocks(block_presence(blocks), wanted)
+        x, y = fit_map(features(blocks, wanted, rows), seed=seed, **params)
+        return pa.table({
+            "source_id": pa.array(ids[rows], pa.int64()),
+            "x": pa.array(x, pa.float32()),
+            "y": pa.array(y, pa.float32()),
+        })
+
+    def map(self, with_meta: bool = False) -> pa.Table:
+        """The stored 2-D map: ``source_id, x, y``, plus the source_meta columns with ``with_meta``.
+
+        Empty until a map has been written (`latentcat.catalog.store.write_map`).
+        """
+        return self._query(sql_statements("query")["map_with_meta" if with_meta else "map"])
 
 
 def open(path: str | Path) -> Catalog:  # noqa: A001 - the package's public name

@@ -1,0 +1,389 @@
+"""Classifiers trained on the latent codes of the labelled catalogue sources.
+
+A source may lack a block of its code (no XP for a faint star, too few epochs for the
+light-curve blocks). Missing blocks are never filled in. Instead, with ``modality="all"``,
+each source is classified on exactly the blocks it has:
+
+- one model is fitted per *block set* (``xp+dmdt+fold``, ``dmdt+fold``, ``xp``, ...), on
+  every labelled source that has all the blocks of that set (a source with all three blocks
+  also trains the ``dmdt+fold`` model, using those two blocks only);
+- a source is predicted by the model of its own block set. Should that model be missing
+  (its training sources hold fewer than two classes), the model of the largest subset of its
+  blocks is used instead; the ``blocks`` column of the predictions says which.
+
+With a single modality or a ``+``-joined set (``"xp"``, ``"dmdt+fold"``), only the sources that
+have all those blocks are classified.
+
+The reported scores are cross-validated: the labelled sources are split once into ``cv``
+stratified folds, and each held-out source is predicted by the models fitted on the other
+folds under the rule above, so every labelled source is scored by the kind of model it would
+really get. The predictions table holds the models fitted on all labelled sources.
+
+Every model is a scikit-learn Pipeline: a StandardScaler, then the classifier, with
+``class_weight="balanced"`` so that rare classes are not ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from sklearn.base import clone
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from latentcat.catalog.index import BLOCKS, block_set_name, parse_block_set
+from latentcat.errors import LatentcatError
+
+MODELS = ("logreg", "rf", "hgb")
+"""Classifier names accepted by `make_model`."""
+
+
+def make_model(model: str, seed: int = 0) -> Pipeline:
+    """A scaler + classifier Pipeline.
+
+    Parameters
+    ----------
+    model : {"logreg", "rf", "hgb"}
+        Multinomial logistic regression (the paper's linear classifier), a random forest
+        of 200 trees, or histogram gradient boosting.
+    seed : int
+        ``random_state`` of the classifier.
+
+    Raises
+    ------
+    LatentcatError
+        Unknown model name.
+    """
+    if model == "logreg":
+        clf = LogisticRegression(max_iter=2000, class_weight="balanced")
+    elif model == "rf":
+        clf = RandomForestClassifier(
+            n_estimators=200, min_samples_leaf=2, class_weight="balanced", n_jobs=-1,
+            random_state=seed,
+        )
+    elif model == "hgb":
+        clf = HistGradientBoostingClassifier(
+            max_iter=200, class_weight="balanced", random_state=seed
+        )
+    else:
+        raise LatentcatError(f"unknown model {model!r}: use one of {', '.join(MODELS)}")
+    return Pipeline([("scale", StandardScaler()), ("clf", clf)])
+
+
+# ---------------------------------------------------------------------------------------
+# block sets per source
+
+
+def block_presence(blocks: dict[str, np.ndarray]) -> np.ndarray:
+    """Bool (n, 3): which of the xp, dmdt, fold blocks each source has (NaN rows = missing)."""
+    return np.stack([~np.isnan(blocks[b][:, 0]) for b in BLOCKS], axis=1)
+
+
+def assign_block_sets(
+    has: np.ndarray, modality: str
+) -> tuple[np.ndarray, list[tuple[str, ...]]]:
+    """The block set each source is analysed on.
+
+    Parameters
+    ----------
+    has : bool (n, 3)
+        Block presence, see `block_presence`.
+    modality : str
+        ``"all"`` (each source on the blocks it has) or a block set such as ``"xp"`` or
+        ``"dmdt+fold"`` (only the sources that have all of it).
+
+    Returns
+    -------
+    set_of : int (n,)
+        Index into ``sets`` per source; -1 for a source with none of the requested blocks.
+    sets : list of tuple
+        The block sets in use, in canonical order.
+
+    Raises
+    ------
+    LatentcatError
+        Unknown modality.
+    """
+    try:
+        wanted = parse_block_set(modality)
+    except ValueError as err:
+        raise LatentcatError(str(err)) from None
+    bits = np.array([1 << i if b in wanted else 0 for i, b in enumerate(BLOCKS)])
+    code = (has * bits).sum(axis=1)
+    if modality != "all":
+        full = int(bits.sum())
+        code = np.where(code == full, full, 0)
+    present = np.unique(code[code > 0])
+    sets = [tuple(b for i, b in enumerate(BLOCKS) if c >> i & 1) for c in present]
+    lookup = np.full(8, -1)
+    lookup[present] = np.arange(len(present))
+    return lookup[code], sets
+
+
+def has_blocks(has: np.ndarray, block_set: tuple[str, ...]) -> np.ndarray:
+    """Bool (n,): sources that have every block of ``block_set`` (and maybe more)."""
+    cols = [BLOCKS.index(b) for b in block_set]
+    return has[:, cols].all(axis=1)
+
+
+def features(blocks: dict[str, np.ndarray], block_set: tuple[str, ...], rows) -> np.ndarray:
+    """The concatenated blocks of ``block_set`` for the selected rows, float32 (m, 5 k)."""
+    return np.hstack([blocks[b][rows] for b in block_set]).astype(np.float32, copy=False)
+
+
+def _fallback(block_set: tuple[str, ...], fitted: dict) -> tuple[str, ...] | None:
+    """The fitted block set to use for sources of ``block_set``: itself, else its largest subset."""
+    if block_set in fitted:
+        return block_set
+    subsets = [s for s in fitted if set(s) < set(block_set)]
+    if not subsets:
+        return None
+    return max(subsets, key=lambda s: (len(s), fitted[s][1]))
+
+
+# ---------------------------------------------------------------------------------------
+# fitting and predicting per block set
+
+
+def _fit_per_set(template, blocks, has, y, train, sets) -> dict:
+    """Fit one clone of ``template`` per block set; {set: (pipeline, n_train)}."""
+    fitted = {}
+    for s in sets:
+        rows = train & has_blocks(has, s)
+        if np.unique(y[rows]).size < 2:
+            continue
+        fitted[s] = (clone(template).fit(features(blocks, s, rows), y[rows]), int(rows.sum()))
+    return fitted
+
+
+def _predict_per_set(fitted, blocks, set_of, sets, rows):
+    """Predicted class code, probability and model used (index into the returned names) for
+    ``rows``; -1 where no model applies."""
+    n = rows.size
+    pred = np.full(n, -1, np.int64)
+    prob = np.full(n, np.nan, np.float32)
+    used = np.full(n, -1, np.int64)
+    order = list(fitted)
+    for i, s in enumerate(sets):
+        sel = rows & (set_of == i)
+        model_set = _fallback(s, fitted)
+        if model_set is None or not sel.any():
+            continue
+        model = fitted[model_set][0]
+        p = model.predict_proba(features(blocks, model_set, sel))
+        best = p.argmax(axis=1)
+        pred[sel] = model.classes_[best]
+        prob[sel] = p[np.arange(best.size), best]
+        used[sel] = order.index(model_set)
+    return pred, prob, used, [block_set_name(s) for s in order]
+
+
+def model_id(model: str, params: dict, labels: str, classes: list[str], seed: int,
+             modality: str, build_id: str) -> str:
+    """``<model>-<12 hex>``: a hash of everything that decides the fitted models."""
+    record = json.dumps(
+        {"model": model, "params": params, "labels": labels, "classes": classes,
+         "seed": seed, "modality": modality, "build": build_id},
+        sort_keys=True, default=repr,
+    )
+    return f"{model}-{hashlib.sha256(record.encode()).hexdigest()[:12]}"
+
+
+@dataclass(frozen=True)
+class ClassifyResult:
+    """What `classify` returns.
+
+    Attributes
+    ----------
+    model_id : str
+        Key of the predictions in the catalogue's predictions table.
+    model, modality, labels : str
+        The arguments used.
+    classes : list of str
+        Classes trained on, in the order of ``confusion``'s rows and columns.
+    report : pyarrow.Table
+        Cross-validated ``class, precision, recall, f1, support`` per class.
+    macro_f1 : float
+        Unweighted mean of the per-class F1.
+    confusion : int64 (k, k)
+        Cross-validated confusion matrix, rows = true class, columns = predicted.
+    left_out : dict
+        Classes with too few labelled sources (name -> count); not trained on.
+    predictions : pyarrow.Table
+        ``source_id, class, probability, model_id, blocks`` for every source that has at
+        least one of the requested blocks and a model for them (``blocks``: the block set
+        its model used).
+    n_without_code : int
+        Catalogue sources with none of the requested blocks (not predicted).
+    n_without_model : int
+        Sources with a code but no model for any of their block sets (their labelled
+        neighbours in that block set hold fewer than two classes); not predicted.
+    n_unscored : int
+        Labelled sources of the kept classes that got no cross-validated prediction.
+    training : dict
+        Block-set name -> number of labelled sources its final model was fitted on.
+    """
+
+    model_id: str
+    model: str
+    modality: str
+    labels: str
+    classes: list[str]
+    report: pa.Table
+    macro_f1: float
+    confusion: np.ndarray
+    left_out: dict[str, int]
+    predictions: pa.Table
+    n_without_code: int
+    n_without_model: int
+    n_unscored: int
+    training: dict[str, int] = field(default_factory=dict)
+
+
+def classify(
+    ids: np.ndarray,
+    blocks: dict[str, np.ndarray],
+    labels: np.ndarray,
+    *,
+    model: str = "logreg",
+    modality: str = "all",
+    min_per_class: int = 10,
+    cv: int = 5,
+    seed: int = 0,
+    labels_name: str = "labels",
+    build_id: str = "",
+) -> ClassifyResult:
+    """Cross-validate a classifier on the labelled sources and predict every source.
+
+    Parameters
+    ----------
+    ids : int64 (n,)
+        Gaia source_ids.
+    blocks : dict of float32 (n, 5)
+        ``xp``, ``dmdt``, ``fold`` latent blocks; rows of a missing block are NaN.
+    labels : array_like (n,)
+        Class name per source (a pyarrow or numpy array or a list), null where unlabelled.
+    model : {"logreg", "rf", "hgb"}
+        See `make_model`.
+    modality : str
+        ``"all"`` or a block set; see the module docstring for the missing-block rule.
+    min_per_class : int
+        Classes with fewer usable labelled sources (or fewer than ``cv``) are left out.
+    cv : int
+        Number of stratified cross-validation folds (at least 2).
+    seed : int
+        Seed of the fold split and of the classifiers.
+    labels_name : str
+        Where the labels came from (``table.column``), recorded in the model id.
+    build_id : str
+        Identifier of the catalogue build, recorded in the model id.
+
+    Returns
+    -------
+    ClassifyResult
+
+    Raises
+    ------
+    LatentcatError
+        Bad arguments, or fewer than two classes with enough labelled sources.
+    """
+    if int(cv) < 2:
+        raise LatentcatError(f"cv must be at least 2, got {cv}")
+    template = make_model(model, seed)
+    has = block_presence(blocks)
+    set_of, sets = assign_block_sets(has, modality)
+    usable = set_of >= 0
+
+    encoded = pc.cast(pa.array(labels), pa.string()).dictionary_encode()
+    code = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    names = np.asarray(encoded.dictionary.to_pylist(), dtype=object)
+    labelled = (code >= 0) & usable
+    counts = np.bincount(code[labelled], minlength=names.size)
+    need = max(int(min_per_class), int(cv))
+    keep = counts >= need
+    classes = sorted(names[keep].tolist())
+    left_out = {str(c): int(m) for c, m in sorted(zip(names, counts)) if 0 < m < need}
+    if len(classes) < 2:
+        seen = {str(c): int(m) for c, m in zip(names, counts) if m > 0}
+        raise LatentcatError(
+            f"{labels_name}: fewer than two classes with at least {need} labelled sources "
+            f"that have a {modality} code (counts: {seen})"
+        )
+    # class code of each dictionary entry in the sorted class list; -1 for left-out classes
+    to_class = np.full(names.size + 1, -1, np.int64)
+    to_class[np.flatnonzero(keep)] = np.searchsorted(classes, names[keep].astype(str))
+    y = np.where(labelled, to_class[code], -1)
+    known = y >= 0
+
+    # cross-validated predictions of every labelled source of the kept classes
+    oof = np.full(ids.size, -1, np.int64)
+    folds = StratifiedKFold(n_splits=int(cv), shuffle=True, random_state=seed)
+    known_rows = np.flatnonzero(known)
+    for train_idx, test_idx in folds.split(known_rows, y[known_rows]):
+        train = np.zeros(ids.size, bool)
+        train[known_rows[train_idx]] = True
+        test = np.zeros(ids.size, bool)
+        test[known_rows[test_idx]] = True
+        fitted = _fit_per_set(template, blocks, has, y, train, sets)
+        pred, _, _, _ = _predict_per_set(fitted, blocks, set_of, sets, test)
+        oof[test] = pred[test]
+    scored = known & (oof >= 0)
+    k = np.arange(len(classes))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y[scored], oof[scored], labels=k, zero_division=0
+    )
+    confusion = confusion_matrix(y[scored], oof[scored], labels=k)
+    report = pa.table({
+        "class": pa.array(classes, pa.string()),
+        "precision": pa.array(precision, pa.float32()),
+        "recall": pa.array(recall, pa.float32()),
+        "f1": pa.array(f1, pa.float32()),
+        "support": pa.array(support, pa.int64()),
+    })
+
+    # final models on every labelled source, predictions for every source with a code
+    fitted = _fit_per_set(template, blocks, has, y, known, sets)
+    pred, prob, used, used_names = _predict_per_set(fitted, blocks, set_of, sets, usable)
+    mid = model_id(model, template.get_params(deep=True)["clf"].get_params(), labels_name,
+                   classes, seed, modality, build_id)
+    done = pred >= 0
+    predictions = pa.table({
+        "source_id": pa.array(ids[done], pa.int64()),
+        "class": pa.array(np.asarray(classes, dtype=object)[pred[done]], pa.string()),
+        "probability": pa.array(prob[done], pa.float32()),
+        "model_id": pa.array([mid] * int(done.sum()), pa.string()),
+        "blocks": pa.DictionaryArray.from_arrays(
+            pa.array(used[done], pa.int32()), pa.array(used_names, pa.string())
+        ).cast(pa.string()),
+    })
+    return ClassifyResult(
+        model_id=mid,
+        model=model,
+        modality=modality,
+        labels=labels_name,
+        classes=classes,
+        report=report,
+        macro_f1=float(np.mean(f1)),
+        confusion=confusion.astype(np.int64),
+        left_out=left_out,
+        predictions=predictions,
+        n_without_code=int((~usable).sum()),
+        n_without_model=int((usable & ~done).sum()),
+        n_unscored=int((known & ~scored).sum()),
+        training={block_set_name(s): n for s, (_, n) in fitted.items()},
+    )
+
+
+__all__ = [
+    "MODELS", "ClassifyResult", "assign_block_sets", "block_presence",
+    "classify", "features", "has_blocks", "make_model", "model_id",
+]

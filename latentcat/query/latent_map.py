@@ -1,0 +1,272 @@
+"""A parametric 2-D map of the latent codes (a small parametric UMAP in torch).
+
+Huijse et al. (2025) draw their catalogue with a parametric UMAP. umap-learn's
+ParametricUMAP needs TensorFlow, so latentcat trains the same kind of map itself:
+
+1. The codes are standardised (per dimension) and their ``n_neighbors`` nearest neighbours
+   found exactly with FAISS.
+2. UMAP's fuzzy graph: for each source, ``rho`` = distance to its nearest neighbour and
+   ``sigma`` such that ``sum_j exp(-(d_ij - rho) / sigma) = log2(n_neighbors)``; the edge
+   weights ``w = exp(-(d_ij - rho) / sigma)`` are symmetrised as ``w + w' - w w'``.
+3. An MLP (input -> 128 -> 128 -> 2, ReLU) is trained with UMAP's cross-entropy: edges are
+   sampled in proportion to their weight and pulled together (``-log q``), each with
+   ``negative_rate`` other sources pushed apart (``-log(1 - q)``; as in umap-learn's
+   ParametricUMAP, the repulsive partners are the end points of the batch's other edges),
+   where ``q = 1 / (1 + a d^(2b))`` on the map and ``a, b`` follow from ``min_dist`` as in
+   umap-learn.
+   Adam with a linearly decaying learning rate, a fixed number of steps.
+
+Above ``max_fit`` sources the network is fitted on a random sample of that size and then
+applied to every source: that is what makes the map parametric, and it keeps the cost at a
+few minutes on a CPU however large the catalogue. New sources are placed by the same
+network (`ParametricMap.transform`; the fitted object pickles).
+
+The map is deterministic for a seed on a given machine (numpy and torch generators seeded,
+one fixed sequence of batches). Training runs on one CPU thread: its batches are too small
+to gain from more, and on a busy machine extra threads cost many times the work.
+
+Sources missing a block: `latentcat.query.Catalog.fit_map` maps the sources that have every
+block of the requested modality (by default all three); the others are not on the map.
+"""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+import torch
+from scipy import sparse
+from scipy.optimize import curve_fit
+from sklearn.base import BaseEstimator, TransformerMixin
+
+from latentcat.errors import LatentcatError
+
+
+def ab_params(min_dist: float, spread: float = 1.0) -> tuple[float, float]:
+    """umap-learn's ``a, b`` of the map similarity ``1 / (1 + a d^(2b))`` for a ``min_dist``."""
+    x = np.linspace(0, 3 * spread, 300)
+    y = np.where(x < min_dist, 1.0, np.exp(-(x - min_dist) / spread))
+    (a, b), _ = curve_fit(lambda d, a, b: 1.0 / (1.0 + a * d ** (2 * b)), x, y, p0=(1.6, 0.9))
+    return float(a), float(b)
+
+
+def knn(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest neighbours of every row of ``x`` among the others (FAISS, L2).
+
+    Returns
+    -------
+    dist : float32 (n, k)
+        Euclidean distances, ascending.
+    idx : int64 (n, k)
+        Row numbers of the neighbours; a row never lists itself.
+    """
+    n = x.shape[0]
+    index = faiss.IndexFlatL2(x.shape[1])
+    index.add(x)
+    d2, idx = index.search(x, k + 1)
+    # drop each row's own entry (not always first when points coincide), else the last one
+    is_self = idx == np.arange(n)[:, None]
+    is_self[~is_self.any(axis=1), -1] = True
+    keep = ~is_self
+    dist = np.sqrt(np.maximum(d2[keep], 0)).reshape(n, k)
+    return dist.astype(np.float32), idx[keep].reshape(n, k)
+
+
+def fuzzy_graph(dist: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """UMAP's symmetric fuzzy kNN graph as directed edge lists (both directions).
+
+    Parameters
+    ----------
+    dist, idx : (n, k)
+        Output of `knn`.
+
+    Returns
+    -------
+    head, tail : int64 (m,)
+        Edge end points.
+    weight : float32 (m,)
+        Membership strength in (0, 1].
+    """
+    n, k = dist.shape
+    d = dist.astype(np.float64)
+    rho = np.where(d > 0, d, np.inf).min(axis=1)
+    rho[~np.isfinite(rho)] = 0.0
+    excess = np.maximum(d - rho[:, None], 0.0)
+    target = np.log2(k)
+    lo, hi = np.zeros(n), np.full(n, np.inf)
+    sigma = np.ones(n)
+    for _ in range(64):  # bisection on sigma for all sources at once
+        total = np.exp(-excess / sigma[:, None]).sum(axis=1)
+        big = total > target
+        hi = np.where(big, sigma, hi)
+        lo = np.where(big, lo, sigma)
+        sigma = np.where(np.isfinite(hi), (lo + hi) / 2, sigma * 2)
+    sigma = np.maximum(sigma, 1e-3 * max(float(d.mean()), 1e-12))
+    w = np.exp(-excess / sigma[:, None])
+    p = sparse.coo_matrix((w.ravel(), (np.repeat(np.arange(n), k), idx.ravel())), shape=(n, n))
+    p = p.tocsr()
+    p.sum_duplicates()
+    sym = (p + p.T - p.multiply(p.T)).tocoo()
+    keep = sym.data > 0
+    head, tail = sym.row[keep].astype(np.int64), sym.col[keep].astype(np.int64)
+    return head, tail, sym.data[keep].astype(np.float32)
+
+
+class _MLP(torch.nn.Module):
+    def __init__(self, n_in: int, hidden: int):
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(n_in, hidden), torch.nn.ReLU(),
+            torch.nn.Linear(hidden, hidden), torch.nn.ReLU(),
+            torch.nn.Linear(hidden, 2),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class ParametricMap(TransformerMixin, BaseEstimator):
+    """A parametric UMAP-style 2-D map (see the module docstring).
+
+    Parameters
+    ----------
+    n_neighbors : int
+        Neighbours per source in the kNN graph.
+    min_dist : float
+        How tightly the map packs neighbours (umap-learn's meaning).
+    hidden : int
+        Width of the two hidden layers.
+    n_steps : int
+        Optimiser steps.
+    batch_size : int
+        Graph edges per step.
+    negative_rate : int
+        Repulsive partners per edge (end points of other edges of the batch).
+    learning_rate : float
+        Initial Adam learning rate (decays linearly to zero).
+    max_fit : int
+        Largest number of sources the network is fitted on (a random sample above it).
+    seed : int
+        Seed of the sample, the network's initial weights and the batches.
+    """
+
+    def __init__(self, n_neighbors: int = 15, min_dist: float = 0.1, hidden: int = 128,
+                 n_steps: int = 1500, batch_size: int = 1024, negative_rate: int = 5,
+                 learning_rate: float = 3e-3, max_fit: int = 100_000, seed: int = 0):
+        self.n_neighbors = n_neighbors
+        self.min_dist = min_dist
+        self.hidden = hidden
+        self.n_steps = n_steps
+        self.batch_size = batch_size
+        self.negative_rate = negative_rate
+        self.learning_rate = learning_rate
+        self.max_fit = max_fit
+        self.seed = seed
+
+    def _check(self, x) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[0] == 0:
+            raise LatentcatError(f"the map needs a 2-D array of codes, got shape {x.shape}")
+        if not np.all(np.isfinite(x)):
+            raise LatentcatError("the codes to map hold NaN or infinite values (missing blocks?)")
+        if hasattr(self, "mean_") and x.shape[1] != self.mean_.size:
+            raise LatentcatError(
+                f"the map was fitted on {self.mean_.size}-D codes, got {x.shape[1]}-D"
+            )
+        return x
+
+    def fit(self, x, y=None) -> ParametricMap:
+        """Fit the map network on the codes ``x`` (float, (n, d)); returns self."""
+        for name in ("mean_", "scale_", "net_"):  # a refit starts afresh
+            self.__dict__.pop(name, None)
+        x = self._check(x)
+        n = x.shape[0]
+        if n <= self.n_neighbors + 1:
+            raise LatentcatError(f"the map needs more than {self.n_neighbors + 1} sources, got {n}")
+        rng = np.random.default_rng(self.seed)
+        if n > self.max_fit:
+            x = x[np.sort(rng.choice(n, self.max_fit, replace=False))]
+        self.mean_ = x.mean(axis=0)
+        self.scale_ = np.where(x.std(axis=0) > 0, x.std(axis=0), 1.0).astype(np.float32)
+        x = np.ascontiguousarray((x - self.mean_) / self.scale_, dtype=np.float32)
+        self.a_, self.b_ = ab_params(self.min_dist)
+        head, tail, weight = fuzzy_graph(*knn(x, self.n_neighbors))
+        cdf = np.cumsum(weight, dtype=np.float64)
+        cdf /= cdf[-1]
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            net = _MLP(x.shape[1], self.hidden)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # batches this small only lose time to more threads
+        try:
+            self._train(net, x, head, tail, cdf, rng)
+        finally:
+            torch.set_num_threads(threads)
+        self.net_ = net
+        self.n_fit_ = x.shape[0]
+        return self
+
+    def _train(self, net, x, head, tail, cdf, rng) -> None:
+        """The optimisation loop: UMAP's cross-entropy on sampled edges."""
+        opt = torch.optim.Adam(net.parameters(), lr=self.learning_rate)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - s / self.n_steps)
+        data = torch.from_numpy(x)
+        a, b, eps = self.a_, self.b_, 1e-4
+        m, r = self.batch_size, self.negative_rate
+        self.loss_ = np.empty(self.n_steps, np.float32)
+        net.train()
+        for step in range(self.n_steps):
+            e = np.minimum(np.searchsorted(cdf, rng.random(m)), cdf.size - 1)
+            out = net(data[torch.from_numpy(np.concatenate([head[e], tail[e]]))])
+            src, dst = out[:m], out[m:]
+            # repulsive partners: the other edges' tails, by r random shifts of the batch
+            shifts = rng.integers(1, m, r)
+            far = torch.cat([torch.roll(dst, int(s_), 0) for s_ in shifts])
+            d2_pos = ((src - dst) ** 2).sum(1)
+            d2_neg = ((src.repeat(r, 1) - far) ** 2).sum(1)
+            q_pos = 1.0 / (1.0 + a * (d2_pos + eps) ** b)
+            q_neg = 1.0 / (1.0 + a * (d2_neg + eps) ** b)
+            loss = -(torch.log(q_pos.clamp_min(eps)).mean()
+                     + r * torch.log((1.0 - q_neg).clamp_min(eps)).mean())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            self.loss_[step] = loss.item()
+        net.eval()
+
+    def transform(self, x) -> np.ndarray:
+        """Map codes (float, (n, d)) with the fitted network; float32 (n, 2)."""
+        if not hasattr(self, "net_"):
+            raise LatentcatError("the map is not fitted yet: call fit first")
+        x = (self._check(x) - self.mean_) / self.scale_
+        out = np.empty((x.shape[0], 2), np.float32)
+        with torch.no_grad():
+            for start in range(0, x.shape[0], 262_144):
+                chunk = torch.from_numpy(np.ascontiguousarray(x[start : start + 262_144]))
+                out[start : start + chunk.shape[0]] = self.net_(chunk).numpy()
+        return out
+
+
+def fit_map(codes, seed: int = 0, **params) -> tuple[np.ndarray, np.ndarray]:
+    """Fit a `ParametricMap` on ``codes`` and map them.
+
+    Parameters
+    ----------
+    codes : float (n, d)
+        Complete latent codes (no NaN), e.g. the joint 15-D codes.
+    seed : int
+        Seed of the map.
+    **params
+        Other `ParametricMap` parameters (``n_steps``, ``max_fit``, ...).
+
+    Returns
+    -------
+    x, y : float32 (n,)
+        Map coordinates.
+    """
+    xy = ParametricMap(seed=seed, **params).fit(codes).transform(codes)
+    return xy[:, 0].copy(), xy[:, 1].copy()
+
+
+__all__ = ["ParametricMap", "ab_params", "fit_map", "fuzzy_graph", "knn"]

@@ -1,0 +1,210 @@
+"""Outlier scores of the catalogue sources: higher = more unusual.
+
+Two methods:
+
+``isolation_forest``
+    scikit-learn's IsolationForest on the latent codes: 200 trees, each grown on 256
+    sources drawn at random (``max_samples=256``, the size of the original paper by Liu et
+    al. 2008; fewer when fewer sources exist). The score is ``-score_samples``, i.e.
+    ``2 ** (-E[h] / c(256))`` in (0, 1]: about 0.5 for ordinary sources, near 1 for sources
+    that are isolated in few cuts. With ``modality="all"`` the missing-block rule of
+    `latentcat.query.classify` applies: one forest per block set, fitted on every source that
+    has those blocks, scores the sources whose blocks are exactly that set. As every forest
+    draws the same number of sources per tree, the scores share one scale.
+
+``recon_loss``
+    The VAEs' reconstruction losses (``recon_loss_xp/dmdt/fold``): each modality's loss is
+    turned into a robust z-score over the sources that have it, ``(loss - median) / (1.4826
+    MAD)``, and a source's score is the sum of its z-scores over the modalities it has,
+    divided by the square root of their number (so one, two or three modalities give scores
+    of the same spread). A source with none of the requested losses gets no score.
+
+Ranks run from 1 (highest score); ties are ordered by source_id, as in the catalogue's
+outlier_scores table.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+from sklearn.ensemble import IsolationForest
+
+from latentcat.catalog.index import BLOCKS, block_set_name, parse_block_set
+from latentcat.errors import LatentcatError
+from latentcat.query.classify import assign_block_sets, block_presence, features, has_blocks
+
+METHODS = ("isolation_forest", "recon_loss")
+"""Outlier methods accepted by `outlier_scores`."""
+
+N_ESTIMATORS = 200
+MAX_SAMPLES = 256
+
+
+def isolation_forest_scores(
+    blocks: dict[str, np.ndarray], modality: str = "all", seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, list[tuple[str, ...]]]:
+    """Isolation-forest scores on the latent codes, one forest per block set.
+
+    Parameters
+    ----------
+    blocks : dict of float32 (n, 5)
+        ``xp``, ``dmdt``, ``fold`` latent blocks; rows of a missing block are NaN.
+    modality : str
+        ``"all"`` or a block set such as ``"xp"`` or ``"dmdt+fold"``.
+    seed : int
+        ``random_state`` of the forests.
+
+    Returns
+    -------
+    score : float32 (n,)
+        Higher = more anomalous; NaN for sources without the requested blocks.
+    set_of : int (n,)
+        Index of each source's block set in ``sets`` (-1: none), and
+    sets : list of tuple
+        the block sets.
+    """
+    has = block_presence(blocks)
+    set_of, sets = assign_block_sets(has, modality)
+    score = np.full(set_of.size, np.nan, np.float32)
+    for i, s in enumerate(sets):
+        train = has_blocks(has, s)
+        forest = IsolationForest(
+            n_estimators=N_ESTIMATORS, max_samples=min(MAX_SAMPLES, int(train.sum())),
+            random_state=seed, n_jobs=-1,
+        ).fit(features(blocks, s, train))
+        sel = set_of == i
+        score[sel] = -forest.score_samples(features(blocks, s, sel))
+    return score, set_of, sets
+
+
+def recon_loss_scores(losses: dict[str, np.ndarray], modality: str = "all") -> np.ndarray:
+    """Combined robust z-score of the reconstruction losses of the requested modalities.
+
+    Parameters
+    ----------
+    losses : dict of float (n,)
+        ``xp``, ``dmdt``, ``fold`` reconstruction losses; NaN where missing.
+    modality : str
+        ``"all"`` or a block set; only its modalities enter the score.
+
+    Returns
+    -------
+    float32 (n,)
+        Higher = worse reconstructed than usual; NaN where no requested loss exists.
+    """
+    try:
+        wanted = parse_block_set(modality)
+    except ValueError as err:
+        raise LatentcatError(str(err)) from None
+    total = np.zeros(len(losses[BLOCKS[0]]), np.float64)
+    count = np.zeros(total.size, np.int64)
+    for b in wanted:
+        x = np.asarray(losses[b], np.float64)
+        ok = np.isfinite(x)
+        if not ok.any():
+            continue
+        med = np.median(x[ok])
+        mad = 1.4826 * np.median(np.abs(x[ok] - med))
+        if mad == 0:
+            mad = np.std(x[ok]) or 1.0
+        total[ok] += (x[ok] - med) / mad
+        count[ok] += 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.sqrt(count), np.nan).astype(np.float32)
+
+
+def ranked(ids: np.ndarray, score: np.ndarray, method: str, blocks: np.ndarray | None = None,
+           top: int | None = None) -> pa.Table:
+    """The scored sources as a table, most anomalous first.
+
+    Parameters
+    ----------
+    ids : int64 (n,)
+    score : float (n,)
+        NaN = not scored (left out of the table).
+    method : str
+        Value of the ``method`` column.
+    blocks : array of str (n,), optional
+        Block set each source was scored on, as a ``blocks`` column.
+    top : int, optional
+        Keep only the ``top`` highest scores.
+
+    Returns
+    -------
+    pyarrow.Table
+        ``source_id, score, rank, method`` (and ``blocks``), rank 1 = highest score, ties
+        in source_id order.
+    """
+    ok = np.flatnonzero(np.isfinite(score))
+    order = ok[np.lexsort((ids[ok], -score[ok].astype(np.float64)))]
+    if top is not None:
+        if int(top) < 1:
+            raise LatentcatError(f"top must be at least 1, got {top}")
+        order = order[: int(top)]
+    columns = {
+        "source_id": pa.array(ids[order], pa.int64()),
+        "score": pa.array(score[order], pa.float32()),
+        "rank": pa.array(np.arange(1, order.size + 1, dtype=np.int64)),
+        "method": pa.array([method] * order.size, pa.string()),
+    }
+    if blocks is not None:
+        columns["blocks"] = pa.array(np.asarray(blocks, dtype=object)[order], pa.string())
+    return pa.table(columns)
+
+
+def outlier_scores(
+    ids: np.ndarray,
+    blocks: dict[str, np.ndarray],
+    losses: dict[str, np.ndarray],
+    *,
+    method: str = "isolation_forest",
+    modality: str = "all",
+    top: int | None = None,
+    seed: int = 0,
+) -> pa.Table:
+    """Rank the sources by an outlier score.
+
+    Parameters
+    ----------
+    ids : int64 (n,)
+        Gaia source_ids.
+    blocks : dict of float32 (n, 5)
+        Latent blocks, NaN rows where missing.
+    losses : dict of float (n,)
+        Reconstruction losses per modality, NaN where missing.
+    method : {"isolation_forest", "recon_loss"}
+    modality : str
+        ``"all"`` or a block set.
+    top : int, optional
+        Keep only the most anomalous ``top`` sources.
+    seed : int
+        Seed of the isolation forests.
+
+    Returns
+    -------
+    pyarrow.Table
+        ``source_id, score, rank, method, blocks``; ``method`` is ``"<method>:<modality>"``,
+        the key under which `latentcat.catalog.store.write_outlier_scores` stores it.
+    """
+    key = f"{method}:{modality}"
+    if method == "isolation_forest":
+        score, set_of, sets = isolation_forest_scores(blocks, modality, seed)
+        names = np.asarray([block_set_name(s) for s in sets] + [None], dtype=object)
+        return ranked(ids, score, key, names[set_of], top)
+    if method == "recon_loss":
+        score = recon_loss_scores(losses, modality)
+        wanted = parse_block_set(modality)
+        have = np.stack([np.isfinite(np.asarray(losses[b], np.float64)) for b in wanted], axis=1)
+        # name of the modalities that entered each score, via a lookup on the presence bits
+        bits = have @ (1 << np.arange(len(wanted)))
+        names = np.asarray(
+            ["+".join(b for i, b in enumerate(wanted) if c >> i & 1) or None
+             for c in range(1 << len(wanted))], dtype=object,
+        )
+        return ranked(ids, score, key, names[bits], top)
+    raise LatentcatError(f"unknown outlier method {method!r}: use one of {', '.join(METHODS)}")
+
+
+__all__ = [
+    "METHODS", "isolation_forest_scores", "outlier_scores", "ranked", "recon_loss_scores",
+]

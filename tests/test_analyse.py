@@ -1,0 +1,332 @@
+"""Classifiers, outlier ranking and the 2-D map on a synthetic catalogue of the real schema."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from sklearn.manifold import trustworthiness
+from sklearn.neighbors import NearestNeighbors
+
+from catalog_fixtures import NO_XP_ID, QUERY_ID, make_tables
+from latentcat.catalog import store
+from latentcat.catalog.index import codes_to_numpy, vectors_for
+from latentcat.errors import LatentcatError
+from latentcat.query import open as open_catalog
+from latentcat.query.latent_map import ParametricMap, fit_map
+
+N = 1500
+SEED = 7
+RARE = "CV"           # a class given to 3 sources only
+N_FAR = 5             # sources with all blocks moved far from every cluster
+MAP_STEPS = 100       # short fits where only determinism and the plumbing are tested
+
+
+def _set_rows(column: pa.ChunkedArray, rows: np.ndarray, values: np.ndarray) -> pa.Array:
+    """A list<float> column with the given rows replaced."""
+    data = column.to_pylist()
+    for r, v in zip(rows, values):
+        data[r] = v.tolist()
+    return pa.array(data, column.type)
+
+
+@pytest.fixture(scope="module")
+def tables():
+    """Fixture tables plus a rare class, far-away codes and badly reconstructed sources."""
+    t = make_tables(N, seed=SEED, with_arrays=False)
+    emb = t["embeddings"]
+    ids = emb.column("source_id").to_numpy()
+    has = {b: emb.column(f"has_{b}").to_numpy(zero_copy_only=False) for b in ("xp", "dmdt", "fold")}
+    labelled = np.isin(ids, t["labels"].column("source_id").to_numpy())
+    rng = np.random.default_rng(SEED)
+    full = np.flatnonzero(has["xp"] & has["dmdt"] & ~labelled & (ids != QUERY_ID))
+    far = rng.choice(full, N_FAR, replace=False)
+    lc_only = np.flatnonzero(~has["xp"] & has["dmdt"] & ~labelled & (ids != NO_XP_ID))
+    far_no_xp = rng.choice(lc_only, 1)
+    for b in ("xp", "dmdt", "fold"):
+        rows = far if b == "xp" else np.concatenate([far, far_no_xp])
+        values = np.full((rows.size, 5), 25.0, np.float32)
+        emb = emb.set_column(emb.schema.get_field_index(f"z_{b}"), f"z_{b}",
+                             _set_rows(emb.column(f"z_{b}"), rows, values))
+    # four sources the fold VAE reconstructs badly
+    bad = rng.choice(np.flatnonzero(has["fold"] & ~np.isin(np.arange(N), far)), 4, replace=False)
+    loss = emb.column("recon_loss_fold").to_numpy(zero_copy_only=False).copy()
+    loss[bad] = 50.0
+    emb = emb.set_column(emb.schema.get_field_index("recon_loss_fold"), "recon_loss_fold",
+                         pa.array(loss, pa.float32(), mask=~has["fold"]))
+    t["embeddings"] = emb
+    # a class with three labelled sources
+    lab = t["labels"]
+    names = np.array(lab.column("best_class_name").to_pylist(), dtype=object)
+    names[rng.choice(len(names), 3, replace=False)] = RARE
+    t["labels"] = lab.set_column(1, "best_class_name", pa.array(names.tolist(), pa.string()))
+    t["far"], t["far_no_xp"], t["bad_fold"] = ids[far], ids[far_no_xp], ids[bad]
+    return t
+
+
+@pytest.fixture(scope="module")
+def cat_dir(tmp_path_factory, tables):
+    root = tmp_path_factory.mktemp("analyse")
+    dirs = {k: root / k for k in ("stage", "features", "embeddings")}
+    for d in dirs.values():
+        d.mkdir()
+    pq.write_table(tables["sources"], dirs["stage"] / "sources.parquet")
+    pq.write_table(tables["labels"], dirs["stage"] / "labels.parquet")
+    pq.write_table(tables["features"], dirs["features"] / "features-00000.parquet")
+    pq.write_table(tables["embeddings"], dirs["embeddings"] / "embeddings-00000.parquet")
+    path = root / "cat"
+    store.write_catalog(path, dirs["stage"], dirs["features"], dirs["embeddings"],
+                        build_info={"seed": SEED})
+    return path
+
+
+@pytest.fixture(scope="module")
+def cat(cat_dir):
+    with open_catalog(cat_dir) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def logreg(cat):
+    return cat.classify(model="logreg", cv=5, seed=0)
+
+
+def _blocks_of(tables) -> dict[int, str]:
+    """source_id -> the blocks it has, e.g. 'dmdt+fold' ('' for none), from the input table."""
+    emb = tables["embeddings"]
+    flags = [emb.column(f"has_{b}").to_pylist() for b in ("xp", "dmdt", "fold")]
+    return {
+        sid: "+".join(b for b, f in zip(("xp", "dmdt", "fold"), fl) if f)
+        for sid, *fl in zip(emb.column("source_id").to_pylist(), *flags)
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# classifiers
+
+
+def test_separable_classes_are_recovered(logreg):
+    recall = dict(zip(logreg.report.column("class").to_pylist(),
+                      logreg.report.column("recall").to_pylist()))
+    assert set(recall) == {"RRAB", "EW", "SR", "DSCT|GDOR|SXPHE", "SOLAR_LIKE", "YSO"}
+    assert min(recall.values()) > 0.9, recall
+    assert logreg.macro_f1 > 0.9
+
+
+def test_confusion_matrix_counts_every_labelled_source_once(logreg, tables):
+    blocks = _blocks_of(tables)
+    lab = tables["labels"]
+    scored = [
+        sid for sid, name in zip(lab.column("source_id").to_pylist(),
+                                 lab.column("best_class_name").to_pylist())
+        if name != RARE and blocks[sid]
+    ]
+    assert logreg.confusion.shape == (6, 6)
+    assert logreg.confusion.sum() == len(scored)
+    assert logreg.n_unscored == 0
+    np.testing.assert_array_equal(logreg.confusion.sum(axis=1), logreg.report.column("support"))
+    # the true-class counts equal the label counts of the input table
+    names = [n for n, sid in zip(lab.column("best_class_name").to_pylist(),
+                                 lab.column("source_id").to_pylist()) if n != RARE and blocks[sid]]
+    expected = [names.count(c) for c in logreg.classes]
+    assert logreg.confusion.sum(axis=1).tolist() == expected
+
+
+def test_a_class_with_three_sources_is_left_out_and_reported(logreg):
+    assert logreg.left_out == {RARE: 3}
+    assert RARE not in logreg.classes
+    assert RARE not in set(logreg.predictions.column("class").to_pylist())
+
+
+def test_every_source_with_a_code_is_predicted_on_its_own_blocks(logreg, tables):
+    blocks = _blocks_of(tables)
+    pred = logreg.predictions
+    got = dict(zip(pred.column("source_id").to_pylist(), pred.column("blocks").to_pylist()))
+    with_code = {sid for sid, b in blocks.items() if b}
+    assert set(got) == with_code
+    assert logreg.n_without_code == len(blocks) - len(with_code) > 0
+    assert logreg.n_without_model == 0
+    assert all(got[sid] == blocks[sid] for sid in got)  # no missing block is ever used
+    assert got[NO_XP_ID] == "dmdt+fold" and got[QUERY_ID] == "xp+dmdt+fold"
+    p = pred.column("probability").to_numpy()
+    assert np.all(np.isfinite(p)) and np.all((p > 0) & (p <= 1))
+    assert set(pred.column("model_id").to_pylist()) == {logreg.model_id}
+
+
+def test_sources_without_xp_get_the_dmdt_fold_model(cat, logreg, tables):
+    # "all" classifies a source without XP with a model that never saw an XP block: the same
+    # model as asking for dm-dt + fold alone. A zero- or mean-filled XP block would differ.
+    alone = cat.classify(model="logreg", modality="dmdt+fold", cv=5, seed=0)
+    assert alone.classes == logreg.classes
+    a = {r["source_id"]: r for r in alone.predictions.to_pylist()}
+    checked = 0
+    for r in logreg.predictions.to_pylist():
+        if r["blocks"] == "dmdt+fold":
+            assert a[r["source_id"]]["class"] == r["class"]
+            assert a[r["source_id"]]["probability"] == pytest.approx(r["probability"], rel=1e-5)
+            checked += 1
+    assert checked > 100
+    # and the labelled sources without XP are classified well from their light curve alone
+    truth = dict(zip(tables["labels"].column("source_id").to_pylist(),
+                     tables["labels"].column("best_class_name").to_pylist()))
+    hits = [truth[sid] == c for sid, c, b in zip(*(logreg.predictions.column(k).to_pylist()
+                                                   for k in ("source_id", "class", "blocks")))
+            if b == "dmdt+fold" and sid in truth and truth[sid] != RARE]
+    assert len(hits) > 50 and np.mean(hits) > 0.9
+
+
+def test_model_id_is_stable_and_names_what_was_fitted(cat, logreg):
+    again = cat.classify(model="logreg", cv=5, seed=0)
+    assert again.model_id == logreg.model_id
+    assert again.predictions.equals(logreg.predictions)
+    other = cat.classify(model="logreg", cv=5, seed=1)
+    assert other.model_id != logreg.model_id
+    assert logreg.model_id.startswith("logreg-")
+
+
+def test_forest_classifier_on_one_block(cat):
+    res = cat.classify(model="rf", modality="fold", cv=3, seed=0)
+    assert min(res.report.column("recall").to_pylist()) > 0.85
+    assert set(res.predictions.column("blocks").to_pylist()) == {"fold"}
+
+
+@pytest.mark.parametrize("labels", [
+    "labels.no_such_column", "nolabels.best_class_name", "best_class_name",
+    "labels.best_class_name; DROP TABLE labels", "labels.best_class_name.x",
+])
+def test_bad_labels_argument_is_one_clear_error(cat, labels):
+    with pytest.raises(LatentcatError, match="table.column") as err:
+        cat.classify(labels=labels)
+    assert "\n" not in str(err.value)
+
+
+def test_bad_model_and_modality_are_rejected(cat):
+    with pytest.raises(LatentcatError, match="unknown model"):
+        cat.classify(model="svm")
+    with pytest.raises(LatentcatError, match="unknown modality"):
+        cat.classify(modality="spectra")
+
+
+def test_too_few_classes_is_an_error_not_a_crash(cat):
+    # every ra value is its own class: no class reaches min_per_class
+    with pytest.raises(LatentcatError, match="fewer than two classes"):
+        cat.classify(labels="sources.ra")
+
+
+# ---------------------------------------------------------------------------------------
+# outliers
+
+
+def test_far_away_codes_rank_first(cat, tables):
+    got = cat.outliers(method="isolation_forest", seed=0)
+    top = got.column("source_id").to_pylist()[: N_FAR + 1]
+    assert set(top) == set(tables["far"]) | set(tables["far_no_xp"])
+    assert got.column("rank").to_pylist() == list(range(1, got.num_rows + 1))
+    s = got.column("score").to_numpy()
+    assert np.all(np.diff(s) <= 0)
+    assert set(got.column("method").to_pylist()) == {"isolation_forest:all"}
+    # every source with a code is scored on its own blocks, the others are absent
+    blocks = _blocks_of(tables)
+    scored = dict(zip(got.column("source_id").to_pylist(), got.column("blocks").to_pylist()))
+    assert scored == {sid: b for sid, b in blocks.items() if b}
+
+
+def test_outliers_top_and_determinism(cat):
+    a = cat.outliers(top=20, seed=3)
+    b = cat.outliers(top=20, seed=3)
+    assert a.num_rows == 20 and a.equals(b)
+
+
+def test_reconstruction_loss_ranking(cat, tables):
+    got = cat.outliers(method="recon_loss", modality="fold")
+    assert set(got.column("source_id").to_pylist()[:4]) == set(tables["bad_fold"])
+    assert got.num_rows == int(pc.sum(tables["embeddings"].column("has_fold")).as_py())
+    both = cat.outliers(method="recon_loss")
+    assert set(both.column("source_id").to_pylist()[:4]) == set(tables["bad_fold"])
+    with pytest.raises(LatentcatError, match="unknown outlier method"):
+        cat.outliers(method="lof")
+
+
+# ---------------------------------------------------------------------------------------
+# map
+
+
+@pytest.fixture(scope="module")
+def codes(cat):
+    ids, blocks = codes_to_numpy(cat.sql("SELECT source_id, z_xp, z_dmdt, z_fold FROM embeddings"))
+    return vectors_for(ids, blocks, ("xp", "dmdt", "fold"))
+
+
+def _neighbours_kept(z: np.ndarray, xy: np.ndarray, k: int = 10) -> float:
+    """Mean fraction of each point's k nearest neighbours in z that stay among its k in xy."""
+    a = NearestNeighbors(n_neighbors=k + 1).fit(z).kneighbors(z, return_distance=False)[:, 1:]
+    b = NearestNeighbors(n_neighbors=k + 1).fit(xy).kneighbors(xy, return_distance=False)[:, 1:]
+    return float(np.mean([np.intersect1d(p, q).size / k for p, q in zip(a, b)]))
+
+
+def test_map_unrolls_a_curved_sheet():
+    # a swiss roll (a 2-D sheet) turned into 15-D: no linear projection keeps its
+    # neighbourhoods (PCA: trustworthiness 0.92, 24 % of neighbours kept; the untrained
+    # network: 0.95, 48 %), a map that learned the kNN graph does
+    rng = np.random.default_rng(0)
+    t = 1.5 * np.pi * (1 + 2 * rng.random(1500))
+    sheet = np.column_stack([t * np.cos(t), 20 * rng.random(1500), t * np.sin(t),
+                             np.zeros((1500, 12))])
+    rotation, _ = np.linalg.qr(rng.normal(size=(15, 15)))
+    z = (sheet @ rotation + rng.normal(0, 0.05, (1500, 15))).astype(np.float32)
+    x, y = fit_map(z, seed=0, n_steps=600)
+    xy = np.column_stack([x, y])
+    assert x.dtype == np.float32 and x.shape == (1500,)
+    assert trustworthiness(z, xy, n_neighbors=10) >= 0.97
+    assert _neighbours_kept(z, xy) >= 0.6
+
+
+def test_map_is_deterministic_for_a_seed(codes):
+    _, z = codes
+    x, y = fit_map(z, seed=0, n_steps=MAP_STEPS)
+    assert trustworthiness(z, np.column_stack([x, y]), n_neighbors=10) >= 0.9
+    x2, y2 = fit_map(z, seed=0, n_steps=MAP_STEPS)
+    np.testing.assert_array_equal(x, x2)
+    np.testing.assert_array_equal(y, y2)
+    x3, _ = fit_map(z, seed=1, n_steps=MAP_STEPS)
+    assert not np.allclose(x, x3)
+
+
+def test_map_places_new_sources_with_the_same_network(codes):
+    _, z = codes
+    half = z.shape[0] // 2
+    m = ParametricMap(n_steps=300, seed=1, max_fit=half).fit(z)
+    assert m.n_fit_ == half  # fitted on a sample, applied to all
+    xy = m.transform(z)
+    assert trustworthiness(z, xy, n_neighbors=10) >= 0.85
+    # a source is placed the same alone or among others (to float32 rounding)
+    np.testing.assert_allclose(m.transform(z[:10]), xy[:10], rtol=0, atol=1e-5)
+    with pytest.raises(LatentcatError, match="NaN"):
+        m.transform(np.full((2, 15), np.nan, np.float32))
+
+
+def test_results_are_written_back_and_read(cat, tmp_path, cat_dir, logreg):
+    copy = tmp_path / "cat"
+    shutil.copytree(cat_dir, copy)
+    xy = cat.fit_map(seed=0, n_steps=50)
+    scores = cat.outliers()
+    written = store.write_predictions(copy, logreg.predictions, logreg.model_id)
+    assert written == logreg.predictions.num_rows
+    assert store.write_outlier_scores(copy, scores, "isolation_forest:all") == scores.num_rows
+    assert store.write_map(copy, xy) == xy.num_rows
+    assert store.write_map(copy, xy) == xy.num_rows  # a new map replaces the old one
+    with open_catalog(copy) as c:
+        counts = c.info()["counts"]
+        assert counts["map"] == xy.num_rows == counts["embeddings_all_blocks"]
+        assert counts["predictions"] == logreg.predictions.num_rows
+        stored = c.map()
+        assert stored.column("source_id").equals(xy.column("source_id"))
+        np.testing.assert_array_equal(stored.column("x").to_numpy(), xy.column("x").to_numpy())
+        meta = c.map(with_meta=True)
+        assert "best_class_name" in meta.column_names and meta.num_rows == xy.num_rows
+        ranks = c.sql("SELECT source_id FROM outlier_scores ORDER BY rank LIMIT 5")
+        assert ranks.column("source_id").equals(scores.column("source_id").slice(0, 5))
