@@ -14,6 +14,9 @@ comment each one):
 ``[models]``
     The training configuration of the three VAEs (see `latentcat.models.config.TrainConfig`),
     plus ``device`` ("auto", "cpu" or "cuda").
+``[analyse]``
+    ``labels`` (the ``table.column`` classifiers learn from), ``classifier`` ("logreg", "rf",
+    "hgb" or "" for none), ``outliers`` and ``map`` (true/false).
 ``[output]``
     ``catalog``: the catalogue folder to write (relative to the current directory).
 """
@@ -28,7 +31,7 @@ from typing import Any
 from latentcat.errors import InputError
 from latentcat.models.config import TrainConfig
 
-_TABLES = {"seed", "inputs", "features", "models", "output"}
+_TABLES = {"seed", "inputs", "features", "models", "analyse", "output"}
 
 
 @dataclass
@@ -40,6 +43,7 @@ class BuildConfig:
     inputs: dict[str, Any] = field(default_factory=dict)
     features: dict[str, Any] = field(default_factory=dict)
     models: dict[str, Any] = field(default_factory=dict)
+    analyse: dict[str, Any] = field(default_factory=dict)
     output: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -78,6 +82,7 @@ def load_build_config(path: Path) -> BuildConfig:
         inputs=dict(raw.get("inputs", {})),
         features=dict(raw.get("features", {})),
         models=dict(raw.get("models", {})),
+        analyse=dict(raw.get("analyse", {})),
         output=dict(raw.get("output", {})),
         raw=raw,
     )

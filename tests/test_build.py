@@ -68,6 +68,18 @@ def test_crashed_build_resumes_and_catalogue_appears_only_when_complete(tiny_con
         assert info["build_info"]["seed"] == 3
         assert len(info["build_info"]["inputs"]) == 4  # the four simulated archive files, with checksums
         assert all(len(v["sha256"]) == 64 for v in info["build_info"]["inputs"].values())
+        analysed = cat.sql(
+            "SELECT (SELECT count(DISTINCT source_id) FROM predictions) AS p,"
+            " (SELECT count(*) FROM outlier_scores WHERE method LIKE 'isolation_forest%') AS o,"
+            " (SELECT count(*) FROM map) AS m,"
+            " (SELECT count(*) FROM embeddings WHERE z IS NOT NULL) AS complete"
+        ).to_pylist()[0]
+    # every source is classified and ranked (on the blocks it has); the map holds the complete codes
+    assert analysed["p"] == 240 and analysed["o"] == 240
+    assert analysed["m"] == analysed["complete"] > 0
+    assert report["stages"]["analyse"]["classifier"]["macro_f1"] >= 0.0
+    for figure in ("confusion.png", "map.png"):
+        assert (out / "figures" / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "models" / "fold" / "model.pt").exists()
     assert (out / "truth.parquet").exists()
 

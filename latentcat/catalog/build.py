@@ -200,5 +200,50 @@ def build(config: BuildConfig, out: Path | None = None, resume: bool = False) ->
 
 
 def analyse(cat_dir: Path, config: BuildConfig) -> dict:
-    """Classifier predictions, outlier scores and the 2-D map, written into the catalogue."""
-    return {}
+    """Classifier predictions, outlier scores and the 2-D map, written into the catalogue.
+
+    ``[analyse]`` keys: ``labels`` (the ``table.column`` to learn from,
+    "labels.best_class_name"), ``classifier`` ("logreg", "rf" or "hgb"), ``outliers``
+    (true: isolation forest and reconstruction-loss rankings), ``map`` (true: the parametric
+    2-D map). The confusion matrix and the map are also drawn into ``figures/``.
+    """
+    from latentcat.catalog import store
+    from latentcat.plots import plot_confusion, plot_map
+    from latentcat.query import open as open_catalog
+
+    opts = config.analyse
+    seed = config.seed
+    report: dict = {}
+    figures = cat_dir / "figures"
+    figures.mkdir(exist_ok=True)
+    with open_catalog(cat_dir) as cat:
+        n_labelled = cat.sql("SELECT count(*) AS n FROM labels").column("n")[0].as_py()
+        result = None
+        if n_labelled and opts.get("classifier", "logreg"):
+            result = cat.classify(labels=opts.get("labels", "labels.best_class_name"),
+                                  model=opts.get("classifier", "logreg"), seed=seed)
+            report["classifier"] = {
+                "model_id": result.model_id, "macro_f1": result.macro_f1, "left_out": result.left_out,
+                "per_class": result.report.to_pylist(),
+            }
+            plot_confusion(result.confusion, result.classes, out=figures / "confusion.png",
+                           title=f"{result.model_id}: cross-validated, macro F1 {result.macro_f1:.2f}")
+        scores = []
+        if opts.get("outliers", True):
+            scores = [cat.outliers(method=m, seed=seed) for m in ("isolation_forest", "recon_loss")]
+        xy = cat.fit_map(seed=seed) if opts.get("map", True) else None
+        if xy is not None and xy.num_rows:
+            labels = cat.sql("SELECT source_id, best_class_name FROM labels")
+            coloured = xy.join(labels, "source_id", join_type="left outer")
+            plot_map(coloured.column("x").to_numpy(), coloured.column("y").to_numpy(),
+                     categories=coloured.column("best_class_name").to_pylist(),
+                     out=figures / "map.png", title="latent map, coloured by DR3 class")
+    # the catalogue is closed: now write
+    if result is not None:
+        report["predictions"] = store.write_predictions(cat_dir, result.predictions, result.model_id)
+    for table in scores:
+        method = table.column("method")[0].as_py() if table.num_rows else "none"
+        report[f"outliers_{method}"] = store.write_outlier_scores(cat_dir, table, method)
+    if xy is not None:
+        report["map"] = store.write_map(cat_dir, xy)
+    return report
