@@ -7,9 +7,9 @@ Simulates a survey (latentcat.gaia.simulate), ingests it, then prints
    their ratio;
 2. sources per second per core of the whole feature step (``extract_features``, one worker);
 3. the fraction of RR Lyrae, Cepheids and eclipsing binaries with >= 40 cleaned epochs and
-   G < 18 whose period is recovered within 1 %. Eclipsing and ellipsoidal binaries count
-   when the search finds half the orbital period (a sinusoid fits their two minima per
-   orbit), as documented in latentcat.features.period.
+   G < 18 whose period is recovered within 1 %. For a binary ``period`` is the time between
+   successive eclipses (latentcat.features.period): half the orbital period when both
+   eclipses are seen, the orbital period when only one is, and either counts.
 
 Run:  python benchmarks/features.py            (1,000 sources, about a minute)
       python benchmarks/features.py --n 20000  (larger)
@@ -99,7 +99,7 @@ def main() -> None:
 
     print(f"\nFeature stage, {args.n} simulated sources (seed {args.seed}), one core\n")
     print(f"{'step':<52}{'curves/s/core':>14}")
-    print(f"{'period search, latentcat (nifty-ls + refinement)':<52}{ours_rate:>14.1f}")
+    print(f"{'period search, latentcat (nifty-ls + eclipse search)':<52}{ours_rate:>14.1f}")
     print(f"{'period search, astropy LombScargle.autopower':<52}{astro_rate:>14.1f}")
     print(f"{'ratio latentcat / astropy':<52}{ours_rate / astro_rate:>14.1f}")
     print(f"{'whole feature step (extract_features, 1 worker)':<52}{whole:>14.1f}")

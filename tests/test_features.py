@@ -8,7 +8,7 @@ from astropy.table import Table
 from astropy.timeseries import LombScargle
 from scipy import stats as sps
 
-from latentcat.features import clean, dmdt, fold, period, stats, xp
+from latentcat.features import clean, dmdt, eclipse, fold, period, stats, xp
 from latentcat.features.ragged import compact
 
 DATA = Path(__file__).parent / "data" / "gaia_dr3"
@@ -182,3 +182,69 @@ def test_xp_vectors_scale_and_missing_bands():
     np.testing.assert_allclose(ferr[0, 55:], rpe[0] / expected, rtol=1e-6)
     assert reason.tolist() == [None, "missing_bp", "missing_rp"]
     assert np.isnan(flux[1:]).all() and np.isnan(scale[1:]).all()
+
+
+def _detached_binary(t, period_d, depth1, depth2, half_width=0.04, noise=0.005, seed=0):
+    """A flat curve with box-shaped primary (phase 0) and secondary (phase 0.5) eclipses."""
+    rng = np.random.default_rng(seed)
+    phase = np.mod(t / period_d, 1.0)
+    m = np.full(t.shape, 14.0)
+    m[np.abs(phase - 0.5) < half_width] += depth2
+    m[(phase < half_width) | (phase > 1 - half_width)] += depth1
+    return m + rng.normal(0, noise, t.shape), np.full(t.shape, noise)
+
+
+def test_two_box_statistic_matches_a_direct_fit():
+    rng = np.random.default_rng(7)
+    t = np.sort(rng.uniform(1700, 2700, 70))
+    m, e = _detached_binary(t, 2.9, 0.4, 0.2, seed=1)
+    e = e * rng.uniform(0.8, 1.2, t.size)
+    freqs = np.array([1 / 2.9, 0.2113, 1.7])
+    ours = eclipse.two_box_statistic(t[None], m[None], e[None], freqs[None])[0]
+    # direct: least-squares fit of constant + box depths for every allowed box pair, by explicit loops
+    w = 1 / e**2
+    chi0 = np.sum(w * (m - np.sum(w * m) / w.sum()) ** 2)
+
+    def fit(groups):
+        X = np.column_stack([np.ones_like(t)] + [g.astype(float) for g in groups])
+        coef = np.linalg.lstsq(X * np.sqrt(w)[:, None], m * np.sqrt(w), rcond=None)[0]
+        return chi0 - np.sum(w * (m - X @ coef) ** 2), coef
+
+    for f, got in zip(freqs, ours):
+        cell = np.minimum((np.mod(f * (t - t.min()), 1) * eclipse.N_BINS).astype(int), eclipse.N_BINS - 1)
+        boxes = [(s, wd) for wd in eclipse.BOX_WIDTHS for s in range(eclipse.N_BINS)]
+        inside = [np.isin(cell, (s + np.arange(wd)) % eclipse.N_BINS) for s, wd in boxes]
+        one = [fit([g]) if g.any() and not g.all() else (0.0, [0, -1]) for g in inside]
+        one = [d if c[1] > 0 else 0.0 for d, c in one]  # a dip is fainter than the rest
+        i = int(np.argmax(one))
+        best = one[i]
+        c1 = (boxes[i][0] + 0.5 * boxes[i][1]) / eclipse.N_BINS
+        for (s, wd), g in zip(boxes, inside):
+            c2 = (s + 0.5 * wd) / eclipse.N_BINS
+            gap = abs((c1 - c2 + 0.5) % 1 - 0.5)
+            if abs(gap - 0.5) > eclipse.SECONDARY_GAP or (g & inside[i]).any() or not g.any() or (g | inside[i]).all():
+                continue
+            d, coef = fit([inside[i], g])
+            if coef[2] > 0:
+                best = max(best, d)
+        assert got == pytest.approx(best, rel=1e-6), f
+
+
+def test_detached_binary_period_is_the_time_between_eclipses():
+    rng = np.random.default_rng(8)
+    t = np.sort(rng.uniform(1700, 2700, 90))
+    p_orb = 3.7137
+    both = _detached_binary(t, p_orb, 0.5, 0.3, seed=2)
+    primary_only = _detached_binary(t, p_orb, 0.5, 0.0, seed=3)
+    sine = (15 + 0.2 * np.sin(2 * np.pi * t / 0.6137) + rng.normal(0, 0.005, t.size), np.full(t.size, 0.005))
+    tt = np.stack([t, t, t])
+    mm, ee = np.stack([both[0], primary_only[0], sine[0]]), np.stack([both[1], primary_only[1], sine[1]])
+    assert eclipse.dip_like(mm, ee).tolist() == [True, True, False]
+    res = period.find_periods(tt, mm, ee)
+    # both eclipses seen: half the orbit, so the fold at 2 x period shows each eclipse once
+    assert res["period"][0] == pytest.approx(p_orb / 2, rel=1e-3)
+    assert res["period"][1] == pytest.approx(p_orb, rel=1e-3)
+    assert res["period"][2] == pytest.approx(0.6137, rel=1e-4)
+    # the power is the Lomb-Scargle power at the reported frequency
+    ref = LombScargle(t, mm[0], ee[0]).power(np.array([1 / res["period"][0]]), method="cython")[0]
+    assert res["period_power"][0] == pytest.approx(ref, rel=1e-4)

@@ -1,4 +1,15 @@
-"""Period search: generalised Lomb-Scargle over 0.001-25 c/d with Gaia's scanning-law mask.
+"""Period search: generalised Lomb-Scargle over 0.001-25 c/d with Gaia's scanning-law mask,
+and an eclipse search for light curves that look like detached eclipsing binaries.
+
+What ``period`` means. It is the time between successive minima of the light curve: the
+pulsation period of a pulsator, and for a binary the time between successive eclipses, which
+is **half the orbital period** when both eclipses are seen (EA, EB, EW, ELL) and the orbital
+period itself when the secondary eclipse is too shallow to be seen. The fold stage folds at
+twice ``period``, so it shows two cycles of a pulsator and, for a binary, one orbit with the
+primary and the secondary eclipse once each (or the single visible eclipse twice). For the
+sinusoid-like binaries (EB, EW, ELL) this is what the Lomb-Scargle peak gives anyway; for
+detached binaries it is what the eclipse search reports (see below). The orbital period of a
+binary is therefore ``2 * period`` (or ``period`` when one eclipse per orbit is seen).
 
 The search runs in two passes, which together give the accuracy of a finely sampled
 periodogram at a fraction of its cost:
@@ -19,8 +30,19 @@ mask removes ``|f - f_k| < MASK_HALF_WIDTH`` (1e-3 c/d, about one peak width 1/T
 34-month DR3 baseline) around every combination ``f_k = a * F_SPIN + b * F_PREC`` with
 ``a = 0..6`` and ``b = -2..2`` that lies in (0, 25] c/d (see ``SPURIOUS_FREQUENCIES``).
 
-The false-alarm probability of the best peak is Baluev's (2008) alias-free approximation,
-as ``astropy``'s ``false_alarm_probability(method='baluev')``, with ``fmax = 25`` c/d.
+Detached eclipsing binaries. Narrow eclipses on a flat curve spread their power over many
+harmonics of the orbital frequency, and the highest Lomb-Scargle peak is then often a harmonic
+or an alias. For the light curves that look like eclipses (``eclipse.dip_like``: several points
+far fainter than the bulk, few far brighter; pulsators and contact binaries are not), the
+frequency is instead the best of an eclipse search (:mod:`latentcat.features.eclipse`): a
+primary + secondary box model tested on the ``eclipse.N_PEAKS`` highest coarse peaks and their
+sub-harmonics. The frequencies it returns are masked like the periodogram's.
+
+``period_power`` and ``period_fap`` belong to the reported frequency: the exact Lomb-Scargle
+power there and its false-alarm probability, Baluev's (2008) alias-free approximation as
+``astropy``'s ``false_alarm_probability(method='baluev')`` with ``fmax = 25`` c/d. For an
+eclipsing binary found by the eclipse search the power is that of a sinusoid at the eclipse
+frequency, so a low power does not by itself make such a period doubtful.
 """
 
 from __future__ import annotations
@@ -28,6 +50,8 @@ from __future__ import annotations
 import numpy as np
 import nifty_ls
 from scipy.special import gammaln
+
+from latentcat.features import eclipse
 
 FMIN = 1e-3
 FMAX = 25.0
@@ -52,6 +76,7 @@ SPURIOUS_FREQUENCIES = np.array(
 
 _MAX_CELLS_PER_BATCH = 2_000_000
 _COARSE_BATCH = 16  # sources sharing one NUFFT plan
+_ECLIPSE_BATCH = 32  # light curves per eclipse search (bounds memory)
 
 
 def spurious_mask(freq: np.ndarray) -> np.ndarray:
@@ -149,7 +174,7 @@ def baluev_fap(power: np.ndarray, n_obs: np.ndarray, time: np.ndarray, err: np.n
     return -np.expm1(-tau) + fap_single * np.exp(-tau)
 
 
-def coarse_candidates(time: np.ndarray, mag: np.ndarray, err: np.ndarray) -> tuple[np.ndarray, float]:
+def coarse_candidates(time: np.ndarray, mag: np.ndarray, err: np.ndarray, n_peaks: int = N_CANDIDATES) -> tuple[np.ndarray, float]:
     """The best local maxima of the coarse periodograms of a small batch of sources.
 
     nifty-ls batches series that share one time array, so the batch is put on the union of
@@ -161,11 +186,13 @@ def coarse_candidates(time: np.ndarray, mag: np.ndarray, err: np.ndarray) -> tup
     ----------
     time, mag, err : float arrays (b, m)
         NaN-padded light curves, each with at least 2 distinct epochs.
+    n_peaks : int
+        Number of peaks to return.
 
     Returns
     -------
-    freq : float array (b, N_CANDIDATES)
-        Candidate frequencies (c/d), best first; fewer peaks than N_CANDIDATES repeat the best.
+    freq : float array (b, n_peaks)
+        Candidate frequencies (c/d), best first; fewer peaks than n_peaks repeat the best.
     df : float
         The coarse grid step (c/d).
     """
@@ -192,7 +219,7 @@ def coarse_candidates(time: np.ndarray, mag: np.ndarray, err: np.ndarray) -> tup
     peak[:, 1:-1] = np.where(inner, power[:, 1:-1], -np.inf)
     peak[:, 0] = np.where(power[:, 0] >= power[:, 1], power[:, 0], -np.inf)  # the ends of the range count too
     peak[:, -1] = np.where(power[:, -1] >= power[:, -2], power[:, -1], -np.inf)
-    k = min(N_CANDIDATES, peak.shape[1])
+    k = min(n_peaks, peak.shape[1])
     top = np.argpartition(-peak, k - 1, axis=1)[:, :k]
     top = np.take_along_axis(top, np.argsort(-np.take_along_axis(peak, top, axis=1), axis=1), axis=1)
     top = np.where(np.isfinite(np.take_along_axis(peak, top, axis=1)), top, top[:, :1])
@@ -219,16 +246,29 @@ def find_periods(time: np.ndarray, mag: np.ndarray, err: np.ndarray) -> dict[str
     lengths = np.isfinite(mag).sum(axis=1)
     span = np.nanmax(time, axis=1, initial=-np.inf) - np.nanmin(time, axis=1, initial=np.inf)
     todo = np.flatnonzero((lengths >= 3) & (span > 0))
-    cand = np.full((n, N_CANDIDATES), np.nan)
+    n_peaks = max(N_CANDIDATES, eclipse.N_PEAKS)
+    peaks = np.full((n, n_peaks), np.nan)
     dfs = np.full(n, np.nan)
     for lo in range(0, len(todo), _COARSE_BATCH):
         idx = todo[lo : lo + _COARSE_BATCH]
         w = int(lengths[idx].max())
-        cand[idx], dfs[idx] = coarse_candidates(time[idx, :w], mag[idx, :w], err[idx, :w])
-    ok = np.isfinite(cand[:, 0])
+        peaks[idx], dfs[idx] = coarse_candidates(time[idx, :w], mag[idx, :w], err[idx, :w], n_peaks)
+    ok = np.isfinite(peaks[:, 0])
     # pass 2: every candidate over +-1 coarse step; pass 3: the winner over +-1 step of pass 2
-    f_best, p_best = _refine(time, mag, err, cand, dfs, ok)
+    f_best, p_best = _refine(time, mag, err, peaks[:, :N_CANDIDATES], dfs, ok)
     f_best, p_best = _refine(time, mag, err, f_best[:, None], 2 * dfs / (REFINE_POINTS - 1), ok)
+    # detached eclipsing binaries: the eclipse search replaces the sinusoid's frequency
+    ecl = np.flatnonzero(ok & eclipse.dip_like(mag, err))
+    for lo in range(0, len(ecl), _ECLIPSE_BATCH):
+        idx = ecl[lo : lo + _ECLIPSE_BATCH]
+        w = int(lengths[idx].max())
+        f_ecl = eclipse.eclipse_frequencies(
+            time[idx, :w], mag[idx, :w], err[idx, :w], peaks[idx, : eclipse.N_PEAKS], dfs[idx], FMIN, FMAX, spurious_mask
+        )
+        found = np.isfinite(f_ecl)
+        idx, f_ecl = idx[found], f_ecl[found]
+        f_best[idx] = f_ecl
+        p_best[idx] = gls_power(time[idx, :w], mag[idx, :w], err[idx, :w], f_ecl[:, None])[:, 0]
     f_best[~ok] = np.nan
     p_best[~ok] = np.nan
     fap = np.full(n, np.nan)
