@@ -1,0 +1,460 @@
+"""`latentcat add`: grow a catalogue with new sources, without retraining anything.
+
+    >>> from latentcat.catalog.add import add_sources
+    >>> report = add_sources("cat/", [Path("new_epoch_photometry.vot"), Path("new_xp.csv")])
+    >>> report["added"], report["drift"]["fold"]["fraction_above_catalogue_p99"]
+
+The new inputs go through the same stages as a build, with the catalogue's own settings:
+ingest (`latentcat.gaia.ingest`, the catalogue's ``keep_variability_rejected``), features
+(`latentcat.features.extract`, the catalogue's ``min_epochs`` and ``shard_size``) and the
+catalogue's EXISTING encoders in ``models/`` (`latentcat.models.embed`). The new rows are
+appended to the sources, labels, features and embeddings tables, to every FAISS index, and as
+new shards of ``features/`` and ``embeddings/``.
+
+Sources already in the catalogue are *replaced* by default: their old rows (tables, index
+vectors, shard rows) are removed and the new ones added. With ``skip_existing=True`` they are
+left as they are and the new data for them is not used.
+
+Atomicity
+---------
+Nothing in the catalogue folder is written in place. The new catalogue is assembled in a
+hidden sibling folder ``.<name>.add-XXXX/new``: unchanged files (models, untouched shards) are
+hard links, ``catalog.duckdb`` is a copy that receives the new rows, the indexes and changed
+shards are new files. After a verification (row counts, index sizes, each new source found in
+each index) the two folders are exchanged in one step (Linux ``renameat2(RENAME_EXCHANGE)``;
+elsewhere two renames a moment apart), and the old catalogue is deleted. A reader opening the
+catalogue sees the old or the new one, never a mixture; a killed ``add`` leaves the catalogue
+untouched and at most a hidden ``.<name>.add-*`` folder beside it (safe to delete). A process
+that already holds the catalogue open keeps reading the old files; reopen it to see the new
+sources.
+
+Classifier predictions, outlier scores and the 2-D map are not refitted: the catalogue stores
+no fitted classifier, outlier model or map network, so the new sources get no rows there, the
+replaced sources lose theirs, and ``build_info["stale"]`` says which tables to recompute.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+import faiss
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from latentcat.catalog import index as lc_index
+from latentcat.catalog.store import (
+    DB_NAME, INDEX_DIR, _load_inputs, sql_script, sql_statements, table_counts, write_build_info,
+)
+from latentcat.errors import InputError, LatentcatError
+
+FEATURES_DIR = "features"
+EMBEDDINGS_DIR = "embeddings"
+MODELS_DIR = "models"
+
+DERIVED_TABLES = ("predictions", "outlier_scores", "map")
+"""Tables computed from the whole catalogue's codes: stale after an addition."""
+
+_SOURCE_TABLES = ("sources", "labels", "features", "embeddings", *DERIVED_TABLES)
+_SHARD = re.compile(r"^(features|embeddings)-(\d+)\.parquet$")
+_PERCENTILES = (50, 90, 99)
+
+
+def feature_settings(cat_dir: Path, build_info: dict) -> dict:
+    """The feature and ingest settings a catalogue was built with.
+
+    Parameters
+    ----------
+    cat_dir : Path
+        Catalogue folder (its ``features/_features_plan.json`` is read when present).
+    build_info : dict
+        The catalogue's build record (``Catalog.info()["build_info"]``).
+
+    Returns
+    -------
+    dict
+        ``min_epochs``, ``shard_size``, ``keep_variability_rejected`` and ``device``.
+    """
+    config = build_info.get("config") or {}
+    features = config.get("features") or {}
+    plan_path = Path(cat_dir) / FEATURES_DIR / "_features_plan.json"
+    plan = json.loads(plan_path.read_text()) if plan_path.exists() else {}
+    return {
+        "min_epochs": int(plan.get("min_epochs", features.get("min_epochs", 10))),
+        "shard_size": int(plan.get("shard_size", features.get("shard_size", 20_000))),
+        "keep_variability_rejected": bool((config.get("inputs") or {}).get("keep_variability_rejected", False)),
+        "device": str((config.get("models") or {}).get("device", "auto")),
+    }
+
+
+def _percentiles(values: np.ndarray) -> dict:
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return {"n": 0, **{f"p{q}": None for q in _PERCENTILES}}
+    levels = np.percentile(values, _PERCENTILES)
+    return {"n": int(values.size), **{f"p{q}": float(v) for q, v in zip(_PERCENTILES, levels)}}
+
+
+def drift_report(catalogue: dict[str, np.ndarray], added: dict[str, np.ndarray]) -> dict:
+    """Reconstruction losses of added sources against the catalogue's, per modality.
+
+    Parameters
+    ----------
+    catalogue, added : dict
+        Modality -> float array of ``recon_loss_<modality>`` (NaN where missing).
+
+    Returns
+    -------
+    dict
+        Modality -> ``catalogue`` and ``added`` (n, p50, p90, p99) and
+        ``fraction_above_catalogue_p99`` (None without data).
+    """
+    out = {}
+    for m in lc_index.BLOCKS:
+        ref, new = _percentiles(catalogue[m]), _percentiles(added[m])
+        frac = None
+        if ref["p99"] is not None and new["n"]:
+            vals = added[m][np.isfinite(added[m])]
+            frac = float(np.mean(vals > ref["p99"]))
+        out[m] = {"catalogue": ref, "added": new, "fraction_above_catalogue_p99": frac}
+    return out
+
+
+def _losses(table: pa.Table) -> dict[str, np.ndarray]:
+    return {
+        m: pc.fill_null(table.column(f"recon_loss_{m}"), np.nan).to_numpy().astype(np.float32)
+        for m in lc_index.BLOCKS
+    }
+
+
+def _read_catalogue(db_path: Path) -> dict:
+    """What an addition needs from the current catalogue (read-only)."""
+    try:
+        con = duckdb.connect(str(db_path), read_only=True)
+    except duckdb.Error as err:
+        raise LatentcatError(f"{db_path}: cannot open ({' '.join(str(err).split())})") from err
+    try:
+        rows = con.execute(sql_statements("query")["build_info"]).fetchall()
+        emb = con.sql(sql_statements("query")["analysis_codes"]).to_arrow_table()
+        derived = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in DERIVED_TABLES}
+    finally:
+        con.close()
+    return {
+        "build_info": {k: json.loads(v) for k, v in rows},
+        "ids": emb.column("source_id").to_numpy().astype(np.int64),
+        "losses": _losses(emb),
+        "derived_rows": derived,
+    }
+
+
+def _filter_parquet(path: Path, keep_ids: np.ndarray) -> int:
+    """Keep only the rows of ``keep_ids`` in a staged table (rewritten in place); rows left."""
+    table = pq.read_table(path)
+    mask = np.isin(table.column("source_id").to_numpy(), keep_ids)
+    pq.write_table(table.filter(pa.array(mask)), path)
+    return int(mask.sum())
+
+
+def _ids_of(path: Path) -> np.ndarray:
+    """source_ids of a staged table (empty when the table was not written)."""
+    if not path.exists():
+        return np.zeros(0, np.int64)
+    return pq.read_table(path, columns=["source_id"]).column("source_id").to_numpy().astype(np.int64)
+
+
+def _staged_ids(stage: Path) -> np.ndarray:
+    """Sources with a light curve or an XP spectrum in the staging area (those that get codes)."""
+    ids = [pq.read_table(p, columns=["source_id"]).column("source_id").to_numpy()
+           for p in (stage / "light_curves.parquet", stage / "xp.parquet") if p.exists()]
+    return np.unique(np.concatenate(ids)).astype(np.int64) if ids else np.zeros(0, np.int64)
+
+
+def _complete_sources(stage: Path, ids: np.ndarray) -> int:
+    """Give every added source a sources row: bare source_id rows where no gaia_source row came.
+
+    Returns the number of bare rows written (their gaia_source columns are NULL: unknown).
+    """
+    path = stage / "sources.parquet"
+    have = pq.read_table(path) if path.exists() else pa.table({"source_id": pa.array([], pa.int64())})
+    lacking = np.setdiff1d(ids, have.column("source_id").to_numpy())
+    if lacking.size or not path.exists():
+        bare = pa.table({"source_id": pa.array(lacking, pa.int64())})
+        have = pa.concat_tables([have, bare], promote_options="default")
+        pq.write_table(have.sort_by("source_id"), path)
+    return int(lacking.size)
+
+
+def _shard_number(folder: Path) -> int:
+    """Next free shard number in a features/ or embeddings/ folder."""
+    numbers = [int(m.group(2)) for p in folder.glob("*.parquet") if (m := _SHARD.match(p.name))]
+    return max(numbers, default=-1) + 1
+
+
+def _mirror(cat_dir: Path, new: Path, replaced: np.ndarray) -> list[str]:
+    """Assemble ``new`` from ``cat_dir``: hard links to unchanged files, copies of the database,
+    shards rewritten without the ``replaced`` sources. Index files are left to `_append_indexes`.
+
+    Returns the shard files rewritten.
+    """
+    rewritten = []
+    for src in sorted(cat_dir.rglob("*")):
+        rel = src.relative_to(cat_dir)
+        dst = new / rel
+        if src.is_dir():
+            dst.mkdir(parents=True, exist_ok=True)
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if rel.parts[0] == INDEX_DIR:
+            continue
+        if rel.name.startswith(DB_NAME):  # catalog.duckdb and its .wal: written to, so copied
+            shutil.copy2(src, dst)
+            continue
+        if replaced.size and rel.parts[0] in (FEATURES_DIR, EMBEDDINGS_DIR) and _SHARD.match(rel.name):
+            table = pq.read_table(src)
+            hit = np.isin(table.column("source_id").to_numpy(), replaced)
+            if hit.any():  # a shard left with no rows is dropped
+                if not hit.all():
+                    pq.write_table(table.filter(pa.array(~hit)), dst)
+                rewritten.append(str(rel))
+                continue
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+    return rewritten
+
+
+def _append_indexes(old_dir: Path, new_dir: Path, codes: pa.Table, replaced: np.ndarray,
+                    old_info: dict, seed: int) -> dict:
+    """Write every block-set index of the new catalogue: the old index minus the replaced
+    sources plus the added codes; an index the catalogue lacked is built."""
+    ids, blocks = lc_index.codes_to_numpy(codes)
+    infos = {}
+    for block_set in lc_index.BLOCK_SETS:
+        name = lc_index.block_set_name(block_set)
+        old_path = lc_index.index_path(old_dir, block_set)
+        new_path = lc_index.index_path(new_dir, block_set)
+        add_ids, x = lc_index.vectors_for(ids, blocks, block_set)
+        if not old_path.exists():
+            if add_ids.size:
+                index, info = lc_index.build_index(x, add_ids, seed=seed)
+                lc_index.write_index(index, new_path)
+                infos[name] = {**info, "file": f"{INDEX_DIR}/{new_path.name}"}
+            continue
+        info = dict(old_info.get(name, {"file": f"{INDEX_DIR}/{old_path.name}"}))
+        if add_ids.size == 0 and replaced.size == 0:
+            new_path.parent.mkdir(parents=True, exist_ok=True)
+            os.link(old_path, new_path)
+            infos[name] = info
+            continue
+        index = faiss.read_index(str(old_path))
+        if replaced.size:
+            index.remove_ids(faiss.IDSelectorBatch(np.ascontiguousarray(replaced, np.int64)))
+        if add_ids.size:
+            index.add_with_ids(x, add_ids)
+        lc_index.write_index(index, new_path)
+        infos[name] = {**info, "n": int(index.ntotal)}
+    return infos
+
+
+def _verify(con: duckdb.DuckDBPyConnection, new_dir: Path, codes: pa.Table, infos: dict) -> None:
+    """Check the assembled catalogue before it replaces the old one."""
+    ids, blocks = lc_index.codes_to_numpy(codes)
+    for name, info in infos.items():
+        block_set = lc_index.parse_block_set(name)
+        has = " AND ".join(f"has_{b}" for b in block_set)  # fixed block names, not user input
+        n_db = con.execute(f"SELECT count(*) FROM embeddings WHERE {has}").fetchone()[0]
+        index = lc_index.read_index(lc_index.index_path(new_dir / INDEX_DIR, block_set))
+        if index.ntotal != n_db:
+            raise LatentcatError(f"{name} index holds {index.ntotal} vectors, the embeddings table {n_db}")
+        set_ids, x = lc_index.vectors_for(ids, blocks, block_set)
+        if set_ids.size:  # the first added source must be its own nearest neighbour
+            dist, found = lc_index.search(index, x[0], 1)
+            if found.size == 0 or found[0] != set_ids[0] or dist[0] > 1e-4:
+                raise LatentcatError(f"{name} index does not return added source_id {set_ids[0]}")
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False if unsupported."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def _swap_in(new: Path, target: Path) -> None:
+    """Put the folder ``new`` in place of ``target``; the old catalogue ends up at ``new``."""
+    if _exchange(new, target):
+        return
+    old = new.with_name(new.name + ".old")
+    os.replace(target, old)
+    os.replace(new, target)
+    os.replace(old, new)
+
+
+def _delete_rows(con: duckdb.DuckDBPyConnection, table: str, ids: np.ndarray) -> None:
+    """Delete the rows of ``ids`` from a catalogue table (``table`` is one of `_SOURCE_TABLES`)."""
+    con.register("_gone", pa.table({"source_id": pa.array(ids, pa.int64())}))
+    con.execute(f"DELETE FROM {table} WHERE source_id IN (SELECT source_id FROM _gone)")
+    con.unregister("_gone")
+
+
+def _place_shards(work: Path, new: Path) -> list[str]:
+    """Move the added feature and embedding shards into ``new``, numbered after its last shard."""
+    first = max(_shard_number(new / FEATURES_DIR), _shard_number(new / EMBEDDINGS_DIR))
+    placed = []
+    for kind in (FEATURES_DIR, EMBEDDINGS_DIR):
+        (new / kind).mkdir(exist_ok=True)
+        for k, path in enumerate(sorted((work / kind).glob(f"{kind}-*.parquet"))):
+            target = new / kind / f"{kind}-{first + k:05d}.parquet"
+            os.replace(path, target)
+            placed.append(f"{kind}/{target.name}")
+    return placed
+
+
+def _stale_record(old: dict, n_added: int) -> dict | None:
+    """``build_info["stale"]`` after an addition: derived tables that lack the added sources."""
+    stale = old["build_info"].get("stale")
+    derived = [t for t in DERIVED_TABLES if old["derived_rows"][t]]
+    if not derived:
+        return stale
+    return {
+        "tables": sorted(set(derived) | set((stale or {}).get("tables", []))),
+        "sources_without_rows": int((stale or {}).get("sources_without_rows", 0) + n_added),
+        "why": "sources were added after these tables were computed and the catalogue stores no "
+               "fitted classifier, outlier model or map to score them; run classify / outliers / map again",
+    }
+
+
+def add_sources(cat_dir: Path, inputs: list[Path], skip_existing: bool = False, device: str = "cpu") -> dict:
+    """Add the sources of ``inputs`` to a catalogue, atomically, with its existing models.
+
+    Parameters
+    ----------
+    cat_dir : Path
+        The catalogue folder (it must hold ``models/``). No other process may be writing it.
+    inputs : list of Path
+        Gaia DR3 products in any layout `latentcat.gaia.ingest.ingest` reads.
+    skip_existing : bool
+        Leave sources already in the catalogue untouched (default: replace them with the
+        new data).
+    device : {"cpu", "cuda", "auto"}
+        Where the encoders run.
+
+    Returns
+    -------
+    dict
+        ``added`` (new sources), ``replaced``, ``skipped_existing``, ``without_data`` (staged
+        ids with neither light curve nor XP, not added), ``bare_source_rows`` (added sources
+        without gaia_source columns), ``counts`` (rows per table after), ``indexes``,
+        ``shards`` (files written), ``drift`` (see `drift_report`), ``stale`` and ``seconds``.
+        The same record, less ``drift``, is appended to ``build_info["additions"]``.
+
+    Raises
+    ------
+    InputError
+        An unreadable or malformed input (the catalogue is unchanged).
+    LatentcatError
+        No catalogue or no models at ``cat_dir``, or the assembled catalogue fails its checks.
+    """
+    from latentcat.catalog.build import input_checksums
+    from latentcat.features.extract import extract_features
+    from latentcat.gaia.ingest import ingest
+    from latentcat.models.embed import embed
+
+    t0 = time.perf_counter()
+    cat_dir = Path(cat_dir).resolve()
+    if not (cat_dir / DB_NAME).is_file():
+        raise LatentcatError(f"{cat_dir}: not a latentcat catalogue ({DB_NAME} not found)")
+    if not (cat_dir / MODELS_DIR).is_dir():
+        raise LatentcatError(f"{cat_dir / MODELS_DIR}: the catalogue has no trained models to encode new sources")
+    inputs = [Path(p).resolve() for p in inputs]
+    if not inputs:
+        raise InputError("add: no inputs given")
+    old = _read_catalogue(cat_dir / DB_NAME)
+    settings = feature_settings(cat_dir, old["build_info"])
+    checksums = input_checksums(inputs)
+
+    work = Path(tempfile.mkdtemp(prefix=f".{cat_dir.name}.add-", dir=cat_dir.parent))
+    try:
+        stage = work / "stage"
+        ingest(inputs, stage, keep_variability_rejected=settings["keep_variability_rejected"])
+        staged = _staged_ids(stage)
+        listed = np.unique(np.concatenate([
+            pq.read_table(p, columns=["source_id"]).column("source_id").to_numpy()
+            for p in (stage / f"{t}.parquet" for t in ("sources", "labels")) if p.exists()
+        ] or [np.zeros(0, np.int64)]))
+        existing = np.intersect1d(staged, old["ids"])
+        new_ids = np.setdiff1d(staged, existing) if skip_existing else staged
+        replaced = np.zeros(0, np.int64) if skip_existing else existing
+        report = {
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "inputs": checksums,
+            "skip_existing": bool(skip_existing),
+            "added": int(new_ids.size - replaced.size),
+            "replaced": int(replaced.size),
+            "skipped_existing": int(existing.size) if skip_existing else 0,
+            "without_data": int(np.setdiff1d(listed, staged).size),
+        }
+        if new_ids.size == 0:
+            return {**report, "added": 0, "counts": old["build_info"].get("counts"), "shards": [],
+                    "drift": None, "stale": old["build_info"].get("stale"),
+                    "seconds": round(time.perf_counter() - t0, 2)}
+
+        for table in ("light_curves", "xp", "sources", "labels"):
+            if (stage / f"{table}.parquet").exists():
+                _filter_parquet(stage / f"{table}.parquet", new_ids)
+        # a replaced source keeps its gaia_source and label rows unless the inputs bring new ones
+        replaced_rows = {t: np.intersect1d(replaced, _ids_of(stage / f"{t}.parquet")) for t in ("sources", "labels")}
+        report["bare_source_rows"] = _complete_sources(stage, np.setdiff1d(new_ids, replaced))
+        extract_features(stage, work / FEATURES_DIR, shard_size=settings["shard_size"],
+                         min_epochs=settings["min_epochs"], resume=False)
+        embed(work / FEATURES_DIR, cat_dir / MODELS_DIR, work / EMBEDDINGS_DIR, device=device)
+
+        added_emb = pq.read_table(work / EMBEDDINGS_DIR)
+        drift = drift_report(old["losses"], _losses(added_emb))
+        report["fraction_above_catalogue_p99"] = {m: d["fraction_above_catalogue_p99"] for m, d in drift.items()}
+
+        new = work / "new"
+        _mirror(cat_dir, new, replaced)
+        con = duckdb.connect(str(new / DB_NAME))
+        try:
+            for table in _SOURCE_TABLES:  # fixed table names, not user input
+                _delete_rows(con, table, replaced_rows.get(table, replaced))
+            _load_inputs(con, stage, work / FEATURES_DIR, work / EMBEDDINGS_DIR)
+            con.execute(sql_script("macros"))  # views pick up any new gaia_source columns
+
+            fixed = pa.list_(pa.float32(), lc_index.BLOCK_DIM)  # the layout codes_to_numpy reads
+            codes = pa.table({"source_id": added_emb.column("source_id"),
+                              **{f"z_{b}": added_emb.column(f"z_{b}").cast(fixed) for b in lc_index.BLOCKS}})
+            indexes = _append_indexes(cat_dir / INDEX_DIR, new / INDEX_DIR, codes, replaced,
+                                      old["build_info"].get("indexes", {}), int(old["build_info"].get("seed", 0)))
+            _verify(con, new, codes, indexes)
+
+            stale = _stale_record(old, int(new_ids.size))
+            report.update(counts=table_counts(con), shards=_place_shards(work, new))
+            info = {"counts": report["counts"], "indexes": indexes,
+                    "additions": list(old["build_info"].get("additions", [])) + [report]}
+            if stale is not None:
+                info["stale"] = stale
+            write_build_info(con, info)
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        _swap_in(new, cat_dir)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {**report, "indexes": indexes, "drift": drift, "stale": stale,
+            "seconds": round(time.perf_counter() - t0, 2)}

@@ -1,0 +1,179 @@
+"""`add`: new sources through the catalogue's own settings and models, appended atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+import latentcat
+from latentcat.catalog import add as add_module
+from latentcat.catalog import index as lc_index
+from latentcat.catalog.add import add_sources, drift_report
+from latentcat.errors import InputError
+from latentcat.gaia.simulate import simulate_survey
+from test_by_example import tiny_catalogue
+
+N_NEW = 12
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    return tiny_catalogue(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def new_archive(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("new_sources")
+    simulate_survey(n=N_NEW, seed=101, out=out)
+    return out / "archive"
+
+
+@pytest.fixture
+def catalogue(built, tmp_path) -> Path:
+    """A private copy of the built catalogue."""
+    return Path(shutil.copytree(built[0], tmp_path / "cat"))
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+def _ids(cat_dir: Path, table: str = "embeddings") -> set[int]:
+    with latentcat.open(cat_dir) as cat:
+        return set(cat.sql(f"SELECT source_id FROM {table}").column("source_id").to_pylist())
+
+
+def test_added_sources_are_found_as_their_own_nearest_neighbour(catalogue, new_archive):
+    before = _ids(catalogue)
+    new_ids = set(pq.read_table(new_archive / "EpochPhotometry_sim.parquet", columns=["source_id"])
+                  .column("source_id").to_pylist())
+    report = add_sources(catalogue, [new_archive])
+
+    assert report["added"] + report["replaced"] == N_NEW
+    assert report["replaced"] == len(new_ids & before)
+    assert _ids(catalogue) == before | new_ids
+    assert _ids(catalogue, "sources") >= new_ids and _ids(catalogue, "features") >= new_ids
+    with latentcat.open(catalogue) as cat:
+        info = cat.info()
+        assert info["counts"]["embeddings"] == len(before | new_ids)
+        record = info["build_info"]["additions"][-1]
+        assert record["added"] == report["added"] and len(record["inputs"]) == 4
+        assert all(len(v["sha256"]) == 64 for v in record["inputs"].values())
+        for sid in sorted(new_ids):
+            codes = cat.codes(sid)
+            have = [b for b in lc_index.BLOCKS if codes[b] is not None]
+            vector = np.concatenate([codes[b] for b in have])
+            top = cat.similar(vector, k=3, modality="+".join(have))
+            assert top.column("source_id")[0].as_py() == sid
+            assert top.column("distance")[0].as_py() == pytest.approx(0.0, abs=1e-3)
+        # the indexes hold every source with the blocks, the added ones included
+        for name, index_info in info["build_info"]["indexes"].items():
+            has = " AND ".join(f"has_{b}" for b in name.split("+"))
+            n = cat.sql(f"SELECT count(*) AS n FROM embeddings WHERE {has}").column("n")[0].as_py()
+            assert index_info["n"] == n
+
+    # new shards beside the build's, so later stages see the added rows once
+    shards = sorted((catalogue / "embeddings").glob("embeddings-*.parquet"))
+    rows = pq.read_table(shards).column("source_id").to_pylist()
+    assert sorted(rows) == sorted(before | new_ids)
+    assert report["drift"]["dmdt"]["added"]["n"] == N_NEW
+    for m in ("dmdt", "fold"):
+        assert 0.0 <= report["drift"][m]["fraction_above_catalogue_p99"] <= 1.0
+    assert not list(catalogue.parent.glob(".cat.add-*"))
+
+
+def test_adding_again_replaces_or_skips(catalogue, new_archive):
+    add_sources(catalogue, [new_archive])
+    counts = latentcat.open(catalogue).info()["counts"]
+
+    again = add_sources(catalogue, [new_archive])
+    assert again["replaced"] == N_NEW and again["added"] == 0
+    assert again["counts"] == counts
+    rows = pq.read_table(sorted((catalogue / "features").glob("features-*.parquet"))).column("source_id").to_pylist()
+    assert len(rows) == len(set(rows)) == counts["features"]
+
+    digests = _digests(catalogue)
+    skipped = add_sources(catalogue, [new_archive], skip_existing=True)
+    assert skipped["skipped_existing"] == N_NEW and skipped["added"] == 0
+    assert _digests(catalogue) == digests
+
+
+def test_killed_add_leaves_the_catalogue_byte_identical(catalogue, new_archive, monkeypatch):
+    digests = _digests(catalogue)
+    real_write = lc_index.write_index
+    calls = []
+
+    def dies_on_third_index(index, path):
+        calls.append(path)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed while writing the indexes")
+        real_write(index, path)
+
+    monkeypatch.setattr(lc_index, "write_index", dies_on_third_index)
+    with pytest.raises(KeyboardInterrupt):
+        add_sources(catalogue, [new_archive])
+    assert len(calls) == 3
+    assert _digests(catalogue) == digests
+    assert not list(catalogue.parent.glob(".cat.add-*"))
+    with latentcat.open(catalogue) as cat:
+        assert cat.info()["counts"]["embeddings"] == 240
+        assert "additions" not in cat.info()["build_info"]
+
+
+def test_bad_input_is_one_clear_error_and_changes_nothing(catalogue, tmp_path):
+    digests = _digests(catalogue)
+    bad = tmp_path / "notes.csv"
+    bad.write_text("colour,comment\nred,bright\n")
+    with pytest.raises(InputError, match="notes.csv: unknown layout"):
+        add_sources(catalogue, [bad])
+    assert _digests(catalogue) == digests
+
+
+def test_drift_report_against_catalogue_percentiles():
+    catalogue = {m: np.arange(100, dtype=np.float32) for m in ("xp", "dmdt", "fold")}
+    catalogue["xp"] = np.full(100, np.nan, np.float32)  # no XP in the catalogue
+    added = {"xp": np.array([1.0], np.float32), "dmdt": np.array([50.0, 99.0, 200.0, np.nan], np.float32),
+             "fold": np.array([np.nan], np.float32)}
+    drift = drift_report(catalogue, added)
+    # numpy's linear percentile of 0..99: p99 = 98.01, so 99 and 200 lie above it
+    assert drift["dmdt"]["catalogue"]["p99"] == pytest.approx(98.01)
+    assert drift["dmdt"]["added"]["n"] == 3
+    assert drift["dmdt"]["fraction_above_catalogue_p99"] == pytest.approx(2 / 3)
+    assert drift["xp"]["catalogue"]["n"] == 0 and drift["xp"]["fraction_above_catalogue_p99"] is None
+    assert drift["fold"]["added"]["n"] == 0 and drift["fold"]["fraction_above_catalogue_p99"] is None
+
+
+def test_feature_settings_come_from_the_catalogue(built):
+    with latentcat.open(built[0]) as cat:
+        settings = add_module.feature_settings(built[0], cat.info()["build_info"])
+    assert settings["min_epochs"] == 10 and settings["shard_size"] == 100
+    assert settings["keep_variability_rejected"] is False
+
+
+def test_stored_outlier_scores_are_marked_stale_not_invented(catalogue, new_archive):
+    from latentcat.catalog.store import write_outlier_scores
+
+    with latentcat.open(catalogue) as cat:
+        scores = cat.sql("SELECT source_id, recon_loss_fold AS score FROM embeddings WHERE has_fold")
+    write_outlier_scores(catalogue, scores, "recon_loss_fold")
+    derived = ("map", "outlier_scores", "predictions")
+    with latentcat.open(catalogue) as cat:
+        filled = [t for t in derived if cat.sql(f"SELECT count(*) AS n FROM {t}").column("n")[0].as_py()]
+    report = add_sources(catalogue, [new_archive])
+    new_ids = set(pq.read_table(new_archive / "EpochPhotometry_sim.parquet", columns=["source_id"])
+                  .column("source_id").to_pylist())
+    with latentcat.open(catalogue) as cat:
+        stale = cat.info()["build_info"]["stale"]
+        for table in derived:  # no score, class or map position is made up for the added sources
+            rows = set(cat.sql(f"SELECT source_id FROM {table}").column("source_id").to_pylist())
+            assert not rows & new_ids
+    assert "outlier_scores" in filled and stale["tables"] == filled
+    assert stale["sources_without_rows"] == N_NEW == report["stale"]["sources_without_rows"]
