@@ -13,6 +13,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import typer
 
 from latentcat import __version__
@@ -110,8 +111,19 @@ def _emit(table, fmt: OutputFormat, output: Optional[Path]) -> None:
         typer.echo(text, nl=False)
 
 
+SIMILAR_TABLE_COLUMNS = ("rank", "source_id", "distance", "blocks", "best_class_name", "phot_g_mean_mag",
+                         "bp_rp", "period", "g_amplitude", "n_obs")
+"""Columns `latentcat similar` shows as a terminal table (csv/json/parquet carry them all)."""
+
+
+def _emit_neighbours(table, fmt: OutputFormat, output: Optional[Path]) -> None:
+    if fmt is OutputFormat.table:
+        table = table.select([c for c in SIMILAR_TABLE_COLUMNS if c in table.column_names])
+    _emit(table, fmt, output)
+
+
 def _cell(value) -> str:
-    if isinstance(value, float):
+    if isinstance(value, (float, np.floating)):
         return f"{value:.6g}"
     if isinstance(value, list):
         return "[" + ", ".join(_cell(v) for v in value) + "]"
@@ -285,20 +297,191 @@ def sql(
 
 @app.command()
 def similar(
-    source_id: int = typer.Argument(..., help="Gaia DR3 source_id of the query source."),
+    source_id: Optional[int] = typer.Argument(None, help="Gaia DR3 source_id of the query source (or use --from-file)."),
     k: int = typer.Option(10, "-k", help="Number of neighbours."),
     modality: str = typer.Option("all", "--modality", "-m", help="all, xp, dmdt or fold (all: the blocks the source has)."),
     where: Optional[str] = typer.Option(None, "--where", help="SQL filter on metadata, applied before the top-k cut."),
+    from_file: Optional[Path] = typer.Option(
+        None, "--from-file",
+        help="Find sources like the data in this file: a CSV with columns time,mag,mag_err (Gaia G), or a Gaia "
+             "DataLink epoch-photometry / XP_CONTINUOUS file (G band only; BP/RP epochs are ignored and reported).",
+    ),
+    time_format: str = typer.Option(
+        "gaia", "--time-format",
+        help="Time system of a plain CSV: gaia (BJD-2455197.5, default), bjd, jd, mjd. Converted by offset only, "
+             "no barycentric correction: give barycentric times.",
+    ),
+    file_source_id: Optional[int] = typer.Option(None, "--source-id", help="Which source of a DataLink file holding several."),
     catalog: Optional[Path] = CATALOG_OPTION,
     fmt: OutputFormat = FORMAT_OPTION,
     output: Optional[Path] = OUTPUT_OPTION,
 ) -> None:
-    """Find the k sources most like SOURCE_ID in the latent space."""
+    """Find the k sources most like SOURCE_ID (or like your own data, --from-file) in the latent space."""
+    if (source_id is None) == (from_file is None):
+        _fail(LatentcatError("give exactly one of SOURCE_ID or --from-file FILE"))
     try:
         with _open_catalog(catalog) as cat:
-            _emit(cat.similar(source_id, k=k, modality=modality, where=where), fmt, output)
+            if from_file is None:
+                _emit_neighbours(cat.similar(source_id, k=k, modality=modality, where=where), fmt, output)
+                return
+            from latentcat.query.by_example import similar_to_file
+
+            table, info = similar_to_file(cat, from_file, k=k, modality=modality, where=where,
+                                          time_format=time_format, source_id=file_source_id)
+            for note in info.get("notes", []):
+                typer.echo(f"note: {note}", err=True)
+            typer.echo(
+                f"query: {info.get('n_obs')} G epochs, period {_cell(info.get('period'))} d, "
+                f"amplitude {_cell(info.get('amplitude'))} mag, compared on {info.get('blocks')}", err=True,
+            )
+            _emit_neighbours(table, fmt, output)
     except LatentcatError as exc:
         _fail(exc)
+
+
+@app.command()
+def add(
+    catalog_dir: Path = typer.Argument(..., help="The catalogue folder to add to."),
+    inputs: list[Path] = typer.Argument(..., help="Archive files or folders with the new sources (any ingest layout)."),
+    skip_existing: bool = typer.Option(False, "--skip-existing", help="Leave sources already in the catalogue untouched (default: replace them)."),
+) -> None:
+    """Add sources to a catalogue with its own feature settings and trained models (no retraining).
+
+    Atomic: readers see the old or the new catalogue. Prints the drift check: the new sources'
+    reconstruction-loss percentiles against the catalogue's.
+    """
+    from latentcat.catalog.add import add_sources
+
+    try:
+        report = add_sources(catalog_dir, inputs, skip_existing=skip_existing)
+    except LatentcatError as exc:
+        _fail(exc)
+    _print_json(report)
+
+
+@app.command()
+def classify(
+    labels: str = typer.Option("labels.best_class_name", "--labels", help="table.column holding each source's class."),
+    model: str = typer.Option("logreg", "--model", help="logreg, rf or hgb (scikit-learn)."),
+    modality: str = typer.Option("all", "--modality", "-m", help="all (each source on the blocks it has), xp, dmdt, fold."),
+    min_per_class: int = typer.Option(10, "--min-per-class", help="Classes with fewer labelled sources are left out."),
+    figure: Optional[Path] = typer.Option(None, "--figure", help="Confusion-matrix PNG (default: CATALOG/figures/confusion-MODEL_ID.png)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the folds and the model."),
+    catalog: Optional[Path] = CATALOG_OPTION,
+    fmt: OutputFormat = FORMAT_OPTION,
+    output: Optional[Path] = OUTPUT_OPTION,
+) -> None:
+    """Train a classifier on the labelled latents, print its cross-validated scores, store predictions."""
+    import pyarrow as pa
+
+    from latentcat.catalog import store
+    from latentcat.plots import plot_confusion
+
+    try:
+        with _open_catalog(catalog) as cat:
+            cat_dir = cat.path
+            result = cat.classify(labels=labels, model=model, modality=modality, min_per_class=min_per_class, seed=seed)
+        figure = figure or cat_dir / "figures" / f"confusion-{result.model_id}.png"
+        figure.parent.mkdir(parents=True, exist_ok=True)
+        plot_confusion(result.confusion, result.classes, out=figure,
+                       title=f"{result.model_id}: cross-validated, macro F1 {result.macro_f1:.2f}")
+        n = store.write_predictions(cat_dir, result.predictions, result.model_id)
+        _emit(result.report, fmt, output)
+        confusion = pa.table({"true \\ predicted": result.classes,
+                              **{c: result.confusion[:, j].tolist() for j, c in enumerate(result.classes)}})
+        if fmt is OutputFormat.table and output is None:
+            _emit(confusion, fmt, None)
+    except LatentcatError as exc:
+        _fail(exc)
+    left = ", ".join(f"{c} ({k})" for c, k in result.left_out.items()) or "none"
+    typer.echo(f"model {result.model_id}: macro F1 {result.macro_f1:.3f}; classes left out (too few examples): {left}", err=True)
+    typer.echo(f"{n} predictions written to the predictions table; confusion matrix: {figure}", err=True)
+
+
+@app.command()
+def outliers(
+    top: int = typer.Option(20, "--top", help="Show the N most unusual sources."),
+    method: str = typer.Option("isolation_forest", "--method", help="isolation_forest (on the latents) or recon_loss (VAE reconstruction losses)."),
+    modality: str = typer.Option("all", "--modality", "-m", help="all (each source on the blocks it has), xp, dmdt, fold."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the isolation forest."),
+    catalog: Optional[Path] = CATALOG_OPTION,
+    fmt: OutputFormat = FORMAT_OPTION,
+    output: Optional[Path] = OUTPUT_OPTION,
+) -> None:
+    """Rank every source by how unusual it is, store the scores, show the top ones with metadata."""
+    from latentcat.catalog import store
+
+    try:
+        with _open_catalog(catalog) as cat:
+            cat_dir = cat.path
+            scores = cat.outliers(modality=modality, method=method, seed=seed)
+        key = scores.column("method")[0].as_py() if scores.num_rows else f"{method}:{modality}"
+        store.write_outlier_scores(cat_dir, scores, key)
+        with _open_catalog(cat_dir) as cat:
+            shown = cat.sql(
+                "SELECT o.rank, o.source_id, o.score, l.best_class_name, s.phot_g_mean_mag, s.bp_rp, "
+                "f.period, f.g_amplitude, f.n_obs FROM outlier_scores o LEFT JOIN labels l USING (source_id) "
+                "LEFT JOIN sources s USING (source_id) LEFT JOIN features f USING (source_id) "
+                "WHERE o.method = $m ORDER BY o.rank LIMIT $n", {"m": key, "n": top})
+        _emit(shown, fmt, output)
+    except LatentcatError as exc:
+        _fail(exc)
+
+
+@app.command("map")
+def map_(
+    out: Path = typer.Option(Path("map.png"), "--out", "-o", help="PNG to write."),
+    color_by: str = typer.Option("labels.best_class_name", "--color-by",
+                                 help="labels.best_class_name, predictions, outlier_score, period or bp_rp."),
+    highlight: list[int] = typer.Option([], "--highlight", help="source_id to mark (repeat the option for several)."),
+    catalog: Optional[Path] = CATALOG_OPTION,
+) -> None:
+    """Draw the 2-D latent map of the whole catalogue (rasterised: fast at millions of sources)."""
+    from latentcat.plots.catalog_figures import plot_catalog_map
+
+    try:
+        with _open_catalog(catalog) as cat:
+            plot_catalog_map(cat, color_by=color_by, highlight=highlight, out=out)
+    except LatentcatError as exc:
+        _fail(exc)
+    typer.echo(f"map written to {out}")
+
+
+@app.command()
+def plot(
+    source_id: int = typer.Argument(..., help="Gaia DR3 source_id of the query source."),
+    k: int = typer.Option(8, "-k", help="Number of neighbours to show."),
+    modality: str = typer.Option("all", "--modality", "-m", help="all, xp, dmdt or fold."),
+    where: Optional[str] = typer.Option(None, "--where", help="SQL filter on the neighbours' metadata."),
+    out: Path = typer.Option(Path("similar.png"), "--out", "-o", help="PNG to write."),
+    catalog: Optional[Path] = CATALOG_OPTION,
+) -> None:
+    """Draw a source and its nearest neighbours: folded light curve, XP spectrum and dm-dt map."""
+    from latentcat.plots.catalog_figures import plot_similar_from_catalog
+
+    try:
+        with _open_catalog(catalog) as cat:
+            plot_similar_from_catalog(cat, source_id, k=k, modality=modality, where=where, out=out)
+    except LatentcatError as exc:
+        _fail(exc)
+    typer.echo(f"figure written to {out}")
+
+
+@app.command()
+def report(
+    out: Path = typer.Option(Path("report.html"), "--out", "-o", help="HTML file to write."),
+    top: int = typer.Option(8, "--top", help="Outliers to show with thumbnails."),
+    catalog: Optional[Path] = CATALOG_OPTION,
+) -> None:
+    """Write a self-contained HTML report: summary, map, classifier scores, top outliers."""
+    from latentcat.plots.catalog_figures import write_catalog_report
+
+    try:
+        with _open_catalog(catalog) as cat:
+            write_catalog_report(cat, out, top_outliers=top)
+    except LatentcatError as exc:
+        _fail(exc)
+    typer.echo(f"report written to {out}")
 
 
 @app.command()

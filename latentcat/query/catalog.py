@@ -36,6 +36,11 @@ def _one_line(err: Exception) -> str:
     return " ".join(str(err).split())
 
 
+def _jsonable(value):
+    """numpy values in a query_info record, as JSON."""
+    return value.tolist() if hasattr(value, "tolist") else str(value)
+
+
 class Catalog:
     """A latentcat catalogue opened read-only. Create it with `latentcat.open`."""
 
@@ -170,14 +175,25 @@ class Catalog:
             raise LatentcatError(f"bad where filter {where!r}: {reason}") from err
         return ids.to_numpy().astype(np.int64, copy=False)
 
-    def similar(self, query, k: int = 10, modality: str = "all", where: str | None = None) -> pa.Table:
-        """The k catalogue sources nearest to a source or a latent vector.
+    def similar(self, query=None, k: int = 10, modality: str = "all", where: str | None = None, *,
+                light_curve=None, xp=None, time_format: str = "gaia") -> pa.Table:
+        """The k catalogue sources nearest to a source, a latent vector, or raw data.
 
         Parameters
         ----------
-        query : int or array_like
+        query : int or array_like, optional
             A Gaia source_id (the source itself is left out of the answer) or a latent
-            vector: 15 values for ``"all"``, 5 per block otherwise.
+            vector: 15 values for ``"all"``, 5 per block otherwise. Leave it out to search
+            with ``light_curve`` and/or ``xp`` instead.
+        light_curve : (time, mag, mag_err), optional
+            A G-band light curve not in the catalogue; it goes through the catalogue's own
+            feature extraction and trained encoders (`latentcat.query.by_example`). The
+            answer's ``query_info`` metadata (``table.schema.metadata[b"query_info"]``, JSON)
+            holds its derived period, amplitude and latents.
+        xp : (bp_flux, bp_flux_error, rp_flux, rp_flux_error), optional
+            Sampled BP/RP spectra on `latentcat.gaia.xp.XP_SAMPLING`.
+        time_format : {"gaia", "bjd", "jd", "mjd"}
+            Time system of ``light_curve`` (gaia: BJD - 2455197.5).
         k : int
             Number of neighbours.
         modality : {"all", "xp", "dmdt", "fold"} or a block set such as "dmdt+fold"
@@ -200,6 +216,17 @@ class Catalog:
             Unknown source_id, a source without the requested block, a malformed vector
             or a bad ``where`` filter.
         """
+        if light_curve is not None or xp is not None:
+            if query is not None:
+                raise LatentcatError("give either a source_id/vector or light_curve/xp data, not both")
+            from latentcat.query.by_example import similar_to_data
+
+            table, info = similar_to_data(self, light_curve=light_curve, xp=xp, k=k, modality=modality,
+                                          where=where, time_format=time_format)
+            meta = {b"query_info": json.dumps(info, default=_jsonable).encode()}
+            return table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
+        if query is None:
+            raise LatentcatError("similar() needs a source_id, a latent vector, or light_curve/xp data")
         if int(k) < 1:
             raise LatentcatError(f"k must be at least 1, got {k}")
         k = int(k)
@@ -239,8 +266,12 @@ class Catalog:
     # analyses on the latent codes (scikit-learn and torch are imported on first use)
 
     def build_id(self) -> str:
-        """A short hash of the catalogue's build record: identifies this build of the catalogue."""
+        """The build's identifier: ``build_info.build_id`` (written by `latentcat build`), else a
+        short hash of the whole build record."""
         rows = self._query(sql_statements("query")["build_info"]).to_pylist()
+        for r in rows:
+            if r["key"] == "build_id":
+                return json.loads(r["value"])
         record = json.dumps([[r["key"], r["value"]] for r in rows])
         return hashlib.sha256(record.encode()).hexdigest()[:12]
 
@@ -383,6 +414,15 @@ class Catalog:
             "x": pa.array(x, pa.float32()),
             "y": pa.array(y, pa.float32()),
         })
+
+    def plot_similar(self, source_id: int, k: int = 8, modality: str = "all", where: str | None = None, out=None):
+        """Figure of a source and its k nearest neighbours (fold, XP and dm-dt panels).
+
+        See `latentcat.plots.catalog_figures.plot_similar_from_catalog`; writes a PNG to ``out``.
+        """
+        from latentcat.plots.catalog_figures import plot_similar_from_catalog
+
+        return plot_similar_from_catalog(self, source_id, k=k, modality=modality, where=where, out=out)
 
     def map(self, with_meta: bool = False) -> pa.Table:
         """The stored 2-D map: ``source_id, x, y``, plus the source_meta columns with ``with_meta``.
