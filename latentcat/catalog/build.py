@@ -175,12 +175,15 @@ def build(config: BuildConfig, out: Path | None = None, resume: bool = False) ->
         if db.exists():  # a crash inside this stage: start it again
             db.unlink()
         shutil.rmtree(work / "index", ignore_errors=True)
+        inputs = input_checksums(input_paths)
         info = {
+            "build_id": hashlib.sha256(json.dumps([config.raw, inputs, seed], sort_keys=True,
+                                                  default=str).encode()).hexdigest()[:12],
             "config": config.raw,
             "config_file": str(config.path),
             "seed": seed,
             "versions": versions(),
-            "inputs": input_checksums(input_paths),
+            "inputs": inputs,
             "stages": {k: v for k, v in reports.items()},
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
@@ -246,4 +249,5 @@ def analyse(cat_dir: Path, config: BuildConfig) -> dict:
         report[f"outliers_{method}"] = store.write_outlier_scores(cat_dir, table, method)
     if xy is not None:
         report["map"] = store.write_map(cat_dir, xy)
+    store.update_build_info(cat_dir, {"analyse": report})
     return report

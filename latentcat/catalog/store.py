@@ -149,6 +149,20 @@ def write_build_info(con: duckdb.DuckDBPyConnection, info: dict) -> None:
         )
 
 
+def update_build_info(cat_dir: Path, info: dict) -> None:
+    """Add or replace top-level keys of a written catalogue's build record.
+
+    Opens the catalogue for writing: no reader may hold it.
+    """
+    con = _writer(cat_dir)
+    try:
+        write_build_info(con, info)
+    except duckdb.Error as err:
+        raise LatentcatError(f"{Path(cat_dir) / DB_NAME}: cannot write build_info: {_one_line(err)}") from err
+    finally:
+        con.close()
+
+
 def write_catalog(
     cat_dir: Path,
     stage_dir: Path,
