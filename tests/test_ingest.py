@@ -267,3 +267,95 @@ def test_new_ingest_replaces_the_whole_stage(tmp_path):
     ingest([VOT, LABELS], stage)
     ingest([LABELS], stage)
     assert sorted(p.name for p in stage.iterdir()) == ["ingest_report.json", "labels.parquet", "sources.parquet"]
+
+
+@pytest.fixture(scope="module")
+def split_survey(tmp_path_factory):
+    """A simulated survey, and the same survey with one source's epochs split over two files
+    (overlapping by a few transits) and its first 20 sources repeated in a third file."""
+    from latentcat.gaia.simulate import simulate_survey
+
+    root = tmp_path_factory.mktemp("split")
+    simulate_survey(100, 3, root / "whole")
+    archive = root / "whole" / "archive"
+    epochs = pq.read_table(archive / "EpochPhotometry_sim.parquet")
+    row = epochs.slice(50, 1).to_pylist()[0]
+    arrays = [c for c, v in row.items() if isinstance(v, list)]
+    n = len(row["g_transit_time"])
+    head = {**row, **{c: row[c][: n // 2 + 3] for c in arrays}}
+    tail = {**row, **{c: row[c][n // 2 - 3:] for c in arrays}}
+    split = root / "split"
+    split.mkdir()
+    for f in archive.iterdir():
+        if f.name != "EpochPhotometry_sim.parquet":
+            shutil.copy(f, split / f.name)
+    first = pa.Table.from_pylist([head], schema=epochs.schema)
+    pq.write_table(pa.concat_tables([epochs.slice(0, 50), first, epochs.slice(51)]), split / "epochs_a.parquet")
+    again = pa.Table.from_pylist([tail], schema=epochs.schema)
+    pq.write_table(pa.concat_tables([epochs.slice(0, 20), again]), split / "epochs_b.parquet")
+    return archive, split, row["source_id"]
+
+
+def _tables(stage: Path) -> dict:
+    return {t: pq.read_table(stage / f"{t}.parquet") for t in ("light_curves", "xp", "sources", "labels")}
+
+
+def test_merge_by_source_ranges_gives_the_same_tables(tmp_path, split_survey):
+    archive, split, sid = split_survey
+    ingest([archive], tmp_path / "whole")
+    whole = _tables(tmp_path / "whole")
+    default = ingest([split], tmp_path / "default")
+    tiny = ingest([split], tmp_path / "tiny", chunk_rows=1000)
+    a, b = _tables(tmp_path / "default"), _tables(tmp_path / "tiny")
+    # the tiny budget really cut the merge into many source_id ranges (one row group each)
+    assert pq.read_metadata(tmp_path / "default" / "light_curves.parquet").num_row_groups == 1
+    assert pq.read_metadata(tmp_path / "tiny" / "light_curves.parquet").num_row_groups > 10
+    for t in ("light_curves", "sources", "labels"):
+        assert b[t].schema.equals(a[t].schema) and b[t].equals(a[t]), t
+    # XP is converted per read batch, and the batch size changes the float32 rounding of the
+    # propagated errors; the merge itself moves values unchanged
+    assert b["xp"].schema.equals(a["xp"].schema)
+    assert b["xp"].drop_columns(["bp_flux_error", "rp_flux_error"]).equals(
+        a["xp"].drop_columns(["bp_flux_error", "rp_flux_error"]))
+    for c in ("bp_flux_error", "rp_flux_error"):
+        np.testing.assert_allclose(np.array([v for v in b["xp"][c].to_pylist() if v is not None]),
+                                   np.array([v for v in a["xp"][c].to_pylist() if v is not None]), rtol=1e-6)
+    assert tiny["duplicates"] == default["duplicates"]
+    assert [e["sources"] for e in tiny["inputs"]] == [e["sources"] for e in default["inputs"]]
+    # the split source and the 20 repeated ones are merged whole: the light curves are those of
+    # the unsplit survey, one row per source, in source_id order
+    for lc in (a["light_curves"], b["light_curves"]):
+        assert lc.equals(whole["light_curves"])
+        ids = lc["source_id"].to_numpy()
+        assert np.all(np.diff(ids) > 0) and sid in ids
+    assert default["duplicates"]["light_curve_sources"] == 21
+
+
+def test_source_ranges_never_split_a_source(tmp_path):
+    import duckdb
+
+    from latentcat.gaia.ingest import source_ranges
+
+    rng = np.random.default_rng(5)
+    ids = np.sort(rng.choice(np.arange(10**15, 10**15 + 10**6), 300, replace=False))
+    counts = rng.integers(1, 40, ids.size)
+    counts[[7, 150]] = 400  # sources with more rows than a range holds
+    rows = np.repeat(ids, counts)
+    rng.shuffle(rows)  # unsorted files
+    half = rows.size // 2
+    pq.write_table(pa.table({"source_id": rows[:half]}), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"source_id": rows[half:], "x": np.zeros(rows.size - half)}), tmp_path / "b.parquet")
+    budget = 100
+    ranges = source_ranges(duckdb.connect(), [[str(tmp_path / "a.parquet")], [str(tmp_path / "b.parquet")]], budget)
+    lo, hi = np.array(ranges).T
+    assert lo[0] == ids[0] and hi[-1] == ids[-1]
+    assert np.all(lo <= hi) and np.all(hi[:-1] < lo[1:])  # ascending and disjoint
+    # every source lies in exactly one range, with all its rows
+    where = np.searchsorted(lo, ids, side="right") - 1
+    assert np.all(ids <= hi[where])
+    per_range = np.bincount(where, weights=counts, minlength=len(ranges))
+    last = counts[np.searchsorted(ids, hi, side="right") - 1]  # rows of each range's last source
+    assert np.all(per_range < budget + last)
+    assert per_range.sum() == rows.size and len(ranges) >= rows.size // (budget + 400)
+    assert source_ranges(duckdb.connect(), [[str(tmp_path / "a.parquet")]], 10**9) == [(int(rows[:half].min()),
+                                                                                         int(rows[:half].max()))]

@@ -26,11 +26,20 @@ Rules
   bundle (zip or folder) also holds XP_CONTINUOUS, and are an error otherwise. MCMC samples
   and RVS spectra are skipped. Every skipped file is listed in the report.
 
-Memory follows ``chunk_rows``: inputs are read in batches, each batch is written as a part
-file in a temporary folder inside ``out``, and DuckDB merges the parts out of core. The
-tables appear in ``out`` only when everything succeeded; on any error ``out`` is left as it
-was (an earlier staging area is kept whole). A successful ingest replaces all staging tables
-of an earlier one, so ``out`` never mixes two ingests.
+Memory follows ``chunk_rows``, not the input size: inputs are read in batches, each batch
+is written as a part file in a temporary folder inside ``out``, and the parts are merged by
+source_id ranges. The ranges are cut from the number of part rows of each source_id so that
+each holds fewer than ``chunk_rows`` rows plus those of its last source (a range never
+splits a source, so all epochs of a source meet in one range); each range is merged by DuckDB
+on its own and appended, in source_id order, to the table through one Parquet writer (one
+row group per range). DuckDB's memory limit follows ``chunk_rows`` too
+(:func:`duckdb_memory_limit`). A part file is only opened for the ranges its source_ids overlap, so inputs sorted by
+source_id (as the archive's files are) are read about once; unsorted ones are re-scanned per
+range, which is correct but slower.
+
+The tables appear in ``out`` only when everything succeeded; on any error ``out`` is left as
+it was (an earlier staging area is kept whole). A successful ingest replaces all staging
+tables of an earlier one, so ``out`` never mixes two ingests.
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -56,6 +66,11 @@ REPORT = "ingest_report.json"
 
 #: One bulk-array or XP row counts as this many rows against ``chunk_rows``.
 WIDE_ROW_WEIGHT = 100
+
+#: DuckDB may use this many bytes per row of ``chunk_rows`` while merging ...
+DUCKDB_BYTES_PER_ROW = 1024
+#: ... and at least this many MiB.
+DUCKDB_MIN_MIB = 128
 
 
 def ingest(inputs: list[Path], out: Path, keep_variability_rejected: bool = False,
@@ -138,18 +153,19 @@ def _run(inputs: list[Path], work: Path, keep_var: bool, chunk_rows: int) -> dic
 
     final = work / "final"
     final.mkdir()
-    con = duckdb.connect(config={"temp_directory": str(work / "duckdb"), "memory_limit": "1GB",
+    con = duckdb.connect(config={"temp_directory": str(work / "duckdb"),
+                                 "memory_limit": f"{duckdb_memory_limit(chunk_rows)}MiB",
                                  "threads": 2, "preserve_insertion_order": False})
     try:
         written, duplicates, per_file = {}, {}, {}
         if _has_parts(parts, "points") or _has_parts(parts, "seen"):
             written["light_curves"], duplicates["light_curve_epochs"], duplicates["light_curve_sources"] = \
-                _merge_light_curves(con, parts, final)
-            _count_sources(con, parts / "seen", per_file)
+                _merge_light_curves(con, parts, final, chunk_rows, per_file)
         for table in ("xp", "sources", "labels"):
             if _has_parts(parts, table):
-                written[table], duplicates[table] = _merge_rows(con, parts / table, final, table, plan)
-                _count_sources(con, parts / table, per_file)
+                budget = max(1, chunk_rows // WIDE_ROW_WEIGHT) if table == "xp" else chunk_rows
+                written[table], duplicates[table] = _merge_rows(con, parts / table, final, table, plan,
+                                                                budget, per_file)
     finally:
         con.close()
 
@@ -293,16 +309,128 @@ def _has_parts(parts: Path, kind: str) -> bool:
     return (parts / kind).is_dir() and any((parts / kind).iterdir())
 
 
-def _glob(folder: Path) -> str:
-    return str(folder / "*.parquet")
+def duckdb_memory_limit(chunk_rows: int) -> int:
+    """DuckDB's memory limit for the merge, in MiB.
+
+    Parameters
+    ----------
+    chunk_rows : int
+        The ingest's ``chunk_rows``.
+
+    Returns
+    -------
+    int
+        ``DUCKDB_BYTES_PER_ROW * chunk_rows`` in MiB, at least ``DUCKDB_MIN_MIB``
+        (195 MiB, so 200 MiB in all, for the default 200,000 rows). DuckDB spills to the
+        temporary folder beyond it.
+    """
+    return max(DUCKDB_MIN_MIB, -(-DUCKDB_BYTES_PER_ROW * int(chunk_rows) // 2**20))
 
 
-def _count_sources(con: duckdb.DuckDBPyConnection, folder: Path, per_file: dict) -> None:
-    """Add the number of distinct source_ids each input contributed."""
-    rows = con.execute("SELECT _file, count(DISTINCT source_id) FROM read_parquet(?) GROUP BY _file",
-                       [_glob(folder)]).fetchall()
-    for index, n in rows:
-        per_file[index] = max(per_file.get(index, 0), int(n))
+@dataclass
+class _Parts:
+    """The part files of one kind, with the source_id span and columns of each."""
+
+    paths: list[str]
+    first: np.ndarray  # smallest source_id of each file
+    last: np.ndarray  # largest source_id of each file
+    columns: list[set[str]]
+
+    def overlapping(self, lo: int, hi: int) -> list[int]:
+        """Indices of the files with a source_id in ``[lo, hi]``; the first file when none has
+        (a query still needs its schema)."""
+        return np.flatnonzero((self.first <= hi) & (self.last >= lo)).tolist() or [0]
+
+    def files(self, lo: int, hi: int) -> list[str]:
+        """Paths of :meth:`overlapping`."""
+        return [self.paths[i] for i in self.overlapping(lo, hi)]
+
+
+def _parts(folder: Path) -> _Parts:
+    """Index the part files of ``folder`` from their Parquet footers (nothing else is read)."""
+    paths, first, last, columns = [], [], [], []
+    for path in sorted(folder.glob("*.parquet")):
+        meta = pq.read_metadata(path)
+        names = [meta.schema.column(j).path for j in range(meta.num_columns)]
+        col = names.index("source_id")
+        spans = [(s.min, s.max) for s in (meta.row_group(i).column(col).statistics for i in range(meta.num_row_groups))
+                 if s is not None and s.has_min_max]
+        paths.append(str(path))
+        # a file without statistics (no rows) overlaps nothing
+        first.append(min(a for a, _ in spans) if spans else np.iinfo(np.int64).max)
+        last.append(max(b for _, b in spans) if spans else np.iinfo(np.int64).min)
+        columns.append(set(meta.schema.to_arrow_schema().names))
+    return _Parts(paths, np.array(first, np.int64), np.array(last, np.int64), columns)
+
+
+def source_ranges(con: duckdb.DuckDBPyConnection, files: list[list[str]], budget: int) -> list[tuple[int, int]]:
+    """Cut the source_ids of Parquet files into ranges of about ``budget`` rows each.
+
+    Parameters
+    ----------
+    con : duckdb.DuckDBPyConnection
+        The connection that counts the rows (out of core, within its memory limit).
+    files : list of list of str
+        Groups of Parquet files, each group with one schema; all have a ``source_id`` column.
+    budget : int
+        Rows per range.
+
+    Returns
+    -------
+    list of (int, int)
+        Inclusive ``(first, last)`` source_id bounds, ascending and disjoint, covering every
+        source_id of the files. A range starts at the source whose first row falls into the
+        next multiple of ``budget`` rows, so it holds fewer than ``budget`` rows plus those of
+        its last source; a source is never split. Empty when the files have no rows.
+    """
+    union = " UNION ALL ".join(f"SELECT source_id FROM read_parquet($f{i})" for i in range(len(files)))
+    rel = con.sql(f"SELECT source_id, count(*) AS n FROM ({union}) GROUP BY source_id ORDER BY source_id",
+                  params={f"f{i}": group for i, group in enumerate(files)})
+    starts, done, previous, end = [], 0, -1, None
+    for batch in rel.to_arrow_reader(1 << 16):
+        if batch.num_rows == 0:
+            continue
+        sid = batch.column(0).to_numpy()
+        n = batch.column(1).to_numpy().astype(np.int64)
+        offset = done + np.cumsum(n) - n  # rows before each source
+        block = offset // max(1, int(budget))
+        new = np.flatnonzero(np.diff(block, prepend=previous) != 0)
+        starts.extend(int(x) for x in sid[new])
+        done, previous, end = int(offset[-1] + n[-1]), int(block[-1]), int(sid[-1])
+    return [(lo, hi - 1) for lo, hi in zip(starts, starts[1:])] + ([(starts[-1], end)] if starts else [])
+
+
+class _Appender:
+    """Append Arrow tables, in order, to one Parquet file (one row group per table)."""
+
+    def __init__(self, path: Path):
+        self.path, self.writer, self.rows = path, None, 0
+
+    def append(self, table: pa.Table) -> None:
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.path, table.schema)
+        self.writer.write_table(table)
+        self.rows += table.num_rows
+
+    def __enter__(self) -> "_Appender":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _add_sources(con: duckdb.DuckDBPyConnection, src: str, params: dict, counts: dict) -> None:
+    """Add the number of distinct source_ids each input has in ``src`` to ``counts``."""
+    for index, n in con.execute(f"SELECT _file, count(DISTINCT source_id) FROM {src} GROUP BY _file",
+                                params).fetchall():
+        counts[index] = counts.get(index, 0) + int(n)
+
+
+def _note_sources(per_file: dict, counts: dict) -> None:
+    """An input's source count is the largest over the tables it gave rows to."""
+    for index, n in counts.items():
+        per_file[index] = max(per_file.get(index, 0), n)
 
 
 _BAND_SQL = "\n".join(
@@ -312,63 +440,104 @@ _BAND_SQL = "\n".join(
       , CASE WHEN bool_or(sband = {code}) THEN coalesce(list(mag_err ORDER BY time) FILTER (WHERE band = {code}), []::FLOAT[]) END AS {b}_mag_err"""
     for code, b in enumerate(("g", "bp", "rp")))
 
+_POINTS = "(SELECT * FROM read_parquet($points) WHERE source_id BETWEEN $lo AND $hi)"
+_SEEN = "(SELECT * FROM read_parquet($seen) WHERE source_id BETWEEN $lo AND $hi)"
 
-def _merge_light_curves(con: duckdb.DuckDBPyConnection, parts: Path, final: Path) -> tuple[int, int, int]:
-    """Merge point parts into light_curves.parquet; return (rows, duplicate epochs, sources in several inputs)."""
-    points, seen = _glob(parts / "points"), _glob(parts / "seen")
-    total, distinct = con.execute(
-        "SELECT count(*), count(DISTINCT (source_id, band, time)) FROM read_parquet(?)", [points]).fetchone()
-    multi = con.execute(
-        "SELECT count(*) FROM (SELECT source_id FROM read_parquet(?) GROUP BY source_id "
-        "HAVING count(DISTINCT _file) > 1)", [seen]).fetchone()[0]
-    # every (source, band) with an epoch in the input is joined to its kept points, so a band
-    # whose epochs were all dropped still shows up (as an empty list, not a null)
-    sql = f"""
-    COPY (
-      WITH pts AS (
-        SELECT source_id, band, time, arg_min(mag, ord) AS mag, arg_min(mag_err, ord) AS mag_err
-        FROM read_parquet($points) GROUP BY source_id, band, time
-      ), bands AS (
-        SELECT DISTINCT source_id, band FROM read_parquet($seen)
-      ), joined AS (
-        SELECT b.source_id, b.band AS sband, p.band, p.time, p.mag, p.mag_err
-        FROM bands b LEFT JOIN pts p ON p.source_id = b.source_id AND p.band = b.band
-      )
-      SELECT source_id
+# every (source, band) with an epoch in the input is joined to its kept points, so a band
+# whose epochs were all dropped still shows up (as an empty list, not a null); a repeated
+# (source, band, time) keeps the values of the first input (smallest ord)
+_LIGHT_CURVES_SQL = f"""
+  WITH pts AS (
+    SELECT source_id, band, time, arg_min(mag, ord) AS mag, arg_min(mag_err, ord) AS mag_err
+    FROM {_POINTS} GROUP BY source_id, band, time
+  ), bands AS (
+    SELECT DISTINCT source_id, band FROM {_SEEN}
+  ), joined AS (
+    SELECT b.source_id, b.band AS sband, p.band, p.time, p.mag, p.mag_err
+    FROM bands b LEFT JOIN pts p ON p.source_id = b.source_id AND p.band = b.band
+  )
+  SELECT source_id
 {_BAND_SQL}
-      FROM joined GROUP BY source_id ORDER BY source_id
-    ) TO $dest (FORMAT parquet)
+  FROM joined GROUP BY source_id ORDER BY source_id
+"""
+
+
+def _merge_light_curves(con: duckdb.DuckDBPyConnection, parts: Path, final: Path, budget: int,
+                        per_file: dict) -> tuple[int, int, int]:
+    """Merge point parts into light_curves.parquet range by range.
+
+    Returns (rows, duplicate epochs, sources in several inputs) and adds each input's source
+    count to ``per_file``.
     """
-    con.execute(sql, {"points": points, "seen": seen, "dest": str(final / "light_curves.parquet")}).fetchall()
-    rows = pq.ParquetFile(final / "light_curves.parquet").metadata.num_rows
-    return rows, int(total - distinct), int(multi)
+    points, seen = _parts(parts / "points"), _parts(parts / "seen")
+    ranges = source_ranges(con, [points.paths, seen.paths], budget) or [(0, -1)]  # (0, -1): schema only
+    duplicates = multi = 0
+    counts = {}
+    with _Appender(final / "light_curves.parquet") as out:
+        for lo, hi in ranges:
+            bounds = {"lo": lo, "hi": hi}
+            p, s = {"points": points.files(lo, hi), **bounds}, {"seen": seen.files(lo, hi), **bounds}
+            total, distinct = con.execute(
+                f"SELECT count(*), count(DISTINCT (source_id, band, time)) FROM {_POINTS}", p).fetchone()
+            duplicates += int(total - distinct)
+            multi += con.execute(f"SELECT count(*) FROM (SELECT source_id FROM {_SEEN} GROUP BY source_id "
+                                 f"HAVING count(DISTINCT _file) > 1)", s).fetchone()[0]
+            _add_sources(con, _SEEN, s, counts)
+            out.append(con.sql(_LIGHT_CURVES_SQL, params={**p, **s}).to_arrow_table())
+    _note_sources(per_file, counts)
+    return out.rows, duplicates, int(multi)
 
 
-def _merge_rows(con: duckdb.DuckDBPyConnection, folder: Path, final: Path, table: str, plan: list) -> tuple[int, int]:
-    """Merge per-source rows (xp, sources, labels), refusing conflicts; return (rows, merged duplicates)."""
-    src = "read_parquet($parts, union_by_name = true)"
-    bind = {"parts": _glob(folder)}
-    columns = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}", bind).fetchall()]
-    values = [c for c in columns if c not in ("source_id", "_file")]
+def _merge_rows(con: duckdb.DuckDBPyConnection, folder: Path, final: Path, table: str, plan: list,
+                budget: int, per_file: dict) -> tuple[int, int]:
+    """Merge per-source rows (xp, sources, labels) range by range, refusing conflicts.
+
+    Returns (rows, merged duplicates) and adds each input's source count to ``per_file``.
+    """
+    parts = _parts(folder)
+    types = con.execute("DESCRIBE SELECT * FROM read_parquet($parts, union_by_name = true)",
+                        {"parts": parts.paths}).fetchall()
+    types = {name: kind for name, kind, *_ in types}
+    values = [c for c in types if c not in ("source_id", "_file")]
     quoted = {c: '"' + c.replace('"', '""') + '"' for c in values}
-    if values:
-        checks = " OR ".join(f"count(DISTINCT {quoted[c]}) > 1" for c in values)
-        flags = ", ".join(f"count(DISTINCT {quoted[c]}) > 1" for c in values)
-        hit = con.execute(f"SELECT source_id, {flags} FROM {src} GROUP BY source_id HAVING {checks} "
-                          f"ORDER BY source_id LIMIT 1", bind).fetchall()
-        if hit:
-            sid, column = hit[0][0], values[list(hit[0][1:]).index(True)]
-            rows = con.execute(f"SELECT _file FROM {src} WHERE source_id = $sid AND {quoted[column]} IS NOT NULL "
-                               f"GROUP BY _file, {quoted[column]} ORDER BY _file", {**bind, "sid": sid}).fetchall()
-            first, second = plan[rows[0][0]][0].name, plan[rows[-1][0]][0].name
-            raise InputError(f"source_id {sid}: conflicting {table} rows ({column} differs) in {first} and {second}")
-    n_in = con.execute(f"SELECT count(*) FROM {src}", bind).fetchone()[0]
-    select = ", ".join(f"any_value({quoted[c]}) AS {quoted[c]}" for c in values)
-    dest = final / f"{table}.parquet"
-    con.execute(f"COPY (SELECT source_id{', ' + select if select else ''} FROM {src} GROUP BY source_id "
-                f"ORDER BY source_id) TO $dest (FORMAT parquet)", {**bind, "dest": str(dest)}).fetchall()
-    rows = pq.ParquetFile(dest).metadata.num_rows
-    return rows, int(n_in - rows)
+    ranges = source_ranges(con, [parts.paths], budget) or [(0, -1)]  # (0, -1): schema only
+    n_in = 0
+    counts = {}
+    with _Appender(final / f"{table}.parquet") as out:
+        for lo, hi in ranges:
+            hit = parts.overlapping(lo, hi)
+            present = set().union(*(parts.columns[i] for i in hit))
+            # every range has the columns and types of the whole table, whatever its files hold
+            cast = "".join(f", CAST({quoted[c]} AS {types[c]}) AS {quoted[c]}" if c in present
+                           else f", NULL::{types[c]} AS {quoted[c]}" for c in values)
+            src = (f"(SELECT source_id, _file{cast} FROM read_parquet($parts, union_by_name = true) "
+                   f"WHERE source_id BETWEEN $lo AND $hi)")
+            bind = {"parts": [parts.paths[i] for i in hit], "lo": lo, "hi": hi}
+            if values:
+                _refuse_conflicts(con, src, bind, values, quoted, table, plan)
+            n_in += con.execute(f"SELECT count(*) FROM {src}", bind).fetchone()[0]
+            _add_sources(con, src, bind, counts)
+            select = "".join(f", any_value({quoted[c]}) AS {quoted[c]}" for c in values)
+            merged = con.sql(f"SELECT source_id{select} FROM {src} GROUP BY source_id ORDER BY source_id",
+                             params=bind).to_arrow_table()
+            out.append(merged.cast(merged.schema.set(0, pa.field("source_id", pa.int64(), nullable=False))))
+    _note_sources(per_file, counts)
+    return out.rows, int(n_in - out.rows)
+
+
+def _refuse_conflicts(con: duckdb.DuckDBPyConnection, src: str, bind: dict, values: list[str], quoted: dict,
+                      table: str, plan: list) -> None:
+    """Raise InputError for the first source_id of ``src`` whose inputs give two values for a column."""
+    checks = " OR ".join(f"count(DISTINCT {quoted[c]}) > 1" for c in values)
+    flags = ", ".join(f"count(DISTINCT {quoted[c]}) > 1" for c in values)
+    hit = con.execute(f"SELECT source_id, {flags} FROM {src} GROUP BY source_id HAVING {checks} "
+                      f"ORDER BY source_id LIMIT 1", bind).fetchall()
+    if hit:
+        sid, column = hit[0][0], values[list(hit[0][1:]).index(True)]
+        rows = con.execute(f"SELECT _file FROM {src} WHERE source_id = $sid AND {quoted[column]} IS NOT NULL "
+                           f"GROUP BY _file, {quoted[column]} ORDER BY _file", {**bind, "sid": sid}).fetchall()
+        first, second = plan[rows[0][0]][0].name, plan[rows[-1][0]][0].name
+        raise InputError(f"source_id {sid}: conflicting {table} rows ({column} differs) in {first} and {second}")
 
 
 def _commit(final: Path, out: Path, report: dict) -> None:

@@ -446,7 +446,7 @@ def iter_batches(f: InputFile, batch_rows: int, columns: list[str] | None = None
     """
     try:
         if f.fmt == "parquet":
-            pf = pq.ParquetFile(f.path)
+            pf = pq.ParquetFile(f.path, pre_buffer=False)  # pre-buffering keeps every batch's buffers alive
             names = pf.schema_arrow.names
             wanted = [n for n in names if columns is None or n.lower() in columns]
             for batch in pf.iter_batches(batch_size=max(1, batch_rows), columns=wanted):

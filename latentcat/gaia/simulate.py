@@ -552,6 +552,10 @@ def write_epoch_ecsv_gz(table: pa.Table, path: Path) -> None:
         pacsv.write_csv(text, fh, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
 
 
+ROW_GROUP_SOURCES = 1000
+"""Sources per Parquet row group in the simulated archive files, so readers can stream them."""
+
+
 def write_tables(tables: dict[str, pa.Table], out: Path, epoch_format: str = "parquet") -> dict[str, str]:
     """Write simulated tables: archive products to ``out/archive/``, the truth to ``out/``.
 
@@ -583,12 +587,13 @@ def write_tables(tables: dict[str, pa.Table], out: Path, epoch_format: str = "pa
     epoch_path = archive / (FILE_NAMES["epoch_photometry"] + (".parquet" if epoch_format == "parquet" else ".csv.gz"))
     if epoch_format == "parquet":
         # measured values are nearly all distinct: dictionary encoding only costs time
-        _atomic(epoch_path, lambda p: pq.write_table(tables["epoch_photometry"], p, use_dictionary=False))
+        _atomic(epoch_path, lambda p: pq.write_table(tables["epoch_photometry"], p, use_dictionary=False,
+                                                     row_group_size=ROW_GROUP_SOURCES))
     else:
         _atomic(epoch_path, lambda p: write_epoch_ecsv_gz(tables["epoch_photometry"], p))
     files["epoch_photometry"] = str(epoch_path)
     xp_path = archive / FILE_NAMES["xp_continuous"]
-    _atomic(xp_path, lambda p: pq.write_table(tables["xp_continuous"], p))
+    _atomic(xp_path, lambda p: pq.write_table(tables["xp_continuous"], p, row_group_size=ROW_GROUP_SOURCES))
     files["xp_continuous"] = str(xp_path)
     for key in ("gaia_source", "vari_classifier_result"):
         path = archive / FILE_NAMES[key]
