@@ -376,6 +376,7 @@ def classify(
 
     from latentcat.catalog import store
     from latentcat.plots import plot_confusion
+    from latentcat.query.analysis_models import save_analysis
 
     try:
         with _open_catalog(catalog) as cat:
@@ -386,6 +387,7 @@ def classify(
         plot_confusion(result.confusion, result.classes, out=figure,
                        title=f"{result.model_id}: cross-validated, macro F1 {result.macro_f1:.2f}")
         n = store.write_predictions(cat_dir, result.predictions, result.model_id)
+        save_analysis(cat_dir, classifier=result, keep=True)  # so `latentcat add` can classify new sources
         _emit(result.report, fmt, output)
         confusion = pa.table({"true \\ predicted": result.classes,
                               **{c: result.confusion[:, j].tolist() for j, c in enumerate(result.classes)}})
@@ -410,13 +412,15 @@ def outliers(
 ) -> None:
     """Rank every source by how unusual it is, store the scores, show the top ones with metadata."""
     from latentcat.catalog import store
+    from latentcat.query.analysis_models import fit_outliers, save_analysis
 
     try:
         with _open_catalog(catalog) as cat:
             cat_dir = cat.path
-            scores = cat.outliers(modality=modality, method=method, seed=seed)
-        key = scores.column("method")[0].as_py() if scores.num_rows else f"{method}:{modality}"
+            scores, model = fit_outliers(cat, method, modality, seed=seed)
+        key = model.key
         store.write_outlier_scores(cat_dir, scores, key)
+        save_analysis(cat_dir, outliers=[model], keep=True)  # so `latentcat add` can score new sources
         with _open_catalog(cat_dir) as cat:
             shown = cat.sql(
                 "SELECT o.rank, o.source_id, o.score, l.best_class_name, s.phot_g_mean_mag, s.bp_rp, "

@@ -7,15 +7,20 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 import latentcat
 from latentcat.catalog import add as add_module
 from latentcat.catalog import index as lc_index
+from latentcat.catalog import store
 from latentcat.catalog.add import add_sources, drift_report
 from latentcat.errors import InputError
 from latentcat.gaia.simulate import simulate_survey
+from latentcat.query.analysis_models import (
+    ANALYSIS_DIR, analysis_inputs, fit_map_model, fit_outliers, load_analysis, save_analysis,
+)
 from test_by_example import tiny_catalogue
 
 N_NEW = 12
@@ -161,6 +166,7 @@ def test_feature_settings_come_from_the_catalogue(built):
 def test_stored_outlier_scores_are_marked_stale_not_invented(catalogue, new_archive):
     from latentcat.catalog.store import write_outlier_scores
 
+    shutil.rmtree(catalogue / ANALYSIS_DIR, ignore_errors=True)  # a catalogue that stores no models
     with latentcat.open(catalogue) as cat:
         scores = cat.sql("SELECT source_id, recon_loss_fold AS score FROM embeddings WHERE has_fold")
     write_outlier_scores(catalogue, scores, "recon_loss_fold")
@@ -177,3 +183,154 @@ def test_stored_outlier_scores_are_marked_stale_not_invented(catalogue, new_arch
             assert not rows & new_ids
     assert "outlier_scores" in filled and stale["tables"] == filled
     assert stale["sources_without_rows"] == N_NEW == report["stale"]["sources_without_rows"]
+
+
+# ---------------------------------------------------------------------------------------
+# derived tables: the added sources get rows from the models stored in analysis/
+
+OUTLIER_KEYS = ("isolation_forest:all", "recon_loss:all")
+
+
+def analyse_and_store(cat_dir: Path) -> None:
+    """What the build's analyse stage does, with the build's seed: fit, write the tables
+    (replacing the build's own rows), store the models."""
+    with latentcat.open(cat_dir) as cat:
+        seed = cat.info()["build_info"]["seed"]
+        result = cat.classify(seed=seed)
+        outliers = [fit_outliers(cat, method, seed=seed) for method in ("isolation_forest", "recon_loss")]
+        xy, network = fit_map_model(cat, seed=seed, n_steps=50)
+    store.write_predictions(cat_dir, result.predictions, result.model_id)
+    for table, model in outliers:
+        store.write_outlier_scores(cat_dir, table, model.key)
+    store.write_map(cat_dir, xy)
+    save_analysis(cat_dir, classifier=result, outliers=[m for _, m in outliers], map_model=network)
+
+
+@pytest.fixture(scope="module")
+def analysed(built, tmp_path_factory) -> Path:
+    path = Path(shutil.copytree(built[0], tmp_path_factory.mktemp("analysed") / "cat"))
+    analyse_and_store(path)
+    return path
+
+
+@pytest.fixture
+def analysed_copy(analysed, tmp_path) -> Path:
+    return Path(shutil.copytree(analysed, tmp_path / "cat"))
+
+
+def _table(cat_dir: Path, sql: str):
+    with latentcat.open(cat_dir) as cat:
+        return cat.sql(sql)
+
+
+def test_added_sources_get_rows_from_the_stored_models(analysed_copy, new_archive):
+    before = {
+        "pred": _table(analysed_copy, "SELECT * FROM predictions ORDER BY source_id"),
+        "out": _table(analysed_copy, "SELECT * FROM outlier_scores ORDER BY method, source_id"),
+        "map": _table(analysed_copy, "SELECT * FROM map ORDER BY source_id"),
+    }
+    old_ids = _ids(analysed_copy)
+    report = add_sources(analysed_copy, [new_archive])
+    models = load_analysis(analysed_copy)
+    with latentcat.open(analysed_copy) as cat:
+        ids, blocks, losses = analysis_inputs(cat)
+        info = cat.info()
+        pred = cat.sql("SELECT * FROM predictions ORDER BY source_id")
+        out = cat.sql("SELECT * FROM outlier_scores ORDER BY method, source_id")
+        xy = cat.sql("SELECT * FROM map ORDER BY source_id")
+    assert "stale" not in info["build_info"] and report["stale"] is None
+    added = ~np.isin(ids, list(old_ids - set(_new_ids(new_archive))))
+    assert added.sum() == N_NEW
+    sub = {b: v[added] for b, v in blocks.items()}
+    sub_losses = {b: v[added] for b, v in losses.items()}
+
+    # predictions: exactly what the loaded classifier says for the added sources
+    (model_id, classifier), = models.classifiers.items()
+    want = classifier.predict(ids[added], sub)
+    got = pred.filter(pa.array(np.isin(pred.column("source_id").to_numpy(), ids[added])))
+    assert got.num_rows == want.num_rows > 0
+    assert got.column("source_id").equals(want.column("source_id"))
+    assert got.column("class").equals(want.column("class"))
+    np.testing.assert_array_equal(got.column("probability").to_numpy(), want.column("probability").to_numpy())
+    assert set(pred.column("model_id").to_pylist()) == {model_id}
+    assert report["analysis"]["predictions"] == {model_id: want.num_rows}
+    old = before["pred"].filter(pa.array(np.isin(before["pred"].column("source_id").to_numpy(),
+                                                 pred.column("source_id").to_numpy()[~np.isin(
+                                                     pred.column("source_id").to_numpy(), ids[added])])))
+    assert old.equals(pred.filter(pa.array(~np.isin(pred.column("source_id").to_numpy(), ids[added]))))
+
+    for key in OUTLIER_KEYS:
+        rows = out.filter(pa.array(np.array(out.column("method").to_pylist()) == key))
+        sid, score, rank = (rows.column(c).to_numpy() for c in ("source_id", "score", "rank"))
+        # ranks are a permutation of 1..N that orders the scores (ties by source_id)
+        assert sorted(rank.tolist()) == list(range(1, rows.num_rows + 1))
+        order = np.lexsort((sid, -score.astype(np.float64)))
+        np.testing.assert_array_equal(rank[order], np.arange(1, rows.num_rows + 1))
+        # the added sources' scores come from the stored model, on the catalogue's scale
+        score_new, _ = models.outliers[key].score(sub, sub_losses)
+        ok = np.isfinite(score_new)
+        mine = np.isin(sid, ids[added])
+        np.testing.assert_array_equal(sid[mine], ids[added][ok])
+        np.testing.assert_array_equal(score[mine], score_new[ok])
+        # the catalogue's own scores are untouched
+        old = before["out"].filter(pa.array(np.array(before["out"].column("method").to_pylist()) == key))
+        keep = np.isin(old.column("source_id").to_numpy(), sid)
+        np.testing.assert_array_equal(old.column("score").to_numpy()[keep], score[~mine])
+        assert report["analysis"]["outlier_scores"][key]["scored"] == int(ok.sum())
+
+    placed = models.map.place(ids[added], sub)
+    complete = np.all([~np.isnan(sub[b][:, 0]) for b in lc_index.BLOCKS], axis=0)
+    assert placed.num_rows == complete.sum() > 0
+    mine = np.isin(xy.column("source_id").to_numpy(), ids[added])
+    np.testing.assert_array_equal(xy.column("source_id").to_numpy()[mine], ids[added][complete])
+    for c in ("x", "y"):
+        np.testing.assert_array_equal(xy.column(c).to_numpy()[mine], placed.column(c).to_numpy())
+    assert xy.num_rows == info["counts"]["embeddings_all_blocks"]
+    kept = np.isin(before["map"].column("source_id").to_numpy(), xy.column("source_id").to_numpy()[~mine])
+    np.testing.assert_array_equal(before["map"].column("x").to_numpy()[kept], xy.column("x").to_numpy()[~mine])
+
+
+def _new_ids(archive: Path) -> list[int]:
+    table = pq.read_table(archive / "EpochPhotometry_sim.parquet", columns=["source_id"])
+    return table.column("source_id").to_pylist()
+
+
+def test_rows_the_stored_model_does_not_reproduce_are_marked_stale(analysed_copy, new_archive):
+    # isolation-forest rows rewritten by another fit (seed 5): the stored forests (seed 0)
+    # would put the added sources on a different scale, so that method gets no new rows
+    with latentcat.open(analysed_copy) as cat:
+        other, _ = fit_outliers(cat, "isolation_forest", seed=5)
+    store.write_outlier_scores(analysed_copy, other, "isolation_forest:all")
+    report = add_sources(analysed_copy, [new_archive])
+    new = set(_new_ids(new_archive))
+    with latentcat.open(analysed_copy) as cat:
+        stale = cat.info()["build_info"]["stale"]
+        forest = set(cat.sql("SELECT source_id FROM outlier_scores WHERE method = 'isolation_forest:all'")
+                     .column("source_id").to_pylist())
+        loss = set(cat.sql("SELECT source_id FROM outlier_scores WHERE method = 'recon_loss:all'")
+                   .column("source_id").to_pylist())
+    assert stale["tables"] == ["outlier_scores"]
+    assert stale["keys"] == {"outlier_scores": ["isolation_forest:all"]}
+    assert not forest & new and new <= loss
+    assert set(report["analysis"]) == {"predictions", "outlier_scores", "map"}
+    assert list(report["analysis"]["outlier_scores"]) == ["recon_loss:all"]
+
+
+def test_killed_while_scoring_leaves_the_analysed_catalogue_byte_identical(analysed_copy, new_archive,
+                                                                           monkeypatch):
+    digests = _digests(analysed_copy)
+    real_insert = add_module._insert
+    calls = []
+
+    def dies_on_third_insert(*args, **kwargs):
+        calls.append(args[1])
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed while scoring the added sources")
+        real_insert(*args, **kwargs)
+
+    monkeypatch.setattr(add_module, "_insert", dies_on_third_insert)
+    with pytest.raises(KeyboardInterrupt):
+        add_sources(analysed_copy, [new_archive])
+    assert calls == ["insert_predictions", "insert_outlier_scores", "insert_outlier_scores"]
+    assert _digests(analysed_copy) == digests
+    assert not list(analysed_copy.parent.glob(".cat.add-*"))

@@ -17,7 +17,11 @@ from latentcat.catalog import store
 from latentcat.catalog.index import codes_to_numpy, vectors_for
 from latentcat.errors import LatentcatError
 from latentcat.query import open as open_catalog
+from latentcat.query.analysis_models import (
+    analysis_inputs, fit_map_model, fit_outliers, load_analysis, save_analysis,
+)
 from latentcat.query.latent_map import ParametricMap, fit_map
+from latentcat.query.outliers import OutlierModel
 
 N = 1500
 SEED = 7
@@ -330,3 +334,77 @@ def test_results_are_written_back_and_read(cat, tmp_path, cat_dir, logreg):
         assert "best_class_name" in meta.column_names and meta.num_rows == xy.num_rows
         ranks = c.sql("SELECT source_id FROM outlier_scores ORDER BY rank LIMIT 5")
         assert ranks.column("source_id").equals(scores.column("source_id").slice(0, 5))
+
+
+# ---------------------------------------------------------------------------------------
+# fitted models kept with the catalogue (analysis/)
+
+
+def test_stored_models_reproduce_the_catalogue_rows(cat, logreg, tmp_path):
+    ids, blocks, losses = analysis_inputs(cat)
+    fitted = []
+    for method in ("isolation_forest", "recon_loss"):
+        table, model = fit_outliers(cat, method, seed=0)
+        assert table.equals(cat.outliers(method=method, seed=0))  # the same rows as before
+        fitted.append(model)
+    xy, network = fit_map_model(cat, seed=0, n_steps=MAP_STEPS)
+    assert xy.equals(cat.fit_map(seed=0, n_steps=MAP_STEPS))
+
+    manifest = save_analysis(tmp_path, classifier=logreg, outliers=fitted, map_model=network)
+    assert manifest["classifiers"][logreg.model_id]["classes"] == logreg.classes
+    assert set(manifest["outliers"]) == {"isolation_forest:all", "recon_loss:all"}
+    loaded = load_analysis(tmp_path)
+    assert loaded.classifiers[logreg.model_id].predict(ids, blocks).equals(logreg.predictions)
+    for model in fitted:
+        again = loaded.outliers[model.key].rank(ids, blocks, losses)
+        assert again.equals(model.rank(ids, blocks, losses))
+    assert loaded.map.place(ids, blocks).equals(xy)
+    assert load_analysis(tmp_path / "elsewhere") is None
+
+
+def test_saving_again_replaces_or_keeps_the_stored_models(cat, logreg, tmp_path):
+    _, blocks, losses = analysis_inputs(cat)
+    save_analysis(tmp_path, classifier=logreg,
+                  outliers=[OutlierModel("isolation_forest", "xp").fit(blocks, losses)])
+    save_analysis(tmp_path, outliers=[OutlierModel("recon_loss").fit(blocks, losses)])
+    loaded = load_analysis(tmp_path)
+    assert loaded.classifiers == {} and loaded.map is None
+    assert list(loaded.outliers) == ["recon_loss:all"]
+    assert sorted(p.name for p in (tmp_path / "analysis").iterdir()) == [
+        "manifest.json", "outliers-recon_loss-all.joblib"]
+    # a later classifier run stores its model beside the others
+    save_analysis(tmp_path, classifier=logreg.fitted, keep=True)
+    loaded = load_analysis(tmp_path)
+    assert list(loaded.classifiers) == [logreg.model_id] and list(loaded.outliers) == ["recon_loss:all"]
+
+
+def test_a_new_source_is_scored_on_the_catalogue_loss_scale(cat):
+    _, blocks, losses = analysis_inputs(cat)
+    model = OutlierModel("recon_loss").fit(blocks, losses)
+    # the robust scale, computed here from the stored losses themselves
+    ref = {}
+    for b in ("xp", "dmdt", "fold"):
+        x = losses[b][np.isfinite(losses[b])].astype(np.float64)
+        med = np.median(x)
+        ref[b] = (med, 1.4826 * np.median(np.abs(x - med)))
+    new = {"xp": np.array([np.nan, ref["xp"][0] + 3 * ref["xp"][1]]),
+           "dmdt": np.array([np.nan, ref["dmdt"][0]]),
+           "fold": np.array([ref["fold"][0] + 2 * ref["fold"][1], ref["fold"][0]])}
+    score, names = model.score({}, new)
+    np.testing.assert_allclose(score, [2.0, 3.0 / np.sqrt(3)], rtol=1e-5)
+    assert names.tolist() == ["fold", "xp+dmdt+fold"]
+
+
+def test_forests_score_new_codes_and_leave_unknown_block_sets_unscored(cat):
+    ids, blocks, losses = analysis_inputs(cat)
+    has = np.stack([~np.isnan(blocks[b][:, 0]) for b in ("xp", "dmdt", "fold")], axis=1)
+    full = has.all(axis=1)
+    model = OutlierModel("isolation_forest").fit({b: v[full] for b, v in blocks.items()}, {})
+    assert list(model.forests_) == ["xp+dmdt+fold"]
+    catalogue, _ = model.score({b: v[full] for b, v in blocks.items()}, {})
+    typical = {b: np.median(v[full], axis=0, keepdims=True) for b, v in blocks.items()}
+    far = {b: np.full((1, 5), -30.0, np.float32) for b in blocks}
+    no_xp = {"xp": np.full((1, 5), np.nan, np.float32), "dmdt": typical["dmdt"], "fold": typical["fold"]}
+    score = [model.score(x, {})[0][0] for x in (typical, far, no_xp)]
+    assert score[0] < np.percentile(catalogue, 50) < np.percentile(catalogue, 99) < score[1]
+    assert np.isnan(score[2])  # no forest was fitted on dm-dt + fold alone: not invented

@@ -81,6 +81,9 @@ def test_crashed_build_resumes_and_catalogue_appears_only_when_complete(tiny_con
     for figure in ("confusion.png", "map.png"):
         assert (out / "figures" / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "models" / "fold" / "model.pt").exists()
+    stored = report["stages"]["analyse"]["stored_models"]  # fitted models kept for `latentcat add`
+    assert stored["map"] and len(stored["classifiers"]) == 1 and len(stored["outliers"]) == 2
+    assert (out / "analysis" / "manifest.json").exists()
     assert (out / "truth.parquet").exists()
 
 

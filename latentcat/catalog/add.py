@@ -28,9 +28,23 @@ untouched and at most a hidden ``.<name>.add-*`` folder beside it (safe to delet
 that already holds the catalogue open keeps reading the old files; reopen it to see the new
 sources.
 
-Classifier predictions, outlier scores and the 2-D map are not refitted: the catalogue stores
-no fitted classifier, outlier model or map network, so the new sources get no rows there, the
-replaced sources lose theirs, and ``build_info["stale"]`` says which tables to recompute.
+Classifier predictions, outlier scores and the 2-D map
+--------------------------------------------------------
+These are not refitted. The models that made them are stored in the catalogue's
+``analysis/`` folder (`latentcat.query.analysis_models`), and the added sources get their rows
+from those very models, inside the same atomic exchange:
+
+- predictions: the stored classifier predicts each added source on its own block set (same
+  ``model_id``);
+- outlier scores: the stored isolation forests (per block set) or the stored loss medians
+  and MADs score the added sources on the catalogue's scale, and every row of the method is
+  ranked again (ranks stay 1..N);
+- map: the stored network places the added sources that have the mapped blocks.
+
+A stored model is used only when it reproduces the stored rows of a few catalogue sources
+(`SAMPLE` of them, to float32 rounding); a table whose rows no stored model reproduces (an
+older catalogue without ``analysis/``, or rows written by a later ``classify --write``) gets
+no rows for the added sources, and ``build_info["stale"]`` names it and its keys.
 """
 
 from __future__ import annotations
@@ -53,16 +67,20 @@ import pyarrow.parquet as pq
 
 from latentcat.catalog import index as lc_index
 from latentcat.catalog.store import (
-    DB_NAME, INDEX_DIR, _load_inputs, sql_script, sql_statements, table_counts, write_build_info,
+    DB_NAME, INDEX_DIR, load_tables, sql_script, sql_statements, table_counts, write_build_info,
 )
 from latentcat.errors import InputError, LatentcatError
+from latentcat.query.analysis_models import AnalysisModels, load_analysis
 
 FEATURES_DIR = "features"
 EMBEDDINGS_DIR = "embeddings"
 MODELS_DIR = "models"
 
 DERIVED_TABLES = ("predictions", "outlier_scores", "map")
-"""Tables computed from the whole catalogue's codes: stale after an addition."""
+"""Tables computed from the whole catalogue's codes by the models in ``analysis/``."""
+
+SAMPLE = 16
+"""Stored rows (the first by source_id) a stored model must reproduce before it is used."""
 
 _SOURCE_TABLES = ("sources", "labels", "features", "embeddings", *DERIVED_TABLES)
 _SHARD = re.compile(r"^(features|embeddings)-(\d+)\.parquet$")
@@ -145,14 +163,17 @@ def _read_catalogue(db_path: Path) -> dict:
     try:
         rows = con.execute(sql_statements("query")["build_info"]).fetchall()
         emb = con.sql(sql_statements("query")["analysis_codes"]).to_arrow_table()
-        derived = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in DERIVED_TABLES}
+        keys = con.execute(sql_statements("add")["derived_keys"]).fetchall()
     finally:
         con.close()
+    derived: dict[str, dict[str, int]] = {t: {} for t in DERIVED_TABLES}
+    for table, key, n in keys:
+        derived[table][key] = int(n)
     return {
         "build_info": {k: json.loads(v) for k, v in rows},
         "ids": emb.column("source_id").to_numpy().astype(np.int64),
         "losses": _losses(emb),
-        "derived_rows": derived,
+        "derived_keys": derived,
     }
 
 
@@ -271,8 +292,8 @@ def _verify(con: duckdb.DuckDBPyConnection, new_dir: Path, codes: pa.Table, info
     ids, blocks = lc_index.codes_to_numpy(codes)
     for name, info in infos.items():
         block_set = lc_index.parse_block_set(name)
-        has = " AND ".join(f"has_{b}" for b in block_set)  # fixed block names, not user input
-        n_db = con.execute(f"SELECT count(*) FROM embeddings WHERE {has}").fetchone()[0]
+        n_db = con.execute(sql_statements("add")["count_with_blocks"],
+                           {b: b in block_set for b in lc_index.BLOCKS}).fetchall()[0][0]
         index = lc_index.read_index(lc_index.index_path(new_dir / INDEX_DIR, block_set))
         if index.ntotal != n_db:
             raise LatentcatError(f"{name} index holds {index.ntotal} vectors, the embeddings table {n_db}")
@@ -307,7 +328,7 @@ def _swap_in(new: Path, target: Path) -> None:
 def _delete_rows(con: duckdb.DuckDBPyConnection, table: str, ids: np.ndarray) -> None:
     """Delete the rows of ``ids`` from a catalogue table (``table`` is one of `_SOURCE_TABLES`)."""
     con.register("_gone", pa.table({"source_id": pa.array(ids, pa.int64())}))
-    con.execute(f"DELETE FROM {table} WHERE source_id IN (SELECT source_id FROM _gone)")
+    con.execute(sql_statements("add")["delete_rows"].format(table=table))
     con.unregister("_gone")
 
 
@@ -324,17 +345,121 @@ def _place_shards(work: Path, new: Path) -> list[str]:
     return placed
 
 
-def _stale_record(old: dict, n_added: int) -> dict | None:
+def _arrays(table: pa.Table) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """ids, latent blocks (NaN rows where missing) and losses (NaN where missing) of a table
+    with source_id, z_xp, z_dmdt, z_fold and, optionally, recon_loss_* columns."""
+    fixed = pa.list_(pa.float32(), lc_index.BLOCK_DIM)  # the layout codes_to_numpy reads
+    codes = pa.table({"source_id": table.column("source_id"),
+                      **{f"z_{b}": table.column(f"z_{b}").cast(fixed) for b in lc_index.BLOCKS}})
+    ids, blocks = lc_index.codes_to_numpy(codes)
+    losses = _losses(table) if "recon_loss_xp" in table.column_names else {}
+    return ids, blocks, losses
+
+
+def _close(got: np.ndarray, want: np.ndarray) -> bool:
+    """Equal to float32 rounding of batched arithmetic (both NaN counts as equal)."""
+    return got.shape == want.shape and bool(np.allclose(got, want, rtol=1e-4, atol=1e-5, equal_nan=True))
+
+
+def _sample(con: duckdb.DuckDBPyConnection, statement: str, key: str | None = None) -> pa.Table:
+    params = {"n": SAMPLE} if key is None else {"key": key, "n": SAMPLE}
+    return con.sql(sql_statements("add")[statement], params=params).to_arrow_table()
+
+
+def _reproduces(con: duckdb.DuckDBPyConnection, table: str, key: str, model) -> bool:
+    """Whether a stored model gives the stored rows of the first `SAMPLE` catalogue sources."""
+    if table == "predictions":
+        sample = _sample(con, "prediction_sample", key)
+        got = model.predict(*_arrays(sample)[:2])
+        return (got.column("source_id").equals(sample.column("source_id"))
+                and got.column("class").equals(sample.column("class"))
+                and _close(got.column("probability").to_numpy(), sample.column("probability").to_numpy()))
+    if table == "outlier_scores":
+        sample = _sample(con, "outlier_sample", key)
+        _, blocks, losses = _arrays(sample)
+        return _close(model.score(blocks, losses)[0], sample.column("score").to_numpy().astype(np.float32))
+    sample = _sample(con, "map_sample")
+    got = model.place(*_arrays(sample)[:2])
+    return (got.column("source_id").equals(sample.column("source_id"))
+            and all(_close(got.column(c).to_numpy(), sample.column(c).to_numpy()) for c in ("x", "y")))
+
+
+def _insert(con: duckdb.DuckDBPyConnection, statement: str, rows: pa.Table, key: str | None = None) -> None:
+    con.register("_new_rows", rows)
+    con.execute(sql_statements("add")[statement], None if key is None else {"key": key})
+    con.unregister("_new_rows")
+
+
+def refresh_derived(con: duckdb.DuckDBPyConnection, models: AnalysisModels | None,
+                    keys: dict[str, dict[str, int]], added: pa.Table) -> tuple[dict, dict]:
+    """Give the added sources their predictions, outlier scores and map rows.
+
+    Parameters
+    ----------
+    con : duckdb.DuckDBPyConnection
+        The catalogue being assembled: the added sources' embeddings are in, the replaced
+        sources' derived rows are gone.
+    models : AnalysisModels or None
+        The catalogue's stored models (`latentcat.query.analysis_models.load_analysis`).
+    keys : dict
+        Derived table -> {model_id / method / '' (map): rows} before the addition.
+    added : pyarrow.Table
+        The added embeddings (source_id, z_*, recon_loss_*).
+
+    Returns
+    -------
+    refreshed : dict
+        Table -> {key: rows written} (outlier_scores: ``{"scored", "unscored"}``).
+    stale : dict
+        Table -> keys whose rows could not be extended: no stored model reproduces them.
+    """
+    ids, blocks, losses = _arrays(added)
+    models = models or AnalysisModels()
+    refreshed: dict = {t: {} for t in DERIVED_TABLES}
+    stale: dict = {}
+    for table in DERIVED_TABLES:
+        for key in keys.get(table, {}):
+            if table == "predictions":
+                model = models.classifiers.get(key)
+            elif table == "outlier_scores":
+                model = models.outliers.get(key)
+            else:
+                model = models.map
+            if model is None or not _reproduces(con, table, key, model):
+                stale.setdefault(table, []).append(key)
+                continue
+            if table == "predictions":
+                rows = model.predict(ids, blocks)
+                _insert(con, "insert_predictions", rows)
+                refreshed[table][key] = rows.num_rows
+            elif table == "outlier_scores":
+                score, _ = model.score(blocks, losses)
+                ok = np.isfinite(score)
+                _insert(con, "insert_outlier_scores",
+                        pa.table({"source_id": pa.array(ids[ok], pa.int64()),
+                                  "score": pa.array(score[ok], pa.float32())}), key)
+                con.execute(sql_statements("add")["rerank_outlier_scores"], {"key": key})
+                refreshed[table][key] = {"scored": int(ok.sum()), "unscored": int((~ok).sum())}
+            else:
+                rows = model.place(ids, blocks)
+                _insert(con, "insert_map", rows)
+                refreshed[table][key] = rows.num_rows
+    return {t: r for t, r in refreshed.items() if r}, stale
+
+
+def _stale_record(old: dict, stale_now: dict, n_added: int) -> dict | None:
     """``build_info["stale"]`` after an addition: derived tables that lack the added sources."""
     stale = old["build_info"].get("stale")
-    derived = [t for t in DERIVED_TABLES if old["derived_rows"][t]]
-    if not derived:
+    if not stale_now:
         return stale
+    before = stale or {}
+    keys = {t: sorted(set(before.get("keys", {}).get(t, [])) | set(k)) for t, k in stale_now.items()}
     return {
-        "tables": sorted(set(derived) | set((stale or {}).get("tables", []))),
-        "sources_without_rows": int((stale or {}).get("sources_without_rows", 0) + n_added),
-        "why": "sources were added after these tables were computed and the catalogue stores no "
-               "fitted classifier, outlier model or map to score them; run classify / outliers / map again",
+        "tables": sorted(set(stale_now) | set(before.get("tables", []))),
+        "keys": {**before.get("keys", {}), **keys},
+        "sources_without_rows": int(before.get("sources_without_rows", 0) + n_added),
+        "why": "sources were added after these rows were computed and no model stored in analysis/ "
+               "reproduces them; run classify / outliers / map again",
     }
 
 
@@ -359,7 +484,9 @@ def add_sources(cat_dir: Path, inputs: list[Path], skip_existing: bool = False, 
         ``added`` (new sources), ``replaced``, ``skipped_existing``, ``without_data`` (staged
         ids with neither light curve nor XP, not added), ``bare_source_rows`` (added sources
         without gaia_source columns), ``counts`` (rows per table after), ``indexes``,
-        ``shards`` (files written), ``drift`` (see `drift_report`), ``stale`` and ``seconds``.
+        ``shards`` (files written), ``analysis`` (rows given to the added sources by the
+        stored models, see `refresh_derived`), ``drift`` (see `drift_report`), ``stale``
+        and ``seconds``.
         The same record, less ``drift``, is appended to ``build_info["additions"]``.
 
     Raises
@@ -367,7 +494,8 @@ def add_sources(cat_dir: Path, inputs: list[Path], skip_existing: bool = False, 
     InputError
         An unreadable or malformed input (the catalogue is unchanged).
     LatentcatError
-        No catalogue or no models at ``cat_dir``, or the assembled catalogue fails its checks.
+        No catalogue or no models at ``cat_dir``, an unreadable ``analysis/`` model, or the
+        assembled catalogue fails its checks.
     """
     from latentcat.catalog.build import input_checksums
     from latentcat.features.extract import extract_features
@@ -384,6 +512,7 @@ def add_sources(cat_dir: Path, inputs: list[Path], skip_existing: bool = False, 
     if not inputs:
         raise InputError("add: no inputs given")
     old = _read_catalogue(cat_dir / DB_NAME)
+    models = load_analysis(cat_dir)
     settings = feature_settings(cat_dir, old["build_info"])
     checksums = input_checksums(inputs)
 
@@ -433,7 +562,7 @@ def add_sources(cat_dir: Path, inputs: list[Path], skip_existing: bool = False, 
         try:
             for table in _SOURCE_TABLES:  # fixed table names, not user input
                 _delete_rows(con, table, replaced_rows.get(table, replaced))
-            _load_inputs(con, stage, work / FEATURES_DIR, work / EMBEDDINGS_DIR)
+            load_tables(con, stage, work / FEATURES_DIR, work / EMBEDDINGS_DIR)
             con.execute(sql_script("macros"))  # views pick up any new gaia_source columns
 
             fixed = pa.list_(pa.float32(), lc_index.BLOCK_DIM)  # the layout codes_to_numpy reads
@@ -443,7 +572,8 @@ def add_sources(cat_dir: Path, inputs: list[Path], skip_existing: bool = False, 
                                       old["build_info"].get("indexes", {}), int(old["build_info"].get("seed", 0)))
             _verify(con, new, codes, indexes)
 
-            stale = _stale_record(old, int(new_ids.size))
+            report["analysis"], stale_now = refresh_derived(con, models, old["derived_keys"], added_emb)
+            stale = _stale_record(old, stale_now, int(new_ids.size))
             report.update(counts=table_counts(con), shards=_place_shards(work, new))
             info = {"counts": report["counts"], "indexes": indexes,
                     "additions": list(old["build_info"].get("additions", [])) + [report]}

@@ -213,6 +213,7 @@ def analyse(cat_dir: Path, config: BuildConfig) -> dict:
     from latentcat.catalog import store
     from latentcat.plots import plot_confusion, plot_map
     from latentcat.query import open as open_catalog
+    from latentcat.query.analysis_models import fit_map_model, fit_outliers, save_analysis
 
     opts = config.analyse
     seed = config.seed
@@ -231,10 +232,11 @@ def analyse(cat_dir: Path, config: BuildConfig) -> dict:
             }
             plot_confusion(result.confusion, result.classes, out=figures / "confusion.png",
                            title=f"{result.model_id}: cross-validated, macro F1 {result.macro_f1:.2f}")
-        scores = []
+        fitted_outliers = []
         if opts.get("outliers", True):
-            scores = [cat.outliers(method=m, seed=seed) for m in ("isolation_forest", "recon_loss")]
-        xy = cat.fit_map(seed=seed) if opts.get("map", True) else None
+            fitted_outliers = [fit_outliers(cat, m, seed=seed) for m in ("isolation_forest", "recon_loss")]
+        scores = [table for table, _ in fitted_outliers]
+        xy, map_model = fit_map_model(cat, seed=seed) if opts.get("map", True) else (None, None)
         if xy is not None and xy.num_rows:
             labels = cat.sql("SELECT source_id, best_class_name FROM labels")
             coloured = xy.join(labels, "source_id", join_type="left outer")
@@ -249,5 +251,8 @@ def analyse(cat_dir: Path, config: BuildConfig) -> dict:
         report[f"outliers_{method}"] = store.write_outlier_scores(cat_dir, table, method)
     if xy is not None:
         report["map"] = store.write_map(cat_dir, xy)
+    # the fitted models, so `latentcat add` can classify, score and place new sources
+    manifest = save_analysis(cat_dir, classifier=result, outliers=[m for _, m in fitted_outliers], map_model=map_model)
+    report["stored_models"] = {k: list(manifest.get(k, [])) for k in ("classifiers", "outliers")} | {"map": "map" in manifest}
     store.update_build_info(cat_dir, {"analyse": report})
     return report

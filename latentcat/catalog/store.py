@@ -103,7 +103,23 @@ def _shards(folder: Path, prefix: str) -> list[Path]:
     return paths
 
 
-def _load_inputs(con, stage_dir: Path, features_dir: Path, emb_dir: Path) -> None:
+def load_tables(con: duckdb.DuckDBPyConnection, stage_dir: Path, features_dir: Path, emb_dir: Path) -> None:
+    """Check and insert the staging, feature and embedding tables into an open catalogue.
+
+    Parameters
+    ----------
+    con : duckdb.DuckDBPyConnection
+        A writable connection to a catalogue whose tables exist (``sql/schema.sql``).
+    stage_dir : Path
+        Staging folder with ``sources.parquet`` and (optionally) ``labels.parquet``.
+    features_dir, emb_dir : Path
+        Folders of ``features-*.parquet`` and ``embeddings-*.parquet`` shards.
+
+    Raises
+    ------
+    InputError
+        An input is missing or breaks docs/schemas.md (names the file, row and source_id).
+    """
     sources = Path(stage_dir) / "sources.parquet"
     if not sources.exists():
         raise InputError(f"{sources}: not found")
@@ -209,7 +225,7 @@ def write_catalog(
     con = duckdb.connect(str(db_path))
     try:
         con.execute(sql_script("schema"))
-        _load_inputs(con, Path(stage_dir), Path(features_dir), Path(emb_dir))
+        load_tables(con, Path(stage_dir), Path(features_dir), Path(emb_dir))
         con.execute(sql_script("macros"))
         codes = con.sql(sql_statements("load")["codes_for_index"]).to_arrow_table()
         indexes = lc_index.build_indexes(

@@ -21,6 +21,10 @@ really get. The predictions table holds the models fitted on all labelled source
 
 Every model is a scikit-learn Pipeline: a StandardScaler, then the classifier, with
 ``class_weight="balanced"`` so that rare classes are not ignored.
+
+The final models are kept as a `FittedClassifier` (``ClassifyResult.fitted``): it predicts
+sources that were not in the catalogue when it was fitted by the same rule, and it is what
+`latentcat.query.analysis_models.save_analysis` stores in a catalogue's ``analysis/`` folder.
 """
 
 from __future__ import annotations
@@ -199,6 +203,65 @@ def model_id(model: str, params: dict, labels: str, classes: list[str], seed: in
 
 
 @dataclass(frozen=True)
+class FittedClassifier:
+    """The final per-block-set models of a `classify` run: predicts any source by its blocks.
+
+    Attributes
+    ----------
+    model_id : str
+        Key of its rows in the catalogue's predictions table.
+    model, modality, labels : str
+        The `classify` arguments it was fitted with.
+    classes : list of str
+        Class names; the pipelines predict indices into this list.
+    models : dict
+        Block-set name (``"xp+dmdt+fold"``, ``"dmdt+fold"``, ...) -> fitted Pipeline.
+    training : dict
+        Block-set name -> number of labelled sources that model was fitted on (it breaks
+        ties between fallback models of equal size).
+    """
+
+    model_id: str
+    model: str
+    modality: str
+    labels: str
+    classes: list[str]
+    models: dict
+    training: dict[str, int]
+
+    def predict(self, ids: np.ndarray, blocks: dict[str, np.ndarray]) -> pa.Table:
+        """Predict sources by the block-set rule of the module docstring.
+
+        Parameters
+        ----------
+        ids : int64 (n,)
+            Gaia source_ids.
+        blocks : dict of float32 (n, 5)
+            ``xp``, ``dmdt``, ``fold`` latent blocks; rows of a missing block are NaN.
+
+        Returns
+        -------
+        pyarrow.Table
+            ``source_id, class, probability, model_id, blocks`` for the sources that have a
+            code of the fitted modality and a model for it, in the order of ``ids``.
+        """
+        ids = np.asarray(ids, np.int64)
+        set_of, sets = assign_block_sets(block_presence(blocks), self.modality)
+        fitted = {parse_block_set(name): (pipe, self.training[name]) for name, pipe in self.models.items()}
+        pred, prob, used, used_names = _predict_per_set(fitted, blocks, set_of, sets, set_of >= 0)
+        done = pred >= 0
+        return pa.table({
+            "source_id": pa.array(ids[done], pa.int64()),
+            "class": pa.array(np.asarray(self.classes, dtype=object)[pred[done]], pa.string()),
+            "probability": pa.array(prob[done], pa.float32()),
+            "model_id": pa.array([self.model_id] * int(done.sum()), pa.string()),
+            "blocks": pa.DictionaryArray.from_arrays(
+                pa.array(used[done], pa.int32()), pa.array(used_names, pa.string())
+            ).cast(pa.string()),
+        })
+
+
+@dataclass(frozen=True)
 class ClassifyResult:
     """What `classify` returns.
 
@@ -231,6 +294,8 @@ class ClassifyResult:
         Labelled sources of the kept classes that got no cross-validated prediction.
     training : dict
         Block-set name -> number of labelled sources its final model was fitted on.
+    fitted : FittedClassifier
+        The final models, to predict new sources or store with the catalogue.
     """
 
     model_id: str
@@ -247,6 +312,7 @@ class ClassifyResult:
     n_without_model: int
     n_unscored: int
     training: dict[str, int] = field(default_factory=dict)
+    fitted: FittedClassifier | None = field(default=None, repr=False, compare=False)
 
 
 def classify(
@@ -352,19 +418,14 @@ def classify(
 
     # final models on every labelled source, predictions for every source with a code
     fitted = _fit_per_set(template, blocks, has, y, known, sets)
-    pred, prob, used, used_names = _predict_per_set(fitted, blocks, set_of, sets, usable)
     mid = model_id(model, template.get_params(deep=True)["clf"].get_params(), labels_name,
                    classes, seed, modality, build_id)
-    done = pred >= 0
-    predictions = pa.table({
-        "source_id": pa.array(ids[done], pa.int64()),
-        "class": pa.array(np.asarray(classes, dtype=object)[pred[done]], pa.string()),
-        "probability": pa.array(prob[done], pa.float32()),
-        "model_id": pa.array([mid] * int(done.sum()), pa.string()),
-        "blocks": pa.DictionaryArray.from_arrays(
-            pa.array(used[done], pa.int32()), pa.array(used_names, pa.string())
-        ).cast(pa.string()),
-    })
+    final = FittedClassifier(
+        model_id=mid, model=model, modality=modality, labels=labels_name, classes=classes,
+        models={block_set_name(s): pipe for s, (pipe, _) in fitted.items()},
+        training={block_set_name(s): n for s, (_, n) in fitted.items()},
+    )
+    predictions = final.predict(ids, blocks)
     return ClassifyResult(
         model_id=mid,
         model=model,
@@ -377,13 +438,14 @@ def classify(
         left_out=left_out,
         predictions=predictions,
         n_without_code=int((~usable).sum()),
-        n_without_model=int((usable & ~done).sum()),
+        n_without_model=int(usable.sum()) - predictions.num_rows,
         n_unscored=int((known & ~scored).sum()),
-        training={block_set_name(s): n for s, (_, n) in fitted.items()},
+        training=dict(final.training),
+        fitted=final,
     )
 
 
 __all__ = [
-    "MODELS", "ClassifyResult", "assign_block_sets", "block_presence",
+    "MODELS", "ClassifyResult", "FittedClassifier", "assign_block_sets", "block_presence",
     "classify", "features", "has_blocks", "make_model", "model_id",
 ]

@@ -25,19 +25,25 @@ The map is deterministic for a seed on a given machine (numpy and torch generato
 one fixed sequence of batches). Training runs on one CPU thread: its batches are too small
 to gain from more, and on a busy machine extra threads cost many times the work.
 
-Sources missing a block: `latentcat.query.Catalog.fit_map` maps the sources that have every
-block of the requested modality (by default all three); the others are not on the map.
+Sources missing a block: `latentcat.query.Catalog.fit_map` (and `map_blocks`) maps the
+sources that have every block of the requested modality (by default all three); the others
+are not on the map. `FittedMap` keeps the network with its modality, so that sources added to
+the catalogue later are placed on the same map.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import faiss
 import numpy as np
+import pyarrow as pa
 import torch
 from scipy import sparse
 from scipy.optimize import curve_fit
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from latentcat.catalog.index import parse_block_set
 from latentcat.errors import LatentcatError
 
 
@@ -269,4 +275,80 @@ def fit_map(codes, seed: int = 0, **params) -> tuple[np.ndarray, np.ndarray]:
     return xy[:, 0].copy(), xy[:, 1].copy()
 
 
-__all__ = ["ParametricMap", "ab_params", "fit_map", "fuzzy_graph", "knn"]
+@dataclass(frozen=True)
+class FittedMap:
+    """A fitted `ParametricMap` and the block set it maps.
+
+    Attributes
+    ----------
+    modality : str
+        ``"all"`` or a block set; a source is on the map when it has all of its blocks.
+    network : ParametricMap
+        The fitted map.
+    """
+
+    modality: str
+    network: ParametricMap
+
+    def place(self, ids: np.ndarray, blocks: dict[str, np.ndarray]) -> pa.Table:
+        """Map coordinates of the sources that have every block of ``modality``.
+
+        Parameters
+        ----------
+        ids : int64 (n,)
+            Gaia source_ids.
+        blocks : dict of float32 (n, 5)
+            ``xp``, ``dmdt``, ``fold`` latent blocks; rows of a missing block are NaN.
+
+        Returns
+        -------
+        pyarrow.Table
+            ``source_id, x, y`` (float32), in the order of ``ids``.
+        """
+        wanted = parse_block_set(self.modality)
+        rows = np.all([~np.isnan(blocks[b][:, 0]) for b in wanted], axis=0)
+        xy = np.zeros((0, 2), np.float32)
+        if rows.any():
+            xy = self.network.transform(np.hstack([blocks[b][rows] for b in wanted]))
+        return pa.table({
+            "source_id": pa.array(np.asarray(ids, np.int64)[rows], pa.int64()),
+            "x": pa.array(xy[:, 0], pa.float32()),
+            "y": pa.array(xy[:, 1], pa.float32()),
+        })
+
+
+def map_blocks(ids: np.ndarray, blocks: dict[str, np.ndarray], modality: str = "all",
+               seed: int = 0, **params) -> tuple[pa.Table, FittedMap]:
+    """Fit the map on the sources that have every block of ``modality`` and place them.
+
+    Parameters
+    ----------
+    ids : int64 (n,)
+        Gaia source_ids.
+    blocks : dict of float32 (n, 5)
+        Latent blocks, NaN rows where missing.
+    modality : str
+        ``"all"`` or a block set.
+    seed : int
+        Seed of the map.
+    **params
+        Other `ParametricMap` parameters.
+
+    Returns
+    -------
+    xy : pyarrow.Table
+        ``source_id, x, y``, ready for `latentcat.catalog.store.write_map`.
+    fitted : FittedMap
+        The network, to place later sources or store with the catalogue.
+    """
+    try:
+        wanted = parse_block_set(modality)
+    except ValueError as err:
+        raise LatentcatError(str(err)) from None
+    rows = np.all([~np.isnan(blocks[b][:, 0]) for b in wanted], axis=0)
+    fitted = FittedMap(modality, ParametricMap(seed=seed, **params).fit(
+        np.hstack([blocks[b][rows] for b in wanted])))
+    return fitted.place(ids, blocks), fitted
+
+
+__all__ = ["FittedMap", "ParametricMap", "ab_params", "fit_map", "fuzzy_graph", "knn", "map_blocks"]

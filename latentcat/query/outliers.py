@@ -21,6 +21,11 @@ Two methods:
 
 Ranks run from 1 (highest score); ties are ordered by source_id, as in the catalogue's
 outlier_scores table.
+
+Both methods are fitted objects (`OutlierModel`): the forests, or the medians and MADs of
+the losses, are kept, so that a source added to the catalogue later gets a score on the same
+scale as the others (an isolation-forest score depends only on the forest; a robust z-score
+only on the stored median and MAD).
 """
 
 from __future__ import annotations
@@ -38,6 +43,143 @@ METHODS = ("isolation_forest", "recon_loss")
 
 N_ESTIMATORS = 200
 MAX_SAMPLES = 256
+
+
+def _forest_for(x: np.ndarray, seed: int) -> IsolationForest:
+    return IsolationForest(
+        n_estimators=N_ESTIMATORS, max_samples=min(MAX_SAMPLES, x.shape[0]),
+        random_state=seed, n_jobs=-1,
+    ).fit(x)
+
+
+def _robust_scale(x: np.ndarray) -> tuple[float, float]:
+    """Median and 1.4826 MAD of the finite values (the standard deviation, else 1, for MAD 0)."""
+    med = float(np.median(x))
+    mad = 1.4826 * float(np.median(np.abs(x - med)))
+    if mad == 0:
+        mad = float(np.std(x)) or 1.0
+    return med, mad
+
+
+class OutlierModel:
+    """A fitted outlier score: isolation forests per block set, or robust loss statistics.
+
+    Parameters
+    ----------
+    method : {"isolation_forest", "recon_loss"}
+    modality : str
+        ``"all"`` or a block set such as ``"xp"`` or ``"dmdt+fold"``.
+    seed : int
+        ``random_state`` of the forests.
+
+    Attributes
+    ----------
+    forests_ : dict
+        Block-set name -> IsolationForest (``isolation_forest``).
+    robust_ : dict
+        Modality -> (median, 1.4826 MAD) of its loss (``recon_loss``).
+    """
+
+    def __init__(self, method: str = "isolation_forest", modality: str = "all", seed: int = 0):
+        self.method = method
+        self.modality = modality
+        self.seed = seed
+
+    @property
+    def wanted(self) -> tuple[str, ...]:
+        """The blocks (modalities) of ``modality``, in canonical order."""
+        try:
+            return parse_block_set(self.modality)
+        except ValueError as err:
+            raise LatentcatError(str(err)) from None
+
+    @property
+    def key(self) -> str:
+        """``"<method>:<modality>"``: the method column of the catalogue's outlier_scores."""
+        return f"{self.method}:{self.modality}"
+
+    def fit(self, blocks: dict[str, np.ndarray], losses: dict[str, np.ndarray]) -> OutlierModel:
+        """Fit on the catalogue's latent blocks and losses (NaN where missing); returns self."""
+        if self.method not in METHODS:
+            raise LatentcatError(f"unknown outlier method {self.method!r}: use one of {', '.join(METHODS)}")
+        wanted = self.wanted
+        self.forests_, self.robust_ = {}, {}
+        if self.method == "isolation_forest":
+            has = block_presence(blocks)
+            _, sets = assign_block_sets(has, self.modality)
+            for s in sets:
+                x = features(blocks, s, has_blocks(has, s))
+                self.forests_[block_set_name(s)] = _forest_for(x, self.seed)
+        else:
+            for b in wanted:
+                x = np.asarray(losses[b], np.float64)
+                if np.isfinite(x).any():
+                    self.robust_[b] = _robust_scale(x[np.isfinite(x)])
+        return self
+
+    def score(self, blocks: dict[str, np.ndarray], losses: dict[str, np.ndarray]
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """Scores of any sources with the fitted model.
+
+        Parameters
+        ----------
+        blocks, losses : dict
+            As for `fit` (only the one the method uses is read).
+
+        Returns
+        -------
+        score : float32 (n,)
+            Higher = more unusual; NaN where the source has nothing the model can score
+            (no requested block or loss, or a block set the model was not fitted on).
+        blocks : object (n,)
+            The block set (or modalities) each score used; None where not scored.
+        """
+        if not hasattr(self, "forests_"):
+            raise LatentcatError("the outlier model is not fitted yet: call fit first")
+        if self.method == "isolation_forest":
+            return self._forest_scores(blocks)
+        return self._loss_scores(losses)
+
+    def _forest_scores(self, blocks):
+        set_of, sets = assign_block_sets(block_presence(blocks), self.modality)
+        score = np.full(set_of.size, np.nan, np.float32)
+        names = np.full(set_of.size, None, dtype=object)
+        for i, s in enumerate(sets):
+            name, sel = block_set_name(s), set_of == i
+            if name in self.forests_ and sel.any():
+                score[sel] = -self.forests_[name].score_samples(features(blocks, s, sel))
+                names[sel] = name
+        return score, names
+
+    def _loss_scores(self, losses):
+        n = len(losses[BLOCKS[0]])
+        total = np.zeros(n, np.float64)
+        count = np.zeros(n, np.int64)
+        bits = np.zeros(n, np.int64)
+        wanted = self.wanted
+        for i, b in enumerate(wanted):
+            if b not in self.robust_:
+                continue
+            x = np.asarray(losses[b], np.float64)
+            ok = np.isfinite(x)
+            med, mad = self.robust_[b]
+            total[ok] += (x[ok] - med) / mad
+            count[ok] += 1
+            bits[ok] |= 1 << i
+        # name of the modalities that entered each score, via a lookup on the presence bits
+        lookup = np.asarray(
+            ["+".join(b for i, b in enumerate(wanted) if c >> i & 1) or None
+             for c in range(1 << len(wanted))], dtype=object,
+        )
+        with np.errstate(invalid="ignore", divide="ignore"):
+            score = np.where(count > 0, total / np.sqrt(count), np.nan).astype(np.float32)
+        return score, lookup[bits]
+
+    def rank(self, ids: np.ndarray, blocks: dict[str, np.ndarray], losses: dict[str, np.ndarray],
+             top: int | None = None) -> pa.Table:
+        """Score the sources and rank them, most unusual first (see `ranked`)."""
+        score, names = self.score(blocks, losses)
+        return ranked(np.asarray(ids, np.int64), score, self.key, names, top)
 
 
 def isolation_forest_scores(
@@ -63,17 +205,9 @@ def isolation_forest_scores(
     sets : list of tuple
         the block sets.
     """
-    has = block_presence(blocks)
-    set_of, sets = assign_block_sets(has, modality)
-    score = np.full(set_of.size, np.nan, np.float32)
-    for i, s in enumerate(sets):
-        train = has_blocks(has, s)
-        forest = IsolationForest(
-            n_estimators=N_ESTIMATORS, max_samples=min(MAX_SAMPLES, int(train.sum())),
-            random_state=seed, n_jobs=-1,
-        ).fit(features(blocks, s, train))
-        sel = set_of == i
-        score[sel] = -forest.score_samples(features(blocks, s, sel))
+    model = OutlierModel("isolation_forest", modality, seed).fit(blocks, {})
+    score, _ = model.score(blocks, {})
+    set_of, sets = assign_block_sets(block_presence(blocks), modality)
     return score, set_of, sets
 
 
@@ -92,25 +226,7 @@ def recon_loss_scores(losses: dict[str, np.ndarray], modality: str = "all") -> n
     float32 (n,)
         Higher = worse reconstructed than usual; NaN where no requested loss exists.
     """
-    try:
-        wanted = parse_block_set(modality)
-    except ValueError as err:
-        raise LatentcatError(str(err)) from None
-    total = np.zeros(len(losses[BLOCKS[0]]), np.float64)
-    count = np.zeros(total.size, np.int64)
-    for b in wanted:
-        x = np.asarray(losses[b], np.float64)
-        ok = np.isfinite(x)
-        if not ok.any():
-            continue
-        med = np.median(x[ok])
-        mad = 1.4826 * np.median(np.abs(x[ok] - med))
-        if mad == 0:
-            mad = np.std(x[ok]) or 1.0
-        total[ok] += (x[ok] - med) / mad
-        count[ok] += 1
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / np.sqrt(count), np.nan).astype(np.float32)
+    return OutlierModel("recon_loss", modality).fit({}, losses).score({}, losses)[0]
 
 
 def ranked(ids: np.ndarray, score: np.ndarray, method: str, blocks: np.ndarray | None = None,
@@ -186,25 +302,9 @@ def outlier_scores(
         ``source_id, score, rank, method, blocks``; ``method`` is ``"<method>:<modality>"``,
         the key under which `latentcat.catalog.store.write_outlier_scores` stores it.
     """
-    key = f"{method}:{modality}"
-    if method == "isolation_forest":
-        score, set_of, sets = isolation_forest_scores(blocks, modality, seed)
-        names = np.asarray([block_set_name(s) for s in sets] + [None], dtype=object)
-        return ranked(ids, score, key, names[set_of], top)
-    if method == "recon_loss":
-        score = recon_loss_scores(losses, modality)
-        wanted = parse_block_set(modality)
-        have = np.stack([np.isfinite(np.asarray(losses[b], np.float64)) for b in wanted], axis=1)
-        # name of the modalities that entered each score, via a lookup on the presence bits
-        bits = have @ (1 << np.arange(len(wanted)))
-        names = np.asarray(
-            ["+".join(b for i, b in enumerate(wanted) if c >> i & 1) or None
-             for c in range(1 << len(wanted))], dtype=object,
-        )
-        return ranked(ids, score, key, names[bits], top)
-    raise LatentcatError(f"unknown outlier method {method!r}: use one of {', '.join(METHODS)}")
+    return OutlierModel(method, modality, seed).fit(blocks, losses).rank(ids, blocks, losses, top)
 
 
 __all__ = [
-    "METHODS", "isolation_forest_scores", "outlier_scores", "ranked", "recon_loss_scores",
+    "METHODS", "OutlierModel", "isolation_forest_scores", "outlier_scores", "ranked", "recon_loss_scores",
 ]

@@ -1,0 +1,277 @@
+"""The fitted analysis models of a catalogue, kept in its ``analysis/`` folder.
+
+A catalogue's predictions, outlier scores and 2-D map come from models fitted on the whole
+catalogue. They are stored beside the tables they produced, so that ``latentcat add`` can
+give sources added later rows made by the very same models:
+
+    analysis/manifest.json          what is stored: model ids, methods, classes, versions
+    analysis/classifier-<model_id>.joblib
+                                    `latentcat.query.classify.FittedClassifier`
+    analysis/outliers-<method>-<modality>.joblib
+                                    `latentcat.query.outliers.OutlierModel` (isolation forests
+                                    per block set, or the median and MAD of each loss)
+    analysis/map.joblib             `latentcat.query.latent_map.FittedMap` (the torch network
+                                    with its standardisation and parameters)
+
+The files are written with joblib, scikit-learn's recommended persistence: they are pickles,
+so load only catalogues you trust, with the scikit-learn and torch versions the manifest
+names.
+
+    >>> with latentcat.open("cat/") as cat:
+    ...     result = cat.classify()
+    ...     scores, forests = fit_outliers(cat, "isolation_forest")
+    ...     xy, network = fit_map_model(cat)
+    >>> save_analysis("cat/", classifier=result, outliers=[forests], map_model=network)
+    >>> load_analysis("cat/").classifiers[result.model_id].predict(ids, blocks)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import joblib
+import numpy as np
+
+from latentcat.catalog import index as lc_index
+from latentcat.catalog.store import sql_statements
+from latentcat.errors import LatentcatError
+
+ANALYSIS_DIR = "analysis"
+"""Folder of a catalogue that holds its fitted analysis models."""
+
+MANIFEST = "manifest.json"
+MAP_FILE = "map.joblib"
+
+
+@dataclass
+class AnalysisModels:
+    """The models stored with a catalogue (`load_analysis`).
+
+    Attributes
+    ----------
+    classifiers : dict
+        model_id (the predictions model_id column) -> FittedClassifier.
+    outliers : dict
+        ``"<method>:<modality>"`` (the outlier_scores method column) -> OutlierModel.
+    map : FittedMap or None
+    manifest : dict
+        The contents of ``analysis/manifest.json``.
+    """
+
+    classifiers: dict = field(default_factory=dict)
+    outliers: dict = field(default_factory=dict)
+    map: object | None = None
+    manifest: dict = field(default_factory=dict)
+
+
+def analysis_inputs(cat) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """source_ids, latent blocks and reconstruction losses of every catalogue source.
+
+    Parameters
+    ----------
+    cat : latentcat.query.Catalog
+        An open catalogue.
+
+    Returns
+    -------
+    ids : int64 (n,)
+        In source_id order.
+    blocks : dict of float32 (n, 5)
+        ``xp``, ``dmdt``, ``fold``; rows of a missing block are NaN.
+    losses : dict of float32 (n,)
+        ``recon_loss_<block>``; NaN where missing.
+    """
+    table = cat.sql(sql_statements("query")["analysis_codes"])
+    ids, blocks = lc_index.codes_to_numpy(table)
+    losses = {
+        b: table.column(f"recon_loss_{b}").to_numpy(zero_copy_only=False).astype(np.float32)
+        for b in lc_index.BLOCKS
+    }
+    return ids, blocks, losses
+
+
+def fit_outliers(cat, method: str = "isolation_forest", modality: str = "all", seed: int = 0):
+    """Fit an outlier model on a catalogue and rank its sources.
+
+    Parameters
+    ----------
+    cat : latentcat.query.Catalog
+        An open catalogue.
+    method, modality, seed
+        See `latentcat.query.outliers.outlier_scores`.
+
+    Returns
+    -------
+    scores : pyarrow.Table
+        The same table as ``cat.outliers(modality, method=method, seed=seed)``.
+    model : OutlierModel
+        The fitted model, for `save_analysis`.
+    """
+    from latentcat.query.outliers import OutlierModel
+
+    ids, blocks, losses = analysis_inputs(cat)
+    model = OutlierModel(method, modality, seed).fit(blocks, losses)
+    return model.rank(ids, blocks, losses), model
+
+
+def fit_map_model(cat, modality: str = "all", seed: int = 0, **params):
+    """Fit the 2-D map on a catalogue and place its sources.
+
+    Parameters
+    ----------
+    cat : latentcat.query.Catalog
+        An open catalogue.
+    modality, seed, **params
+        See `latentcat.query.Catalog.fit_map`.
+
+    Returns
+    -------
+    xy : pyarrow.Table
+        The same table as ``cat.fit_map(modality, seed, **params)``.
+    model : FittedMap
+        The fitted network, for `save_analysis`.
+    """
+    from latentcat.query.latent_map import map_blocks
+
+    ids, blocks, _ = analysis_inputs(cat)
+    return map_blocks(ids, blocks, modality, seed, **params)
+
+
+def _outlier_file(key: str) -> str:
+    method, _, modality = key.partition(":")
+    return f"outliers-{method}-{modality}.joblib"
+
+
+def _dump(obj, path: Path) -> None:
+    """Write a joblib file under a temporary name, then rename it: never rewrite a file in
+    place (an `add` in progress may hold a hard link to it)."""
+    tmp = path.with_name(path.name + ".tmp")
+    joblib.dump(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("latentcat", "scikit-learn", "torch", "numpy", "joblib"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def save_analysis(cat_dir: Path, classifier=None, outliers=(), map_model=None, keep: bool = False) -> dict:
+    """Store fitted analysis models in ``<cat_dir>/analysis/``.
+
+    The build stores all of its models at once (``keep=False``: whatever was stored before
+    is removed). A later ``classify``/``outliers``/``map`` that writes its rows stores its
+    model with ``keep=True``: the other stored models stay, one per model_id, outlier key
+    and map.
+
+    Parameters
+    ----------
+    cat_dir : Path
+        The catalogue folder.
+    classifier : ClassifyResult or FittedClassifier, optional
+        The classifier whose predictions were written to the catalogue.
+    outliers : iterable of OutlierModel
+        The fitted models whose scores were written (one per method key).
+    map_model : FittedMap, optional
+        The map network whose coordinates were written.
+    keep : bool
+        Keep the models already stored (those of the same key are replaced).
+
+    Returns
+    -------
+    dict
+        The manifest written to ``analysis/manifest.json``.
+    """
+    folder = Path(cat_dir) / ANALYSIS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    before = _read_manifest(folder / MANIFEST) if keep and (folder / MANIFEST).is_file() else {}
+    manifest: dict = {"format": 1, "versions": _versions(),
+                      "classifiers": dict(before.get("classifiers", {})),
+                      "outliers": dict(before.get("outliers", {}))}
+    if "map" in before:
+        manifest["map"] = before["map"]
+    fitted = getattr(classifier, "fitted", classifier)
+    if fitted is not None:
+        name = f"classifier-{fitted.model_id}.joblib"
+        _dump(fitted, folder / name)
+        manifest["classifiers"][fitted.model_id] = {
+            "file": name, "model": fitted.model,
+            "modality": fitted.modality, "labels": fitted.labels, "classes": list(fitted.classes),
+            "training": dict(fitted.training),
+        }
+    for model in outliers:
+        name = _outlier_file(model.key)
+        _dump(model, folder / name)
+        manifest["outliers"][model.key] = {
+            "file": name, "seed": model.seed,
+            "forests": {k: int(f.max_samples_) for k, f in getattr(model, "forests_", {}).items()},
+            "median_mad": {k: list(v) for k, v in getattr(model, "robust_", {}).items()},
+        }
+    if map_model is not None:
+        _dump(map_model, folder / MAP_FILE)
+        manifest["map"] = {"file": MAP_FILE, "modality": map_model.modality,
+                           "params": map_model.network.get_params()}
+    tmp = folder / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, default=str))
+    os.replace(tmp, folder / MANIFEST)
+    kept = {r["file"] for k in ("classifiers", "outliers") for r in manifest[k].values()}
+    kept |= {manifest["map"]["file"]} if "map" in manifest else set()
+    for old in folder.glob("*.joblib"):  # models of an earlier analysis must not linger
+        if old.name not in kept:
+            old.unlink()
+    return manifest
+
+
+def _load(path: Path):
+    try:
+        return joblib.load(path)
+    except Exception as err:
+        raise LatentcatError(
+            f"{path}: cannot load the stored model ({' '.join(str(err).split())}); delete "
+            f"{path.parent} to go on without the stored analysis models"
+        ) from err
+
+
+def _read_manifest(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise LatentcatError(f"{path}: cannot read ({' '.join(str(err).split())})") from err
+
+
+def load_analysis(cat_dir: Path) -> AnalysisModels | None:
+    """The models stored with a catalogue; None when it has no ``analysis/`` manifest.
+
+    Raises
+    ------
+    LatentcatError
+        A manifest or model file that cannot be read.
+    """
+    folder = Path(cat_dir) / ANALYSIS_DIR
+    path = folder / MANIFEST
+    if not path.is_file():
+        return None
+    manifest = _read_manifest(path)
+    models = AnalysisModels(manifest=manifest)
+    for key, record in manifest.get("classifiers", {}).items():
+        models.classifiers[key] = _load(folder / record["file"])
+    for key, record in manifest.get("outliers", {}).items():
+        models.outliers[key] = _load(folder / record["file"])
+    if "map" in manifest:
+        models.map = _load(folder / manifest["map"]["file"])
+    return models
+
+
+__all__ = [
+    "ANALYSIS_DIR", "AnalysisModels", "analysis_inputs", "fit_map_model", "fit_outliers",
+    "load_analysis", "save_analysis",
+]

@@ -1,0 +1,67 @@
+-- Statements latentcat.catalog.add runs while it assembles the grown catalogue. Each block
+-- starts with "-- name: <key>"; parameters are bound, never pasted in. New rows arrive as a
+-- registered Arrow table _new_rows, ids to remove as _gone.
+
+-- name: derived_keys
+-- The models and methods whose rows the derived tables hold, with their row counts
+-- (the map is one table: its key is '').
+SELECT 'predictions' AS table_name, model_id AS key, count(*) AS n FROM predictions GROUP BY model_id
+UNION ALL
+SELECT 'outlier_scores', method, count(*) FROM outlier_scores GROUP BY method
+UNION ALL
+SELECT 'map', '', count(*) FROM map HAVING count(*) > 0
+ORDER BY table_name, key;
+
+-- name: delete_rows
+-- Remove the rows of replaced sources. {table} is one of the catalogue's fixed table names
+-- (latentcat.catalog.add._SOURCE_TABLES), never user input.
+DELETE FROM {table} WHERE source_id IN (SELECT source_id FROM _gone);
+
+-- name: count_with_blocks
+-- Sources that have every block of a block set ($xp, $dmdt, $fold: whether it includes it).
+SELECT count(*) FROM embeddings
+WHERE (NOT $xp OR has_xp) AND (NOT $dmdt OR has_dmdt) AND (NOT $fold OR has_fold);
+
+-- name: prediction_sample
+-- A few stored predictions of a model with the codes they were made from: a stored
+-- classifier must reproduce them before it predicts the added sources.
+SELECT p.source_id, p.class, p.probability, e.z_xp, e.z_dmdt, e.z_fold
+FROM predictions AS p JOIN embeddings AS e USING (source_id)
+WHERE p.model_id = $key
+ORDER BY p.source_id
+LIMIT $n;
+
+-- name: outlier_sample
+SELECT o.source_id, o.score, e.z_xp, e.z_dmdt, e.z_fold,
+       e.recon_loss_xp, e.recon_loss_dmdt, e.recon_loss_fold
+FROM outlier_scores AS o JOIN embeddings AS e USING (source_id)
+WHERE o.method = $key
+ORDER BY o.source_id
+LIMIT $n;
+
+-- name: map_sample
+SELECT m.source_id, m.x, m.y, e.z_xp, e.z_dmdt, e.z_fold
+FROM map AS m JOIN embeddings AS e USING (source_id)
+ORDER BY m.source_id
+LIMIT $n;
+
+-- name: insert_predictions
+INSERT INTO predictions SELECT source_id, class, probability, model_id FROM _new_rows;
+
+-- name: insert_outlier_scores
+-- The ranks are set by rerank_outlier_scores once the rows are in.
+INSERT INTO outlier_scores SELECT source_id, score, 0, $key FROM _new_rows;
+
+-- name: rerank_outlier_scores
+-- Rank every row of one method again: 1 = highest score, ties in source_id order, as in
+-- write.sql's insert_outlier_scores.
+UPDATE outlier_scores AS o SET rank = r.rank
+FROM (
+    SELECT source_id,
+           row_number() OVER (ORDER BY score DESC, source_id) AS rank
+    FROM outlier_scores WHERE method = $key
+) AS r
+WHERE o.method = $key AND o.source_id = r.source_id;
+
+-- name: insert_map
+INSERT INTO map SELECT source_id, x, y FROM _new_rows;
