@@ -227,3 +227,11 @@ def test_info_reports_counts_and_build(cat, tables):
 def test_open_a_folder_without_catalogue(tmp_path):
     with pytest.raises(LatentcatError, match="not a latentcat catalogue"):
         open_catalog(tmp_path)
+
+
+def test_similar_without_metadata_gives_the_same_neighbours(cat):
+    full = cat.similar(QUERY_ID, k=9)
+    bare = cat.similar(QUERY_ID, k=9, with_meta=False)
+    assert bare.column_names == ["rank", "source_id", "distance", "blocks"]
+    assert bare.column("source_id").to_pylist() == full.column("source_id").to_pylist()
+    assert bare.column("distance").to_pylist() == full.column("distance").to_pylist()
