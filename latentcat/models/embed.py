@@ -25,13 +25,13 @@ import torch
 
 from latentcat.errors import InputError
 from latentcat.models.config import MODALITIES
-from latentcat.models.data import ModalityArrays, list_shards, load_modality, make_batch
+from latentcat.models.data import ModalityArrays, batch_indices, list_shards, load_modality, make_batch
 from latentcat.models.layers import VAE
-from latentcat.models.trainer import WEIGHTS, load_model, resolve_device
+from latentcat.models.trainer import WEIGHTS, load_model, resolve_device, torch_threads
 
 
 def encode_arrays(
-    model: VAE, arrays: ModalityArrays, batch_size: int = 4096, device: torch.device | str = "cpu"
+    model: VAE, arrays: ModalityArrays, batch_size: int = 1024, device: torch.device | str = "cpu"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Latent means, log-variances and NLL per point of the present rows of one shard.
 
@@ -40,24 +40,22 @@ def encode_arrays(
     mu, logvar : ndarray (n, latent_dim) float32
     recon_loss : ndarray (n,) float32
     """
-    mus, logvars, recons = [], [], []
+    dim = getattr(model, "latent_dim", 5)
+    mu_out = np.zeros((arrays.n, dim), np.float32)
+    logvar_out = np.zeros((arrays.n, dim), np.float32)
+    recon_out = np.zeros(arrays.n, np.float32)
     model.eval()
-    with torch.no_grad():
-        for start in range(0, arrays.n, batch_size):
-            batch = make_batch(arrays, np.arange(start, min(start + batch_size, arrays.n)), device)
+    # folds are batched by length (batch_indices) so little time goes into padding; every
+    # source is encoded on its own, and the results are written back in row order
+    with torch.inference_mode():
+        for idx in batch_indices(arrays, batch_size):
+            batch = make_batch(arrays, idx, device)
             mu, logvar = model.encode(batch)
             nll, n_points = model.nll(batch, mu)
-            mus.append(mu.cpu().numpy())
-            logvars.append(logvar.cpu().numpy())
-            recons.append((nll / n_points).cpu().numpy())
-    if not mus:
-        dim = getattr(model, "latent_dim", 5)
-        return np.zeros((0, dim), np.float32), np.zeros((0, dim), np.float32), np.zeros(0, np.float32)
-    return (
-        np.concatenate(mus).astype(np.float32),
-        np.concatenate(logvars).astype(np.float32),
-        np.concatenate(recons).astype(np.float32),
-    )
+            mu_out[idx] = mu.float().cpu().numpy()
+            logvar_out[idx] = logvar.float().cpu().numpy()
+            recon_out[idx] = (nll / n_points).float().cpu().numpy()
+    return mu_out, logvar_out, recon_out
 
 
 def _nullable_lists(values: np.ndarray, present: np.ndarray) -> pa.Array:
@@ -73,7 +71,9 @@ def _nullable_floats(values: np.ndarray, present: np.ndarray) -> pa.Array:
     return pa.array(full, pa.float32(), mask=~present)
 
 
-def embed(features_dir: Path, models_dir: Path, out: Path, device: str = "auto", batch_size: int = 4096) -> dict:
+def embed(
+    features_dir: Path, models_dir: Path, out: Path, device: str = "auto", batch_size: int = 4096, threads: int = 0
+) -> dict:
     """Encode every feature shard with the trained models in ``models_dir``.
 
     Parameters
@@ -88,6 +88,9 @@ def embed(features_dir: Path, models_dir: Path, out: Path, device: str = "auto",
     device : {'auto', 'cpu', 'cuda'}
     batch_size : int
         Sources per forward pass.
+    threads : int
+        torch CPU threads while encoding; 0 keeps torch's setting (see
+        `latentcat.models.config.TrainConfig`; use 1 on a machine shared with other jobs).
 
     Returns
     -------
@@ -102,8 +105,24 @@ def embed(features_dir: Path, models_dir: Path, out: Path, device: str = "auto",
         raise InputError(f"{models_dir}: no trained model folder (xp/, dmdt/ or fold/ with {WEIGHTS})")
     out.mkdir(parents=True, exist_ok=True)
     counts = {m: 0 for m in MODALITIES}
-    n_sources = 0
     t0 = time.perf_counter()
+    with torch_threads(threads):
+        n_sources = _embed_shards(shards, models, out, counts, batch_size, dev)
+    seconds = time.perf_counter() - t0
+    return {
+        "n_sources": n_sources,
+        "n_shards": len(shards),
+        "models": sorted(models),
+        "sources_with": counts,
+        "device": str(dev),
+        "seconds": seconds,
+        "sources_per_s": n_sources / seconds if seconds > 0 else float("nan"),
+    }
+
+
+def _embed_shards(shards: list[Path], models: dict, out: Path, counts: dict, batch_size: int, dev: torch.device) -> int:
+    """Write one embeddings shard per features shard; returns the number of sources."""
+    n_sources = 0
     for shard in shards:
         source_id = pq.read_table(shard, columns=["source_id"]).column("source_id").to_numpy().astype(np.int64)
         columns: dict[str, pa.Array] = {"source_id": pa.array(source_id, pa.int64())}
@@ -132,13 +151,4 @@ def embed(features_dir: Path, models_dir: Path, out: Path, device: str = "auto",
         pq.write_table(pa.table(columns), tmp)
         tmp.replace(out / name)
         n_sources += len(source_id)
-    seconds = time.perf_counter() - t0
-    return {
-        "n_sources": n_sources,
-        "n_shards": len(shards),
-        "models": sorted(models),
-        "sources_with": counts,
-        "device": str(dev),
-        "seconds": seconds,
-        "sources_per_s": n_sources / seconds if seconds > 0 else float("nan"),
-    }
+    return n_sources

@@ -11,13 +11,14 @@ Each trained model is written to ``MODELS_DIR/<modality>/``:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import json
 import platform
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -97,9 +98,22 @@ def train(
     dev = resolve_device(device)
     out = Path(out)
     summary: dict = {"device": str(dev), "seed": config.seed, "models": {}}
-    for m in modalities:
-        summary["models"][m] = train_model(shards, m, config, out / m, dev)
+    with torch_threads(config.threads):
+        for m in modalities:
+            summary["models"][m] = train_model(shards, m, config, out / m, dev)
     return summary
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run the block with ``threads`` torch CPU threads (0: unchanged), then restore the setting."""
+    before = torch.get_num_threads()
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _count(shards: Sequence[Path], modality: str, cfg: TrainConfig) -> tuple[int, int]:
@@ -118,7 +132,7 @@ def _evaluate(model: VAE, shards: Sequence[Path], modality: str, cfg: TrainConfi
     mc = cfg.section(modality)
     total, n = 0.0, 0
     model.eval()
-    with torch.no_grad():
+    with torch.inference_mode():
         for _, batch in iter_batches(
             shards, modality, 4 * mc.batch_size, split="val", val_fraction=cfg.val_fraction, in_dim=mc.in_dim or None, device=dev
         ):
