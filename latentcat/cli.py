@@ -242,12 +242,13 @@ def embed(
     models: Path = typer.Option(..., "--models", help="Folder written by `latentcat train`."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the embedding shards."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    threads: int = typer.Option(0, "--threads", help="torch CPU threads (0: torch's default)."),
 ) -> None:
     """Encode every source into its 15 latent numbers (5 per modality; NULL where a modality is missing)."""
     from latentcat.models.embed import embed as run_embed
 
     try:
-        report = run_embed(features_dir, models, out, device=device)
+        report = run_embed(features_dir, models, out, device=device, threads=threads)
     except LatentcatError as exc:
         _fail(exc)
     _print_json(report)

@@ -56,8 +56,11 @@ def example_queries(cat) -> list[tuple[str, str, pa.Table]]:
         examples.append((f"a faint source without XP ({sid}) is matched on its dm-dt and fold blocks",
                          f"latentcat similar {sid} -k 5", answer.select(keep)))
 
+    f1 = cat.info().get("build_info", {}).get("analyse", {}).get("classifier", {}).get("macro_f1")
+    scored = f" (cross-validated macro F1 {f1:.2f} against the DR3 classes)" if f1 is not None else ""
     for table, title, command in (
-        ("predictions", "classifier predictions on the latents", "latentcat sql \"SELECT class, count(*) FROM predictions GROUP BY 1\""),
+        ("predictions", f"classifier predictions on the latents{scored}",
+         "latentcat sql \"SELECT class, count(*) FROM predictions GROUP BY 1\""),
         ("outlier_scores", "the most unusual sources (isolation forest on the latents)", "latentcat outliers --top 5"),
     ):
         rows = cat.sql(f"SELECT count(*) AS n FROM {table}").to_pylist()[0]["n"]
@@ -68,6 +71,7 @@ def example_queries(cat) -> list[tuple[str, str, pa.Table]]:
                              "FROM predictions GROUP BY 1 ORDER BY n DESC LIMIT 8")
         else:
             answer = cat.sql("SELECT o.rank, o.source_id, round(o.score, 3) AS score, l.best_class_name "
-                             "FROM outlier_scores o LEFT JOIN labels l USING (source_id) ORDER BY o.rank LIMIT 5")
+                             "FROM outlier_scores o LEFT JOIN labels l USING (source_id) "
+                             "WHERE o.method = 'isolation_forest:all' ORDER BY o.rank LIMIT 5")
         examples.append((title, command, answer))
     return examples

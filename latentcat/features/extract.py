@@ -31,6 +31,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from latentcat.errors import InputError
 from latentcat.features import clean, dmdt, fold, period, stats, xp
@@ -137,12 +139,17 @@ def extract_features(
 
     todo = [k for k in range(len(bounds)) if not (out / shard_name(k)).exists()]
     jobs = [(str(stage_dir), str(out / shard_name(k)), bounds[k][0], bounds[k][1], min_epochs) for k in todo]
-    if n_workers == 1 or len(jobs) <= 1:
-        for job in jobs:
-            _write_shard(*job)
-    else:
-        with ProcessPoolExecutor(max_workers=n_workers, mp_context=get_context("spawn")) as pool:
-            list(pool.map(_write_shard, *zip(*jobs)))
+    with Progress(TextColumn("features"), BarColumn(), MofNCompleteColumn(), TextColumn("shards"),
+                  TimeRemainingColumn(), console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("features", total=len(jobs))
+        if n_workers == 1 or len(jobs) <= 1:
+            for job in jobs:
+                _write_shard(*job)
+                bar.advance(task)
+        else:
+            with ProcessPoolExecutor(max_workers=n_workers, mp_context=get_context("spawn")) as pool:
+                for _ in pool.map(_write_shard, *zip(*jobs)):
+                    bar.advance(task)
 
     seconds = _time.perf_counter() - t_start
     reasons = pq.read_table([str(out / shard_name(k)) for k in range(len(bounds))], columns=["lc_reason", "xp_reason"]) if bounds else None

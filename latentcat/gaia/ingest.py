@@ -56,6 +56,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from rich.console import Console
+from rich.progress import track
 
 from latentcat.errors import InputError
 from latentcat.gaia import readers
@@ -132,7 +134,8 @@ def _run(inputs: list[Path], work: Path, keep_var: bool, chunk_rows: int) -> dic
     xp_bundles = {f.bundle for f, layout, _ in plan if "xp_continuous" in layout}
     parts = work / "parts"
     entries, skipped = [], []
-    for index, (f, layout, columns) in enumerate(plan):
+    for index, (f, layout, columns) in enumerate(
+            track(plan, description="ingest (files)", console=Console(stderr=True), transient=True)):
         if layout == {"datalink_other"}:
             skipped.append({"file": f.name, "product": "MCMC samples", "reason": "not used by latentcat"})
             continue

@@ -22,6 +22,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+from rich.console import Console
+from rich.progress import track
 
 from latentcat.errors import InputError
 from latentcat.models.config import MODALITIES
@@ -123,7 +125,7 @@ def embed(
 def _embed_shards(shards: list[Path], models: dict, out: Path, counts: dict, batch_size: int, dev: torch.device) -> int:
     """Write one embeddings shard per features shard; returns the number of sources."""
     n_sources = 0
-    for shard in shards:
+    for shard in track(shards, description="embed (shards)", console=Console(stderr=True), transient=True):
         source_id = pq.read_table(shard, columns=["source_id"]).column("source_id").to_numpy().astype(np.int64)
         columns: dict[str, pa.Array] = {"source_id": pa.array(source_id, pa.int64())}
         blocks = {}
