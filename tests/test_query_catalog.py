@@ -235,3 +235,11 @@ def test_similar_without_metadata_gives_the_same_neighbours(cat):
     assert bare.column_names == ["rank", "source_id", "distance", "blocks"]
     assert bare.column("source_id").to_pylist() == full.column("source_id").to_pylist()
     assert bare.column("distance").to_pylist() == full.column("distance").to_pylist()
+
+
+def test_dataframe_convenience_matches_the_arrow_answer(cat):
+    query = "SELECT source_id, phot_g_mean_mag FROM sources WHERE phot_g_mean_mag < ? ORDER BY source_id"
+    frame = cat.df(query, [15.0])
+    table = cat.sql(query, [15.0])
+    assert list(frame.columns) == table.column_names
+    assert frame["source_id"].tolist() == table.column("source_id").to_pylist()

@@ -101,6 +101,18 @@ class Catalog:
         except duckdb.Error as err:
             raise LatentcatError(f"SQL error: {_one_line(err)}") from err
 
+    def df(self, query: str, params: list | dict | None = None):
+        """`sql` as a pandas DataFrame."""
+        return self.sql(query, params).to_pandas()
+
+    def pl(self, query: str, params: list | dict | None = None):
+        """`sql` as a polars DataFrame (needs ``pip install polars``)."""
+        try:
+            import polars
+        except ImportError:
+            raise LatentcatError("Catalog.pl needs polars: pip install polars") from None
+        return polars.from_arrow(self.sql(query, params))
+
     def info(self) -> dict:
         """Row counts, available indexes and the build record of the catalogue."""
         counts = self._query(sql_statements("query")["table_counts"]).to_pylist()[0]
