@@ -359,3 +359,15 @@ def test_source_ranges_never_split_a_source(tmp_path):
     assert per_range.sum() == rows.size and len(ranges) >= rows.size // (budget + 400)
     assert source_ranges(duckdb.connect(), [[str(tmp_path / "a.parquet")]], 10**9) == [(int(rows[:half].min()),
                                                                                          int(rows[:half].max()))]
+
+
+def test_a_folder_without_any_table_file_is_an_error(tmp_path):
+    from latentcat.errors import InputError
+    from latentcat.gaia.ingest import ingest as run_ingest
+
+    empty = tmp_path / "downloads"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("nothing here yet\n")
+    with pytest.raises(InputError, match="downloads: no table files to ingest"):
+        run_ingest([empty], tmp_path / "stage")
+    assert not (tmp_path / "stage").exists()

@@ -123,6 +123,9 @@ def ingest(inputs: list[Path], out: Path, keep_variability_rejected: bool = Fals
 def _run(inputs: list[Path], work: Path, keep_var: bool, chunk_rows: int) -> dict:
     """Read every input into part files, then merge them into ``work/final``."""
     files, ignored = readers.find_inputs(inputs, work / "inputs")
+    if not files:
+        names = ", ".join(str(p) for p in inputs)
+        raise InputError(f"{names}: no table files to ingest (looked for VOTable, ECSV, CSV, FITS, Parquet and zip bundles)")
     plan = []
     for f in files:
         columns = readers.read_columns(f)
