@@ -204,13 +204,16 @@ def features(
     workers: int = typer.Option(1, "--workers", "-j", help="Worker processes."),
     min_epochs: int = typer.Option(10, "--min-epochs", help="Fewer cleaned G epochs than this: no light-curve features."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Keep shards finished by an earlier run."),
+    scheduler: str = typer.Option("processes", "--scheduler", help="processes (this machine) or dask (docs/dask.md)."),
+    address: str = typer.Option("", "--address", help="A running Dask scheduler (tcp://host:8786); empty: a LocalCluster."),
 ) -> None:
     """Compute dm-dt maps, periods, folded curves and XP vectors from a staging area."""
     from latentcat.features.extract import extract_features
 
     try:
         report = extract_features(
-            stage_dir, out, shard_size=shard_size, n_workers=workers, resume=resume, min_epochs=min_epochs
+            stage_dir, out, shard_size=shard_size, n_workers=workers, resume=resume, min_epochs=min_epochs,
+            scheduler=scheduler, address=address or None,
         )
     except LatentcatError as exc:
         _fail(exc)

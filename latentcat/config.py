@@ -17,6 +17,9 @@ comment each one):
 ``[analyse]``
     ``labels`` (the ``table.column`` classifiers learn from), ``classifier`` ("logreg", "rf",
     "hgb" or "" for none), ``outliers`` and ``map`` (true/false).
+``[compute]``
+    ``scheduler`` ("processes" or "dask": one task per feature shard, docs/dask.md), ``address``
+    (a running Dask scheduler; "" starts a LocalCluster of ``[features] workers`` workers).
 ``[output]``
     ``catalog``: the catalogue folder to write (relative to the current directory).
 """
@@ -31,7 +34,7 @@ from typing import Any
 from latentcat.errors import InputError
 from latentcat.models.config import TrainConfig
 
-_TABLES = {"seed", "inputs", "features", "models", "analyse", "output"}
+_TABLES = {"seed", "inputs", "features", "models", "analyse", "compute", "output"}
 
 
 @dataclass
@@ -44,6 +47,7 @@ class BuildConfig:
     features: dict[str, Any] = field(default_factory=dict)
     models: dict[str, Any] = field(default_factory=dict)
     analyse: dict[str, Any] = field(default_factory=dict)
+    compute: dict[str, Any] = field(default_factory=dict)
     output: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -83,6 +87,7 @@ def load_build_config(path: Path) -> BuildConfig:
         features=dict(raw.get("features", {})),
         models=dict(raw.get("models", {})),
         analyse=dict(raw.get("analyse", {})),
+        compute=dict(raw.get("compute", {})),
         output=dict(raw.get("output", {})),
         raw=raw,
     )

@@ -161,6 +161,8 @@ def build(config: BuildConfig, out: Path | None = None, resume: bool = False) ->
             stage_dir, features_dir,
             shard_size=int(config.features.get("shard_size", 20_000)),
             n_workers=int(config.features.get("workers", 1)),
+            scheduler=str(config.compute.get("scheduler", "processes")),
+            address=str(config.compute.get("address", "")) or None,
             min_epochs=int(config.features.get("min_epochs", 10)),
             resume=True,
         ),

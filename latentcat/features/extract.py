@@ -22,9 +22,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import time as _time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from latentcat.compute import check_scheduler, shard_runner
 from latentcat.errors import InputError
 from latentcat.features import clean, dmdt, fold, period, stats, xp
 from latentcat.features.ragged import compact, list_lengths, pad_lists, to_list_array
@@ -83,6 +84,8 @@ def extract_features(
     n_workers: int = 1,
     resume: bool = True,
     min_epochs: int = 10,
+    scheduler: str = "processes",
+    address: str | None = None,
 ) -> dict:
     """Compute the model inputs of every staged source, shard by shard.
 
@@ -95,12 +98,19 @@ def extract_features(
     shard_size : int
         Sources per shard.
     n_workers : int
-        Processes computing shards in parallel; the shards do not depend on it.
+        Processes computing shards in parallel (local processes, or the workers of a Dask
+        LocalCluster); the shards do not depend on it.
     resume : bool
         Keep finished shards of an earlier run with the same inputs and settings; when
         False, every shard is recomputed.
     min_epochs : int
         Fewest cleaned G epochs for light-curve features.
+    scheduler : {"processes", "dask"}
+        Where the shards are computed (`latentcat.compute`): local processes, or one Dask task
+        per shard. With "dask", ``stage_dir`` and ``out`` must be paths every worker reaches.
+    address : str or None
+        Address of a running Dask scheduler (``"tcp://host:8786"``); None starts a
+        LocalCluster of ``n_workers`` processes for this call.
 
     Returns
     -------
@@ -111,6 +121,7 @@ def extract_features(
     stage_dir, out = Path(stage_dir), Path(out)
     if shard_size < 1 or n_workers < 1 or min_epochs < 3:
         raise InputError("extract_features: shard_size and n_workers must be >= 1 and min_epochs >= 3")
+    check_scheduler(scheduler, address, n_workers)
     lc_path, xp_path = stage_dir / LC_FILE, stage_dir / XP_FILE
     if not lc_path.exists() and not xp_path.exists():
         raise InputError(f"{stage_dir}: neither {LC_FILE} nor {XP_FILE} found")
@@ -138,18 +149,19 @@ def extract_features(
     _atomic_write_text(plan_path, json.dumps(plan, indent=1))
 
     todo = [k for k in range(len(bounds)) if not (out / shard_name(k)).exists()]
-    jobs = [(str(stage_dir), str(out / shard_name(k)), bounds[k][0], bounds[k][1], min_epochs) for k in todo]
+    where = stage_dir.resolve(), out.resolve()  # absolute: a worker's working folder is its own
+    jobs = [(str(where[0]), str(where[1] / shard_name(k)), bounds[k][0], bounds[k][1], min_epochs) for k in todo]
     with Progress(TextColumn("features"), BarColumn(), MofNCompleteColumn(), TextColumn("shards"),
                   TimeRemainingColumn(), console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("features", total=len(jobs))
-        if n_workers == 1 or len(jobs) <= 1:
-            for job in jobs:
-                _write_shard(*job)
-                bar.advance(task)
-        else:
-            with ProcessPoolExecutor(max_workers=n_workers, mp_context=get_context("spawn")) as pool:
-                for _ in pool.map(_write_shard, *zip(*jobs)):
+        if jobs:  # a resumed run with every shard done starts no pool or cluster
+            with shard_runner(scheduler, address, n_workers) as run:
+                for _ in run(_write_shard, jobs):
                     bar.advance(task)
+    unseen = [job[1] for job in jobs if not Path(job[1]).exists()]
+    if unseen:  # written to a worker's own disk
+        raise InputError(f"{unseen[0]}: a worker wrote this shard but it is not visible here; "
+                         "stage_dir and out must be on a filesystem every worker reaches")
 
     seconds = _time.perf_counter() - t_start
     reasons = pq.read_table([str(out / shard_name(k)) for k in range(len(bounds))], columns=["lc_reason", "xp_reason"]) if bounds else None
@@ -160,6 +172,7 @@ def extract_features(
         "n_shards": len(bounds),
         "shards_written": len(todo),
         "shards_skipped": len(bounds) - len(todo),
+        "scheduler": scheduler,
         "seconds": round(seconds, 3),
         "lc_features": 0,
         "xp_features": 0,
@@ -409,9 +422,18 @@ def _xp_columns(path: Path, xpt: pa.Table | None, ids: np.ndarray) -> dict[str, 
 
 
 def _write_shard(stage_dir: str, path: str, lo: int, hi: int, min_epochs: int) -> int:
-    """Compute one shard and write it atomically (temporary name, then rename)."""
+    """Compute one shard and write it atomically (temporary name, then rename).
+
+    The temporary name is unique to this call, so two workers (possibly on two hosts) that
+    compute the same shard never write into one file. The staging and output folders must be
+    visible to the process that runs it (on a cluster: a filesystem every worker reaches).
+    """
+    for folder in (Path(stage_dir), Path(path).parent):
+        if not folder.is_dir():
+            raise InputError(f"{folder}: no such folder on worker host {socket.gethostname()}; "
+                             "stage_dir and out must be on a filesystem every worker reaches")
     table = compute_shard(Path(stage_dir), lo, hi, min_epochs)
-    tmp = f"{path}.tmp{os.getpid()}"
+    tmp = f"{path}.tmp{os.getpid()}-{uuid.uuid4().hex[:8]}"
     pq.write_table(table, tmp)
     os.replace(tmp, path)
     return table.num_rows

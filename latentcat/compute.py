@@ -1,0 +1,142 @@
+"""Where the per-shard work runs: this process, a local process pool, or a Dask cluster.
+
+The ``[compute]`` table of a build configuration picks one:
+
+``scheduler = "processes"``
+    ``n_workers`` local processes (1 = run in this process).
+``scheduler = "dask"``
+    A ``dask.distributed`` cluster: the one at ``address`` (``"tcp://host:8786"``), or, when
+    ``address`` is empty, a ``LocalCluster`` of ``n_workers`` single-threaded processes that is
+    started here and closed at the end.
+
+Either way, `shard_runner` hands out one function, ``run(fn, jobs)``, that calls ``fn(*job)``
+for every job and yields each result as its job finishes (in completion order). A job that
+raises a `latentcat.errors.LatentcatError` stops the run with the same one-line error; the
+jobs not yet started are cancelled. Jobs must read and write only paths every worker can
+reach (see docs/dask.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import as_completed as _local_as_completed
+from contextlib import contextmanager
+from multiprocessing import get_context
+from typing import Any
+
+from latentcat.errors import InputError, LatentcatError
+
+SCHEDULERS = ("processes", "dask")
+CONNECT_TIMEOUT = "30s"  # how long to wait for the scheduler at `address` to answer
+
+Runner = Callable[[Callable[..., Any], Iterable[tuple]], Iterator[Any]]
+
+
+def check_scheduler(scheduler: str, address: str | None = None, n_workers: int = 1) -> None:
+    """Raise InputError unless the compute settings name a known scheduler and >= 1 worker.
+
+    Parameters
+    ----------
+    scheduler : str
+        "processes" or "dask".
+    address : str or None
+        Dask scheduler address; only allowed with ``scheduler="dask"``.
+    n_workers : int
+        Worker processes (ignored by a Dask cluster given by ``address``).
+    """
+    if scheduler not in SCHEDULERS:
+        raise InputError(f"[compute] scheduler must be one of {list(SCHEDULERS)}, got {scheduler!r}")
+    if address and scheduler != "dask":
+        raise InputError(f"[compute] address {address!r} needs scheduler = \"dask\", not {scheduler!r}")
+    if n_workers < 1:
+        raise InputError(f"[compute] n_workers must be >= 1, got {n_workers}")
+
+
+@contextmanager
+def shard_runner(scheduler: str = "processes", address: str | None = None, n_workers: int = 1) -> Iterator[Runner]:
+    """Open the pool the compute settings ask for and yield its ``run(fn, jobs)`` function.
+
+    Parameters
+    ----------
+    scheduler : {"processes", "dask"}
+        A local process pool, or a ``dask.distributed`` cluster.
+    address : str or None
+        Address of a running Dask scheduler; None or "" starts a ``LocalCluster`` for the
+        duration of the block.
+    n_workers : int
+        Local worker processes (for "processes", and for a Dask ``LocalCluster``).
+
+    Yields
+    ------
+    callable
+        ``run(fn, jobs)``: an iterator over ``fn(*job)`` for each job, in completion order.
+        ``fn`` and the jobs must be picklable (a module-level function and plain values).
+
+    Raises
+    ------
+    InputError
+        For unknown settings, or a Dask scheduler that cannot be reached.
+    """
+    check_scheduler(scheduler, address, n_workers)
+    if scheduler == "processes":
+        yield lambda fn, jobs: _run_processes(fn, list(jobs), n_workers)
+        return
+    with _dask_client(address or None, n_workers) as client:
+        yield lambda fn, jobs: _run_dask(client, fn, list(jobs))
+
+
+def _run_processes(fn: Callable[..., Any], jobs: list[tuple], n_workers: int) -> Iterator[Any]:
+    """Run the jobs here (one worker or one job) or in a pool of spawned processes."""
+    if n_workers == 1 or len(jobs) <= 1:
+        for job in jobs:
+            yield fn(*job)
+        return
+    with ProcessPoolExecutor(max_workers=min(n_workers, len(jobs)), mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(fn, *job) for job in jobs]
+        try:
+            for future in _local_as_completed(futures):
+                yield _result(future)
+        finally:
+            for future in futures:
+                future.cancel()
+
+
+@contextmanager
+def _dask_client(address: str | None, n_workers: int):
+    """A dask.distributed Client of the cluster at ``address``, or of a new LocalCluster."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise InputError('[compute] scheduler = "dask" needs the dask[distributed] package: '
+                         'pip install "dask[distributed]"') from None
+    if address:
+        try:
+            client = Client(address, timeout=CONNECT_TIMEOUT)
+        except (OSError, TimeoutError) as exc:
+            raise InputError(f"[compute] cannot reach the Dask scheduler at {address} ({exc})") from None
+        with client:
+            yield client
+        return
+    with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True) as cluster, Client(cluster) as client:
+        yield client
+
+
+def _run_dask(client, fn: Callable[..., Any], jobs: list[tuple]) -> Iterator[Any]:
+    """Submit one task per job and yield the results as the tasks finish."""
+    from distributed import as_completed
+
+    futures = [client.submit(fn, *job, pure=False) for job in jobs]
+    try:
+        for future in as_completed(futures):
+            yield _result(future)
+    finally:
+        client.cancel(futures)
+
+
+def _result(future) -> Any:
+    """The result of a finished job; a worker's LatentcatError is raised again as one line."""
+    try:
+        return future.result()
+    except LatentcatError as exc:  # drop the remote traceback the pool attaches
+        raise type(exc)(str(exc)) from None
