@@ -7,7 +7,6 @@ Every command reports a bad input as one line on stderr and exits with a non-zer
 from __future__ import annotations
 
 import json
-import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -54,6 +53,8 @@ def _fail(exc: BaseException) -> None:
 
 
 class OutputFormat(str, Enum):
+    """How query commands print their answer."""
+
     table = "table"
     csv = "csv"
     json = "json"
@@ -79,6 +80,8 @@ def _emit(table, fmt: OutputFormat, output: Optional[Path]) -> None:
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
+    if output is not None and not Path(output).parent.is_dir():
+        raise LatentcatError(f"--output {output}: folder {Path(output).parent} does not exist")
     if fmt is OutputFormat.parquet:
         if output is None:
             raise LatentcatError("--format parquet needs --output FILE")
@@ -101,9 +104,11 @@ def _emit(table, fmt: OutputFormat, output: Optional[Path]) -> None:
             view.add_column(name, no_wrap=True)
         for row in table.to_pylist():
             view.add_row(*(_cell(v) for v in row.values()))
-        to_terminal = output is None and sys.stdout.isatty()
-        console = Console(file=open(output, "w") if output else None, width=None if to_terminal else 250)
-        console.print(view)
+        if output is None:
+            Console(width=None if sys.stdout.isatty() else 250).print(view)
+        else:
+            with open(output, "w") as fh:
+                Console(file=fh, width=250).print(view)
         return
     if output:
         Path(output).write_text(text)
@@ -224,7 +229,7 @@ def features(
 def train(
     features_dir: Path = typer.Argument(..., help="Feature shards written by `latentcat features`."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the trained models."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML build configuration ([train] section)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML build configuration (its [models] table)."),
     modality: list[str] = typer.Option(["xp", "dmdt", "fold"], "--modality", "-m", help="Model(s) to train: xp, dmdt, fold."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
 ) -> None:
@@ -263,7 +268,7 @@ def build(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Catalogue folder (default: [output] catalog of the config)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted build from its last finished stage."),
 ) -> None:
-    """Run ingest -> features -> train -> embed -> index -> analyse and write a catalogue folder."""
+    """Run ingest -> features -> train -> embed -> catalogue (DuckDB + FAISS) -> analyse into a catalogue folder."""
     from latentcat.catalog.build import build as run_build
     from latentcat.config import load_build_config
 

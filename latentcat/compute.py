@@ -50,7 +50,7 @@ def check_scheduler(scheduler: str, address: str | None = None, n_workers: int =
     if address and scheduler != "dask":
         raise InputError(f"[compute] address {address!r} needs scheduler = \"dask\", not {scheduler!r}")
     if n_workers < 1:
-        raise InputError(f"[compute] n_workers must be >= 1, got {n_workers}")
+        raise InputError(f"[features] workers must be >= 1, got {n_workers}")
 
 
 @contextmanager

@@ -69,10 +69,43 @@ class BuildConfig:
         return [(base / p).resolve() for p in self.inputs.get("paths", [])]
 
 
+KEYS: dict[str, dict[str, type]] = {
+    "inputs": {"paths": list, "simulate_n": int, "keep_variability_rejected": bool},
+    "features": {"shard_size": int, "workers": int, "min_epochs": int},
+    "analyse": {"labels": str, "classifier": str, "outliers": bool, "map": bool},
+    "compute": {"scheduler": str, "address": str},
+    "output": {"catalog": str},
+}
+"""The keys of each table (``[models]`` is checked by `latentcat.models.config.TrainConfig`)."""
+
+CHOICES = {
+    ("models", "device"): ("auto", "cpu", "cuda"),
+    ("analyse", "classifier"): ("logreg", "rf", "hgb", ""),
+    ("compute", "scheduler"): ("processes", "dask"),
+}
+
+
+def _check_table(path: Path, name: str, table: Any) -> dict:
+    """One table of the file: a mapping of known keys with values of the right type."""
+    if not isinstance(table, dict):
+        raise InputError(f"{path}: [{name}] must be a table")
+    for key, value in table.items():
+        if key not in KEYS[name]:
+            raise InputError(f"{path}: unknown key {name}.{key}; expected one of {', '.join(KEYS[name])}")
+        want = KEYS[name][key]
+        ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
+        if not ok:
+            raise InputError(f"{path}: {name}.{key} must be {want.__name__}, got {value!r}")
+    if name == "inputs" and not all(isinstance(p, str) for p in table.get("paths", [])):
+        raise InputError(f"{path}: inputs.paths must be a list of file or folder names")
+    return dict(table)
+
+
 def load_build_config(path: Path) -> BuildConfig:
-    """Read a build configuration; an unreadable file or an unknown table is one clear error."""
+    """Read and check a build configuration: a bad file, table, key or value is one clear error."""
+    path = Path(path)
     try:
-        raw = tomllib.loads(Path(path).read_text())
+        raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise InputError(f"{path}: no such configuration file") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -80,18 +113,19 @@ def load_build_config(path: Path) -> BuildConfig:
     unknown = set(raw) - _TABLES
     if unknown:
         raise InputError(f"{path}: unknown table or key {sorted(unknown)[0]!r}; expected {sorted(_TABLES)}")
-    cfg = BuildConfig(
-        path=Path(path),
-        seed=int(raw.get("seed", 0)),
-        inputs=dict(raw.get("inputs", {})),
-        features=dict(raw.get("features", {})),
-        models=dict(raw.get("models", {})),
-        analyse=dict(raw.get("analyse", {})),
-        compute=dict(raw.get("compute", {})),
-        output=dict(raw.get("output", {})),
-        raw=raw,
-    )
-    cfg.train  # validate the [models] table now, not halfway through a build
+    seed = raw.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise InputError(f"{path}: seed must be an integer, got {seed!r}")
+    tables = {name: _check_table(path, name, raw.get(name, {})) for name in KEYS}
+    models = raw.get("models", {})
+    if not isinstance(models, dict):
+        raise InputError(f"{path}: [models] must be a table")
+    for (table, key), allowed in CHOICES.items():
+        value = (models if table == "models" else tables[table]).get(key)
+        if value is not None and value not in allowed:
+            raise InputError(f"{path}: {table}.{key} = {value!r}; choose one of {', '.join(map(repr, allowed))}")
+    cfg = BuildConfig(path=path, seed=seed, models=dict(models), raw=raw, **tables)
+    cfg.train  # check the [models] table now, not halfway through a build
     return cfg
 
 

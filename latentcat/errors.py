@@ -7,3 +7,8 @@ class LatentcatError(Exception):
 
 class InputError(LatentcatError):
     """An input file is unreadable, truncated, of an unknown layout or has bad values."""
+
+
+def one_line(err: BaseException) -> str:
+    """An exception's message on one line (DuckDB and others print several)."""
+    return " ".join(str(err).split())

@@ -1,5 +1,5 @@
 import sys
 from pathlib import Path
 
-# the shared synthetic-catalogue helpers (tests/catalog_fixtures.py) import as a plain module
+# the shared synthetic-catalogue fixtures (tests/catalog_fixtures.py) import as a plain module
 sys.path.insert(0, str(Path(__file__).parent))

@@ -99,3 +99,39 @@ def test_shipped_configs_load():
     for name in ("demo.toml", "dr3.toml"):
         cfg = load_build_config(root / name)
         assert cfg.train.xp.beta == 1e-3 and cfg.train.dmdt.beta == 1e-5 and cfg.train.fold.beta == 1e-4
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('[inputs]\npaths = "../dr3"\n', "inputs.paths must be list"),
+        ("[features]\nworker = 2\n", "unknown key features.worker"),
+        ('seed = "x"\n', "seed must be an integer"),
+        ('[inputs]\nkeep_variability_rejected = "false"\n', "inputs.keep_variability_rejected must be bool"),
+        ('[models]\ndevice = "gpu"\n', "models.device = 'gpu'; choose one of"),
+        ('[compute]\nscheduler = "slurm"\n', "compute.scheduler = 'slurm'"),
+        ("[models.fold]\nwidht = 3\n", "unknown key fold.widht"),
+    ],
+)
+def test_bad_config_values_are_caught_before_any_stage_runs(tmp_path, text, message):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text)
+    with pytest.raises(InputError, match=message):
+        load_build_config(bad)
+
+
+def test_resume_with_a_changed_configuration_is_refused(tiny_config, tmp_path, monkeypatch):
+    from latentcat.errors import LatentcatError
+    from latentcat.models import trainer
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("killed during training")
+
+    monkeypatch.setattr(trainer, "train", crash)
+    out = tmp_path / "cat"
+    with pytest.raises(KeyboardInterrupt):
+        build_module.build(load_build_config(tiny_config), out=out)
+    changed = tmp_path / "changed.toml"
+    changed.write_text(tiny_config.read_text().replace("seed = 3", "seed = 4"))
+    with pytest.raises(LatentcatError, match="configuration changed since this build started"):
+        build_module.build(load_build_config(changed), out=out, resume=True)

@@ -80,3 +80,9 @@ def test_catalogue_is_not_changed_by_a_rejected_write(cat_dir):
     before = (cat_dir / "catalog.duckdb").read_bytes()
     runner.invoke(app, ["sql", "DELETE FROM sources", "--catalog", str(cat_dir)])
     assert (cat_dir / "catalog.duckdb").read_bytes() == before
+
+
+def test_output_into_a_missing_folder_is_one_line(cat_dir, tmp_path):
+    result = runner.invoke(app, ["sql", "SELECT 1", "--catalog", str(cat_dir), "--output", str(tmp_path / "no" / "x.csv")])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: --output") and "does not exist" in result.output

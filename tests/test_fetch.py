@@ -12,7 +12,6 @@ import http.client
 import io
 import json
 import re
-import zipfile
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 

@@ -43,13 +43,12 @@ from those very models, inside the same atomic exchange:
 
 A stored model is used only when it reproduces the stored rows of a few catalogue sources
 (`SAMPLE` of them, to float32 rounding); a table whose rows no stored model reproduces (an
-older catalogue without ``analysis/``, or rows written by a later ``classify --write``) gets
+older catalogue without ``analysis/``, or rows written by a later ``a later `latentcat classify` / `latentcat outliers```) gets
 no rows for the added sources, and ``build_info["stale"]`` names it and its keys.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import re
@@ -66,6 +65,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from latentcat.catalog import index as lc_index
+from latentcat.catalog.atomic import swap_in
 from latentcat.catalog.store import (
     DB_NAME, INDEX_DIR, load_tables, sql_script, sql_statements, table_counts, write_build_info,
 )
@@ -302,27 +302,6 @@ def _verify(con: duckdb.DuckDBPyConnection, new_dir: Path, codes: pa.Table, info
             dist, found = lc_index.search(index, x[0], 1)
             if found.size == 0 or found[0] != set_ids[0] or dist[0] > 1e-4:
                 raise LatentcatError(f"{name} index does not return added source_id {set_ids[0]}")
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False if unsupported."""
-    try:
-        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):
-        return False
-    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    at_fdcwd, rename_exchange = -100, 2
-    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
-
-
-def _swap_in(new: Path, target: Path) -> None:
-    """Put the folder ``new`` in place of ``target``; the old catalogue ends up at ``new``."""
-    if _exchange(new, target):
-        return
-    old = new.with_name(new.name + ".old")
-    os.replace(target, old)
-    os.replace(new, target)
-    os.replace(old, new)
 
 
 def _delete_rows(con: duckdb.DuckDBPyConnection, table: str, ids: np.ndarray) -> None:
@@ -583,7 +562,7 @@ def add_sources(cat_dir: Path, inputs: list[Path], skip_existing: bool = False, 
             con.execute("CHECKPOINT")
         finally:
             con.close()
-        _swap_in(new, cat_dir)
+        swap_in(new, cat_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {**report, "indexes": indexes, "drift": drift, "stale": stale,

@@ -28,8 +28,10 @@ from typing import Callable
 
 from rich.console import Console
 
+from latentcat.catalog.atomic import swap_in
 from latentcat.config import BuildConfig
 from latentcat.errors import LatentcatError
+from latentcat.provenance import software_versions
 
 STAGES = ("ingest", "features", "train", "embed", "catalog", "analyse")
 
@@ -52,33 +54,28 @@ def input_checksums(paths: list[Path]) -> dict[str, dict]:
     return {str(f): {"bytes": f.stat().st_size, "sha256": _sha256(f)} for f in files}
 
 
-def versions() -> dict[str, str]:
-    """Versions of latentcat and of the libraries whose behaviour shapes a catalogue."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for name in ("latentcat", "numpy", "torch", "pyarrow", "duckdb", "faiss-cpu", "scikit-learn", "gaiaxpy", "nifty-ls"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
 class BuildState:
     """The finished stages of a build and their reports, kept in ``build_state.json``."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, config_hash: str):
         self.path = path
-        self.data: dict = json.loads(path.read_text()) if path.exists() else {"done": {}}
+        self.data: dict = json.loads(path.read_text()) if path.exists() else {"config": config_hash, "done": {}}
+        if self.data.get("config") != config_hash:
+            raise LatentcatError(
+                f"{path.parent}: the configuration changed since this build started; "
+                "rerun without --resume to start afresh"
+            )
 
     def done(self, stage: str) -> bool:
+        """Whether ``stage`` finished in an earlier run."""
         return stage in self.data["done"]
 
     def report(self, stage: str) -> dict:
+        """The report of a finished stage."""
         return self.data["done"][stage]
 
     def finish(self, stage: str, report: dict) -> None:
+        """Record ``stage`` as finished (atomically, so a crash here loses nothing)."""
         self.data["done"][stage] = report
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.data, indent=2, default=str))
@@ -100,15 +97,12 @@ def _run_stage(state: BuildState, stage: str, number: int, func: Callable[[], di
 
 
 def _replace_dir(new: Path, target: Path) -> None:
-    """Move the finished build ``new`` to ``target``, replacing an older catalogue there."""
-    old = target.with_name(target.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(new, target)
-    if old.exists():
-        shutil.rmtree(old)
+    """Move the finished build ``new`` to ``target``, atomically replacing an older catalogue there."""
+    if not target.exists():
+        os.replace(new, target)
+        return
+    swap_in(new, target)  # the old catalogue is now at ``new``
+    shutil.rmtree(new)
 
 
 def build(config: BuildConfig, out: Path | None = None, resume: bool = False) -> dict:
@@ -132,7 +126,8 @@ def build(config: BuildConfig, out: Path | None = None, resume: bool = False) ->
     if work.exists() and not resume:
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
-    state = BuildState(work / "build_state.json")
+    config_hash = hashlib.sha256(json.dumps(config.raw, sort_keys=True, default=str).encode()).hexdigest()
+    state = BuildState(work / "build_state.json", config_hash)
     seed = config.seed
     stage_dir, features_dir = work / "stage", work / "features"
     models_dir, emb_dir = work / "models", work / "embeddings"
@@ -185,7 +180,7 @@ def build(config: BuildConfig, out: Path | None = None, resume: bool = False) ->
             "config": config.raw,
             "config_file": str(config.path),
             "seed": seed,
-            "versions": versions(),
+            "versions": software_versions(),
             "inputs": inputs,
             "stages": {k: v for k, v in reports.items()},
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from latentcat.catalog import index as lc_index
 from latentcat.errors import InputError, LatentcatError
+from latentcat.errors import one_line as _one_line
 
 SQL_DIR = Path(str(resources.files("latentcat") / "sql"))
 """Folder of the catalogue's SQL files."""
@@ -54,10 +55,6 @@ def sql_statements(name: str) -> dict[str, str]:
     """Named statements of ``sql/<name>.sql``: each block starts with ``-- name: <key>``."""
     blocks = re.split(r"^-- name: *(\S+) *$", sql_script(name), flags=re.MULTILINE)
     return {key: body.strip() for key, body in zip(blocks[1::2], blocks[2::2])}
-
-
-def _one_line(err: Exception) -> str:
-    return " ".join(str(err).split())
 
 
 def _check_columns(table: str, paths: list[Path]) -> None:

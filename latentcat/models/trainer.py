@@ -15,7 +15,6 @@ import contextlib
 import copy
 import csv
 import json
-import platform
 import time
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -23,7 +22,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-import latentcat
+from latentcat.provenance import software_versions
 from latentcat.errors import InputError, LatentcatError
 from latentcat.models.config import MODALITIES, ModelConfig, TrainConfig
 from latentcat.models.data import iter_batches, list_shards, load_modality, validation_mask
@@ -52,16 +51,6 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise InputError("device cuda requested but torch sees no CUDA device")
     return torch.device(device)
-
-
-def versions() -> dict[str, str]:
-    """Versions of the software that made a model."""
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "latentcat": latentcat.__version__,
-    }
 
 
 def train(
@@ -217,7 +206,7 @@ def train_model(shards: Sequence[Path], modality: str, cfg: TrainConfig, out_dir
     torch.save({k: v.cpu() for k, v in best_state.items()}, out_dir / WEIGHTS)
     record = {"modality": modality, "seed": cfg.seed, "val_fraction": cfg.val_fraction, "model": mc.__dict__.copy()}
     (out_dir / "config.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    (out_dir / "versions.json").write_text(json.dumps(versions(), indent=2, sort_keys=True) + "\n")
+    (out_dir / "versions.json").write_text(json.dumps(software_versions(), indent=2, sort_keys=True) + "\n")
     _write_losses(history, best_epoch, modality, out_dir)
     return {
         "folder": str(out_dir),

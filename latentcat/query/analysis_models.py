@@ -37,6 +37,7 @@ import numpy as np
 
 from latentcat.catalog import index as lc_index
 from latentcat.catalog.store import sql_statements
+from latentcat.provenance import software_versions
 from latentcat.errors import LatentcatError
 
 ANALYSIS_DIR = "analysis"
@@ -153,18 +154,6 @@ def _dump(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for name in ("latentcat", "scikit-learn", "torch", "numpy", "joblib"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
 def save_analysis(cat_dir: Path, classifier=None, outliers=(), map_model=None, keep: bool = False) -> dict:
     """Store fitted analysis models in ``<cat_dir>/analysis/``.
 
@@ -194,7 +183,7 @@ def save_analysis(cat_dir: Path, classifier=None, outliers=(), map_model=None, k
     folder = Path(cat_dir) / ANALYSIS_DIR
     folder.mkdir(parents=True, exist_ok=True)
     before = _read_manifest(folder / MANIFEST) if keep and (folder / MANIFEST).is_file() else {}
-    manifest: dict = {"format": 1, "versions": _versions(),
+    manifest: dict = {"format": 1, "versions": software_versions(),
                       "classifiers": dict(before.get("classifiers", {})),
                       "outliers": dict(before.get("outliers", {}))}
     if "map" in before:

@@ -28,12 +28,9 @@ import pyarrow as pa
 from latentcat.catalog import index as lc_index
 from latentcat.catalog.store import DB_NAME, INDEX_DIR, sql_statements
 from latentcat.errors import LatentcatError
+from latentcat.errors import one_line as _one_line
 
 MODALITIES = ("all", "xp", "dmdt", "fold")
-
-
-def _one_line(err: Exception) -> str:
-    return " ".join(str(err).split())
 
 
 def _jsonable(value):
