@@ -13,6 +13,10 @@ Both report training samples/s and encoding sources/s on CPU.
     python benchmarks/quality.py --small          # a few minutes on a laptop
     python benchmarks/quality.py                  # full size
     python benchmarks/quality.py --small --only xp
+    python benchmarks/quality.py --only xp --xp-set sigma_floor=0.03,beta=1e-4   # other XP settings
+
+On a machine shared with other jobs set OMP_NUM_THREADS=1: torch's threads then do not wait
+for busy cores, and one run of (a) takes about 3 minutes instead of 10 or more.
 """
 
 from __future__ import annotations
@@ -66,8 +70,11 @@ def _z(emb_dir: Path, modality: str) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return np.asarray(t.column("source_id")), has, z
 
 
-def xp_benchmark(n_train: int, n_eval: int, epochs: int, work: Path, seed: int = 0) -> dict:
-    """(a) Train the XP VAE on real APOGEE-matched XP spectra; CV R^2 of Teff, logg, [Fe/H]."""
+def xp_benchmark(n_train: int, n_eval: int, epochs: int, work: Path, seed: int = 0, settings: dict | None = None) -> dict:
+    """(a) Train the XP VAE on real APOGEE-matched XP spectra; CV R^2 of Teff, logg, [Fe/H].
+
+    ``settings`` overrides keys of the XP model configuration (e.g. ``{"beta": 1e-4}``).
+    """
     from importlib.resources import files
 
     from astropy.io import fits
@@ -86,7 +93,7 @@ def xp_benchmark(n_train: int, n_eval: int, epochs: int, work: Path, seed: int =
     _write_xp_shard(work / "train" / "features-00000.parquet", flux[:n_train], error[:n_train], 0)
     _write_xp_shard(work / "eval" / "features-00000.parquet", flux[n_train:], error[n_train:], 10**9)
 
-    config = TrainConfig.from_dict({"seed": seed, "progress": False, "xp": {"in_dim": flux.shape[1], "max_epochs": epochs}})
+    config = TrainConfig.from_dict({"seed": seed, "progress": False, "xp": {"in_dim": flux.shape[1], "max_epochs": epochs, **(settings or {})}})
     trained = train(work / "train", work / "models", config, modalities=("xp",), device="cpu")["models"]["xp"]
     encoded = embed(work / "eval", work / "models", work / "emb", device="cpu")
     _, _, z = _z(work / "emb", "xp")
@@ -165,6 +172,22 @@ def survey_benchmark(n: int, epochs: int, fold_epochs: int, work: Path, seed: in
     return result
 
 
+def _settings(text: str) -> dict:
+    """Parse 'key=value,key=value' into a dict of ints, floats or strings."""
+    out = {}
+    for item in filter(None, text.split(",")):
+        key, _, value = item.partition("=")
+        for kind in (int, float):
+            try:
+                out[key.strip()] = kind(value)
+                break
+            except ValueError:
+                continue
+        else:
+            out[key.strip()] = value.strip()
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="small sizes that run in a few minutes on a laptop CPU")
@@ -173,6 +196,10 @@ def main() -> None:
     parser.add_argument(
         "--xp-train", type=lambda text: [int(v) for v in text.split(",")],
         help="comma-separated training sizes for (a), e.g. 1000,3000,10000: R^2 against training stars",
+    )
+    parser.add_argument(
+        "--xp-set", type=_settings, default={}, metavar="KEY=VALUE,...",
+        help="override XP model settings for (a), e.g. beta=1e-4,batch_size=256",
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="latentcat-quality-") as tmp:
@@ -184,7 +211,7 @@ def main() -> None:
             print(f"    {'train stars':>11} {'epochs':>6} {'Teff':>6} {'logg':>6} {'[Fe/H]':>6} {'train/s':>8} {'encode/s':>8} {'seconds':>7}")
             for size in train_sizes:
                 t0 = time.perf_counter()
-                r = xp_benchmark(size, n_eval, epochs, work / f"xp-{size}", seed=args.seed)
+                r = xp_benchmark(size, n_eval, epochs, work / f"xp-{size}", seed=args.seed, settings=args.xp_set)
                 r2 = r["r2"]
                 print(
                     f"    {size:>11} {r['epochs']:>6} {r2['Teff']:>6.3f} {r2['logg']:>6.3f} {r2['[Fe/H]']:>6.3f} "

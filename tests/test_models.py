@@ -313,6 +313,26 @@ def test_fold_embeddings_do_not_depend_on_batching(features, trained):
     assert np.allclose(mu_c, mu_a[np.sort(order[: arrays.n // 2])], atol=1e-5)
 
 
+def test_xp_input_standardiser_pools_training_batches_and_is_fixed_when_encoding(features):
+    """The encoder's input statistics equal those of every training row seen; encoding leaves them alone."""
+    from latentcat.models.xp_vae import InputStandardiser
+
+    x = load_modality(features / "features-00000.parquet", "xp").values["x"]
+    scaler = InputStandardiser(x.shape[1], floor=1e-2)
+    assert torch.equal(scaler.eval()(torch.from_numpy(x[:5])), torch.from_numpy(x[:5]))  # identity before training
+    scaler.train()
+    for lo, hi in ((0, 7), (7, 70), (70, 71), (71, len(x))):  # uneven batches, one of a single row
+        scaler(torch.from_numpy(x[lo:hi]))
+    assert np.allclose(scaler.mean.numpy(), x.astype(np.float64).mean(axis=0), atol=1e-5)
+    assert np.allclose(scaler.var.numpy(), x.astype(np.float64).var(axis=0), rtol=1e-3, atol=1e-7)
+    scaler.eval()
+    whole = scaler(torch.from_numpy(x)).numpy()
+    alone = scaler(torch.from_numpy(x[3:4])).numpy()
+    assert np.allclose(alone, whole[3:4]) and int(scaler.count) == len(x)
+    spread = np.maximum(x.std(axis=0), 1e-2)
+    assert np.allclose(whole, (x - x.mean(axis=0)) / spread, atol=1e-3)
+
+
 def _fold_batch(lengths: list[int], seed: int = 0) -> dict[str, torch.Tensor]:
     rng = np.random.default_rng(seed)
     width = max(lengths)
