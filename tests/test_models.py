@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from latentcat.errors import InputError
+from latentcat.features.extract import FEATURES_SCHEMA
 from latentcat.models.config import ModelConfig, TrainConfig
 from latentcat.models.data import load_modality, make_batch, validation_mask
 from latentcat.models.embed import embed
@@ -29,32 +30,7 @@ DT_EDGES = 1.0 / np.array([4e-4, 1e-3, 1 / 500, 1 / 200, 1e-2, 1 / 50, 1 / 20, 0
 DM_EDGES = np.concatenate([np.linspace(0, 3, 20), [np.inf]])
 
 FLOAT_LIST = pa.list_(pa.float32())
-FEATURE_SCHEMA = pa.schema(
-    [
-        ("source_id", pa.int64()),
-        ("n_obs", pa.int32()),
-        ("n_clipped", pa.int32()),
-        ("g_mean", pa.float32()),
-        ("g_median", pa.float32()),
-        ("g_std", pa.float32()),
-        ("g_amplitude", pa.float32()),
-        ("g_skew", pa.float32()),
-        ("time_span", pa.float32()),
-        ("dmdt", FLOAT_LIST),
-        ("dmdt_err", FLOAT_LIST),
-        ("period", pa.float64()),
-        ("period_fap", pa.float64()),
-        ("period_power", pa.float32()),
-        ("fold_phase", FLOAT_LIST),
-        ("fold_mag", FLOAT_LIST),
-        ("fold_err", FLOAT_LIST),
-        ("xp_flux", FLOAT_LIST),
-        ("xp_flux_error", FLOAT_LIST),
-        ("xp_scale", pa.float32()),
-        ("lc_reason", pa.string()),
-        ("xp_reason", pa.string()),
-    ]
-)
+FEATURE_SCHEMA = FEATURES_SCHEMA  # the shards these tests write have the feature stage's own schema
 
 
 def _shape(kind: int, phase: np.ndarray) -> np.ndarray:
