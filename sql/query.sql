@@ -5,17 +5,15 @@
 SELECT z_xp, z_dmdt, z_fold FROM embeddings WHERE source_id = $source_id;
 
 -- name: neighbours_with_meta
--- Join the neighbour list (a registered Arrow table) to the columns of the source_meta
--- view. Each table is first cut to the neighbours (semi joins use the source_id index),
--- so the cost does not grow with the size of the catalogue.
-SELECT n.rank, n.source_id, n.distance, $blocks AS blocks,
-       e.has_xp, e.has_dmdt, e.has_fold,
-       s.* EXCLUDE (source_id), l.* EXCLUDE (source_id), f.* EXCLUDE (source_id)
-FROM _neighbours AS n
-LEFT JOIN (FROM embeddings SEMI JOIN _neighbours USING (source_id)) AS e USING (source_id)
-LEFT JOIN (FROM sources SEMI JOIN _neighbours USING (source_id)) AS s USING (source_id)
-LEFT JOIN (FROM labels SEMI JOIN _neighbours USING (source_id)) AS l USING (source_id)
-LEFT JOIN (FROM features SEMI JOIN _neighbours USING (source_id)) AS f USING (source_id)
+-- The neighbour list ($ids, $distances in rank order) with the columns of the source_meta
+-- view. The view is cut to the neighbours first (source_id = ANY: the tables are stored in
+-- source_id order, so zone maps skip all but a few row groups), so the cost does not grow
+-- with the size of the catalogue.
+SELECT n.rank::INTEGER AS rank, n.source_id::BIGINT AS source_id, n.distance::FLOAT AS distance, $blocks AS blocks,
+       m.* EXCLUDE (source_id)
+FROM (SELECT unnest($ids::BIGINT[]) AS source_id, unnest($distances::DOUBLE[]) AS distance,
+             generate_subscripts($ids, 1) AS rank) AS n
+LEFT JOIN (FROM source_meta WHERE source_id = ANY($ids)) AS m USING (source_id)
 ORDER BY n.rank;
 
 -- name: build_info

@@ -266,20 +266,9 @@ class Catalog:
         return self._with_meta(ids, dist, lc_index.block_set_name(blocks))
 
     def _with_meta(self, ids: np.ndarray, dist: np.ndarray, blocks: str) -> pa.Table:
-        neighbours = pa.table({
-            "rank": pa.array(np.arange(1, ids.size + 1, dtype=np.int32)),
-            "source_id": pa.array(ids, pa.int64()),
-            "distance": pa.array(dist, pa.float32()),
-        })
-        cur = self._cursor()
-        cur.register("_neighbours", neighbours)
-        try:
-            return cur.sql(
-                sql_statements("query")["neighbours_with_meta"], params={"blocks": blocks}
-            ).to_arrow_table()
-        finally:
-            cur.unregister("_neighbours")
-
+        params = {"ids": ids.astype(np.int64).tolist(), "distances": dist.astype(np.float64).tolist(),
+                  "blocks": blocks}
+        return self._cursor().sql(sql_statements("query")["neighbours_with_meta"], params=params).to_arrow_table()
 
     # -----------------------------------------------------------------------------------
     # analyses on the latent codes (scikit-learn and torch are imported on first use)
