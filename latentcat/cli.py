@@ -170,12 +170,20 @@ def ingest(
     keep_variability_rejected: bool = typer.Option(
         False, "--keep-variability-rejected", help="Keep epochs flagged rejected_by_variability (dropped by default)."
     ),
+    workers: int = typer.Option(1, "--workers", "-j", help="Worker processes reading input files (one file per job)."),
+    scheduler: str = typer.Option("processes", "--scheduler", help="processes (this machine) or dask (docs/dask.md)."),
+    address: str = typer.Option("", "--address", help="A running Dask scheduler (tcp://host:8786); empty: a LocalCluster."),
 ) -> None:
-    """Read Gaia DR3 products (any supported layout) into a canonical staging area."""
+    """Read Gaia DR3 products (any supported layout) into a canonical staging area.
+
+    Each input file is read by one job (here, in --workers processes, or as a Dask task); the
+    merge into the staging tables runs here.
+    """
     from latentcat.gaia.ingest import ingest as run_ingest
 
     try:
-        report = run_ingest(inputs, out, keep_variability_rejected=keep_variability_rejected)
+        report = run_ingest(inputs, out, keep_variability_rejected=keep_variability_rejected,
+                            scheduler=scheduler, address=address or None, n_workers=workers)
     except LatentcatError as exc:
         _fail(exc)
     _print_json(report)
@@ -250,13 +258,17 @@ def embed(
     models: Path = typer.Option(..., "--models", help="Folder written by `latentcat train`."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the embedding shards."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    threads: int = typer.Option(0, "--threads", help="torch CPU threads (0: torch's default)."),
+    threads: int = typer.Option(0, "--threads", help="torch CPU threads per worker (0: torch's default)."),
+    workers: int = typer.Option(1, "--workers", "-j", help="Worker processes encoding shards (one shard per job)."),
+    scheduler: str = typer.Option("processes", "--scheduler", help="processes (this machine) or dask (docs/dask.md)."),
+    address: str = typer.Option("", "--address", help="A running Dask scheduler (tcp://host:8786); empty: a LocalCluster."),
 ) -> None:
     """Encode every source into its 15 latent numbers (5 per modality; NULL where a modality is missing)."""
     from latentcat.models.embed import embed as run_embed
 
     try:
-        report = run_embed(features_dir, models, out, device=device, threads=threads)
+        report = run_embed(features_dir, models, out, device=device, threads=threads,
+                           scheduler=scheduler, address=address or None, n_workers=workers)
     except LatentcatError as exc:
         _fail(exc)
     _print_json(report)

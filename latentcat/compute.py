@@ -1,6 +1,7 @@
 """Where the per-shard work runs: this process, a local process pool, or a Dask cluster.
 
-The ``[compute]`` table of a build configuration picks one:
+The ingest (one task per input file), feature (one per shard) and embed (one per shard)
+stages run their work through it. The ``[compute]`` table of a build configuration picks one:
 
 ``scheduler = "processes"``
     ``n_workers`` local processes (1 = run in this process).
@@ -50,7 +51,7 @@ def check_scheduler(scheduler: str, address: str | None = None, n_workers: int =
     if address and scheduler != "dask":
         raise InputError(f"[compute] address {address!r} needs scheduler = \"dask\", not {scheduler!r}")
     if n_workers < 1:
-        raise InputError(f"[features] workers must be >= 1, got {n_workers}")
+        raise InputError(f"workers must be >= 1, got {n_workers} ([features] workers in a build configuration)")
 
 
 @contextmanager

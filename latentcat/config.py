@@ -18,8 +18,9 @@ comment each one):
     ``labels`` (the ``table.column`` classifiers learn from), ``classifier`` ("logreg", "rf",
     "hgb" or "" for none), ``outliers`` and ``map`` (true/false).
 ``[compute]``
-    ``scheduler`` ("processes" or "dask": one task per feature shard, docs/dask.md), ``address``
-    (a running Dask scheduler; "" starts a LocalCluster of ``[features] workers`` workers).
+    ``scheduler`` ("processes" or "dask": one task per input file for ingest, per shard for
+    features and embed, docs/dask.md), ``address`` (a running Dask scheduler; "" starts a
+    LocalCluster of ``[features] workers`` workers).
 ``[output]``
     ``catalog``: the catalogue folder to write (relative to the current directory).
 """

@@ -1,5 +1,7 @@
-"""The feature stage on a real dask.distributed LocalCluster: same shards, resume, errors."""
+"""Ingest, features and embed on a real dask.distributed LocalCluster: same outputs, resume, errors."""
 
+import gzip
+import json
 import shutil
 import socket
 from pathlib import Path
@@ -7,16 +9,25 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from astropy.table import Table
 
 import distributed  # noqa: E402  (a declared dependency)
 
 from latentcat import compute  # noqa: E402
 from latentcat.errors import InputError  # noqa: E402
 from latentcat.features.extract import extract_features, shard_name  # noqa: E402
-from latentcat.gaia.ingest import ingest  # noqa: E402
+from latentcat.gaia.ingest import TABLES, ingest  # noqa: E402
 from latentcat.gaia.simulate import simulate_survey  # noqa: E402
+from latentcat.models.config import TrainConfig  # noqa: E402
+from latentcat.models.embed import embed  # noqa: E402
+from latentcat.models.trainer import train  # noqa: E402
 
 SHARD_SIZE = 60  # 300 sources -> 5 shards
+DATA = Path(__file__).parent / "data" / "gaia_dr3"
+REAL_INPUTS = ["epoch_photometry_datalink_8_sources.vot.xml", "epoch_photometry_8_sources_labels.csv",
+               "gaia_dr3_source_id_5937083312263887616_dl_products_csv.zip",
+               "gaia_dr3_source_id_5937083312263887616_dl_products_fits.zip",
+               "XP_CONTINUOUS_RAW_with_missing_BP.ecsv"]
 
 
 @pytest.fixture(scope="module")
@@ -128,3 +139,108 @@ def test_a_worker_that_cannot_see_the_folders_says_so(survey, tmp_path):
     with pytest.raises(InputError, match="not_mounted: no such folder on worker host"):
         _write_shard(str(survey / "stage"), str(missing / shard_name(0)), 0, 2**62, 10)
     assert not missing.exists() and not (tmp_path / shard_name(0)).exists()
+
+
+def _tasks(stream, name: str) -> list[dict]:
+    return [t for t in stream.data if name in str(t["key"])]
+
+
+@pytest.fixture
+def real_inputs(tmp_path, monkeypatch) -> Path:
+    """The real DR3 fixtures in one folder, with a gzipped FITS file (decompressed to a temporary
+    by the ingest) beside the zip bundles (extracted to one); the current folder is ``tmp_path``,
+    which the cluster's workers do not share, so relative paths only work when made absolute."""
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for name in REAL_INPUTS:
+        shutil.copy(DATA / name, inputs / name)
+    (inputs / "XP_CONTINUOUS_RAW.fits.gz").write_bytes(gzip.compress((DATA / "XP_CONTINUOUS_RAW.fits").read_bytes()))
+    monkeypatch.chdir(tmp_path)
+    return Path("inputs")
+
+
+def test_ingest_on_a_cluster_writes_the_same_staging_area(real_inputs, cluster):
+    address, client = cluster
+    local = ingest([real_inputs], Path("local"))
+    with distributed.get_task_stream(client) as stream:
+        remote = ingest([real_inputs], Path("remote"), scheduler="dask", address=address)
+    # one task per file read (zip members and the gzipped FITS included; skipped products are not read)
+    tasks = _tasks(stream, "_read_one")
+    assert len(tasks) == len(local["inputs"]) == 6
+    assert {t["worker"] for t in tasks} <= set(client.scheduler_info()["workers"])
+    assert remote == local
+    assert sorted(p.name for p in Path("remote").iterdir()) == sorted(p.name for p in Path("local").iterdir())
+    assert json.loads(Path("remote/ingest_report.json").read_text()) == local
+    for table in TABLES:
+        a, b = pq.read_table(Path("local") / f"{table}.parquet"), pq.read_table(Path("remote") / f"{table}.parquet")
+        assert a.num_rows > 0
+        assert a.equals(b), table
+
+
+def test_a_bad_input_file_on_a_worker_is_the_same_one_line_error(real_inputs, cluster, tmp_path):
+    address, _ = cluster
+    epochs = Table.read(DATA / "epoch_photometry_datalink_8_sources.vot.xml", format="votable")[:20]
+    epochs["band"] = epochs["band"].astype(str)
+    epochs["time"] = [f"2016-05-{i + 1:02d}" for i in range(20)]  # found when the worker reads the rows
+    epochs.write(real_inputs / "texttime.ecsv", format="ascii.ecsv")
+    stage = Path("stage")
+    ingest([DATA / "epoch_photometry_8_sources_labels.csv"], stage)
+    before = {p.name: p.read_bytes() for p in stage.iterdir()}
+
+    with pytest.raises(InputError) as local:
+        ingest([real_inputs], stage)
+    with pytest.raises(InputError) as remote:
+        ingest([real_inputs], stage, scheduler="dask", address=address)
+    message = str(remote.value)
+    assert message == str(local.value)
+    assert "\n" not in message and message.startswith("inputs/texttime.ecsv: column 'time', row 1: ")
+    assert remote.value.__cause__ is None and remote.value.__suppress_context__
+    assert {p.name: p.read_bytes() for p in stage.iterdir()} == before  # no table, no temporary folder left
+
+    with pytest.raises(InputError, match="scheduler must be one of"):
+        ingest([real_inputs], Path("fresh"), scheduler="slurm")
+    assert not Path("fresh").exists()
+
+
+def test_a_worker_that_cannot_see_the_ingest_folders_says_so(tmp_path):
+    from latentcat.gaia.ingest import _read_one
+    from latentcat.gaia.readers import InputFile
+
+    f = InputFile(DATA / "epoch_photometry_8_sources_labels.csv", "labels.csv", "csv", False, str(DATA))
+    (tmp_path / "parts").mkdir()
+    with pytest.raises(InputError, match="not_mounted/parts: no such folder on worker host .*every worker reaches"):
+        _read_one(f, 0, {"labels"}, ["source_id"], str(tmp_path / "not_mounted" / "parts"), False, 100)
+    gone = InputFile(tmp_path / "not_mounted" / "labels.csv", "labels.csv", "csv", False, str(tmp_path))
+    with pytest.raises(InputError, match="labels.csv: no such file on worker host"):
+        _read_one(gone, 0, {"labels"}, ["source_id"], str(tmp_path / "parts"), False, 100)
+
+
+@pytest.fixture(scope="module")
+def models(survey):
+    """Small VAEs trained for one epoch on the survey's features: enough to compare encoders."""
+    config = TrainConfig.from_dict({"seed": 3, "progress": False, "val_fraction": 0.2,
+                                    "xp": {"max_epochs": 1, "width": 16, "blocks": 1},
+                                    "dmdt": {"max_epochs": 1, "width": 16, "blocks": 1},
+                                    "fold": {"max_epochs": 1, "width": 8, "harmonics": 4}})
+    train(survey / "reference", survey / "models", config, device="cpu")
+    return survey / "models"
+
+
+def test_embed_on_a_cluster_gives_the_same_embeddings(survey, models, cluster):
+    address, client = cluster
+    local = embed(survey / "reference", models, survey / "emb_local", device="cpu", threads=1)
+    with distributed.get_task_stream(client) as stream:
+        remote = embed(survey / "reference", models, survey / "emb_remote", device="cpu", threads=1,
+                       scheduler="dask", address=address)
+    tasks = _tasks(stream, "_embed_shard")
+    assert len(tasks) == 5 and {t["worker"] for t in tasks} <= set(client.scheduler_info()["workers"])
+    assert remote["scheduler"] == "dask" and remote["device"] == local["device"] == "cpu"
+    assert {k: remote[k] for k in ("n_sources", "n_shards", "models", "sources_with")} == \
+        {k: local[k] for k in ("n_sources", "n_shards", "models", "sources_with")}
+    assert local["n_sources"] == 300 and local["models"] == ["dmdt", "fold", "xp"]
+    names = [shard_name(k).replace("features-", "embeddings-") for k in range(5)]
+    assert sorted(p.name for p in (survey / "emb_remote").iterdir()) == names  # no temporary left
+    for name in names:
+        a, b = pq.read_table(survey / "emb_local" / name), pq.read_table(survey / "emb_remote" / name)
+        assert a.column("z_xp").null_count < a.num_rows
+        assert a.equals(b), name

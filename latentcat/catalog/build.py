@@ -14,6 +14,10 @@ Everything is written into ``<catalog>.partial/``; ``build_state.json`` there re
 finished stages, so ``--resume`` after a crash starts at the first unfinished stage (the
 feature stage also resumes shard by shard). Only a complete build is renamed to the
 catalogue folder, so a reader never sees a half-built catalogue.
+
+``[compute]`` (scheduler, address) and ``[features] workers`` say where the ingest (one job per
+input file), feature and embed (one job per shard) stages run: this machine's processes or a
+Dask cluster (docs/dask.md). Training, the catalogue and the analysis run in this process.
 """
 
 from __future__ import annotations
@@ -144,29 +148,31 @@ def build(config: BuildConfig, out: Path | None = None, resume: bool = False) ->
         if not input_paths:
             raise LatentcatError(f"{config.path}: [inputs] gives neither paths nor simulate_n")
 
+    compute = {"scheduler": str(config.compute.get("scheduler", "processes")),
+               "address": str(config.compute.get("address", "")) or None,
+               "n_workers": int(config.features.get("workers", 1))}
     reports = {}
     reports["ingest"] = _run_stage(
         state, "ingest", 1,
         lambda: ingest(input_paths, stage_dir,
-                       keep_variability_rejected=bool(config.inputs.get("keep_variability_rejected", False))),
+                       keep_variability_rejected=bool(config.inputs.get("keep_variability_rejected", False)),
+                       **compute),
     )
     reports["features"] = _run_stage(
         state, "features", 2,
         lambda: extract_features(
             stage_dir, features_dir,
             shard_size=int(config.features.get("shard_size", 20_000)),
-            n_workers=int(config.features.get("workers", 1)),
-            scheduler=str(config.compute.get("scheduler", "processes")),
-            address=str(config.compute.get("address", "")) or None,
             min_epochs=int(config.features.get("min_epochs", 10)),
             resume=True,
+            **compute,
         ),
     )
     reports["train"] = _run_stage(
         state, "train", 3, lambda: train(features_dir, models_dir, config=config.train, device=config.device)
     )
     reports["embed"] = _run_stage(state, "embed", 4, lambda: embed(features_dir, models_dir, emb_dir, device=config.device,
-                                                     threads=config.train.threads))
+                                                                    threads=config.train.threads, **compute))
 
     def write() -> dict:
         db = work / "catalog.duckdb"

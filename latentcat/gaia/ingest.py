@@ -40,13 +40,22 @@ range, which is correct but slower.
 The tables appear in ``out`` only when everything succeeded; on any error ``out`` is left as
 it was (an earlier staging area is kept whole). A successful ingest replaces all staging
 tables of an earlier one, so ``out`` never mixes two ingests.
+
+Reading the inputs into part files is one job per input file, run through
+:func:`latentcat.compute.shard_runner`: in this process (the default), in local processes,
+or as Dask tasks (docs/dask.md). Finding the inputs (and extracting zip bundles and gzipped
+Parquet/FITS into the temporary folder inside ``out``) and the merge stay in the calling
+process. The part files are named by input and batch, so the tables and the report are the
+same whichever scheduler read the files.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
+import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,12 +67,15 @@ import pyarrow.parquet as pq
 from rich.console import Console
 from rich.progress import track
 
+from latentcat.compute import check_scheduler, shard_runner
 from latentcat.errors import InputError
 from latentcat.gaia import readers
 
 #: Staging tables, in the order they are written.
 TABLES = ("light_curves", "xp", "sources", "labels")
 REPORT = "ingest_report.json"
+#: Folders of part files inside the temporary parts folder.
+PART_KINDS = ("points", "seen", "xp", "sources", "labels")
 
 #: One bulk-array or XP row counts as this many rows against ``chunk_rows``.
 WIDE_ROW_WEIGHT = 100
@@ -75,7 +87,8 @@ DUCKDB_MIN_MIB = 128
 
 
 def ingest(inputs: list[Path], out: Path, keep_variability_rejected: bool = False,
-           chunk_rows: int = 200_000) -> dict:
+           chunk_rows: int = 200_000, scheduler: str = "processes", address: str | None = None,
+           n_workers: int = 1) -> dict:
     """Read Gaia DR3 products into the staging area.
 
     Parameters
@@ -87,7 +100,17 @@ def ingest(inputs: list[Path], out: Path, keep_variability_rejected: bool = Fals
     keep_variability_rejected : bool
         Keep epochs flagged ``rejected_by_variability`` (dropped by default).
     chunk_rows : int
-        Rows read per batch; memory follows it, not the input size.
+        Rows read per batch; memory follows it, not the input size (per worker).
+    scheduler : {"processes", "dask"}
+        Where the input files are read (`latentcat.compute`): local processes, or one Dask task
+        per input file. With "dask", the inputs and ``out`` must be paths every worker reaches
+        (zip members and decompressed copies are written inside ``out``); the merge runs here.
+    address : str or None
+        Address of a running Dask scheduler (``"tcp://host:8786"``); None starts a
+        LocalCluster of ``n_workers`` processes for this call.
+    n_workers : int
+        Processes reading input files in parallel (1: this process reads them one by one);
+        the output does not depend on it.
 
     Returns
     -------
@@ -102,12 +125,14 @@ def ingest(inputs: list[Path], out: Path, keep_variability_rejected: bool = Fals
     """
     if not inputs:
         raise InputError("no inputs given")
+    check_scheduler(scheduler, address, n_workers)
     out = Path(out)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".ingest-", dir=out))
     try:
-        report = _run(list(inputs), work, keep_variability_rejected, max(1, int(chunk_rows)))
+        report = _run(list(inputs), work, keep_variability_rejected, max(1, int(chunk_rows)),
+                      (scheduler, address, n_workers))
         _commit(work / "final", out, report)
         return report
     except BaseException:
@@ -119,8 +144,9 @@ def ingest(inputs: list[Path], out: Path, keep_variability_rejected: bool = Fals
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _run(inputs: list[Path], work: Path, keep_var: bool, chunk_rows: int) -> dict:
-    """Read every input into part files, then merge them into ``work/final``."""
+def _run(inputs: list[Path], work: Path, keep_var: bool, chunk_rows: int, compute: tuple) -> dict:
+    """Read every input into part files (one job per file, on ``compute`` = (scheduler, address,
+    n_workers)), then merge them into ``work/final`` here."""
     files, ignored = readers.find_inputs(inputs, work / "inputs")
     if not files:
         names = ", ".join(str(p) for p in inputs)
@@ -134,10 +160,11 @@ def _run(inputs: list[Path], work: Path, keep_var: bool, chunk_rows: int) -> dic
         plan.append((f, layout, columns))
 
     xp_bundles = {f.bundle for f, layout, _ in plan if "xp_continuous" in layout}
-    parts = work / "parts"
-    entries, skipped = [], []
-    for index, (f, layout, columns) in enumerate(
-            track(plan, description="ingest (files)", console=Console(stderr=True), transient=True)):
+    parts = work.absolute() / "parts"  # absolute: a worker's working folder is its own
+    for kind in PART_KINDS:  # made here, so a job cancelled after the work folder is removed cannot remake it
+        (parts / kind).mkdir(parents=True)
+    jobs, skipped = [], []
+    for index, (f, layout, columns) in enumerate(plan):
         if layout == {"datalink_other"}:
             skipped.append({"file": f.name, "product": "MCMC samples", "reason": "not used by latentcat"})
             continue
@@ -153,8 +180,14 @@ def _run(inputs: list[Path], work: Path, keep_var: bool, chunk_rows: int) -> dic
             skipped.append({"file": f.name, "product": "XP_SAMPLED",
                             "reason": "XP_CONTINUOUS of the same bundle is used instead"})
             continue
-        entry = _read_one(f, index, layout, columns, parts, keep_var, chunk_rows)
-        entries.append(entry)
+        f = dataclasses.replace(f, path=f.path.absolute())
+        jobs.append((f, index, layout, columns, str(parts), keep_var, chunk_rows))
+    entries = []
+    if jobs:  # only skipped files: no pool or cluster is started
+        with shard_runner(*compute) as run:
+            entries = list(track(run(_read_one, jobs), total=len(jobs), description="ingest (files)",
+                                 console=Console(stderr=True), transient=True))
+    entries.sort(key=lambda entry: entry["_index"])  # the jobs finish in any order
 
     final = work / "final"
     final.mkdir()
@@ -188,9 +221,19 @@ def _run(inputs: list[Path], work: Path, keep_var: bool, chunk_rows: int) -> dic
     }
 
 
-def _read_one(f: readers.InputFile, index: int, layout: set[str], columns: list[str], parts: Path,
+def _read_one(f: readers.InputFile, index: int, layout: set[str], columns: list[str], parts: str,
               keep_var: bool, chunk_rows: int) -> dict:
-    """Read one input in batches and write its part files; return its report entry."""
+    """Read one input in batches and write its part files; return its report entry.
+
+    One job of :func:`latentcat.compute.shard_runner`: it may run in another process or on
+    another host, which must see ``f.path`` and ``parts`` at the same paths.
+    """
+    parts = Path(parts)
+    where = f"on worker host {socket.gethostname()}; the inputs and out must be on a filesystem every worker reaches"
+    if not parts.is_dir():
+        raise InputError(f"{parts}: no such folder {where}")
+    if not f.path.exists():
+        raise InputError(f"{f.name}: no such file {where}")
     entry = {"file": f.name, "format": f.fmt + (".gz" if f.gzipped else ""), "layout": sorted(layout),
              "rows": 0, "_index": index}
     if "epoch_long" in layout or "epoch_wide" in layout:
@@ -306,8 +349,7 @@ def _tag(table: pa.Table, index: int) -> pa.Table:
 
 
 def _write(folder: Path, stem: str, table: pa.Table) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, folder / stem)
+    pq.write_table(table, folder / stem)  # the folder exists (made by _run)
 
 
 def _has_parts(parts: Path, kind: str) -> bool:

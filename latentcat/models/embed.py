@@ -11,11 +11,20 @@
 | recon_loss_xp, recon_loss_dmdt, recon_loss_fold | float, nullable | negative log-likelihood per point of the features given the latent mean: an anomaly signal |
 
 The joint 15-D code is z_xp, z_dmdt, z_fold concatenated in that order.
+
+Each shard is one job of :func:`latentcat.compute.shard_runner` (in this process by default,
+in local processes, or as a Dask task, docs/dask.md): the job loads the models from
+``models_dir``, encodes its shard and writes the embeddings shard under a temporary name,
+then renames it. A shard's embeddings do not depend on where it was encoded (on CPU, with the
+same ``threads``).
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +34,7 @@ import torch
 from rich.console import Console
 from rich.progress import track
 
+from latentcat.compute import check_scheduler, shard_runner
 from latentcat.errors import InputError
 from latentcat.models.config import MODALITIES
 from latentcat.models.data import ModalityArrays, batch_indices, list_shards, load_modality, make_batch
@@ -74,7 +84,8 @@ def _nullable_floats(values: np.ndarray, present: np.ndarray) -> pa.Array:
 
 
 def embed(
-    features_dir: Path, models_dir: Path, out: Path, device: str = "auto", batch_size: int = 4096, threads: int = 0
+    features_dir: Path, models_dir: Path, out: Path, device: str = "auto", batch_size: int = 4096, threads: int = 0,
+    scheduler: str = "processes", address: str | None = None, n_workers: int = 1,
 ) -> dict:
     """Encode every feature shard with the trained models in ``models_dir``.
 
@@ -88,69 +99,115 @@ def embed(
     out : Path
         Folder for the ``embeddings-NNNNN.parquet`` shards (schema in this module's docstring).
     device : {'auto', 'cpu', 'cuda'}
+        Resolved where each shard is encoded ('auto': CUDA when that process sees a GPU).
     batch_size : int
         Sources per forward pass.
     threads : int
-        torch CPU threads while encoding; 0 keeps torch's setting (see
-        `latentcat.models.config.TrainConfig`; use 1 on a machine shared with other jobs).
+        torch CPU threads per shard job; 0 keeps the setting of the process that runs it (see
+        `latentcat.models.config.TrainConfig`; use 1 on a machine shared with other jobs, and
+        keep workers x threads within the cores).
+    scheduler : {"processes", "dask"}
+        Where the shards are encoded (`latentcat.compute`): local processes, or one Dask task
+        per shard. With "dask", ``features_dir``, ``models_dir`` and ``out`` must be paths
+        every worker reaches.
+    address : str or None
+        Address of a running Dask scheduler (``"tcp://host:8786"``); None starts a
+        LocalCluster of ``n_workers`` processes for this call.
+    n_workers : int
+        Processes encoding shards in parallel (1: this process encodes them one by one). With
+        "processes" and a CUDA device the shards are always encoded in this process.
 
     Returns
     -------
     dict
-        n_sources, n_shards, models used, sources per modality, seconds, sources_per_s.
+        n_sources, n_shards, models used, sources per modality, device(s), scheduler,
+        seconds, sources_per_s.
     """
     shards = list_shards(Path(features_dir))
+    check_scheduler(scheduler, address, n_workers)
     models_dir, out = Path(models_dir), Path(out)
-    dev = resolve_device(device)
-    models = {m: load_model(models_dir / m, dev) for m in MODALITIES if (models_dir / m / WEIGHTS).exists()}
-    if not models:
+    available = [m for m in MODALITIES if (models_dir / m / WEIGHTS).exists()]
+    if not available:
         raise InputError(f"{models_dir}: no trained model folder (xp/, dmdt/ or fold/ with {WEIGHTS})")
+    if scheduler == "processes" and resolve_device(device).type == "cuda":
+        n_workers = 1  # one process feeds the GPU; more would only compete for it
     out.mkdir(parents=True, exist_ok=True)
-    counts = {m: 0 for m in MODALITIES}
+    for stale in out.glob("embeddings-*.parquet.tmp*"):
+        stale.unlink()
+    where = models_dir.resolve(), out.resolve()  # absolute: a worker's working folder is its own
+    jobs = [(str(shard.resolve()), str(where[0]), str(where[1] / shard.name.replace("features-", "embeddings-", 1)),
+             device, batch_size, threads) for shard in shards]
+    n_sources, counts, devices = 0, {m: 0 for m in MODALITIES}, set()
     t0 = time.perf_counter()
-    with torch_threads(threads):
-        n_sources = _embed_shards(shards, models, out, counts, batch_size, dev)
+    with shard_runner(scheduler, address, n_workers) as run:
+        for n, shard_counts, dev in track(run(_embed_shard, jobs), total=len(jobs), description="embed (shards)",
+                                          console=Console(stderr=True), transient=True):
+            n_sources += n
+            devices.add(dev)
+            for m in MODALITIES:
+                counts[m] += shard_counts[m]
+    unseen = [job[2] for job in jobs if not Path(job[2]).exists()]
+    if unseen:  # written to a worker's own disk
+        raise InputError(f"{unseen[0]}: a worker wrote this shard but it is not visible here; "
+                         "features_dir, models_dir and out must be on a filesystem every worker reaches")
     seconds = time.perf_counter() - t0
     return {
         "n_sources": n_sources,
         "n_shards": len(shards),
-        "models": sorted(models),
+        "models": sorted(available),
         "sources_with": counts,
-        "device": str(dev),
+        "device": ", ".join(sorted(devices)),
+        "scheduler": scheduler,
         "seconds": seconds,
         "sources_per_s": n_sources / seconds if seconds > 0 else float("nan"),
     }
 
 
-def _embed_shards(shards: list[Path], models: dict, out: Path, counts: dict, batch_size: int, dev: torch.device) -> int:
-    """Write one embeddings shard per features shard; returns the number of sources."""
-    n_sources = 0
-    for shard in track(shards, description="embed (shards)", console=Console(stderr=True), transient=True):
-        source_id = pq.read_table(shard, columns=["source_id"]).column("source_id").to_numpy().astype(np.int64)
-        columns: dict[str, pa.Array] = {"source_id": pa.array(source_id, pa.int64())}
-        blocks = {}
-        for m in MODALITIES:
-            present = np.zeros(len(source_id), dtype=bool)
-            mu = logvar = np.zeros((0, 5), np.float32)
-            recon = np.zeros(0, np.float32)
-            if m in models:
-                model, record = models[m]
-                arrays = load_modality(shard, m, record["model"]["in_dim"] or None)
-                present = arrays.present
-                mu, logvar, recon = encode_arrays(model, arrays, batch_size, dev)
-            blocks[m] = (present, mu, logvar, recon)
-            counts[m] += int(present.sum())
-        for m, (present, mu, _, _) in blocks.items():
-            columns[f"z_{m}"] = _nullable_lists(mu, present)
-        for m, (present, _, logvar, _) in blocks.items():
-            columns[f"z_logvar_{m}"] = _nullable_lists(logvar, present)
-        for m, (present, _, _, _) in blocks.items():
-            columns[f"has_{m}"] = pa.array(present, pa.bool_())
-        for m, (present, _, _, recon) in blocks.items():
-            columns[f"recon_loss_{m}"] = _nullable_floats(recon, present)
-        name = shard.name.replace("features-", "embeddings-", 1)
-        tmp = out / (name + ".tmp")
-        pq.write_table(pa.table(columns), tmp)
-        tmp.replace(out / name)
-        n_sources += len(source_id)
-    return n_sources
+def _embed_shard(shard: str, models_dir: str, path: str, device: str, batch_size: int,
+                 threads: int) -> tuple[int, dict, str]:
+    """Encode one features shard and write its embeddings shard atomically (temporary name, then rename).
+
+    One job of :func:`latentcat.compute.shard_runner`: it may run in another process or on
+    another host, which must see the three paths. Returns (sources, sources per modality,
+    device used).
+    """
+    for folder in (Path(shard).parent, Path(models_dir), Path(path).parent):
+        if not folder.is_dir():
+            raise InputError(f"{folder}: no such folder on worker host {socket.gethostname()}; "
+                             "features_dir, models_dir and out must be on a filesystem every worker reaches")
+    dev = resolve_device(device)
+    with torch_threads(threads):
+        models = {m: load_model(Path(models_dir) / m, dev) for m in MODALITIES
+                  if (Path(models_dir) / m / WEIGHTS).exists()}
+        table, counts = _encode_shard(Path(shard), models, batch_size, dev)
+    tmp = f"{path}.tmp{os.getpid()}-{uuid.uuid4().hex[:8]}"  # unique: two workers never share one
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+    return table.num_rows, counts, str(dev)
+
+
+def _encode_shard(shard: Path, models: dict, batch_size: int, dev: torch.device) -> tuple[pa.Table, dict]:
+    """The embeddings table of one features shard, and its sources per modality."""
+    source_id = pq.read_table(shard, columns=["source_id"]).column("source_id").to_numpy().astype(np.int64)
+    columns: dict[str, pa.Array] = {"source_id": pa.array(source_id, pa.int64())}
+    blocks, counts = {}, {}
+    for m in MODALITIES:
+        present = np.zeros(len(source_id), dtype=bool)
+        mu = logvar = np.zeros((0, 5), np.float32)
+        recon = np.zeros(0, np.float32)
+        if m in models:
+            model, record = models[m]
+            arrays = load_modality(shard, m, record["model"]["in_dim"] or None)
+            present = arrays.present
+            mu, logvar, recon = encode_arrays(model, arrays, batch_size, dev)
+        blocks[m] = (present, mu, logvar, recon)
+        counts[m] = int(present.sum())
+    for m, (present, mu, _, _) in blocks.items():
+        columns[f"z_{m}"] = _nullable_lists(mu, present)
+    for m, (present, _, logvar, _) in blocks.items():
+        columns[f"z_logvar_{m}"] = _nullable_lists(logvar, present)
+    for m, (present, _, _, _) in blocks.items():
+        columns[f"has_{m}"] = pa.array(present, pa.bool_())
+    for m, (present, _, _, recon) in blocks.items():
+        columns[f"recon_loss_{m}"] = _nullable_floats(recon, present)
+    return pa.table(columns), counts
