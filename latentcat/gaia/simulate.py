@@ -237,9 +237,14 @@ def _sources(cls: np.ndarray, p: dict[str, np.ndarray], rng: np.random.Generator
     return out
 
 
-def _source_ids(n: int, rng: np.random.Generator) -> np.ndarray:
-    """Unique ascending int64 ids in DR3's range (HEALPix level-12 pixel * 2^35 + a running number)."""
-    pixel = np.sort(rng.choice(12 * 4**12, size=n, replace=False))
+N_PIXELS = 12 * 4**12
+"""HEALPix level-12 pixels: a DR3 source_id is its pixel * 2^35 + a running number."""
+
+
+def _source_ids(n: int, rng: np.random.Generator, pixels: tuple[int, int] = (0, N_PIXELS)) -> np.ndarray:
+    """Unique ascending int64 ids in DR3's range, with level-12 pixels in ``pixels`` [lo, hi)."""
+    lo, hi = pixels
+    pixel = lo + np.sort(rng.choice(hi - lo, size=n, replace=False))
     return pixel.astype(np.int64) * (1 << 35) + rng.integers(1, 1 << 20, n)
 
 
@@ -279,15 +284,19 @@ def _outliers(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]
     return flag, shift
 
 
-def simulate_tables(n: int, seed: int) -> dict[str, pa.Table]:
+def simulate_tables(n: int, seed: int | list[int], pixels: tuple[int, int] = (0, N_PIXELS)) -> dict[str, pa.Table]:
     """Simulate ``n`` Gaia DR3-like variable sources as archive-layout Arrow tables.
 
     Parameters
     ----------
     n : int
         Number of sources (>= 1).
-    seed : int
-        Random seed; the same (n, seed) gives identical tables.
+    seed : int or list of int
+        Random seed (anything `numpy.random.default_rng` takes); the same (n, seed) gives
+        identical tables.
+    pixels : (int, int)
+        The HEALPix level-12 pixel range [lo, hi) the source_ids are drawn from (all the sky
+        by default; `simulate_survey` gives each chunk its own range).
 
     Returns
     -------
@@ -302,7 +311,7 @@ def simulate_tables(n: int, seed: int) -> dict[str, pa.Table]:
     cls = _class_codes(n, rng)
     params, subclass = lc.draw_parameters(cls, rng)
     src_info = _sources(cls, params, rng)
-    source_id = _source_ids(n, rng)
+    source_id = _source_ids(n, rng, pixels)
 
     times, offsets = lc.gaia_cadence(src_info["ecl_lat"], rng)
     counts = np.diff(offsets)
@@ -556,7 +565,8 @@ ROW_GROUP_SOURCES = 1000
 """Sources per Parquet row group in the simulated archive files, so readers can stream them."""
 
 
-def write_tables(tables: dict[str, pa.Table], out: Path, epoch_format: str = "parquet") -> dict[str, str]:
+def write_tables(tables: dict[str, pa.Table], out: Path, epoch_format: str = "parquet",
+                 suffix: str = "", write_truth: bool = True) -> dict[str, str]:
     """Write simulated tables: archive products to ``out/archive/``, the truth to ``out/``.
 
     Each file is written under a temporary name and renamed into place.
@@ -569,6 +579,11 @@ def write_tables(tables: dict[str, pa.Table], out: Path, epoch_format: str = "pa
         Output folder.
     epoch_format : {"parquet", "ecsv.gz"}
         Format of the epoch photometry file.
+    suffix : str
+        Added to each archive file's stem (``EpochPhotometry_sim-003.parquet``), so that the
+        chunks of a large survey are separate files, as the archive's bulk products are.
+    write_truth : bool
+        Write ``truth.parquet`` too (`simulate_survey` writes a chunked survey's truth itself).
 
     Returns
     -------
@@ -584,7 +599,11 @@ def write_tables(tables: dict[str, pa.Table], out: Path, epoch_format: str = "pa
     except OSError as exc:
         raise InputError(f"{archive}: cannot create the output folder ({exc.strerror})") from exc
     files = {}
-    epoch_path = archive / (FILE_NAMES["epoch_photometry"] + (".parquet" if epoch_format == "parquet" else ".csv.gz"))
+    def named(key: str, ext: str = "") -> Path:
+        stem, dot, tail = (FILE_NAMES[key] + ext).partition(".")
+        return archive / f"{stem}{suffix}{dot}{tail}"
+
+    epoch_path = named("epoch_photometry", ".parquet" if epoch_format == "parquet" else ".csv.gz")
     if epoch_format == "parquet":
         # measured values are nearly all distinct: dictionary encoding only costs time
         _atomic(epoch_path, lambda p: pq.write_table(tables["epoch_photometry"], p, use_dictionary=False,
@@ -592,21 +611,33 @@ def write_tables(tables: dict[str, pa.Table], out: Path, epoch_format: str = "pa
     else:
         _atomic(epoch_path, lambda p: write_epoch_ecsv_gz(tables["epoch_photometry"], p))
     files["epoch_photometry"] = str(epoch_path)
-    xp_path = archive / FILE_NAMES["xp_continuous"]
+    xp_path = named("xp_continuous")
     _atomic(xp_path, lambda p: pq.write_table(tables["xp_continuous"], p, row_group_size=ROW_GROUP_SOURCES))
     files["xp_continuous"] = str(xp_path)
     for key in ("gaia_source", "vari_classifier_result"):
-        path = archive / FILE_NAMES[key]
+        path = named(key)
         _atomic(path, lambda p, t=tables[key]: pacsv.write_csv(t, p))
         files[key] = str(path)
-    truth_path = out / FILE_NAMES["truth"]
-    _atomic(truth_path, lambda p: pq.write_table(tables["truth"], p))
-    files["truth"] = str(truth_path)
+    if write_truth:
+        truth_path = out / FILE_NAMES["truth"]
+        _atomic(truth_path, lambda p: pq.write_table(tables["truth"], p))
+        files["truth"] = str(truth_path)
     return files
 
 
-def simulate_survey(n: int, seed: int, out: Path, epoch_format: str = "parquet") -> dict:
+SURVEY_CHUNK = 20_000
+"""`simulate_survey` simulates and writes a larger survey in chunks of this many sources."""
+
+
+def simulate_survey(n: int, seed: int, out: Path, epoch_format: str = "parquet",
+                    chunk: int = SURVEY_CHUNK) -> dict:
     """Simulate a survey and write it in archive formats, with the truth beside it.
+
+    Up to ``chunk`` sources are simulated at once and written as one file per product. A
+    larger survey is simulated chunk by chunk (memory follows ``chunk``, not ``n``): chunk
+    ``c`` has its own seed ``[seed, c]`` and its own slice of the sky's HEALPix level-12
+    pixels, so source_ids stay unique and ascending across the files
+    (``EpochPhotometry_sim-000.parquet``, ``-001``, ...), and ``truth.parquet`` holds them all.
 
     Parameters
     ----------
@@ -619,6 +650,8 @@ def simulate_survey(n: int, seed: int, out: Path, epoch_format: str = "parquet")
     epoch_format : {"parquet", "ecsv.gz"}
         Epoch photometry as Parquet (``EpochPhotometry_sim.parquet``) or as the archive's
         gzipped bulk ECSV (``EpochPhotometry_sim.csv.gz``).
+    chunk : int
+        Largest number of sources simulated at once.
 
     Returns
     -------
@@ -628,20 +661,56 @@ def simulate_survey(n: int, seed: int, out: Path, epoch_format: str = "parquet")
     """
     if epoch_format not in ("parquet", "ecsv.gz"):
         raise InputError(f"simulate: epoch_format must be 'parquet' or 'ecsv.gz', got {epoch_format!r}")
+    if n < 1:
+        raise InputError(f"simulate: the number of sources must be at least 1, got {n}")
     start = time.perf_counter()
-    tables = simulate_tables(n, seed)
-    files = write_tables(tables, out, epoch_format)
-
-    truth = tables["truth"]
-    classes = pc.value_counts(truth.column("class")).to_pylist()
-    labels = pc.value_counts(tables["vari_classifier_result"].column("best_class_name")).to_pylist()
+    n_chunks = -(-n // max(1, int(chunk)))
+    sizes = np.diff(np.linspace(0, n, n_chunks + 1).round().astype(np.int64))
+    edges = np.linspace(0, N_PIXELS, n_chunks + 1).astype(np.int64)
+    classes: dict[str, int] = {}
+    labels: dict[str, int] = {}
+    n_with_xp = n_epochs = 0
+    files: dict[str, list[str]] = {}
+    truth_path = Path(out) / FILE_NAMES["truth"]
+    truth_tmp = truth_path.with_name(f".{truth_path.name}.tmp-{os.getpid()}")
+    writer = None
+    try:
+        for c in range(n_chunks):
+            if n_chunks == 1:
+                tables = simulate_tables(n, seed)
+            else:
+                tables = simulate_tables(int(sizes[c]), [seed, c], pixels=(int(edges[c]), int(edges[c + 1])))
+            written = write_tables(tables, out, epoch_format, suffix=f"-{c:03d}" if n_chunks > 1 else "",
+                                   write_truth=False)
+            for key, path in written.items():
+                files.setdefault(key, []).append(path)
+            truth = tables["truth"]
+            if writer is None:
+                writer = pq.ParquetWriter(truth_tmp, truth.schema)
+            writer.write_table(truth)
+            for d in pc.value_counts(truth.column("class")).to_pylist():
+                classes[d["values"]] = classes.get(d["values"], 0) + d["counts"]
+            for d in pc.value_counts(tables["vari_classifier_result"].column("best_class_name")).to_pylist():
+                labels[d["values"]] = labels.get(d["values"], 0) + d["counts"]
+            n_with_xp += int(pc.sum(truth.column("has_xp")).as_py())
+            n_epochs += int(pc.sum(truth.column("n_g_transits")).as_py())
+            del tables, truth
+        writer.close()
+        writer = None
+        os.replace(truth_tmp, truth_path)
+    finally:
+        if writer is not None:
+            writer.close()
+        if truth_tmp.exists():
+            truth_tmp.unlink()
+    files["truth"] = [str(truth_path)]
     return {
         "n_sources": n,
         "seed": seed,
-        "classes": {d["values"]: d["counts"] for d in sorted(classes, key=lambda d: d["values"])},
-        "labels": {d["values"]: d["counts"] for d in sorted(labels, key=lambda d: d["values"])},
-        "n_with_xp": int(pc.sum(truth.column("has_xp")).as_py()),
-        "n_epochs": int(pc.sum(truth.column("n_g_transits")).as_py()),
-        "files": files,
+        "classes": dict(sorted(classes.items())),
+        "labels": dict(sorted(labels.items())),
+        "n_with_xp": n_with_xp,
+        "n_epochs": n_epochs,
+        "files": {k: v[0] if len(v) == 1 else v for k, v in files.items()},
         "seconds": round(time.perf_counter() - start, 3),
     }
