@@ -6,6 +6,7 @@ import hashlib
 import shutil
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -89,6 +90,9 @@ def test_added_sources_are_found_as_their_own_nearest_neighbour(catalogue, new_a
     shards = sorted((catalogue / "embeddings").glob("embeddings-*.parquet"))
     rows = pq.read_table(shards).column("source_id").to_pylist()
     assert sorted(rows) == sorted(before | new_ids)
+    # the HATS copy of the embeddings is rewritten with the added sources
+    hats_rows = duckdb.sql(f"SELECT source_id FROM read_parquet('{catalogue}/embeddings_hats/dataset/**/*.parquet')")
+    assert sorted(r[0] for r in hats_rows.fetchall()) == sorted(before | new_ids)
     assert report["drift"]["dmdt"]["added"]["n"] == N_NEW
     for m in ("dmdt", "fold"):
         assert 0.0 <= report["drift"][m]["fraction_above_catalogue_p99"] <= 1.0

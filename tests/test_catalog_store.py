@@ -99,7 +99,7 @@ def test_build_info_and_index_files(built):
         assert index.ntotal == entry["n"] and index.d == entry["dim"]
     con = duckdb.connect(str(cat_dir / "catalog.duckdb"), read_only=True)
     stored = dict(con.execute("SELECT key, value::VARCHAR FROM build_info").fetchall())
-    assert set(stored) == {"seed", "config", "counts", "indexes", "catalog_format"}
+    assert set(stored) == {"seed", "config", "counts", "indexes", "embeddings_hats", "catalog_format"}
 
 
 def test_ivf_index_above_the_threshold_measures_its_recall(tmp_path, inputs):

@@ -66,6 +66,7 @@ import pyarrow.parquet as pq
 
 from latentcat.catalog import index as lc_index
 from latentcat.catalog.atomic import swap_in
+from latentcat.catalog.hats import HATS_DIR, write_embeddings_hats
 from latentcat.catalog.store import (
     DB_NAME, INDEX_DIR, load_tables, sql_script, sql_statements, table_counts, write_build_info,
 )
@@ -234,7 +235,7 @@ def _mirror(cat_dir: Path, new: Path, replaced: np.ndarray) -> list[str]:
             dst.mkdir(parents=True, exist_ok=True)
             continue
         dst.parent.mkdir(parents=True, exist_ok=True)
-        if rel.parts[0] == INDEX_DIR:
+        if rel.parts[0] in (INDEX_DIR, HATS_DIR):  # rewritten by add_sources
             continue
         if rel.name.startswith(DB_NAME):  # catalog.duckdb and its .wal: written to, so copied
             shutil.copy2(src, dst)
@@ -558,6 +559,10 @@ def add_sources(cat_dir: Path, inputs: list[Path], skip_existing: bool = False, 
                     "additions": list(old["build_info"].get("additions", [])) + [report]}
             if stale is not None:
                 info["stale"] = stale
+            shutil.rmtree(new / HATS_DIR, ignore_errors=True)
+            cur = con.cursor()  # a result of the steps above may still be open on con
+            hats = write_embeddings_hats(cur.table("embeddings"), cur.table("sources"), new / HATS_DIR)
+            info["embeddings_hats"] = {**hats, "path": HATS_DIR}
             write_build_info(con, info)
             con.execute("CHECKPOINT")
         finally:

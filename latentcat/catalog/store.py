@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -19,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from latentcat.catalog import index as lc_index
+from latentcat.catalog.hats import HATS_DIR, write_embeddings_hats
 from latentcat.errors import InputError, LatentcatError
 from latentcat.errors import one_line as _one_line
 
@@ -206,8 +208,10 @@ def write_catalog(
     Returns
     -------
     dict
-        ``build_info`` plus ``counts`` (rows per table) and ``indexes`` (per block set:
-        type, size, recall@10 against exact search), as stored in the catalogue.
+        ``build_info`` plus ``counts`` (rows per table), ``indexes`` (per block set:
+        type, size, recall@10 against exact search) and ``embeddings_hats`` (the HATS copy of
+        the embeddings in ``cat_dir/embeddings_hats``: path relative to ``cat_dir``, rows,
+        leaves; see `latentcat.catalog.hats.write_embeddings_hats`), as stored in the catalogue.
 
     Raises
     ------
@@ -228,10 +232,12 @@ def write_catalog(
         indexes = lc_index.build_indexes(
             codes, cat_dir / INDEX_DIR, exact_max=exact_max, target_recall=target_recall, seed=seed
         )
+        hats = write_embeddings_hats(con.table("embeddings"), con.table("sources"), cat_dir / HATS_DIR)
         info = {
             **build_info,
             "counts": table_counts(con),
             "indexes": indexes,
+            "embeddings_hats": {**hats, "path": HATS_DIR},
             "catalog_format": {"duckdb": duckdb.__version__, "faiss": faiss.__version__},
         }
         write_build_info(con, info)
@@ -239,6 +245,7 @@ def write_catalog(
     except BaseException:
         con.close()
         db_path.unlink(missing_ok=True)
+        shutil.rmtree(cat_dir / HATS_DIR, ignore_errors=True)  # never a HATS copy without its catalogue
         raise
     con.close()
     return info

@@ -13,6 +13,12 @@ CSV, FITS and Parquet, each possibly gzipped, and ``.zip`` bundles such as
 ``astroquery.gaia.Gaia.load_data`` saves. Layouts are recognised from the column names only
 (:func:`detect_layout`), never from a file name.
 
+HATS catalogues (the partitioned Parquet that LSDB reads and writes) are expanded to their leaf
+files, each read like any other Parquet file. A nested light-curve column (``list<struct>``, or
+the ``struct<list>`` form nested-pandas writes) is read as one column per per-epoch field: per-band
+field names (``g_transit_time``, ...) give the bulk array layout, DataLink names (``band``,
+``time``, ``mag``, ...) are exploded to the long layout's one row per epoch.
+
 Memory: Parquet is read by record batches and CSV/ECSV by byte blocks, so memory follows the
 batch size, not the file size. VOTable and FITS are parsed whole by astropy (the archive
 serves them per DataLink request, at most 5000 sources each) and then sliced into batches.
@@ -97,6 +103,17 @@ for _band in ("bp", "rp"):
         f"{_band}_standard_deviation": pa.float32(),
     })
 
+#: Columns a HATS leaf carries for its partitioning (``_hipscat_index``: the older name); never read.
+HATS_COLUMNS = ("_healpix_29", "_hipscat_index", "norder", "dir", "npix")
+
+#: HATS catalogue types whose leaves hold rows of their own; margin, index, association and map
+#: catalogues only repeat or point at the rows of a primary catalogue.
+HATS_DATA_TYPES = ("object", "source")
+
+#: A nested light-curve row counts as this many epochs against ``batch_rows`` when it is exploded
+#: to one row per epoch (a DR3 source has some 40-300 G, BP and RP epochs).
+NESTED_ROW_WEIGHT = 100
+
 #: The layouts :func:`detect_layout` knows, with what each one needs (for error messages).
 LAYOUTS = {
     "epoch_long": "DataLink epoch photometry (source_id, band, time, mag, flux, flux_error)",
@@ -123,7 +140,10 @@ class InputFile:
     gzipped : bool
         Whether the bytes are gzip-compressed.
     bundle : str
-        The zip file or folder the file sits in (used to pair XP_SAMPLED with XP_CONTINUOUS).
+        The zip file or folder the file sits in (used to pair XP_SAMPLED with XP_CONTINUOUS);
+        for a HATS leaf, the catalogue folder.
+    hats : bool
+        Whether the file is a HATS leaf (its :data:`HATS_COLUMNS` are dropped).
     """
 
     path: Path
@@ -131,6 +151,7 @@ class InputFile:
     fmt: str
     gzipped: bool
     bundle: str
+    hats: bool = False
 
 
 def _fail(name: str, what: str) -> InputError:
@@ -200,6 +221,13 @@ def find_inputs(inputs: list[Path], workdir: Path) -> tuple[list[InputFile], lis
     zip bundles are extracted into ``workdir``, and so are gzipped Parquet and FITS files
     (their readers need to seek). Files named explicitly are always read.
 
+    A HATS catalogue folder (``properties`` or ``hats.properties``, or the older
+    ``catalog_info.json``), given or met in a walk, is expanded to its leaf Parquet files
+    (``dataset/Norder=K/Dir=D/Npix=P.parquet`` or ``Npix=P/`` folders of files); its metadata,
+    partition_info and skymap files are not read. A HATS collection (``collection.properties``)
+    gives its primary catalogue; its margin and index catalogues only repeat or point at those
+    rows and are listed as ignored.
+
     Parameters
     ----------
     inputs : list of Path
@@ -220,9 +248,18 @@ def find_inputs(inputs: list[Path], workdir: Path) -> tuple[list[InputFile], lis
         given = Path(given)
         if not given.exists():
             raise InputError(f"{given}: no such file or folder")
-        if given.is_dir():
-            for p in sorted(given.rglob("*")):
-                if not p.is_file() or any(part.startswith(".") for part in p.relative_to(given).parts):
+        if _is_hats_root(given):
+            files.extend(_expand_hats(given, workdir, ignored, explicit=True))
+        elif given.is_dir():
+            roots = sorted(m.parent for m in given.rglob("*") if m.name in HATS_MARKERS and _is_hats_root(m.parent))
+            roots = [r for r in roots if not any(o in r.parents for o in roots)]  # a collection holds catalogues
+            for p in sorted({*roots, *given.rglob("*")}):
+                if any(part.startswith(".") for part in p.relative_to(given).parts):
+                    continue
+                if p in roots:
+                    files.extend(_expand_hats(p, workdir, ignored, explicit=False))
+                    continue
+                if not p.is_file() or any(r in p.parents for r in roots):
                     continue
                 suffixes = [s.lower() for s in p.suffixes if s.lower() != ".gz"]
                 if suffixes and suffixes[-1] in TABLE_SUFFIXES:
@@ -232,6 +269,91 @@ def find_inputs(inputs: list[Path], workdir: Path) -> tuple[list[InputFile], lis
         else:
             files.extend(_expand(given, str(given), str(given.parent), workdir))
     return files, ignored
+
+
+#: Files that mark a HATS catalogue or collection folder.
+HATS_MARKERS = ("collection.properties", "hats.properties", "properties", "catalog_info.json")
+
+
+def _is_hats_root(folder: Path) -> bool:
+    """Whether a folder is a HATS collection, or a HATS catalogue with its partition folders."""
+    if not folder.is_dir():
+        return False
+    if (folder / "collection.properties").is_file():
+        return True
+    marked = any((folder / m).is_file() for m in HATS_MARKERS[1:])
+    return marked and ((folder / "dataset").is_dir() or any(folder.glob("Norder=*")))
+
+
+def _hats_properties(root: Path) -> dict[str, str]:
+    """The key = value pairs of a HATS properties file (or the older catalog_info.json)."""
+    import json
+
+    for name in HATS_MARKERS[:3]:
+        if (root / name).is_file():
+            lines = (root / name).read_text(errors="replace").splitlines()
+            pairs = (line.split("=", 1) for line in lines if "=" in line and not line.lstrip().startswith("#"))
+            return {k.strip(): v.strip() for k, v in pairs}
+    try:
+        info = json.loads((root / "catalog_info.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise _fail(str(root / "catalog_info.json"), f"unreadable HATS catalogue description ({exc})") from None
+    return {"dataproduct_type": str(info.get("catalog_type", "")), **{k: str(v) for k, v in info.items()}}
+
+
+def _expand_hats(root: Path, workdir: Path, ignored: list[str], explicit: bool) -> list[InputFile]:
+    """The leaf Parquet files of a HATS catalogue (or of a collection's primary catalogue).
+
+    Parameters
+    ----------
+    root : Path
+        The catalogue or collection folder.
+    workdir : Path
+        Scratch folder (gzipped leaves are decompressed there).
+    ignored : list of str
+        Margin, index and other non-data catalogues met are appended here.
+    explicit : bool
+        Whether the user named this folder (a non-data catalogue is then an error).
+
+    Returns
+    -------
+    list of InputFile
+        One per leaf file, ordered by HEALPix order and pixel.
+    """
+    props = _hats_properties(root)
+    if (root / "collection.properties").is_file():
+        primary = props.get("hats_primary_table_url", "")
+        if not primary or not _is_hats_root(root / primary):
+            raise _fail(str(root / "collection.properties"),
+                        f"HATS collection without a readable primary catalogue (hats_primary_table_url={primary!r})")
+        ignored.extend(str(p) for p in sorted(root.iterdir()) if p.is_dir() and p.name != primary
+                       and not p.name.startswith("."))
+        return _expand_hats(root / primary, workdir, ignored, explicit)
+    kind = props.get("dataproduct_type", "object").lower() or "object"
+    if kind not in HATS_DATA_TYPES:
+        if explicit:
+            raise _fail(str(root), f"a HATS {kind} catalogue holds no rows of its own; give its primary catalogue")
+        ignored.append(str(root))
+        return []
+    data = root / "dataset" if (root / "dataset").is_dir() else root
+    leaves = []
+    for pixel in data.glob("Norder=*/Dir=*/Npix=*"):
+        m = re.fullmatch(r"Norder=(\d+)/Dir=\d+/Npix=(\d+)(\.\w+)?", pixel.relative_to(data).as_posix())
+        if m is None:
+            continue
+        parts = [pixel] if pixel.is_file() else sorted(
+            p for p in pixel.rglob("*") if p.is_file() and not p.name.startswith((".", "_")))
+        leaves.extend(((int(m.group(1)), int(m.group(2)), str(p)), p) for p in parts)
+    if not leaves:
+        raise _fail(str(root), f"HATS catalogue without leaf files (no {data.name}/Norder=*/Dir=*/Npix=* found)")
+    files = []
+    for _, leaf in sorted(leaves):
+        for f in _expand(leaf, str(leaf), str(root), workdir):
+            if f.fmt != "parquet":
+                raise _fail(f.name, f"HATS leaf is not Parquet ({f.fmt})")
+            f.hats = True
+            files.append(f)
+    return files
 
 
 def _expand(path: Path, name: str, bundle: str, workdir: Path) -> list[InputFile]:
@@ -284,7 +406,7 @@ def read_columns(f: InputFile) -> list[str]:
     """
     try:
         if f.fmt == "parquet":
-            return [c.lower() for c in pq.read_schema(f.path).names]
+            return [c for c, _ in _parquet_plan(pq.read_schema(f.path), f)]
         if f.fmt in ("csv", "ecsv"):
             skip, delim = _text_header(f)
             with _text_stream(f) as fh:
@@ -446,11 +568,7 @@ def iter_batches(f: InputFile, batch_rows: int, columns: list[str] | None = None
     """
     try:
         if f.fmt == "parquet":
-            pf = pq.ParquetFile(f.path, pre_buffer=False)  # pre-buffering keeps every batch's buffers alive
-            names = pf.schema_arrow.names
-            wanted = [n for n in names if columns is None or n.lower() in columns]
-            for batch in pf.iter_batches(batch_size=max(1, batch_rows), columns=wanted):
-                yield _lower(pa.Table.from_batches([batch]))
+            yield from _parquet_batches(f, batch_rows, columns)
         elif f.fmt in ("csv", "ecsv"):
             yield from _csv_batches(f, batch_rows, columns)
         else:
@@ -467,6 +585,97 @@ def iter_batches(f: InputFile, batch_rows: int, columns: list[str] | None = None
 
 def _lower(table: pa.Table) -> pa.Table:
     return table.rename_columns([c.lower() for c in table.column_names])
+
+
+def _nested_fields(typ: pa.DataType) -> list[str] | None:
+    """Per-epoch field names of a nested light-curve column type, or None for any other type.
+
+    Two physical forms: ``list<struct<time, mag, ...>>`` and nested-pandas' ``struct<time: list,
+    mag: list, ...>``.
+    """
+    if (pa.types.is_list(typ) or pa.types.is_large_list(typ)) and pa.types.is_struct(typ.value_type):
+        return [typ.value_type.field(i).name for i in range(typ.value_type.num_fields)]
+    if pa.types.is_struct(typ) and typ.num_fields and all(
+            pa.types.is_list(typ.field(i).type) or pa.types.is_large_list(typ.field(i).type)
+            for i in range(typ.num_fields)):
+        return [typ.field(i).name for i in range(typ.num_fields)]
+    return None
+
+
+def _parquet_plan(schema: pa.Schema, f: InputFile) -> list[tuple[str, tuple[str, str | None]]]:
+    """The columns a Parquet file offers: ``(lower-case name, (top-level column, nested field or None))``.
+
+    Nested fields take the place of their column; a field that repeats a top-level column name
+    is left out (the top-level column wins), and :data:`HATS_COLUMNS` of a HATS leaf are dropped.
+    """
+    plan = [(n.lower(), (n, None)) for n in schema.names if _nested_fields(schema.field(n).type) is None]
+    top, nested = {c for c, _ in plan}, {}
+    for name in schema.names:
+        for field in _nested_fields(schema.field(name).type) or []:
+            key = field.lower()
+            if key in nested:
+                raise _fail(f.name, f"nested columns {nested[key]!r} and {name!r} both have a field {field!r}")
+            if key not in top:
+                nested[key] = name
+                plan.append((key, (name, field)))
+    if f.hats:
+        plan = [p for p in plan if p[0] not in HATS_COLUMNS]
+    return plan
+
+
+def _parquet_batches(f: InputFile, batch_rows: int, columns: list[str] | None) -> Iterator[pa.Table]:
+    """Read Parquet by record batches; nested columns come out as one list column per field.
+
+    When the fields of the nested columns make the long (DataLink) layout, the lists are
+    exploded to one row per epoch, and :data:`NESTED_ROW_WEIGHT` source rows are read per
+    ``batch_rows`` epochs.
+    """
+    pf = pq.ParquetFile(f.path, pre_buffer=False)  # pre-buffering keeps every batch's buffers alive
+    plan = _parquet_plan(pf.schema_arrow, f)
+    wanted = [(c, src) for c, src in plan if columns is None or c in columns]
+    if all(field is None for _, (_, field) in plan):
+        names = [n for _, (n, _) in wanted]
+        for batch in pf.iter_batches(batch_size=max(1, batch_rows), columns=names):
+            yield _lower(pa.Table.from_batches([batch]))
+        return
+    explode = detect_layout([c for c, _ in plan]) == {"epoch_long"}
+    fields = {(n, field) for _, (n, field) in wanted}
+    paths = []  # Parquet leaf columns: a nested column's unused fields are not read
+    for column in pf.schema:
+        top, *rest = column.path.split(".")
+        if (top, None) in fields or any((top, part) in fields for part in rest):
+            paths.append(column.path)
+    size = max(1, batch_rows // NESTED_ROW_WEIGHT) if explode else max(1, batch_rows)
+    for batch in pf.iter_batches(batch_size=size, columns=paths):
+        out = {}
+        for c, (n, field) in wanted:
+            col = batch.column(n)
+            out[c] = col if field is None else _nested_field_lists(col, field)
+        table = pa.table(out)
+        yield _explode_nested(table, [c for c, (_, field) in wanted if field is not None], f.name) if explode else table
+
+
+def _nested_field_lists(col: pa.Array, field: str) -> pa.Array:
+    """One field of a nested column as a list column (a null row gives a null list)."""
+    if pa.types.is_struct(col.type):  # nested-pandas: struct of lists
+        return col.flatten()[col.type.get_field_index(field)]
+    values = col.values.flatten()[col.type.value_type.get_field_index(field)]
+    make = pa.LargeListArray if pa.types.is_large_list(col.type) else pa.ListArray
+    return make.from_arrays(col.offsets, values, mask=col.is_null() if col.null_count else None)
+
+
+def _explode_nested(table: pa.Table, lists: list[str], name: str) -> pa.Table:
+    """Rows with per-epoch list columns -> one row per epoch, the other columns repeated."""
+    if not lists:
+        return table
+    own_ids = "source_id" in table.column_names and "source_id" not in lists
+    ids = table.column("source_id") if own_ids else pa.array(np.arange(table.num_rows))  # for messages
+    exploded = _explode_lists(ids, {c: table.column(c) for c in lists}, "time" if "time" in lists else lists[0], name)
+    parents = exploded.column("_parent")
+    for c in table.column_names:
+        if c not in lists:
+            exploded = exploded.append_column(c, pc.take(table.column(c), parents))
+    return exploded.select(table.column_names)
 
 
 def _csv_batches(f: InputFile, batch_rows: int, columns: list[str] | None) -> Iterator[pa.Table]:
@@ -747,30 +956,44 @@ def _explode_bulk(table: pa.Table, name: str, row0: int) -> pa.Table:
                 lists[col] = cast_column(table, col, pa.list_(typ), name, row0)
     if "rejected_by_photometry" in table.column_names:
         lists["rejected_by_photometry"] = cast_column(table, "rejected_by_photometry", pa.list_(pa.bool_()), name, row0)
-    ref = pc.list_value_length(lists["g_transit_time"])
+    out = _explode_lists(ids, lists, "g_transit_time", name)
+    return out.append_column("source_id", pc.take(ids, out.column("_parent"))).drop_columns("_parent")
+
+
+def _explode_lists(ids: pa.Array, lists: dict[str, pa.Array], ref: str, name: str) -> pa.Table:
+    """List columns of one row per source -> one row per element, plus ``_parent`` (the source row).
+
+    Every list of a row must have as many values as ``lists[ref]``; a wholly null list (e.g. no
+    BP for this source) stands for a row of nulls, and a null ``ref`` list for no elements.
+    ``ids`` (one per row) only name the source in messages.
+    """
+    ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+    lists = {c: a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for c, a in lists.items()}
+    ref_len = pc.list_value_length(lists[ref])
+    n = pc.fill_null(ref_len, 0).to_numpy(zero_copy_only=False)
     out = {}
     for col, arr in lists.items():
         length = pc.list_value_length(arr)
-        # a wholly null array (e.g. no BP for this source) stands for a row of nulls
-        wrong = pc.and_(pc.is_valid(length), pc.not_equal(length, pc.fill_null(ref, 0)))
+        wrong = pc.and_(pc.is_valid(length), pc.not_equal(length, pc.fill_null(ref_len, 0)))
         if pc.any(wrong).as_py():
             i = int(np.flatnonzero(pc.fill_null(wrong, False).to_numpy(zero_copy_only=False))[0])
             raise _fail(name, f"source_id {ids[i].as_py()}: column {col!r} has {length[i].as_py()} values "
-                              f"but g_transit_time has {ref[i].as_py()}")
-        n = pc.fill_null(ref, 0).to_numpy(zero_copy_only=False)
+                              f"but {ref} has {ref_len[i].as_py()}")
         filled = pc.if_else(pc.is_null(arr), _null_lists(n, arr.type), arr)
         out[col] = pc.list_flatten(filled)
-    parents = pc.list_parent_indices(pc.if_else(pc.is_null(lists["g_transit_time"]),
-                                                _null_lists(np.zeros(len(ids), int), lists["g_transit_time"].type),
-                                                lists["g_transit_time"]))
-    out["source_id"] = pc.take(ids, parents)
+    parents = pc.list_parent_indices(pc.if_else(pc.is_null(lists[ref]),
+                                                _null_lists(np.zeros(len(ids), int), lists[ref].type),
+                                                lists[ref]))
+    out["_parent"] = parents
     return pa.table(out)
 
 
 def _null_lists(lengths: np.ndarray, typ: pa.DataType) -> pa.Array:
-    """Lists of nulls with the given lengths."""
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.nulls(int(offsets[-1]), typ.value_type))
+    """Lists of nulls with the given lengths, of list type ``typ`` (list or large_list)."""
+    large = pa.types.is_large_list(typ)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64 if large else np.int32)
+    make = pa.LargeListArray if large else pa.ListArray
+    return make.from_arrays(pa.array(offsets), pa.nulls(int(offsets[-1]), typ.value_type))
 
 
 def _wide_points(table: pa.Table, name: str, row0: int) -> pa.Table:
