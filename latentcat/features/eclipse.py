@@ -1,33 +1,55 @@
-"""Eclipse search for detached eclipsing binaries (EA): a two-box phase-folding statistic.
+"""Eclipse search for detached eclipsing binaries (EA): dip alignment, then a smoothness test.
 
 A detached binary is flat outside two narrow eclipses (each a few per cent of the orbit), so a
 sinusoid describes it badly and the highest Lomb-Scargle peak often falls on a harmonic or an
-alias of the orbital frequency. The eclipse search therefore runs on light curves that look like
-eclipses (:func:`dip_like`: several points far *fainter* than the bulk, few far brighter) and
-tests, instead of a sinusoid, a model made for them.
+alias of the orbital frequency. The eclipse search runs on light curves that look like eclipses
+(:func:`dip_like`: several points far *fainter* than the bulk, few far brighter) and has three
+steps.
 
-The model, at a trial frequency, is the folded curve as a constant level plus two "boxes" of
-free depth: the primary eclipse, and a secondary eclipse centred ``0.5 +- SECONDARY_GAP`` in
-phase away from it (a near-circular orbit). Its chi-square improvement over a constant is the
-three-group analysis of variance (Schwarzenberg-Czerny 1989)
+1. Dip alignment (:func:`alignment_frequencies`), a search of the whole range whose cost
+   grows with the number of faint points, not of all points. At the frequency ``F`` of successive
+   eclipses (twice the orbital one when both eclipses are seen, the orbital one or twice it when
+   one is) every faint point (``DIP_NSIGMA`` above the median) lies near the same phase. The
+   deepest faint point is the anchor; the deepest one at least ``MIN_ANCHOR_GAP`` days from it
+   must then lie within ``ALIGN_HALF_WIDTH`` in phase of it, which leaves the fraction
+   ``2 * ALIGN_HALF_WIDTH`` of the frequencies up to ``2 * MAX_ORBITAL_FREQUENCY``. On that
+   set, on a grid whose phase error over the baseline stays below ``ALIGN_SMEAR``, every
+   frequency is scored by how close (triangular kernel of half-width ``ALIGN_HALF_WIDTH``) the
+   ``MAX_FAINT`` deepest faint points come to the anchor's phase; the ``N_ALIGN`` best are kept.
+2. Selection (:func:`neighbour_statistic`). The orbital-frequency candidates are ``F / 2`` and
+   ``F`` for each alignment frequency, and ``f`` and ``f / 2`` for each of the ``N_PEAKS`` highest
+   Lomb-Scargle peaks, so the sinusoid's answer competes on equal terms. Each is scored by how
+   well every point is predicted by the mean of the *other* points near it in phase
+   (leave-one-out): ``1 - R / R0``, with ``R`` the leave-one-out residual sum of squares and
+   ``R0`` that of the global mean. An eclipse needs no model of its shape: its points are
+   predicted by their neighbours at any depth, while a wrong frequency leaves faint points
+   among bright ones. The neighbourhood is the point's bin of ``N_BINS`` and the bins within
+   ``MIN_DURATION / 2`` days (at least one bin each side), ``MIN_DURATION`` being about as long
+   as the shortest eclipses of stars: a wrong, high frequency then cannot stack a few faint
+   points into an eclipse of minutes. The ``N_REFINE`` best candidates are refined on a grid
+   of ``GRID_STEP_PHASE`` phase drift over the baseline, and the best of all is kept.
+3. Orbit or half orbit (:func:`two_box_statistic`). The best frequency is either the orbital
+   frequency or twice it (two similar eclipses stacked). The model of a constant level plus two
+   "boxes" of free depth, a primary eclipse and a secondary ``0.5 +- SECONDARY_GAP`` in phase
+   away, decides: when half the frequency explains the curve nearly as well (``HALF_RATIO`` of
+   the chi-square improvement), half of it is the orbital frequency. The search reports twice
+   the orbital frequency, i.e. half the orbital period, when two different eclipses are seen,
+   and the orbital frequency itself when a single eclipse per orbit is.
+
+The two-box chi-square improvement over a constant is the three-group analysis of variance
+(Schwarzenberg-Czerny 1989)
 
     dchi2 = Y1^2 / W1 + Y2^2 / W2 + (Y1 + Y2)^2 / (W - W1 - W2)
 
 with ``W_i = sum(1/err^2)`` and ``Y_i = sum((mag - mean) / err^2)`` over the points of box ``i``;
 with one box it is the BLS statistic of Kovacs et al. (2002). The phase is cut into ``N_BINS``
-bins and a box is any run of ``BOX_WIDTHS`` bins. The first box is the best single dip, the
-second the best dip opposite it (or none, if that does not help). ``SECONDARY_GAP`` allows
-for the small ``e cos(omega)`` of most detached binaries; a more eccentric one is still found
-from its primary eclipse alone.
+bins and a box is any run of ``BOX_WIDTHS`` bins.
 
-Trial frequencies (:func:`eclipse_frequencies`): the ``N_PEAKS`` highest peaks of the coarse
-Lomb-Scargle periodogram and their sub-harmonics ``f / k`` for ``k = 1..N_SUBHARMONICS`` (an
-eclipse train puts power on every harmonic of the orbital frequency), each on a local grid fine
-enough for the narrowest box. The best of them is either the orbital frequency or twice it (two
-similar eclipses stacked). When half of it explains the curve nearly as well (``HALF_RATIO`` of
-the chi-square improvement), half of it is the orbital frequency: the search reports twice the
-orbital frequency, i.e. half the orbital period, when two different eclipses are seen, and the
-orbital frequency itself when a single eclipse per orbit is.
+What the data allow. An EA's period is fixed by the eclipses that were caught. On a simulated
+DR3-like survey (100,000 sources, seed 11; EA with >= 40 cleaned epochs and G < 18) the period
+is recovered within 1 % for 99 % of the EA with eight or more distinct eclipses holding an epoch
+at least 5 sigma deep, 90 % with six or seven, 67 % with four or five and 28 % with two or
+three: with few eclipses on the curve, other periods fold it just as well.
 """
 
 from __future__ import annotations
@@ -41,10 +63,25 @@ BOX_WIDTHS = (1, 2, 4)  # bins: boxes of 0.02, 0.04 and 0.08 in phase
 SECONDARY_GAP = 0.05  # the secondary box is centred 0.5 +- this from the primary (phase)
 DIP_NSIGMA = 3.0
 MIN_DIP_POINTS = 2
-N_PEAKS = 10
-N_SUBHARMONICS = 10
 HALF_RATIO = 0.93
 GRID_STEP_PHASE = 1.0 / (2 * N_BINS)  # phase drift allowed between trial frequencies over the baseline
+
+# dip alignment
+MAX_FAINT = 16  # deepest faint points used
+MAX_ORBITAL_FREQUENCY = 5.0  # c/d: orbital periods >= 0.2 d, the limit of the DR3 EB catalogue (Mowlavi et al. 2023)
+MIN_ANCHOR_GAP = 1.0  # d between the two anchors (points of one visit say nothing about the period)
+ALIGN_HALF_WIDTH = 0.15  # phase: the eclipse points around the anchor (wide eclipses, e cos w)
+ALIGN_SMEAR = 0.05  # phase error of the alignment grid over the baseline
+N_ALIGN = 256  # alignment frequencies kept
+
+# selection
+N_PEAKS = 5  # Lomb-Scargle peaks competing with the alignment frequencies
+N_REFINE = 16  # candidates refined
+#: Time span (d) of the neighbourhood in the selection, about the shortest eclipse of main-sequence
+#: binaries (~1 h). A central eclipse of two main-sequence stars
+#: lasts (P / pi) (R1 + R2) / a = 0.076 d (R1 + R2)/Rsun (M/Msun)^(-1/3) (P/d)^(1/3) (Kepler's
+#: third law): 0.6 h for two 0.2 Msun dwarfs at P = 0.2 d, 1.4 h for two 0.5 Msun ones at 0.5 d.
+MIN_DURATION = 0.04
 _MAX_CELLS_PER_BATCH = 2_000_000
 
 
@@ -180,6 +217,122 @@ def _local_grid(centres: np.ndarray, half_width: np.ndarray, step: np.ndarray, n
     return (centres[..., None] + off).reshape(len(centres), -1)
 
 
+def neighbour_statistic(time: np.ndarray, mag: np.ndarray, err: np.ndarray, freq: np.ndarray) -> np.ndarray:
+    """How well each point of the folded curve is predicted by its phase neighbours (leave-one-out).
+
+    The phase is cut into ``N_BINS`` bins; a point in bin ``b`` is predicted by the mean of the
+    other points in bins ``b - h .. b + h``, with ``h`` the larger of one bin and
+    ``MIN_DURATION / 2`` days at the trial frequency (at most a quarter of the bins), and by the
+    global mean when it has no neighbour. Errors are not used: the statistic asks whether the
+    curve is smooth in phase, not how precisely.
+
+    Parameters
+    ----------
+    time, mag, err : float arrays (n, m)
+        NaN-padded light curves (d, mag, mag); ``err`` is accepted for a uniform signature.
+    freq : float array (n, k)
+        Trial frequencies (c/d) of each source.
+
+    Returns
+    -------
+    float64 array (n, k)
+        ``1 - R / R0``: ``R`` the leave-one-out residual sum of squares, ``R0`` the sum of
+        squared deviations from the mean. Near 0 for noise, 1 for a perfectly smooth fold;
+        NaN for a source with fewer than 3 points.
+    """
+    n, k = freq.shape
+    out = np.full((n, k), np.nan)
+    valid = np.isfinite(mag) & np.isfinite(time)
+    n_pts = valid.sum(axis=1)
+    h_max = N_BINS // 4
+    step = max(1, _MAX_CELLS_PER_BATCH // max(1, int(n_pts.mean() if n else 1) * k))
+    for lo in range(0, n, step):
+        rows = np.arange(lo, min(n, lo + step))
+        rows = rows[n_pts[rows] >= 3]
+        if len(rows) == 0:
+            continue
+        # the valid points of the chunk, flattened: (p,) with their row in the chunk
+        v = valid[rows]
+        src, col = np.nonzero(v)
+        r = rows[src]
+        y = mag[r, col] - (np.bincount(src, mag[r, col], len(rows)) / n_pts[rows])[src]
+        t = time[r, col] - np.nanmin(np.where(v, time[rows], np.nan), axis=1)[src]
+        phase = np.mod(t[:, None] * freq[r], 1.0)  # (p, k)
+        cell = np.minimum((phase * N_BINS).astype(np.int64), N_BINS - 1)
+        cell += (src[:, None] * k + np.arange(k)[None, :]) * N_BINS
+        size, shape = len(rows) * k * N_BINS, (len(rows), k, N_BINS)
+        N = np.bincount(cell.ravel(), None, size).reshape(shape)
+        Y = np.bincount(cell.ravel(), np.repeat(y, k), size).reshape(shape)
+        Q = np.bincount(cell.ravel(), np.repeat(y * y, k), size).reshape(shape)
+        h = np.clip(np.ceil(0.5 * MIN_DURATION * freq[rows] * N_BINS), 1, h_max).astype(np.int64)[..., None]
+        c, S = _circular_window_sums(N, h, h_max), _circular_window_sums(Y, h, h_max)
+        # sum over the points i of bin b of (y_i - (S - y_i) / (c - 1))^2, from the bin sums
+        with np.errstate(invalid="ignore", divide="ignore"):
+            res = np.where(c > 1, (c * c * Q - 2 * c * S * Y + N * S * S) / (c - 1.0) ** 2, Q)
+        out[rows] = 1.0 - res.sum(axis=2) / np.bincount(src, y * y, len(rows))[:, None]
+    return out
+
+
+def _circular_window_sums(x: np.ndarray, h: np.ndarray, h_max: int) -> np.ndarray:
+    """Sums of x (..., B) over the circular windows b - h .. b + h, h (..., 1) <= h_max per row."""
+    ext = np.concatenate([x[..., -h_max:], x, x[..., : h_max + 1]], axis=-1)
+    csum = np.concatenate([np.zeros(x.shape[:-1] + (1,)), np.cumsum(ext, axis=-1)], axis=-1)
+    b = np.arange(x.shape[-1]) + h_max
+    return np.take_along_axis(csum, b + h + 1, axis=-1) - np.take_along_axis(csum, b - h, axis=-1)
+
+
+def alignment_frequencies(time: np.ndarray, mag: np.ndarray, err: np.ndarray) -> np.ndarray:
+    """Frequencies that bring the faint points of each light curve to one phase.
+
+    Parameters
+    ----------
+    time, mag, err : float arrays (n, m)
+        NaN-padded light curves.
+
+    Returns
+    -------
+    float64 array (n, N_ALIGN)
+        The best-aligning frequencies (c/d), unordered; all NaN for a curve with fewer than 3
+        faint points or none at least ``MIN_ANCHOR_GAP`` days from the deepest.
+    """
+    n = len(time)
+    out = np.full((n, N_ALIGN), np.nan)
+    med, sig = robust_sigma(mag)
+    err_med, _ = robust_sigma(err)
+    dev = np.where(np.isfinite(mag), mag - med[:, None], -np.inf)
+    order = np.argsort(-dev, axis=1)[:, :MAX_FAINT]
+    faint = np.take_along_axis(dev, order, axis=1) > DIP_NSIGMA * np.fmax(sig, err_med)[:, None]
+    t_faint = np.where(faint, np.take_along_axis(time, order, axis=1), np.nan)  # deepest first
+    rel = t_faint - t_faint[:, :1]
+    far = np.abs(rel) > MIN_ANCHOR_GAP  # NaN compares False
+    delta = np.abs(np.take_along_axis(rel, np.argmax(far, axis=1)[:, None], axis=1)[:, 0])
+    todo = np.flatnonzero(far.any(axis=1) & (faint.sum(axis=1) >= 3))
+    if len(todo) == 0:
+        return out
+    span = np.nanmax(time[todo], axis=1) - np.nanmin(time[todo], axis=1)
+    df = ALIGN_SMEAR / span  # the phase of any point moves by at most ALIGN_SMEAR per step
+    d = delta[todo]
+    # F in ((j - w) / d, (j + w) / d) for j = 1, 2, ...: n_per points per integer j
+    n_per = np.ceil(2 * ALIGN_HALF_WIDTH / (df * d)).astype(np.int64) + 1
+    n_grid = np.floor(2 * MAX_ORBITAL_FREQUENCY * d + ALIGN_HALF_WIDTH).astype(np.int64) * n_per
+    width = int(n_grid.max())
+    chunk = max(1, _MAX_CELLS_PER_BATCH // max(1, width * MAX_FAINT))
+    keep = min(N_ALIGN, width)
+    for lo in range(0, len(todo), chunk):
+        sl = slice(lo, lo + chunk)
+        g = np.arange(width)[None, :]
+        j, u = g // n_per[sl, None] + 1, g % n_per[sl, None]
+        F = (j - ALIGN_HALF_WIDTH) / d[sl, None] + u * df[sl, None]
+        F = np.where(g < n_grid[sl, None], F, np.nan)
+        cycles = F[:, :, None] * rel[todo[sl]][:, None, :]
+        dist = np.abs(cycles - np.rint(cycles))
+        score = np.nansum(np.clip(1.0 - dist / ALIGN_HALF_WIDTH, 0.0, None), axis=2)
+        score[np.isnan(F)] = -np.inf
+        best = np.argpartition(-score, keep - 1, axis=1)[:, :keep]
+        out[todo[sl], :keep] = np.take_along_axis(F, best, axis=1)
+    return out
+
+
 def eclipse_frequencies(
     time: np.ndarray, mag: np.ndarray, err: np.ndarray, peaks: np.ndarray, df: np.ndarray, fmin: float, fmax: float, masked
 ) -> np.ndarray:
@@ -202,39 +355,44 @@ def eclipse_frequencies(
     -------
     float64 array (n,)
         Twice the orbital frequency when a secondary eclipse is seen, the orbital frequency
-        when only one eclipse per orbit is (see :mod:`latentcat.features.period`).
+        when only one eclipse per orbit is (see :mod:`latentcat.features.period`); NaN where
+        no candidate could be tested.
     """
-    n = len(time)
-    span = np.nanmax(time, axis=1) - np.nanmin(time, axis=1)
-    step = GRID_STEP_PHASE / np.maximum(span, 1.0)  # the phase drifts by at most one step over the span
-    k = np.arange(1, N_SUBHARMONICS + 1)
-    centres = (peaks[:, :, None] / k).reshape(n, -1)  # (n, N_PEAKS * N_SUBHARMONICS)
-    # a coarse peak lies within half a coarse step of the true one: df / 2k around f / k
-    half = np.broadcast_to((0.5 * df[:, None] / k)[:, None, :], (n, peaks.shape[1], len(k))).reshape(n, -1)
-    n_steps = int(np.ceil(np.nanmax(half / step[:, None]))) if n else 0
-    grid = _local_grid(centres, half, step, n_steps)
-    # duplicates (the clipped ends of small sub-harmonic intervals) cost time but change nothing
-    grid = np.sort(grid, axis=1)
-    grid = np.where(np.diff(grid, axis=1, prepend=-1.0) > 0.25 * step[:, None], grid, np.nan)
-    grid = np.sort(grid, axis=1)[:, : int(np.isfinite(grid).sum(axis=1).max())]
-    grid = np.where(np.isfinite(grid), grid, grid[:, :1])
-    stat = _masked_statistic(time, mag, err, grid, fmin, fmax, masked)
-    best = np.argmax(stat, axis=1)
-    f_best = np.take_along_axis(grid, best[:, None], axis=1)[:, 0]
-    s_best = np.take_along_axis(stat, best[:, None], axis=1)[:, 0]
-    # is half the frequency (each eclipse seen once per cycle) nearly as good?
-    half_grid = _local_grid(0.5 * f_best[:, None], 0.5 * step[:, None], 0.1 * step, 5)
-    half_stat = _masked_statistic(time, mag, err, half_grid, fmin, fmax, masked)
-    hb = np.argmax(half_stat, axis=1)
-    f_half = np.take_along_axis(half_grid, hb[:, None], axis=1)[:, 0]
-    use_half = np.take_along_axis(half_stat, hb[:, None], axis=1)[:, 0] >= HALF_RATIO * s_best
+    span = np.maximum(np.nanmax(time, axis=1) - np.nanmin(time, axis=1), 1.0)
+    step = GRID_STEP_PHASE / span  # the phase drifts by at most one step over the span
+    aligned = alignment_frequencies(time, mag, err)
+    # orbital candidates: F / 2 (two eclipses per orbit) and F (one), at the alignment grid's precision
+    cand = np.concatenate([aligned / 2, aligned], axis=1)
+    cand = np.where(np.isfinite(cand), cand, peaks[:, :1] / 2)
+    stat = _masked_statistic(neighbour_statistic, time, mag, err, cand, fmin, fmax, masked)
+    top = np.take_along_axis(cand, np.argsort(-stat, axis=1)[:, :N_REFINE], axis=1)
+    smear = ALIGN_SMEAR / span
+    grid_align = _local_grid(top, np.broadcast_to(smear[:, None], top.shape), step, int(np.ceil(ALIGN_SMEAR / GRID_STEP_PHASE)))
+    # Lomb-Scargle peaks f: orbital f (one eclipse per cycle, or a sinusoid-like binary) and f / 2
+    ls = np.concatenate([peaks, peaks / 2], axis=1)
+    half_ls = 0.5 * df[:, None] * np.repeat([1.0, 0.5], peaks.shape[1])[None, :]  # a coarse peak is within df / 2
+    grid_ls = _local_grid(ls, half_ls, step, int(np.ceil(np.nanmax(0.5 * df / step))))
+    grid = np.concatenate([grid_align, grid_ls], axis=1)
+    stat = _masked_statistic(neighbour_statistic, time, mag, err, grid, fmin, fmax, masked)
+    best = np.argmax(stat, axis=1)[:, None]
+    f_best = np.take_along_axis(grid, best, axis=1)[:, 0]
+    found = np.isfinite(np.take_along_axis(stat, best, axis=1)[:, 0])
+    # is half the frequency (each eclipse seen once per cycle) nearly as good for the two-box model?
+    near = _local_grid(f_best[:, None], 2 * step[:, None], 0.5 * step, 4)
+    s_best = _masked_statistic(two_box_statistic, time, mag, err, near, fmin, fmax, masked).max(axis=1)
+    half_grid = _local_grid(0.5 * f_best[:, None], step[:, None], 0.25 * step, 4)
+    half_stat = _masked_statistic(two_box_statistic, time, mag, err, half_grid, fmin, fmax, masked)
+    hb = np.argmax(half_stat, axis=1)[:, None]
+    f_half = np.take_along_axis(half_grid, hb, axis=1)[:, 0]
+    use_half = np.take_along_axis(half_stat, hb, axis=1)[:, 0] >= HALF_RATIO * s_best
     f_orbit = np.where(use_half, f_half, f_best)
-    return np.where(np.isfinite(s_best) & (s_best > 0), 2.0 * f_orbit, np.nan)
+    return np.where(found, 2.0 * f_orbit, np.nan)
 
 
-def _masked_statistic(time, mag, err, grid, fmin, fmax, masked) -> np.ndarray:
-    """two_box_statistic, -inf where the grid or twice it is outside (fmin, fmax) or masked."""
-    stat = two_box_statistic(time, mag, err, np.clip(grid, fmin / 2, fmax))
-    bad = (grid < fmin / 2) | (2 * grid > fmax) | masked(grid) | masked(2 * grid) | ~np.isfinite(stat)
+def _masked_statistic(statistic, time, mag, err, grid, fmin, fmax, masked) -> np.ndarray:
+    """statistic(...) on an orbital-frequency grid, -inf where the grid or twice it is outside (fmin, fmax), masked or NaN."""
+    stat = statistic(time, mag, err, np.clip(np.nan_to_num(grid, nan=fmin), fmin / 2, fmax))
+    with np.errstate(invalid="ignore"):
+        bad = ~((grid >= fmin / 2) & (2 * grid <= fmax)) | masked(grid) | masked(2 * grid) | ~np.isfinite(stat)
     stat[bad] = -np.inf
     return stat

@@ -34,9 +34,11 @@ Detached eclipsing binaries. Narrow eclipses on a flat curve spread their power 
 harmonics of the orbital frequency, and the highest Lomb-Scargle peak is then often a harmonic
 or an alias. For the light curves that look like eclipses (``eclipse.dip_like``: several points
 far fainter than the bulk, few far brighter; pulsators and contact binaries are not), the
-frequency is instead the best of an eclipse search (:mod:`latentcat.features.eclipse`): a
-primary + secondary box model tested on the ``eclipse.N_PEAKS`` highest coarse peaks and their
-sub-harmonics. The frequencies it returns are masked like the periodogram's.
+frequency is instead chosen by the eclipse search (:mod:`latentcat.features.eclipse`): the
+frequencies that bring the faint points to one phase, searched over the whole range, compete
+with the ``eclipse.N_PEAKS`` highest Lomb-Scargle peaks (each taken as the orbital frequency
+or twice it), and the one whose fold is smoothest in phase (each point best predicted by its phase
+neighbours) wins. The frequencies it tests are masked like the periodogram's.
 
 ``period_power`` and ``period_fap`` belong to the reported frequency: the exact Lomb-Scargle
 power there and its false-alarm probability, Baluev's (2008) alias-free approximation as
