@@ -9,7 +9,8 @@ Two parts, one table each.
    4M). The last columns extrapolate each stage linearly from the largest size to 4M sources
    on this machine, and to a 16-core machine for the stages that run per shard in parallel
    (features, embed: their throughput is per worker process; the other stages are counted
-   as serial, which overestimates them).
+   as serial, which overestimates them: ingest reads its files in parallel too, and the
+   analyse stage fits its map on a capped sample).
 
 2. The query side at --query-n sources (default 1M; 4M by hand): a synthetic catalogue with
    the exact schemas (tests/catalog_fixtures.py) is written with `write_catalog`, then the
@@ -82,7 +83,7 @@ def run_stage(stage: str, work: Path) -> dict:
     if stage == "ingest":
         from latentcat.gaia.ingest import ingest
 
-        ingest([work / "simulated" / "archive"], stage_dir)
+        ingest([work / "simulated" / "archive"], stage_dir, n_workers=int(cfg.features["workers"]))
         return {"n": int(cfg.inputs["simulate_n"])}
     if stage == "features":
         from latentcat.features.extract import extract_features
@@ -100,8 +101,9 @@ def run_stage(stage: str, work: Path) -> dict:
     if stage == "embed":
         from latentcat.models.embed import embed
 
-        rep = embed(feat, models, emb, device="cpu", threads=1)
-        return {"n": rep["n_sources"], "workers": 1, "report": rep}
+        workers = int(cfg.features["workers"])
+        rep = embed(feat, models, emb, device="cpu", threads=1, n_workers=workers)
+        return {"n": rep["n_sources"], "workers": workers, "report": rep}
     if stage == "catalog":
         from latentcat.catalog.store import write_catalog
 

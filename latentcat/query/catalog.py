@@ -136,7 +136,7 @@ class Catalog:
         LatentcatError
             ``source_id`` is not in the catalogue.
         """
-        rows = self._query(sql_statements("query")["codes_of"], {"source_id": int(source_id)})
+        rows = self._query(sql_statements("query")["codes_of"].format(source_id=int(source_id)))
         if rows.num_rows == 0:
             raise LatentcatError(f"source_id {int(source_id)} is not in the catalogue")
         row = rows.to_pylist()[0]
@@ -266,9 +266,10 @@ class Catalog:
         return self._with_meta(ids, dist, lc_index.block_set_name(blocks))
 
     def _with_meta(self, ids: np.ndarray, dist: np.ndarray, blocks: str) -> pa.Table:
-        params = {"ids": ids.astype(np.int64).tolist(), "distances": dist.astype(np.float64).tolist(),
-                  "blocks": blocks}
-        return self._cursor().sql(sql_statements("query")["neighbours_with_meta"], params=params).to_arrow_table()
+        ids = ids.astype(np.int64).tolist()
+        sql = sql_statements("query")["neighbours_with_meta"].format(id_list=",".join(map(str, ids)) or "NULL")
+        params = {"ids": ids, "distances": dist.astype(np.float64).tolist(), "blocks": blocks}
+        return self._cursor().sql(sql, params=params).to_arrow_table()
 
     # -----------------------------------------------------------------------------------
     # analyses on the latent codes (scikit-learn and torch are imported on first use)
