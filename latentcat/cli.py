@@ -258,7 +258,9 @@ def embed(
     models: Path = typer.Option(..., "--models", help="Folder written by `latentcat train`."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the embedding shards."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    threads: int = typer.Option(0, "--threads", help="torch CPU threads per worker (0: torch's default)."),
+    threads: int = typer.Option(
+        0, "--threads", help="torch CPU threads per worker (0: torch's default; with -j N local workers, cores / N each)."
+    ),
     workers: int = typer.Option(1, "--workers", "-j", help="Worker processes encoding shards (one shard per job)."),
     scheduler: str = typer.Option("processes", "--scheduler", help="processes (this machine) or dask (docs/dask.md)."),
     address: str = typer.Option("", "--address", help="A running Dask scheduler (tcp://host:8786); empty: a LocalCluster."),

@@ -14,17 +14,26 @@ Either way, `shard_runner` hands out one function, ``run(fn, jobs)``, that calls
 for every job and yields each result as its job finishes (in completion order). A job that
 raises a `latentcat.errors.LatentcatError` stops the run with the same one-line error; the
 jobs not yet started are cancelled. Jobs must read and write only paths every worker can
-reach (see docs/dask.md).
+reach (see docs/dask.md): `check_folders` and `not_on_worker` give the error a job raises for a
+path its host does not see, `check_written` the one the caller raises for an output it cannot
+see, and `write_parquet` writes a job's output under a temporary name and renames it into place.
 """
 
 from __future__ import annotations
 
+import os
+import socket
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import as_completed as _local_as_completed
 from contextlib import contextmanager
 from multiprocessing import get_context
+from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from latentcat.errors import InputError, LatentcatError
 
@@ -133,6 +142,77 @@ def _run_dask(client, fn: Callable[..., Any], jobs: list[tuple]) -> Iterator[Any
             yield _result(future)
     finally:
         client.cancel(futures)
+
+
+def not_on_worker(path: str | Path, shared: str, kind: str = "folder") -> InputError:
+    """The one-line error of a job whose host does not see ``path``.
+
+    Parameters
+    ----------
+    path : str or Path
+        The missing file or folder.
+    shared : str
+        What must be on a filesystem every worker reaches (``"stage_dir and out"``).
+    kind : str
+        ``"folder"`` or ``"file"``.
+
+    Returns
+    -------
+    InputError
+        To be raised by the job.
+    """
+    return InputError(f"{path}: no such {kind} on worker host {socket.gethostname()}; "
+                      f"{shared} must be on a filesystem every worker reaches")
+
+
+def check_folders(folders: Iterable[str | Path], shared: str) -> None:
+    """Raise `not_on_worker` for the first of ``folders`` this host does not see.
+
+    Parameters
+    ----------
+    folders : iterable of str or Path
+        Folders a job reads or writes.
+    shared : str
+        What must be on a filesystem every worker reaches (for the message).
+    """
+    for folder in folders:
+        if not Path(folder).is_dir():
+            raise not_on_worker(folder, shared)
+
+
+def write_parquet(table: pa.Table, path: str | Path) -> None:
+    """Write ``table`` to ``path`` under a temporary name, then rename it into place.
+
+    The temporary name is unique to this call (process id and a random part), so two workers,
+    possibly on two hosts, that write the same output never write into one file, and a file at
+    ``path`` is always complete.
+
+    Parameters
+    ----------
+    table : pyarrow.Table
+        The job's output.
+    path : str or Path
+        Where it goes; temporaries are named ``<path>.tmp<pid>-<random>``.
+    """
+    tmp = f"{path}.tmp{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def check_written(paths: Iterable[str | Path], shared: str) -> None:
+    """Raise InputError for the first output a job wrote that this process does not see.
+
+    Parameters
+    ----------
+    paths : iterable of str or Path
+        The outputs of the finished jobs.
+    shared : str
+        What must be on a filesystem every worker reaches (for the message).
+    """
+    for path in paths:
+        if not Path(path).exists():  # written to a worker's own disk
+            raise InputError(f"{path}: a worker wrote this shard but it is not visible here; "
+                             f"{shared} must be on a filesystem every worker reaches")
 
 
 def _result(future) -> Any:

@@ -80,6 +80,8 @@ def test_added_sources_are_found_as_their_own_nearest_neighbour(catalogue, new_a
             top = cat.similar(vector, k=3, modality="+".join(have))
             assert top.column("source_id")[0].as_py() == sid
             assert top.column("distance")[0].as_py() == pytest.approx(0.0, abs=1e-3)
+        # the record of the HATS copy counts the added sources too
+        assert info["build_info"]["embeddings_hats"]["rows"] == len(before | new_ids)
         # the indexes hold every source with the blocks, the added ones included
         for name, index_info in info["build_info"]["indexes"].items():
             has = " AND ".join(f"has_{b}" for b in name.split("+"))

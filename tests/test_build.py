@@ -55,6 +55,9 @@ def test_crashed_build_resumes_and_catalogue_appears_only_when_complete(tiny_con
     assert shard_times
 
     monkeypatch.setattr(trainer, "train", real_train)
+    # what a build killed while writing the catalogue leaves: the catalogue stage starts again
+    (partial / "embeddings_hats" / "dataset").mkdir(parents=True)
+    (partial / "embeddings_hats" / "properties").write_text("half written")
     report = build_module.build(load_build_config(tiny_config), out=out, resume=True)
     assert not partial.exists()
     # the finished stages were not run again
@@ -77,6 +80,8 @@ def test_crashed_build_resumes_and_catalogue_appears_only_when_complete(tiny_con
     # every source is classified and ranked (on the blocks it has); the map holds the complete codes
     assert analysed["p"] == 240 and analysed["o"] == 240
     assert analysed["m"] == analysed["complete"] > 0
+    assert info["build_info"]["embeddings_hats"]["rows"] == 240
+    assert "half written" not in (out / "embeddings_hats" / "properties").read_text()
     assert report["stages"]["analyse"]["classifier"]["macro_f1"] >= 0.0
     for figure in ("confusion.png", "map.png"):
         assert (out / "figures" / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

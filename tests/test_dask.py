@@ -49,6 +49,13 @@ def cluster():
         yield local.scheduler_address, client
 
 
+def _assert_ran_on_workers(tasks: list[dict], client, n: int) -> None:
+    """``n`` tasks were recorded, each on one of the cluster's worker processes (none in this one)."""
+    workers = set(client.scheduler_info()["workers"])
+    assert len(workers) == 2 and len(tasks) == n
+    assert all(t["worker"] in workers for t in tasks)
+
+
 def _assert_same_shards(a: Path, b: Path, n_shards: int) -> None:
     for k in range(n_shards):
         ta, tb = pq.read_table(a / shard_name(k)), pq.read_table(b / shard_name(k))
@@ -70,10 +77,8 @@ def test_one_task_per_shard_on_a_running_cluster_and_resume(survey, cluster):
     out = survey / "dask_remote"
     with distributed.get_task_stream(client) as stream:
         report = extract_features(survey / "stage", out, shard_size=SHARD_SIZE, scheduler="dask", address=address)
-    tasks = [t for t in stream.data if "_write_shard" in str(t["key"])]
-    assert len(tasks) == 5 and report["shards_written"] == 5
-    # the tasks ran in the worker processes, not in this one
-    assert {t["worker"] for t in tasks} <= set(client.scheduler_info()["workers"])
+    _assert_ran_on_workers(_tasks(stream, "_write_shard"), client, 5)
+    assert report["shards_written"] == 5
     _assert_same_shards(survey / "reference", out, 5)
 
     (out / shard_name(3)).unlink()
@@ -165,9 +170,8 @@ def test_ingest_on_a_cluster_writes_the_same_staging_area(real_inputs, cluster):
     with distributed.get_task_stream(client) as stream:
         remote = ingest([real_inputs], Path("remote"), scheduler="dask", address=address)
     # one task per file read (zip members and the gzipped FITS included; skipped products are not read)
-    tasks = _tasks(stream, "_read_one")
-    assert len(tasks) == len(local["inputs"]) == 6
-    assert {t["worker"] for t in tasks} <= set(client.scheduler_info()["workers"])
+    assert len(local["inputs"]) == 6
+    _assert_ran_on_workers(_tasks(stream, "_read_one"), client, 6)
     assert remote == local
     assert sorted(p.name for p in Path("remote").iterdir()) == sorted(p.name for p in Path("local").iterdir())
     assert json.loads(Path("remote/ingest_report.json").read_text()) == local
@@ -232,8 +236,7 @@ def test_embed_on_a_cluster_gives_the_same_embeddings(survey, models, cluster):
     with distributed.get_task_stream(client) as stream:
         remote = embed(survey / "reference", models, survey / "emb_remote", device="cpu", threads=1,
                        scheduler="dask", address=address)
-    tasks = _tasks(stream, "_embed_shard")
-    assert len(tasks) == 5 and {t["worker"] for t in tasks} <= set(client.scheduler_info()["workers"])
+    _assert_ran_on_workers(_tasks(stream, "_embed_shard"), client, 5)
     assert remote["scheduler"] == "dask" and remote["device"] == local["device"] == "cpu"
     assert {k: remote[k] for k in ("n_sources", "n_shards", "models", "sources_with")} == \
         {k: local[k] for k in ("n_sources", "n_shards", "models", "sources_with")}
@@ -244,3 +247,49 @@ def test_embed_on_a_cluster_gives_the_same_embeddings(survey, models, cluster):
         a, b = pq.read_table(survey / "emb_local" / name), pq.read_table(survey / "emb_remote" / name)
         assert a.column("z_xp").null_count < a.num_rows
         assert a.equals(b), name
+
+
+def test_two_local_processes_ingest_and_embed_as_one(real_inputs, survey, models, tmp_path):
+    """scheduler="processes" with two workers: the same staging area and embeddings as one process."""
+    one = ingest([real_inputs], Path("one"))
+    two = ingest([real_inputs], Path("two"), n_workers=2)
+    assert two == one
+    for table in TABLES:
+        a, b = pq.read_table(Path("one") / f"{table}.parquet"), pq.read_table(Path("two") / f"{table}.parquet")
+        assert a.num_rows > 0 and a.equals(b), table
+
+    (tmp_path / "emb_two").mkdir()
+    stale = tmp_path / "emb_two" / "embeddings-00009.parquet"  # a shard of an earlier, larger run
+    stale.write_bytes(b"old")
+    one = embed(survey / "reference", models, tmp_path / "emb_one", device="cpu", threads=1)
+    two = embed(survey / "reference", models, tmp_path / "emb_two", device="cpu", threads=1, n_workers=2)
+    assert {k: two[k] for k in ("n_sources", "n_shards", "models", "sources_with")} == \
+        {k: one[k] for k in ("n_sources", "n_shards", "models", "sources_with")}
+    names = [shard_name(k).replace("features-", "embeddings-") for k in range(5)]
+    assert sorted(p.name for p in (tmp_path / "emb_two").iterdir()) == names  # the stale shard is gone
+    for name in names:
+        a, b = pq.read_table(tmp_path / "emb_one" / name), pq.read_table(tmp_path / "emb_two" / name)
+        assert a.equals(b), name
+
+
+def test_a_worker_loads_the_models_once_and_names_a_missing_one(survey, models, tmp_path, monkeypatch):
+    from latentcat.models import embed as embed_module
+    from latentcat.models.trainer import WEIGHTS
+
+    loads = []
+    real_load = embed_module.load_model
+    monkeypatch.setattr(embed_module, "load_model", lambda folder, dev: loads.append(folder) or real_load(folder, dev))
+    monkeypatch.setattr(embed_module, "_MODELS", {})
+    modalities = ["dmdt", "fold", "xp"]
+    for k in range(2):
+        shard = survey / "reference" / shard_name(k)
+        embed_module._embed_shard(str(shard), str(models), str(tmp_path / f"embeddings-{k:05d}.parquet"), "cpu",
+                                  256, 1, modalities)
+    assert sorted(p.name for p in loads) == modalities  # loaded for the first shard, kept for the second
+
+    partial = tmp_path / "models"
+    shutil.copytree(models, partial)
+    (partial / "fold" / WEIGHTS).unlink()
+    with pytest.raises(InputError, match=f"^{partial / 'fold' / WEIGHTS}: no such file on worker host .*every worker"):
+        embed_module._embed_shard(str(survey / "reference" / shard_name(0)), str(partial),
+                                  str(tmp_path / "embeddings-00000.parquet"), "cpu", 256, 1, modalities)

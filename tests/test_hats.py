@@ -7,6 +7,7 @@ the real DataLink light curves of tests/data/gaia_dr3, placed at their real gaia
 
 from __future__ import annotations
 
+import gzip
 import shutil
 from pathlib import Path
 
@@ -110,13 +111,20 @@ def _ingested(paths: list[Path], out: Path, **kwargs) -> tuple[pa.Table, dict]:
 
 @pytest.mark.parametrize("form, layout", [("arrays", "epoch_wide"), ("nested_long", "epoch_long"),
                                           ("nested_wide", "epoch_wide")])
-def test_hats_light_curves_equal_the_original_file(tmp_path, catalogues, expected, form, layout):
+def test_hats_light_curves_equal_the_original_file(tmp_path, catalogues, expected, positions, form, layout):
     got, report = _ingested([catalogues[form]], tmp_path / "stage", chunk_rows=300)
     assert got.cast(expected.schema).sort_by("source_id").equals(expected.sort_by("source_id"))
     leaves = [e["file"] for e in report["inputs"]]
     assert len(leaves) > 1 and all("Npix=" in f and f.endswith(".parquet") for f in leaves)
-    assert all(e["layout"] == [layout] for e in report["inputs"])
+    assert all(e["layout"] == [layout, "sources"] for e in report["inputs"])
     assert sum(e["sources"] for e in report["inputs"]) == 8
+    # the ra/dec beside the light curves are the sources table, one row per source
+    sources = pq.read_table(tmp_path / "stage" / "sources.parquet").to_pandas()
+    assert sources.columns.tolist() == ["source_id", "ra", "dec"]
+    pd.testing.assert_frame_equal(sources, positions.sort_values("source_id").reset_index(drop=True))
+    assert report["duplicates"]["sources"] == 0
+    # the file rows read are the sources, not their epochs
+    assert sum(e["rows"] for e in report["inputs"]) == 8
 
 
 def test_a_collection_reads_its_catalogue_and_lists_its_margin_as_ignored(tmp_path, catalogues):
@@ -154,6 +162,41 @@ def test_list_of_struct_nesting_reads_like_struct_of_lists(tmp_path, catalogues,
     assert pa.types.is_list(pq.read_schema(next(copy.glob("dataset/**/*.parquet"))).field("lc").type)
     got, _ = _ingested([copy], tmp_path / "stage", chunk_rows=150)
     assert got.cast(expected.schema).sort_by("source_id").equals(expected.sort_by("source_id"))
+
+
+def test_leaves_with_any_suffix_are_read_and_other_files_listed(tmp_path, catalogues, expected):
+    """``Npix=P.parquet.gz`` and ``Npix=P.snappy.parquet`` are leaves too; nothing in dataset/ is skipped unsaid."""
+    copy = shutil.copytree(catalogues["nested_wide"], tmp_path / "cat")
+    leaves = sorted(copy.glob("dataset/Norder=*/Dir=*/Npix=*.parquet"))
+    assert len(leaves) >= 2
+    zipped = leaves[0].with_name(leaves[0].name + ".gz")
+    zipped.write_bytes(gzip.compress(leaves[0].read_bytes()))
+    leaves[0].unlink()
+    leaves[1].rename(leaves[1].with_name(leaves[1].stem + ".snappy.parquet"))
+    (copy / "dataset" / "notes.txt").write_text("not a leaf")
+    (leaves[2].parent / "Npix=x.parquet").write_bytes(b"not a leaf either")
+    files, ignored = readers.find_inputs([copy], tmp_path / "work")
+    assert {Path(f.name).name for f in files} >= {zipped.name, leaves[1].stem + ".snappy.parquet"}
+    assert len(files) == len(leaves)
+    assert sorted(ignored) == sorted([str(copy / "dataset" / "notes.txt"), str(leaves[2].parent / "Npix=x.parquet")])
+    got, report = _ingested([copy], tmp_path / "stage")
+    assert got.cast(expected.schema).sort_by("source_id").equals(expected.sort_by("source_id"))
+    assert report["ignored_files"] == ignored
+
+
+def test_a_bad_epoch_in_a_nested_light_curve_names_the_source_row(tmp_path, catalogues):
+    copy = shutil.copytree(catalogues["nested_long"], tmp_path / "cat")
+    leaf = sorted(copy.glob("dataset/Norder=*/Dir=*/Npix=*/*.parquet"))[0]
+    table = pq.read_table(leaf)
+    assert table.num_rows >= 2
+    frame = table.to_pandas()
+    frame.at[1, "lc"]["band"][2] = "V"  # the second source's third epoch
+    pq.write_table(pa.Table.from_pandas(frame, schema=table.schema, preserve_index=False), leaf)
+    with pytest.raises(InputError) as err:
+        ingest([copy], tmp_path / "stage")
+    sid = table.column("source_id")[1].as_py()
+    assert str(err.value) == (f"{leaf}: column 'band', row 2 (source_id {sid}), epoch 3: unknown band 'V' "
+                              "(expected G, BP or RP)")
 
 
 def test_a_broken_leaf_is_named(tmp_path, catalogues):
@@ -280,6 +323,58 @@ def test_bad_inputs_are_refused(tmp_path, built):
     assert not (tmp_path / "h").exists()
     with pytest.raises(LatentcatError, match="already exists"):
         write_embeddings_hats(tables["embeddings"], None, built[0] / HATS_DIR)
-    doubled = pa.concat_tables([tables["sources"], tables["sources"].slice(0, 1)])
-    with pytest.raises(InputError, match="more than one row"):
+    doubled = pa.concat_tables([tables["sources"], tables["sources"].slice(5, 1), tables["sources"].slice(2, 1)])
+    first = min(tables["sources"].column("source_id")[i].as_py() for i in (2, 5))
+    with pytest.raises(InputError, match=f"^sources: source_id {first} has more than one row"):
         write_embeddings_hats(tables["embeddings"], doubled, tmp_path / "h")
+    pq.write_table(tables["embeddings"].drop_columns(["source_id"]), tmp_path / "no_id.parquet")
+    with pytest.raises(InputError, match=f"^{tmp_path / 'no_id.parquet'}: no source_id column"):
+        write_embeddings_hats(tmp_path / "no_id.parquet", None, tmp_path / "h")
+    assert not (tmp_path / "h").exists()
+
+
+def test_an_unreadable_input_is_one_line_naming_the_file(tmp_path):
+    tables = make_tables(20, seed=7)
+    shards = tmp_path / "embeddings"
+    shards.mkdir()
+    pq.write_table(tables["embeddings"], shards / "embeddings-00000.parquet")
+    data = (shards / "embeddings-00000.parquet").read_bytes()
+    (shards / "embeddings-00001.parquet").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError) as err:
+        write_embeddings_hats(shards, None, tmp_path / "h")
+    assert str(err.value).startswith(f"{shards}: cannot read the embeddings") and "\n" not in str(err.value)
+    assert not (tmp_path / "h").exists() and not list(tmp_path.glob(".h.tmp-*"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match=f"^{tmp_path / 'empty'}: no embeddings-\\*.parquet shards"):
+        write_embeddings_hats(tmp_path / "empty", None, tmp_path / "h")
+
+
+def test_a_failure_while_writing_leaves_no_catalogue_folder(tmp_path, monkeypatch):
+    from latentcat.catalog import hats as hats_module
+
+    tables = make_tables(200, seed=8)
+    real, calls = hats_module._write_leaf, []
+
+    def fail_on_third_leaf(part, path):
+        calls.append(path)
+        if len(calls) == 3:
+            raise OSError("disk full")
+        real(part, path)
+
+    monkeypatch.setattr(hats_module, "_write_leaf", fail_on_third_leaf)
+    with pytest.raises(OSError, match="disk full"):
+        write_embeddings_hats(tables["embeddings"], tables["sources"], tmp_path / "h", max_rows=30)
+    assert len(calls) == 3 and calls[0].parts[len(tmp_path.parts)].startswith(".h.tmp-")  # written aside
+    assert list(tmp_path.iterdir()) == []  # neither the catalogue folder nor the temporary one is left
+
+
+def test_properties_record_the_max_rows_threshold(tmp_path):
+    import hats
+
+    tables = make_tables(200, seed=9)
+    report = write_embeddings_hats(tables["embeddings"], tables["sources"], tmp_path / "h", max_rows=70)
+    info = hats.read_hats(tmp_path / "h").catalog_info
+    assert info.hats_max_rows == 70 and report["max_leaf_rows"] <= 70 and info.total_rows == 200
+    import latentcat
+
+    assert f"latentcat v{latentcat.__version__}" in info.hats_builder

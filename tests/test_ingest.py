@@ -148,6 +148,28 @@ def test_wide_and_bulk_layouts_give_the_same_light_curves(tmp_path, long_stage, 
         assert got.cast(expected.schema).equals(expected), name
 
 
+def test_gaia_source_columns_beside_epochs_become_sources_rows(tmp_path, reference):
+    """ra/dec repeated on every epoch row give one sources row per source; unread columns are listed."""
+    ref = Table.read(LABELS)
+    pos = {sid: (ra, dec, cls) for sid, ra, dec, cls in zip(ref["source_id"], ref["ra"], ref["dec"], ref["best_class_name"])}
+    long = pa.table({c: np.asarray(reference[c]) for c in reference.colnames})
+    rows = [pos[sid] for sid in long["source_id"].to_pylist()]
+    for i, name in enumerate(("ra", "dec", "best_class_name")):
+        long = long.append_column(name, pa.array([r[i] for r in rows]))
+    pq.write_table(long, tmp_path / "epochs_with_positions.parquet")
+    report = ingest([tmp_path / "epochs_with_positions.parquet"], tmp_path / "stage", chunk_rows=1000)
+    entry = report["inputs"][0]
+    assert entry["layout"] == ["epoch_long", "sources"] and entry["sources"] == 8
+    assert {"best_class_name", "transit_id"} <= set(entry["ignored_columns"])
+    src = pq.read_table(tmp_path / "stage" / "sources.parquet")
+    assert src.column_names == ["source_id", "ra", "dec"]
+    ref.sort("source_id")
+    assert src["source_id"].to_pylist() == list(ref["source_id"])
+    np.testing.assert_array_equal(src["ra"].to_numpy(), np.asarray(ref["ra"]))
+    # rows of one batch are written once; a source cut by a batch boundary is merged like a duplicate
+    assert report["duplicates"]["sources"] <= len(reference) // 1000
+
+
 def test_same_source_in_two_inputs_is_merged_once(tmp_path, long_stage):
     twin = tmp_path / "copy"
     twin.mkdir()
@@ -234,6 +256,22 @@ def _header_only(tmp_path):
     return p
 
 
+def _source_id_past_the_last_pixel(tmp_path):
+    lines = LABELS.read_text().splitlines()
+    lines[3] = "6917529027641081856" + lines[3][lines[3].index(","):]  # 12 * 4**12 * 2**35
+    p = tmp_path / "badid.csv"
+    p.write_text("\n".join(lines) + "\n")
+    return p
+
+
+def _source_id_zero(tmp_path):
+    t = Table.read(VOT, format="votable")[:20]
+    t["source_id"][4] = 0
+    p = tmp_path / "zero.vot"
+    t.write(p, format="votable")
+    return p
+
+
 def _corrupt_zip(tmp_path):
     p = tmp_path / "bundle.zip"
     raw = bytearray((DATA / "gaia_dr3_source_id_5937083312263887616_dl_products_csv.zip").read_bytes())
@@ -250,6 +288,9 @@ def _corrupt_zip(tmp_path):
     (_empty, r"empty\.parquet: empty file"),
     (_header_only, r"header\.csv: the table has no rows"),
     (_corrupt_zip, r"bundle\.zip: corrupt zip"),
+    (_source_id_past_the_last_pixel,
+     r"badid\.csv: column 'source_id', row 3: 6917529027641081856 is not a Gaia DR3 source_id \(must be above 0"),
+    (_source_id_zero, r"zero\.vot: column 'source_id', row 5: 0 is not a Gaia DR3 source_id"),
 ])
 def test_bad_input_names_the_file_and_leaves_the_stage_alone(tmp_path, make, message):
     stage = tmp_path / "stage"

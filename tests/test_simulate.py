@@ -289,7 +289,8 @@ def test_files_are_readable_by_pyarrow_and_astropy(tmp_path):
     assert len(vari) == sum(summary["labels"].values())
     assert sum(summary["classes"].values()) == 150
     summary = simulate_survey(150, 2, tmp_path / "pq")
-    ep = pq.read_table(summary["files"]["epoch_photometry"])
+    assert summary["files"]["epoch_photometry"] == [str(tmp_path / "pq" / "archive" / "EpochPhotometry_sim.parquet")]
+    ep = pq.read_table(summary["files"]["epoch_photometry"][0])
     assert ep.schema.field("g_transit_time").type.value_type.bit_width == 64
     assert not list(archive.glob(".*tmp*"))
 

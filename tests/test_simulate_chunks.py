@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow.parquet as pq
 
@@ -34,3 +36,21 @@ def test_chunked_survey_is_one_survey(tmp_path):
     ingest([tmp_path / "sim" / "archive"], tmp_path / "stage")
     staged = pq.read_table(tmp_path / "stage" / "light_curves.parquet", columns=["source_id"])
     assert np.array_equal(np.sort(staged.column("source_id").to_numpy()), ids)
+
+
+def test_a_rerun_into_the_same_folder_leaves_only_its_own_files(tmp_path):
+    out = tmp_path / "sim"
+    first = simulate_survey(250, 4, out, chunk=100)
+    assert len(first["files"]["epoch_photometry"]) == 3
+    again = simulate_survey(40, 4, out, epoch_format="ecsv.gz")
+    archive = sorted(p.name for p in (out / "archive").iterdir())
+    assert archive == ["EpochPhotometry_sim.csv.gz", "XpContinuousMeanSpectrum_sim.parquet", "gaia_source.csv",
+                       "vari_classifier_result.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["archive", "truth.parquet"]  # no temporary left
+    assert {k: [Path(p).name for p in v] for k, v in again["files"].items()} == {
+        "epoch_photometry": ["EpochPhotometry_sim.csv.gz"], "xp_continuous": ["XpContinuousMeanSpectrum_sim.parquet"],
+        "gaia_source": ["gaia_source.csv"], "vari_classifier_result": ["vari_classifier_result.csv"],
+        "truth": ["truth.parquet"]}
+    assert all(Path(p).exists() for paths in again["files"].values() for p in paths)
+    report = ingest([out / "archive"], tmp_path / "stage")
+    assert report["tables"]["light_curves"]["rows"] == pq.read_table(out / "truth.parquet").num_rows == 40

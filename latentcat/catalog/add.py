@@ -223,20 +223,22 @@ def _shard_number(folder: Path) -> int:
 
 def _mirror(cat_dir: Path, new: Path, replaced: np.ndarray) -> list[str]:
     """Assemble ``new`` from ``cat_dir``: hard links to unchanged files, copies of the database,
-    shards rewritten without the ``replaced`` sources. Index files are left to `_append_indexes`.
+    shards rewritten without the ``replaced`` sources. The FAISS indexes (``index/``, left to
+    `_append_indexes`) and the HATS copy of the embeddings (``embeddings_hats/``, written anew by
+    `add_sources`) are not mirrored.
 
     Returns the shard files rewritten.
     """
     rewritten = []
     for src in sorted(cat_dir.rglob("*")):
         rel = src.relative_to(cat_dir)
+        if rel.parts[0] in (INDEX_DIR, HATS_DIR):  # rewritten by add_sources
+            continue
         dst = new / rel
         if src.is_dir():
             dst.mkdir(parents=True, exist_ok=True)
             continue
         dst.parent.mkdir(parents=True, exist_ok=True)
-        if rel.parts[0] in (INDEX_DIR, HATS_DIR):  # rewritten by add_sources
-            continue
         if rel.name.startswith(DB_NAME):  # catalog.duckdb and its .wal: written to, so copied
             shutil.copy2(src, dst)
             continue
@@ -559,9 +561,7 @@ def add_sources(cat_dir: Path, inputs: list[Path], skip_existing: bool = False, 
                     "additions": list(old["build_info"].get("additions", [])) + [report]}
             if stale is not None:
                 info["stale"] = stale
-            shutil.rmtree(new / HATS_DIR, ignore_errors=True)
-            cur = con.cursor()  # a result of the steps above may still be open on con
-            hats = write_embeddings_hats(cur.table("embeddings"), cur.table("sources"), new / HATS_DIR)
+            hats = write_embeddings_hats(con.table("embeddings"), con.table("sources"), new / HATS_DIR)
             info["embeddings_hats"] = {**hats, "path": HATS_DIR}
             write_build_info(con, info)
             con.execute("CHECKPOINT")

@@ -118,7 +118,8 @@ def build(config: BuildConfig, out: Path | None = None, resume: bool = False) ->
     out : the catalogue folder; default ``[output] catalog`` of the configuration, else ./catalog.
     resume : continue an interrupted build in ``<out>.partial`` instead of starting afresh.
     """
-    from latentcat.catalog.store import write_catalog
+    from latentcat.catalog.hats import HATS_DIR
+    from latentcat.catalog.store import INDEX_DIR, write_catalog
     from latentcat.features.extract import extract_features
     from latentcat.gaia.ingest import ingest
     from latentcat.gaia.simulate import simulate_survey
@@ -178,7 +179,8 @@ def build(config: BuildConfig, out: Path | None = None, resume: bool = False) ->
         db = work / "catalog.duckdb"
         if db.exists():  # a crash inside this stage: start it again
             db.unlink()
-        shutil.rmtree(work / "index", ignore_errors=True)
+        shutil.rmtree(work / INDEX_DIR, ignore_errors=True)
+        shutil.rmtree(work / HATS_DIR, ignore_errors=True)
         inputs = input_checksums(input_paths)
         info = {
             "build_id": hashlib.sha256(json.dumps([config.raw, inputs, seed], sort_keys=True,

@@ -32,8 +32,8 @@ reads the same rows.
 
 from __future__ import annotations
 
+import os
 import shutil
-from importlib.metadata import version
 from pathlib import Path
 
 import duckdb
@@ -41,8 +41,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from latentcat import __version__
 from latentcat.errors import InputError, LatentcatError
 from latentcat.errors import one_line as _one_line
+from latentcat.gaia.readers import MAX_SOURCE_ID
 
 HATS_DIR = "embeddings_hats"
 """Folder of the HATS catalogue inside a catalogue folder."""
@@ -61,9 +63,6 @@ SOURCE_ID_PIXEL_SHIFT = 35
 """``source_id >> 35`` is the level-12 nested HEALPix index of a Gaia DR3 source."""
 
 SOURCE_ID_ORDER = 12
-
-MAX_SOURCE_ID = 12 * 4**SOURCE_ID_ORDER << SOURCE_ID_PIXEL_SHIFT
-"""Every Gaia DR3 source_id is below this (12 * 4**12 level-12 pixels)."""
 
 BATCH_ROWS = 65_536
 """Rows fetched from DuckDB and written per Parquet row group."""
@@ -92,56 +91,65 @@ def _source_id_range(order: int, pixel: int) -> tuple[int, int]:
     return pixel << shift, (pixel + 1) << shift
 
 
-def _relations(embeddings, sources) -> tuple[duckdb.DuckDBPyRelation, duckdb.DuckDBPyConnection | None]:
-    """The embeddings with ra/dec from ``sources`` as one DuckDB relation (and a connection we own)."""
-    kinds = {isinstance(x, duckdb.DuckDBPyRelation) for x in (embeddings, sources) if x is not None}
-    if kinds == {True, False}:
-        raise TypeError("embeddings and sources must both be DuckDB relations (of one connection), or neither")
-    con = None if True in kinds else duckdb.connect()
+def _name(x, what: str) -> str:
+    """How messages call an input: its path, or ``what`` for a table or relation."""
+    return str(x) if isinstance(x, (str, Path)) else what
+
+
+def _relations(embeddings, sources, con: duckdb.DuckDBPyConnection | None) -> duckdb.DuckDBPyRelation:
+    """The embeddings with ra/dec from ``sources`` as one DuckDB relation; tables and files are
+    read through ``con`` (None when both inputs are relations)."""
 
     def relation(x, what: str) -> duckdb.DuckDBPyRelation:
         if isinstance(x, duckdb.DuckDBPyRelation):
             return x
         if isinstance(x, pa.Table):
             return con.from_arrow(x)
+        from latentcat.catalog.store import _shards  # here: store imports this module
+
         path = Path(x)
-        files = sorted(path.glob(f"{what}-*.parquet")) if path.is_dir() else [path]
-        if not files or not all(f.is_file() for f in files):
-            raise InputError(f"{path}: no {what} Parquet file(s) here")
+        if not path.exists():
+            raise InputError(f"{path}: no such file or folder")
+        files = _shards(path, what) if path.is_dir() else [path]
         return con.read_parquet([str(f) for f in files])
 
     emb = relation(embeddings, "embeddings")
     if "source_id" not in emb.columns:
-        raise InputError(f"{embeddings if isinstance(embeddings, (str, Path)) else 'embeddings'}: no source_id column")
+        raise InputError(f"{_name(embeddings, 'embeddings')}: no source_id column")
     body = "".join(f', e."{c}"' for c in emb.columns if c not in ("source_id", "ra", "dec", "_healpix_29"))
     if sources is None:
-        rel = emb.set_alias("e").project(f"e.source_id, NULL::DOUBLE AS ra, NULL::DOUBLE AS dec{body}")
-    else:
-        src = relation(sources, "sources")
-        missing = {"source_id", "ra", "dec"} - set(src.columns)
-        if missing:
-            raise InputError(f"sources: lacks column(s) {', '.join(sorted(missing))}")
-        src = src.project("source_id, ra::DOUBLE AS ra, dec::DOUBLE AS dec").set_alias("s")
-        rel = emb.set_alias("e").join(src, "e.source_id = s.source_id", how="left").project(
-            f"e.source_id AS source_id, s.ra AS ra, s.dec AS dec{body}")
-        if rel.count("*").fetchall() != emb.count("*").fetchall():
-            raise InputError("sources: a source_id has more than one row (ra/dec would be ambiguous)")
-    index = f"(source_id >> {SOURCE_ID_PIXEL_SHIFT}) << {2 * (29 - SOURCE_ID_ORDER)}"
-    return rel.project(f"*, {index} AS _healpix_29"), con
+        return emb.set_alias("e").project(f"e.source_id, NULL::DOUBLE AS ra, NULL::DOUBLE AS dec{body}")
+    src = relation(sources, "sources")
+    missing = {"source_id", "ra", "dec"} - set(src.columns)
+    if missing:
+        raise InputError(f"{_name(sources, 'sources')}: lacks column(s) {', '.join(sorted(missing))}")
+    src = src.project("source_id, ra::DOUBLE AS ra, dec::DOUBLE AS dec").set_alias("s")
+    rel = emb.set_alias("e").join(src, "e.source_id = s.source_id", how="left").project(
+        f"e.source_id AS source_id, s.ra AS ra, s.dec AS dec{body}")
+    if rel.count("*").fetchall() != emb.count("*").fetchall():  # a source_id with two sources rows
+        (sid, _), = rel.aggregate("source_id, count(*) AS n", "source_id").filter("n > 1").order("source_id") \
+            .limit(1).fetchall()
+        raise InputError(f"{_name(sources, 'sources')}: source_id {sid} has more than one row "
+                         "(ra/dec would be ambiguous)")
+    return rel
 
 
 def write_embeddings_hats(embeddings, sources, out_dir: Path, *, max_rows: int = MAX_ROWS) -> dict:
     """Write the embeddings as a HATS catalogue that ``hats.read_hats`` and ``lsdb.read_hats`` open.
 
-    Every column of the embeddings table is written (``z`` as a fixed-size list of 15 floats,
-    the blocks, modality flags and reconstruction losses), with ``ra`` and ``dec`` from the
-    sources table (null for a source without a row there; no row is ever dropped) and the HATS
-    spatial index ``_healpix_29`` computed from the source_id (:func:`healpix29`). Leaves are
-    HEALPix pixels of adaptive order (0 to :data:`HISTOGRAM_ORDER`, chosen by hats' own
-    ``generate_alignment``) holding at most ``max_rows`` rows each, written one at a time with
-    rows in source_id order, so memory holds one leaf, never the whole table. Metadata
-    (``dataset/_metadata``, ``_common_metadata``, ``partition_info.csv``, ``properties``,
-    ``skymap.fits``) is written with the hats library's writers.
+    Every column of the embeddings is written with the type it has there, with ``ra`` and
+    ``dec`` from the sources table (null for a source without a row there; no row is ever
+    dropped) and the HATS spatial index ``_healpix_29`` computed from the source_id
+    (:func:`healpix29`). From a catalogue's ``embeddings`` table that is ``z`` as a fixed-size
+    list of 15 floats, the blocks as fixed-size lists of 5, the modality flags and the
+    reconstruction losses; embedding shards (docs/schemas.md) have no ``z`` and their blocks
+    are variable-length lists, and are written so. Leaves are HEALPix pixels of adaptive order
+    (0 to :data:`HISTOGRAM_ORDER`, chosen by hats' own ``generate_alignment``) holding at most
+    ``max_rows`` rows each, written one at a time with rows in source_id order, so memory holds
+    one leaf, never the whole table. Metadata (``dataset/_metadata``, ``_common_metadata``,
+    ``partition_info.csv``, ``properties``, ``skymap.fits``) is written with the hats library's
+    writers. Everything is written into a hidden sibling folder (``.<name>.tmp-<pid>``) that is
+    renamed to ``out_dir`` at the end, so ``out_dir`` exists only once complete.
 
     Parameters
     ----------
@@ -156,7 +164,8 @@ def write_embeddings_hats(embeddings, sources, out_dir: Path, *, max_rows: int =
         The HATS catalogue folder to create (conventionally ``<catalogue>/embeddings_hats``);
         must not exist.
     max_rows : int
-        Most rows in one leaf (see :data:`HISTOGRAM_ORDER` for the one exception).
+        Most rows in one leaf (see :data:`HISTOGRAM_ORDER` for the one exception); written to
+        the properties as ``hats_max_rows``.
 
     Returns
     -------
@@ -167,7 +176,8 @@ def write_embeddings_hats(embeddings, sources, out_dir: Path, *, max_rows: int =
     Raises
     ------
     InputError
-        An input is missing a column, or a source_id is not a Gaia DR3 source_id.
+        An input is missing, unreadable or lacks a column, a source has two sources rows, or a
+        source_id is not a Gaia DR3 source_id; the message names the input.
     LatentcatError
         ``out_dir`` already exists.
     """
@@ -184,56 +194,71 @@ def write_embeddings_hats(embeddings, sources, out_dir: Path, *, max_rows: int =
         raise LatentcatError(f"{out_dir}: already exists")
     if max_rows < 1:
         raise ValueError(f"max_rows must be at least 1, got {max_rows}")
-    rel, con = _relations(embeddings, sources)
+    kinds = {isinstance(x, duckdb.DuckDBPyRelation) for x in (embeddings, sources) if x is not None}
+    if kinds == {True, False}:
+        raise TypeError("embeddings and sources must both be DuckDB relations (of one connection), or neither")
+    emb_name = _name(embeddings, "embeddings")
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    con = None if True in kinds else duckdb.connect()
     try:
+        rel = _relations(embeddings, sources, con)
         (lo, hi, n, with_id), = rel.aggregate("min(source_id), max(source_id), count(*), count(source_id)").fetchall()
         if n == 0:
-            raise InputError("embeddings: no rows to write as a HATS catalogue")
+            raise InputError(f"{emb_name}: no rows to write as a HATS catalogue")
         if with_id != n:
-            raise InputError(f"embeddings: {n - with_id} row(s) without a source_id")
+            raise InputError(f"{emb_name}: {n - with_id} row(s) without a source_id")
         if lo < 0 or hi >= MAX_SOURCE_ID:
             bad = lo if lo < 0 else hi
-            raise InputError(f"source_id {bad}: not a Gaia DR3 source_id (its HEALPix pixel is out of range)")
+            raise InputError(f"{emb_name}: source_id {bad} is not a Gaia DR3 source_id (its HEALPix pixel is out of range)")
         shift = SOURCE_ID_PIXEL_SHIFT + 2 * (SOURCE_ID_ORDER - HISTOGRAM_ORDER)
         counts = rel.aggregate(f"source_id >> {shift} AS pixel, count(*) AS n", "pixel").fetchnumpy()
         histogram = empty_histogram(HISTOGRAM_ORDER)
         histogram[counts["pixel"].astype(np.int64)] = counts["n"]
-        alignment = generate_alignment(histogram, highest_order=HISTOGRAM_ORDER,
-                                       threshold=max(int(max_rows), int(histogram.max())))
+        threshold = max(int(max_rows), int(histogram.max()))
+        alignment = generate_alignment(histogram, highest_order=HISTOGRAM_ORDER, threshold=threshold)
         leaves = sorted({(int(a[0]), int(a[1]), int(a[2])) for a in alignment[histogram > 0]})
 
-        out_dir.mkdir(parents=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # left by a killed run with this process id
+        tmp.mkdir(parents=True)
         for order, pixel, _ in leaves:
             start, stop = _source_id_range(order, pixel)
-            path = Path(hats_paths.pixel_catalog_file(out_dir, HealpixPixel(order, pixel)).path)
+            path = Path(hats_paths.pixel_catalog_file(tmp, HealpixPixel(order, pixel)).path)
             path.parent.mkdir(parents=True, exist_ok=True)
-            part = rel.filter(f"source_id >= {start} AND source_id < {stop}").order("source_id")
-            reader = part.to_arrow_reader(BATCH_ROWS)
-            with pq.ParquetWriter(path, reader.schema) as writer:
-                for batch in reader:
-                    writer.write_batch(batch)
+            _write_leaf(rel.filter(f"source_id >= {start} AND source_id < {stop}").order("source_id"), path)
 
-        if write_parquet_metadata(out_dir) != n:  # every row is in exactly one leaf
+        if write_parquet_metadata(tmp) != n:  # every row is in exactly one leaf
             raise LatentcatError(f"{out_dir}: the leaves do not hold the {n} embedding rows")
         partition_info = PartitionInfo([HealpixPixel(o, p) for o, p, _ in leaves])
-        partition_info.write_to_file(out_dir / "partition_info.csv")
+        partition_info.write_to_file(tmp / "partition_info.csv")
         TableProperties(
             catalog_name=CATALOG_NAME, catalog_type="object", total_rows=int(n),
             ra_column="ra", dec_column="dec", healpix_column="_healpix_29", healpix_order=29,
-            hats_order=partition_info.get_highest_order(), hats_max_rows=max(c for *_, c in leaves),
+            hats_order=partition_info.get_highest_order(), hats_max_rows=threshold,
             moc_sky_fraction=float(f"{partition_info.calculate_fractional_coverage():.5g}"),
             skymap_order=HISTOGRAM_ORDER, npix_suffix=".parquet",
-            **HatsProperties.new_provenance_dict(out_dir, builder=f"latentcat v{version('latentcat')}"),
-        ).to_properties_file(out_dir)
-        write_skymap(histogram, out_dir)
+            **HatsProperties.new_provenance_dict(tmp, builder=f"latentcat v{__version__}"),
+        ).to_properties_file(tmp)
+        write_skymap(histogram, tmp)
+        os.replace(tmp, out_dir)
     except duckdb.Error as err:
-        shutil.rmtree(out_dir, ignore_errors=True)
-        raise InputError(f"{out_dir}: cannot write the embeddings: {_one_line(err)}") from err
-    except BaseException:
-        shutil.rmtree(out_dir, ignore_errors=True)
-        raise
+        where = ", ".join(str(x) for x in (embeddings, sources) if isinstance(x, (str, Path))) or emb_name
+        raise InputError(f"{where}: cannot read the embeddings for {out_dir}: {_one_line(err)}") from err
     finally:
+        shutil.rmtree(tmp, ignore_errors=True)
         if con is not None:
             con.close()
     return {"path": str(out_dir), "rows": int(n), "leaves": len(leaves),
             "max_leaf_rows": max(c for *_, c in leaves), "orders": sorted({o for o, *_ in leaves})}
+
+
+def _write_leaf(part: duckdb.DuckDBPyRelation, path: Path) -> None:
+    """Write one leaf's rows, adding ``_healpix_29`` (:func:`healpix29`) batch by batch."""
+    reader = part.to_arrow_reader(BATCH_ROWS)
+    try:
+        schema = reader.schema.append(pa.field("_healpix_29", pa.int64()))
+        with pq.ParquetWriter(path, schema) as writer:
+            for batch in reader:
+                index = pa.array(healpix29(batch.column("source_id").to_numpy()))
+                writer.write_batch(pa.RecordBatch.from_arrays([*batch.columns, index], schema=schema))
+    finally:
+        reader.close()

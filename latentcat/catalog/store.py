@@ -71,9 +71,10 @@ def _check_columns(table: str, paths: list[Path]) -> None:
 
 
 def _first_problem(con: duckdb.DuckDBPyConnection, statement: str, paths: list[Path]) -> None:
-    row = con.execute(sql_statements("load")[statement], {"paths": [str(p) for p in paths]}).fetchone()
-    if row is not None:
-        file, line, source_id, problem = row
+    # fetchall, not fetchone: a partly fetched result would block the connection's relations
+    rows = con.execute(sql_statements("load")[statement], {"paths": [str(p) for p in paths]}).fetchall()
+    if rows:
+        file, line, source_id, problem = rows[0]
         raise InputError(f"{file}: row {line}, source_id {source_id}: {problem}")
 
 
@@ -141,18 +142,29 @@ def load_tables(con: duckdb.DuckDBPyConnection, stage_dir: Path, features_dir: P
         if table == "sources":
             _add_source_columns(con, sources)
         _load(con, f"load_{table}", paths, table)
-    row = con.execute(sql_statements("load")["first_unknown_source"]).fetchone()
-    if row is not None:
+    rows = con.execute(sql_statements("load")["first_unknown_source"]).fetchall()
+    if rows:
         raise InputError(
-            f"{emb_dir}: source_id {row[0]} has an embedding but no row in {sources}"
+            f"{emb_dir}: source_id {rows[0][0]} has an embedding but no row in {sources}"
         )
 
 
 def table_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    """Row counts of the catalogue tables."""
+    """Row counts of the catalogue tables.
+
+    Parameters
+    ----------
+    con : duckdb.DuckDBPyConnection
+        A connection to a catalogue; no result is left open on it.
+
+    Returns
+    -------
+    dict
+        Table name -> rows.
+    """
     cur = con.execute(sql_statements("query")["table_counts"])
     names = [d[0] for d in cur.description]
-    return dict(zip(names, cur.fetchone()))
+    return dict(zip(names, cur.fetchall()[0]))
 
 
 def write_build_info(con: duckdb.DuckDBPyConnection, info: dict) -> None:

@@ -360,23 +360,33 @@ def eclipse_frequencies(
     """
     span = np.maximum(np.nanmax(time, axis=1) - np.nanmin(time, axis=1), 1.0)
     step = GRID_STEP_PHASE / span  # the phase drifts by at most one step over the span
-    aligned = alignment_frequencies(time, mag, err)
-    # orbital candidates: F / 2 (two eclipses per orbit) and F (one), at the alignment grid's precision
-    cand = np.concatenate([aligned / 2, aligned], axis=1)
-    cand = np.where(np.isfinite(cand), cand, peaks[:, :1] / 2)
-    stat = _masked_statistic(neighbour_statistic, time, mag, err, cand, fmin, fmax, masked)
-    top = np.take_along_axis(cand, np.argsort(-stat, axis=1)[:, :N_REFINE], axis=1)
     smear = ALIGN_SMEAR / span
-    grid_align = _local_grid(top, np.broadcast_to(smear[:, None], top.shape), step, int(np.ceil(ALIGN_SMEAR / GRID_STEP_PHASE)))
+    aligned = alignment_frequencies(time, mag, err)
     # Lomb-Scargle peaks f: orbital f (one eclipse per cycle, or a sinusoid-like binary) and f / 2
     ls = np.concatenate([peaks, peaks / 2], axis=1)
     half_ls = 0.5 * df[:, None] * np.repeat([1.0, 0.5], peaks.shape[1])[None, :]  # a coarse peak is within df / 2
     grid_ls = _local_grid(ls, half_ls, step, int(np.ceil(np.nanmax(0.5 * df / step))))
-    grid = np.concatenate([grid_align, grid_ls], axis=1)
-    stat = _masked_statistic(neighbour_statistic, time, mag, err, grid, fmin, fmax, masked)
-    best = np.argmax(stat, axis=1)[:, None]
-    f_best = np.take_along_axis(grid, best, axis=1)[:, 0]
-    found = np.isfinite(np.take_along_axis(stat, best, axis=1)[:, 0])
+    f_best, found = np.full(len(time), np.nan), np.zeros(len(time), bool)
+    has = np.isfinite(aligned).any(axis=1)
+    for rows in (np.flatnonzero(has), np.flatnonzero(~has)):
+        if len(rows) == 0:
+            continue
+        t, m, e = time[rows], mag[rows], err[rows]
+        if has[rows[0]]:
+            # orbital candidates: F / 2 (two eclipses per orbit) and F (one), at the alignment grid's precision
+            cand = np.concatenate([aligned[rows] / 2, aligned[rows]], axis=1)
+            cand = np.where(np.isfinite(cand), cand, peaks[rows, :1] / 2)
+            stat = _masked_statistic(neighbour_statistic, t, m, e, cand, fmin, fmax, masked)
+            top = np.take_along_axis(cand, np.argsort(-stat, axis=1)[:, :N_REFINE], axis=1)
+        else:  # no alignment candidate: the lone stand-in peak / 2 is refined once, not N_REFINE times
+            top = peaks[rows, :1] / 2
+        grid_align = _local_grid(top, np.broadcast_to(smear[rows, None], top.shape), step[rows],
+                                 int(np.ceil(ALIGN_SMEAR / GRID_STEP_PHASE)))
+        grid = np.concatenate([grid_align, grid_ls[rows]], axis=1)
+        stat = _masked_statistic(neighbour_statistic, t, m, e, grid, fmin, fmax, masked)
+        best = np.argmax(stat, axis=1)[:, None]
+        f_best[rows] = np.take_along_axis(grid, best, axis=1)[:, 0]
+        found[rows] = np.isfinite(np.take_along_axis(stat, best, axis=1)[:, 0])
     # is half the frequency (each eclipse seen once per cycle) nearly as good for the two-box model?
     near = _local_grid(f_best[:, None], 2 * step[:, None], 0.5 * step, 4)
     s_best = _masked_statistic(two_box_statistic, time, mag, err, near, fmin, fmax, masked).max(axis=1)

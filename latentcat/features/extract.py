@@ -22,9 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import time as _time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +32,7 @@ import pyarrow.parquet as pq
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from latentcat.compute import check_scheduler, shard_runner
+from latentcat.compute import check_folders, check_scheduler, check_written, shard_runner, write_parquet
 from latentcat.errors import InputError
 from latentcat.features import clean, dmdt, fold, period, stats, xp
 from latentcat.features.ragged import compact, list_lengths, pad_lists, to_list_array
@@ -69,6 +67,7 @@ FEATURES_SCHEMA = pa.schema(
 LC_FILE = "light_curves.parquet"
 XP_FILE = "xp.parquet"
 PLAN_FILE = "_features_plan.json"  # a leading underscore: Arrow datasets skip it
+SHARED = "stage_dir and out"  # the folders every worker must reach
 _LC_BATCH = 2_000  # light curves processed together inside a shard (bounds memory)
 
 
@@ -158,10 +157,7 @@ def extract_features(
             with shard_runner(scheduler, address, n_workers) as run:
                 for _ in run(_write_shard, jobs):
                     bar.advance(task)
-    unseen = [job[1] for job in jobs if not Path(job[1]).exists()]
-    if unseen:  # written to a worker's own disk
-        raise InputError(f"{unseen[0]}: a worker wrote this shard but it is not visible here; "
-                         "stage_dir and out must be on a filesystem every worker reaches")
+    check_written([job[1] for job in jobs], SHARED)
 
     seconds = _time.perf_counter() - t_start
     reasons = pq.read_table([str(out / shard_name(k)) for k in range(len(bounds))], columns=["lc_reason", "xp_reason"]) if bounds else None
@@ -428,14 +424,9 @@ def _write_shard(stage_dir: str, path: str, lo: int, hi: int, min_epochs: int) -
     compute the same shard never write into one file. The staging and output folders must be
     visible to the process that runs it (on a cluster: a filesystem every worker reaches).
     """
-    for folder in (Path(stage_dir), Path(path).parent):
-        if not folder.is_dir():
-            raise InputError(f"{folder}: no such folder on worker host {socket.gethostname()}; "
-                             "stage_dir and out must be on a filesystem every worker reaches")
+    check_folders((stage_dir, Path(path).parent), SHARED)
     table = compute_shard(Path(stage_dir), lo, hi, min_epochs)
-    tmp = f"{path}.tmp{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    write_parquet(table, path)
     return table.num_rows
 
 

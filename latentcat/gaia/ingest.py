@@ -22,6 +22,9 @@ Rules
   in one) are merged when they agree (a column missing from one input is taken from the
   other); when two inputs give different values for the same column the ingest stops with
   an :class:`~latentcat.errors.InputError` naming the source_id, the column and both files.
+* A light-curve table with gaia_source columns too (a HATS catalogue with ra, dec, ...) gives
+  ``sources`` rows as well, one per source (identical rows of one batch are written once).
+  Columns no layout reads are listed per input as ``ignored_columns``.
 * XP_SAMPLED spectra cannot be put on the pseudo-wavelength grid: they are skipped when their
   bundle (zip or folder) also holds XP_CONTINUOUS, and are an error otherwise. MCMC samples
   and RVS spectra are skipped. Every skipped file is listed in the report.
@@ -55,7 +58,6 @@ import dataclasses
 import json
 import os
 import shutil
-import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +69,7 @@ import pyarrow.parquet as pq
 from rich.console import Console
 from rich.progress import track
 
-from latentcat.compute import check_scheduler, shard_runner
+from latentcat.compute import check_folders, check_scheduler, not_on_worker, shard_runner
 from latentcat.errors import InputError
 from latentcat.gaia import readers
 
@@ -229,11 +231,9 @@ def _read_one(f: readers.InputFile, index: int, layout: set[str], columns: list[
     another host, which must see ``f.path`` and ``parts`` at the same paths.
     """
     parts = Path(parts)
-    where = f"on worker host {socket.gethostname()}; the inputs and out must be on a filesystem every worker reaches"
-    if not parts.is_dir():
-        raise InputError(f"{parts}: no such folder {where}")
+    check_folders([parts], "the inputs and out")
     if not f.path.exists():
-        raise InputError(f"{f.name}: no such file {where}")
+        raise not_on_worker(f.name, "the inputs and out", "file")
     entry = {"file": f.name, "format": f.fmt + (".gz" if f.gzipped else ""), "layout": sorted(layout),
              "rows": 0, "_index": index}
     if "epoch_long" in layout or "epoch_wide" in layout:
@@ -241,7 +241,7 @@ def _read_one(f: readers.InputFile, index: int, layout: set[str], columns: list[
         entry["empty_slot"] = 0
     used = _used_columns(layout, columns)
     ignored = [c for c in columns if c not in used]
-    if ignored and ("sources" in layout or "labels" in layout):
+    if ignored:
         entry["ignored_columns"] = ignored
     heavy = "xp_continuous" in layout or ("epoch_wide" in layout and _looks_bulk(f))
     batch_rows = max(1, chunk_rows // WIDE_ROW_WEIGHT) if heavy else chunk_rows
@@ -265,7 +265,10 @@ def _read_one(f: readers.InputFile, index: int, layout: set[str], columns: list[
             xp = convert_xp(readers.xp_coefficients(batch, f.name, row0))
             _write(parts / "xp", stem, _tag(xp, index))
         if "sources" in layout:
-            _write(parts / "sources", stem, _tag(readers.source_columns(batch, f.name, row0), index))
+            sources = readers.source_columns(batch, f.name, row0)
+            if layout & {"epoch_long", "epoch_wide"}:  # a row per epoch or transit repeats the source's values
+                sources = sources.group_by(sources.column_names).aggregate([])
+            _write(parts / "sources", stem, _tag(sources, index))
         if "labels" in layout:
             _write(parts / "labels", stem, _tag(readers.label_columns(batch, f.name, row0), index))
         entry["rows"] += batch.num_rows

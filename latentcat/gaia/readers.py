@@ -15,9 +15,10 @@ CSV, FITS and Parquet, each possibly gzipped, and ``.zip`` bundles such as
 
 HATS catalogues (the partitioned Parquet that LSDB reads and writes) are expanded to their leaf
 files, each read like any other Parquet file. A nested light-curve column (``list<struct>``, or
-the ``struct<list>`` form nested-pandas writes) is read as one column per per-epoch field: per-band
-field names (``g_transit_time``, ...) give the bulk array layout, DataLink names (``band``,
-``time``, ``mag``, ...) are exploded to the long layout's one row per epoch.
+the ``struct<list>`` form nested-pandas writes) is read as one list column per per-epoch field, one
+row per source: per-band field names (``g_transit_time``, ...) give the bulk array layout, DataLink
+names (``band``, ``time``, ``mag``, ...) the long layout, which :func:`epoch_points` explodes to one
+row per epoch.
 
 Memory: Parquet is read by record batches and CSV/ECSV by byte blocks, so memory follows the
 batch size, not the file size. VOTable and FITS are parsed whole by astropy (the archive
@@ -44,6 +45,10 @@ from latentcat.errors import InputError
 
 #: 2.5 / ln(10): converts a relative flux error into a magnitude error.
 MAG_ERR_FACTOR = 2.5 / np.log(10.0)
+
+#: Every Gaia DR3 source_id is above 0 and below this: ``source_id >> 35`` is the source's level-12
+#: nested HEALPix pixel, of which there are 12 * 4**12.
+MAX_SOURCE_ID = 12 * 4**12 << 35
 
 #: Band codes used in the point tables (G, BP, RP).
 BANDS = ("G", "BP", "RP")
@@ -105,6 +110,9 @@ for _band in ("bp", "rp"):
 
 #: Columns a HATS leaf carries for its partitioning (``_hipscat_index``: the older name); never read.
 HATS_COLUMNS = ("_healpix_29", "_hipscat_index", "norder", "dir", "npix")
+
+#: Files of a HATS ``dataset/`` folder that describe the leaves; never read.
+HATS_METADATA = ("_metadata", "_common_metadata")
 
 #: HATS catalogue types whose leaves hold rows of their own; margin, index, association and map
 #: catalogues only repeat or point at the rows of a primary catalogue.
@@ -223,10 +231,11 @@ def find_inputs(inputs: list[Path], workdir: Path) -> tuple[list[InputFile], lis
 
     A HATS catalogue folder (``properties`` or ``hats.properties``, or the older
     ``catalog_info.json``), given or met in a walk, is expanded to its leaf Parquet files
-    (``dataset/Norder=K/Dir=D/Npix=P.parquet`` or ``Npix=P/`` folders of files); its metadata,
-    partition_info and skymap files are not read. A HATS collection (``collection.properties``)
-    gives its primary catalogue; its margin and index catalogues only repeat or point at those
-    rows and are listed as ignored.
+    (``dataset/Norder=K/Dir=D/Npix=P`` with any suffix, such as ``.parquet`` or ``.parquet.gz``,
+    or ``Npix=P/`` folders of files); its metadata, partition_info and skymap files are not
+    read, and any other file in its ``dataset/`` folder is listed as ignored. A HATS collection
+    (``collection.properties``) gives its primary catalogue; its margin and index catalogues only
+    repeat or point at those rows and are listed as ignored.
 
     Parameters
     ----------
@@ -240,7 +249,8 @@ def find_inputs(inputs: list[Path], workdir: Path) -> tuple[list[InputFile], lis
     files : list of InputFile
         The tables, in a deterministic order.
     ignored : list of str
-        Files seen in folders but not read (unsupported extension).
+        Files seen in folders but not read (unsupported extension, or not a leaf of a HATS
+        catalogue), and the HATS catalogues that hold no rows of their own.
     """
     files: list[InputFile] = []
     ignored: list[str] = []
@@ -311,7 +321,8 @@ def _expand_hats(root: Path, workdir: Path, ignored: list[str], explicit: bool) 
     workdir : Path
         Scratch folder (gzipped leaves are decompressed there).
     ignored : list of str
-        Margin, index and other non-data catalogues met are appended here.
+        Margin, index and other non-data catalogues met are appended here, and so is every
+        file of the data folder that is neither a leaf nor :data:`HATS_METADATA`.
     explicit : bool
         Whether the user named this folder (a non-data catalogue is then an error).
 
@@ -337,13 +348,18 @@ def _expand_hats(root: Path, workdir: Path, ignored: list[str], explicit: bool) 
         return []
     data = root / "dataset" if (root / "dataset").is_dir() else root
     leaves = []
-    for pixel in data.glob("Norder=*/Dir=*/Npix=*"):
-        m = re.fullmatch(r"Norder=(\d+)/Dir=\d+/Npix=(\d+)(\.\w+)?", pixel.relative_to(data).as_posix())
-        if m is None:
+    for path in sorted(data.rglob("*")):
+        rel = path.relative_to(data)
+        if not path.is_file() or any(part.startswith(".") for part in rel.parts):
             continue
-        parts = [pixel] if pixel.is_file() else sorted(
-            p for p in pixel.rglob("*") if p.is_file() and not p.name.startswith((".", "_")))
-        leaves.extend(((int(m.group(1)), int(m.group(2)), str(p)), p) for p in parts)
+        if rel.as_posix() in HATS_METADATA or (data == root and not rel.parts[0].startswith("Norder=")):
+            continue  # the catalogue's own metadata (at its root too in the older layout without dataset/)
+        # a leaf file Npix=P<any suffix> (.parquet, .parquet.gz, .snappy.parquet), or a file in an Npix=P/ folder
+        m = re.fullmatch(r"Norder=(\d+)/Dir=\d+/Npix=(\d+)([./].*)?", rel.as_posix())
+        if m is None or path.name.startswith("_"):
+            ignored.append(str(path))
+            continue
+        leaves.append(((int(m.group(1)), int(m.group(2)), str(path)), path))
     if not leaves:
         raise _fail(str(root), f"HATS catalogue without leaf files (no {data.name}/Norder=*/Dir=*/Npix=* found)")
     files = []
@@ -458,9 +474,10 @@ def detect_layout(columns: list[str]) -> set[str]:
     Returns
     -------
     set of str
-        One of ``{"epoch_long"}``, ``{"epoch_wide"}``, ``{"xp_continuous"}``,
-        ``{"xp_sampled"}``, ``{"datalink_other"}``, or a non-empty subset of
-        ``{"sources", "labels"}`` (a table may feed both). Empty when nothing matches.
+        One of ``{"epoch_long"}``, ``{"epoch_wide"}`` (either with ``"sources"`` when the
+        table also has gaia_source columns, as a light-curve catalogue with ra/dec does),
+        ``{"xp_continuous"}``, ``{"xp_sampled"}``, ``{"datalink_other"}``, or a non-empty
+        subset of ``{"sources", "labels"}`` (a table may feed both). Empty when nothing matches.
     """
     cols = set(columns)
     if {"wavelength", "flux", "flux_error"} <= cols:
@@ -469,10 +486,11 @@ def detect_layout(columns: list[str]) -> set[str]:
         return {"datalink_other"}
     if "source_id" not in cols:
         return set()
+    sources = {"sources"} if cols & GAIA_SOURCE_COLUMNS.keys() else set()
     if {"band", "time", "mag"} <= cols and ({"flux", "flux_error"} <= cols or "mag_err" in cols):
-        return {"epoch_long"}
+        return {"epoch_long"} | sources
     if set(WIDE_BANDS["G"][:4]) <= cols:
-        return {"epoch_wide"}
+        return {"epoch_wide"} | sources
     if "bp_coefficients" in cols or "rp_coefficients" in cols:
         return {"xp_continuous"}
     found = set()
@@ -626,9 +644,9 @@ def _parquet_plan(schema: pa.Schema, f: InputFile) -> list[tuple[str, tuple[str,
 def _parquet_batches(f: InputFile, batch_rows: int, columns: list[str] | None) -> Iterator[pa.Table]:
     """Read Parquet by record batches; nested columns come out as one list column per field.
 
-    When the fields of the nested columns make the long (DataLink) layout, the lists are
-    exploded to one row per epoch, and :data:`NESTED_ROW_WEIGHT` source rows are read per
-    ``batch_rows`` epochs.
+    When the fields of the nested columns make the long (DataLink) layout, a batch holds one
+    source row per :data:`NESTED_ROW_WEIGHT` of ``batch_rows`` (:func:`epoch_points` explodes
+    them to one row per epoch).
     """
     pf = pq.ParquetFile(f.path, pre_buffer=False)  # pre-buffering keeps every batch's buffers alive
     plan = _parquet_plan(pf.schema_arrow, f)
@@ -638,7 +656,7 @@ def _parquet_batches(f: InputFile, batch_rows: int, columns: list[str] | None) -
         for batch in pf.iter_batches(batch_size=max(1, batch_rows), columns=names):
             yield _lower(pa.Table.from_batches([batch]))
         return
-    explode = detect_layout([c for c, _ in plan]) == {"epoch_long"}
+    explode = "epoch_long" in detect_layout([c for c, _ in plan])
     fields = {(n, field) for _, (n, field) in wanted}
     paths = []  # Parquet leaf columns: a nested column's unused fields are not read
     for column in pf.schema:
@@ -651,8 +669,7 @@ def _parquet_batches(f: InputFile, batch_rows: int, columns: list[str] | None) -
         for c, (n, field) in wanted:
             col = batch.column(n)
             out[c] = col if field is None else _nested_field_lists(col, field)
-        table = pa.table(out)
-        yield _explode_nested(table, [c for c, (_, field) in wanted if field is not None], f.name) if explode else table
+        yield pa.table(out)
 
 
 def _nested_field_lists(col: pa.Array, field: str) -> pa.Array:
@@ -664,18 +681,29 @@ def _nested_field_lists(col: pa.Array, field: str) -> pa.Array:
     return make.from_arrays(col.offsets, values, mask=col.is_null() if col.null_count else None)
 
 
-def _explode_nested(table: pa.Table, lists: list[str], name: str) -> pa.Table:
-    """Rows with per-epoch list columns -> one row per epoch, the other columns repeated."""
-    if not lists:
-        return table
-    own_ids = "source_id" in table.column_names and "source_id" not in lists
-    ids = table.column("source_id") if own_ids else pa.array(np.arange(table.num_rows))  # for messages
-    exploded = _explode_lists(ids, {c: table.column(c) for c in lists}, "time" if "time" in lists else lists[0], name)
-    parents = exploded.column("_parent")
+def _explode_nested(table: pa.Table, name: str, row0: int) -> pa.Table:
+    """Rows of a nested long-layout light curve (one per source, per-epoch list columns) -> one row
+    per epoch, the other columns repeated, plus the ``_row`` and ``_epoch`` of :func:`_explode_lists`."""
+    lists = [c for c in table.column_names if _is_list(table.column(c).type)]
+    ids = table.column("source_id") if "source_id" not in lists else None
+    exploded = _explode_lists(ids, {c: table.column(c) for c in lists}, "time", name, row0)
     for c in table.column_names:
         if c not in lists:
-            exploded = exploded.append_column(c, pc.take(table.column(c), parents))
-    return exploded.select(table.column_names)
+            exploded = exploded.append_column(c, pc.take(table.column(c), exploded.column("_parent")))
+    return exploded.select([*table.column_names, "_row", "_epoch"])
+
+
+def _is_list(typ: pa.DataType) -> bool:
+    return pa.types.is_list(typ) or pa.types.is_large_list(typ)
+
+
+def _at(table: pa.Table, i: int, row0: int) -> str:
+    """Where row ``i`` of a batch is in its file: ``row N``, or, for a nested light curve exploded
+    by :func:`_explode_nested`, ``row N (source_id X), epoch K``."""
+    if "_epoch" not in table.column_names:
+        return f"row {row0 + i + 1}"
+    sid = table.column("source_id")[i].as_py() if "source_id" in table.column_names else None
+    return f"row {table.column('_row')[i].as_py()} (source_id {sid}), epoch {table.column('_epoch')[i].as_py()}"
 
 
 def _csv_batches(f: InputFile, batch_rows: int, columns: list[str] | None) -> Iterator[pa.Table]:
@@ -821,7 +849,7 @@ def cast_column(table: pa.Table, column: str, to: pa.DataType, name: str, row0: 
         return arr.cast(to)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
         row = _first_bad_row(arr, to)
-        where = f", row {row0 + row + 1}" if row is not None else ""
+        where = f", {_at(table, row, row0)}" if row is not None else ""
         value = f" (value {arr[row].as_py()!r:.40})" if row is not None else ""
         raise _fail(name, f"column {column!r}{where}: cannot read as {to}{value}: {str(exc).splitlines()[0]}") from None
 
@@ -884,11 +912,12 @@ def epoch_points(table: pa.Table, layout: str, name: str, row0: int = 0) -> pa.T
         (a band not observed in that transit); nothing is dropped here.
     """
     if layout == "epoch_long":
+        if _is_list(table.column("time").type):  # a nested light curve: one row per source
+            table = _explode_nested(table, name, row0)
         return _long_points(table, name, row0)
     if layout == "epoch_wide":
         if is_array_column(table.column("g_transit_time")):
-            table = _explode_bulk(table, name, row0)
-            row0 = 0  # rows are now transits; messages name source_ids instead
+            table = _explode_bulk(table, name, row0)  # rows are now transits; messages name row and epoch
         return _wide_points(table, name, row0)
     raise ValueError(f"not an epoch layout: {layout}")
 
@@ -920,7 +949,8 @@ def _long_points(table: pa.Table, name: str, row0: int) -> pa.Table:
     bad = pc.and_(pc.is_null(band), pc.is_valid(band_text))
     if pc.any(bad).as_py() or band.null_count > (band_text.null_count):
         i = int(np.flatnonzero(pc.fill_null(bad, True).to_numpy(zero_copy_only=False))[0])
-        raise _fail(name, f"column 'band', row {row0 + i + 1}: unknown band {band_text[i].as_py()!r} (expected G, BP or RP)")
+        raise _fail(name, f"column 'band', {_at(table, i, row0)}: unknown band {band_text[i].as_py()!r} "
+                          f"(expected G, BP or RP)")
     cols = set(table.column_names)
     mag_err = cast_column(table, "mag_err", pa.float64(), name, row0) if "mag_err" in cols else None
     flux = cast_column(table, "flux", pa.float64(), name, row0) if "flux" in cols else None
@@ -938,11 +968,16 @@ def _long_points(table: pa.Table, name: str, row0: int) -> pa.Table:
 
 
 def _source_ids(table: pa.Table, name: str, row0: int) -> pa.Array:
-    """The source_id column as int64, refusing nulls."""
+    """The source_id column as int64, refusing nulls and values no Gaia DR3 source_id has."""
     ids = cast_column(table, "source_id", pa.int64(), name, row0)
     if ids.null_count:
         i = int(np.flatnonzero(pc.is_null(ids).to_numpy(zero_copy_only=False))[0])
-        raise _fail(name, f"column 'source_id', row {row0 + i + 1}: empty source_id")
+        raise _fail(name, f"column 'source_id', {_at(table, i, row0)}: empty source_id")
+    values = ids.to_numpy()
+    bad = np.flatnonzero((values <= 0) | (values >= MAX_SOURCE_ID))
+    if len(bad):
+        raise _fail(name, f"column 'source_id', {_at(table, int(bad[0]), row0)}: {values[bad[0]]} is not a "
+                          f"Gaia DR3 source_id (must be above 0 and below 12 * 4**12 * 2**35)")
     return ids
 
 
@@ -956,16 +991,19 @@ def _explode_bulk(table: pa.Table, name: str, row0: int) -> pa.Table:
                 lists[col] = cast_column(table, col, pa.list_(typ), name, row0)
     if "rejected_by_photometry" in table.column_names:
         lists["rejected_by_photometry"] = cast_column(table, "rejected_by_photometry", pa.list_(pa.bool_()), name, row0)
-    out = _explode_lists(ids, lists, "g_transit_time", name)
-    return out.append_column("source_id", pc.take(ids, out.column("_parent"))).drop_columns("_parent")
+    out = _explode_lists(ids, lists, "g_transit_time", name, row0)
+    return out.append_column("source_id", pc.take(ids, out.column("_parent")))
 
 
-def _explode_lists(ids: pa.Array, lists: dict[str, pa.Array], ref: str, name: str) -> pa.Table:
-    """List columns of one row per source -> one row per element, plus ``_parent`` (the source row).
+def _explode_lists(ids: pa.Array | None, lists: dict[str, pa.Array], ref: str, name: str, row0: int) -> pa.Table:
+    """List columns of one row per source -> one row per element.
 
     Every list of a row must have as many values as ``lists[ref]``; a wholly null list (e.g. no
     BP for this source) stands for a row of nulls, and a null ``ref`` list for no elements.
-    ``ids`` (one per row) only name the source in messages.
+    ``ids`` (one per row, or None) and ``row0`` (the file row of the first row) only name the row
+    in messages. Three columns are added: ``_parent`` (the element's row in ``lists``), and, for
+    messages (:func:`_at`), ``_row`` (that row's place in the file, 1-based) and ``_epoch`` (the
+    element's place in its row's lists, 1-based).
     """
     ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
     lists = {c: a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for c, a in lists.items()}
@@ -977,14 +1015,19 @@ def _explode_lists(ids: pa.Array, lists: dict[str, pa.Array], ref: str, name: st
         wrong = pc.and_(pc.is_valid(length), pc.not_equal(length, pc.fill_null(ref_len, 0)))
         if pc.any(wrong).as_py():
             i = int(np.flatnonzero(pc.fill_null(wrong, False).to_numpy(zero_copy_only=False))[0])
-            raise _fail(name, f"source_id {ids[i].as_py()}: column {col!r} has {length[i].as_py()} values "
+            source = f" (source_id {ids[i].as_py()})" if ids is not None else ""
+            raise _fail(name, f"row {row0 + i + 1}{source}: column {col!r} has {length[i].as_py()} values "
                               f"but {ref} has {ref_len[i].as_py()}")
         filled = pc.if_else(pc.is_null(arr), _null_lists(n, arr.type), arr)
         out[col] = pc.list_flatten(filled)
     parents = pc.list_parent_indices(pc.if_else(pc.is_null(lists[ref]),
-                                                _null_lists(np.zeros(len(ids), int), lists[ref].type),
+                                                _null_lists(np.zeros(len(lists[ref]), int), lists[ref].type),
                                                 lists[ref]))
+    parents = parents.to_numpy().astype(np.int64)
+    first = np.flatnonzero(np.diff(parents, prepend=-1))  # where each row's elements start
     out["_parent"] = parents
+    out["_row"] = parents + row0 + 1
+    out["_epoch"] = np.arange(len(parents)) - np.repeat(first, np.diff(np.append(first, len(parents)))) + 1
     return pa.table(out)
 
 

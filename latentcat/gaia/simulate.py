@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -639,6 +640,10 @@ def simulate_survey(n: int, seed: int, out: Path, epoch_format: str = "parquet",
     pixels, so source_ids stay unique and ascending across the files
     (``EpochPhotometry_sim-000.parquet``, ``-001``, ...), and ``truth.parquet`` holds them all.
 
+    The archive files are written into a hidden folder inside ``out`` that replaces
+    ``out/archive/`` at the end, so ``out/archive/`` holds the files of one survey only, never
+    those of an earlier run with another ``n``, ``chunk`` or ``epoch_format``.
+
     Parameters
     ----------
     n : int
@@ -657,7 +662,8 @@ def simulate_survey(n: int, seed: int, out: Path, epoch_format: str = "parquet",
     -------
     dict
         ``n_sources``, ``seed``, ``classes`` (count per fine class), ``labels`` (count per
-        DR3 class), ``n_with_xp``, ``n_epochs``, ``files`` (paths written) and ``seconds``.
+        DR3 class), ``n_with_xp``, ``n_epochs``, ``files`` (the list of paths written for each
+        product, one per chunk) and ``seconds``.
     """
     if epoch_format not in ("parquet", "ecsv.gz"):
         raise InputError(f"simulate: epoch_format must be 'parquet' or 'ecsv.gz', got {epoch_format!r}")
@@ -671,19 +677,23 @@ def simulate_survey(n: int, seed: int, out: Path, epoch_format: str = "parquet",
     labels: dict[str, int] = {}
     n_with_xp = n_epochs = 0
     files: dict[str, list[str]] = {}
-    truth_path = Path(out) / FILE_NAMES["truth"]
+    out = Path(out)
+    archive = out / "archive"
+    staging = out / f".archive.tmp-{os.getpid()}"  # the new archive/ is written in here, then swapped in
+    truth_path = out / FILE_NAMES["truth"]
     truth_tmp = truth_path.with_name(f".{truth_path.name}.tmp-{os.getpid()}")
     writer = None
     try:
+        shutil.rmtree(staging, ignore_errors=True)  # left by a killed run with this process id
         for c in range(n_chunks):
             if n_chunks == 1:
                 tables = simulate_tables(n, seed)
             else:
                 tables = simulate_tables(int(sizes[c]), [seed, c], pixels=(int(edges[c]), int(edges[c + 1])))
-            written = write_tables(tables, out, epoch_format, suffix=f"-{c:03d}" if n_chunks > 1 else "",
+            written = write_tables(tables, staging, epoch_format, suffix=f"-{c:03d}" if n_chunks > 1 else "",
                                    write_truth=False)
             for key, path in written.items():
-                files.setdefault(key, []).append(path)
+                files.setdefault(key, []).append(str(archive / Path(path).name))
             truth = tables["truth"]
             if writer is None:
                 writer = pq.ParquetWriter(truth_tmp, truth.schema)
@@ -697,12 +707,16 @@ def simulate_survey(n: int, seed: int, out: Path, epoch_format: str = "parquet",
             del tables, truth
         writer.close()
         writer = None
+        if archive.exists():
+            os.replace(archive, staging / "previous")
+        os.replace(staging / "archive", archive)
         os.replace(truth_tmp, truth_path)
     finally:
         if writer is not None:
             writer.close()
         if truth_tmp.exists():
             truth_tmp.unlink()
+        shutil.rmtree(staging, ignore_errors=True)
     files["truth"] = [str(truth_path)]
     return {
         "n_sources": n,
@@ -711,6 +725,6 @@ def simulate_survey(n: int, seed: int, out: Path, epoch_format: str = "parquet",
         "labels": dict(sorted(labels.items())),
         "n_with_xp": n_with_xp,
         "n_epochs": n_epochs,
-        "files": {k: v[0] if len(v) == 1 else v for k, v in files.items()},
+        "files": files,
         "seconds": round(time.perf_counter() - start, 3),
     }

@@ -14,17 +14,15 @@ The joint 15-D code is z_xp, z_dmdt, z_fold concatenated in that order.
 
 Each shard is one job of :func:`latentcat.compute.shard_runner` (in this process by default,
 in local processes, or as a Dask task, docs/dask.md): the job loads the models from
-``models_dir``, encodes its shard and writes the embeddings shard under a temporary name,
-then renames it. A shard's embeddings do not depend on where it was encoded (on CPU, with the
-same ``threads``).
+``models_dir`` (once per worker process, kept for its next shards), encodes its shard and
+writes the embeddings shard under a temporary name, then renames it. A shard's embeddings do
+not depend on where it was encoded (on CPU, with the same ``threads``).
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -34,12 +32,17 @@ import torch
 from rich.console import Console
 from rich.progress import track
 
-from latentcat.compute import check_scheduler, shard_runner
+from latentcat.compute import check_folders, check_scheduler, check_written, not_on_worker, shard_runner, write_parquet
 from latentcat.errors import InputError
 from latentcat.models.config import MODALITIES
 from latentcat.models.data import ModalityArrays, batch_indices, list_shards, load_modality, make_batch
 from latentcat.models.layers import VAE
 from latentcat.models.trainer import WEIGHTS, load_model, resolve_device, torch_threads
+
+SHARED = "features_dir, models_dir and out"  # the folders every worker must reach
+
+_MODELS: dict[tuple, dict] = {}
+"""The models this process loaded, kept between shards: {(models_dir, device, weights' mtimes): models}."""
 
 
 def encode_arrays(
@@ -89,6 +92,9 @@ def embed(
 ) -> dict:
     """Encode every feature shard with the trained models in ``models_dir``.
 
+    Embedding shards in ``out`` that this run does not write (those of an earlier run with
+    more shards) are deleted first, so ``out`` holds exactly the shards of ``features_dir``.
+
     Parameters
     ----------
     features_dir : Path
@@ -103,9 +109,10 @@ def embed(
     batch_size : int
         Sources per forward pass.
     threads : int
-        torch CPU threads per shard job; 0 keeps the setting of the process that runs it (see
-        `latentcat.models.config.TrainConfig`; use 1 on a machine shared with other jobs, and
-        keep workers x threads within the cores).
+        torch CPU threads per shard job; 0 keeps the setting of the process that runs it, or,
+        with ``n_workers`` > 1 local processes (a pool or a LocalCluster), gives each
+        ``os.cpu_count() // n_workers`` (at least 1). See `latentcat.models.config.TrainConfig`;
+        use 1 on a machine shared with other jobs, and keep workers x threads within the cores.
     scheduler : {"processes", "dask"}
         Where the shards are encoded (`latentcat.compute`): local processes, or one Dask task
         per shard. With "dask", ``features_dir``, ``models_dir`` and ``out`` must be paths
@@ -131,12 +138,16 @@ def embed(
         raise InputError(f"{models_dir}: no trained model folder (xp/, dmdt/ or fold/ with {WEIGHTS})")
     if scheduler == "processes" and resolve_device(device).type == "cuda":
         n_workers = 1  # one process feeds the GPU; more would only compete for it
+    if threads == 0 and n_workers > 1 and not address:  # local workers share this machine's cores
+        threads = max(1, (os.cpu_count() or 1) // n_workers)
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob("embeddings-*.parquet.tmp*"):
-        stale.unlink()
     where = models_dir.resolve(), out.resolve()  # absolute: a worker's working folder is its own
     jobs = [(str(shard.resolve()), str(where[0]), str(where[1] / shard.name.replace("features-", "embeddings-", 1)),
-             device, batch_size, threads) for shard in shards]
+             device, batch_size, threads, available) for shard in shards]
+    produced = {Path(job[2]).name for job in jobs}
+    for stale in out.glob("embeddings-*.parquet*"):  # temporaries, and shards of an earlier, larger run
+        if stale.name not in produced:
+            stale.unlink()
     n_sources, counts, devices = 0, {m: 0 for m in MODALITIES}, set()
     t0 = time.perf_counter()
     with shard_runner(scheduler, address, n_workers) as run:
@@ -146,10 +157,8 @@ def embed(
             devices.add(dev)
             for m in MODALITIES:
                 counts[m] += shard_counts[m]
-    unseen = [job[2] for job in jobs if not Path(job[2]).exists()]
-    if unseen:  # written to a worker's own disk
-        raise InputError(f"{unseen[0]}: a worker wrote this shard but it is not visible here; "
-                         "features_dir, models_dir and out must be on a filesystem every worker reaches")
+    _MODELS.clear()  # the jobs that ran in this process loaded them here
+    check_written([job[2] for job in jobs], SHARED)
     seconds = time.perf_counter() - t0
     return {
         "n_sources": n_sources,
@@ -164,26 +173,34 @@ def embed(
 
 
 def _embed_shard(shard: str, models_dir: str, path: str, device: str, batch_size: int,
-                 threads: int) -> tuple[int, dict, str]:
+                 threads: int, modalities: list[str]) -> tuple[int, dict, str]:
     """Encode one features shard and write its embeddings shard atomically (temporary name, then rename).
 
     One job of :func:`latentcat.compute.shard_runner`: it may run in another process or on
-    another host, which must see the three paths. Returns (sources, sources per modality,
-    device used).
+    another host, which must see the three paths and the models of ``modalities`` (those the
+    caller found in ``models_dir``). Returns (sources, sources per modality, device used).
     """
-    for folder in (Path(shard).parent, Path(models_dir), Path(path).parent):
-        if not folder.is_dir():
-            raise InputError(f"{folder}: no such folder on worker host {socket.gethostname()}; "
-                             "features_dir, models_dir and out must be on a filesystem every worker reaches")
+    check_folders((Path(shard).parent, models_dir, Path(path).parent), SHARED)
     dev = resolve_device(device)
+    models = _load_models(Path(models_dir), modalities, dev)
     with torch_threads(threads):
-        models = {m: load_model(Path(models_dir) / m, dev) for m in MODALITIES
-                  if (Path(models_dir) / m / WEIGHTS).exists()}
         table, counts = _encode_shard(Path(shard), models, batch_size, dev)
-    tmp = f"{path}.tmp{os.getpid()}-{uuid.uuid4().hex[:8]}"  # unique: two workers never share one
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    write_parquet(table, path)
     return table.num_rows, counts, str(dev)
+
+
+def _load_models(models_dir: Path, modalities: list[str], dev: torch.device) -> dict:
+    """The models of ``modalities`` on ``dev``, loaded once per process and kept in `_MODELS`
+    (loaded again when a weights file changes)."""
+    weights = [models_dir / m / WEIGHTS for m in modalities]
+    for w in weights:
+        if not w.is_file():
+            raise not_on_worker(w, SHARED, "file")
+    key = (str(models_dir), str(dev), tuple(w.stat().st_mtime_ns for w in weights), tuple(modalities))
+    if key not in _MODELS:
+        _MODELS.clear()  # one set of models at a time
+        _MODELS[key] = {m: load_model(models_dir / m, dev) for m in modalities}
+    return _MODELS[key]
 
 
 def _encode_shard(shard: Path, models: dict, batch_size: int, dev: torch.device) -> tuple[pa.Table, dict]:
