@@ -266,10 +266,21 @@ class Catalog:
         return self._with_meta(ids, dist, lc_index.block_set_name(blocks))
 
     def _with_meta(self, ids: np.ndarray, dist: np.ndarray, blocks: str) -> pa.Table:
+        """The neighbours in rank order with their source_meta columns (null where a row is missing)."""
         ids = ids.astype(np.int64).tolist()
-        sql = sql_statements("query")["neighbours_with_meta"].format(id_list=",".join(map(str, ids)) or "NULL")
-        params = {"ids": ids, "distances": dist.astype(np.float64).tolist(), "blocks": blocks}
-        return self._cursor().sql(sql, params=params).to_arrow_table()
+        sql = sql_statements("query")["meta_of_ids"].format(id_list=",".join(map(str, ids)) or "NULL")
+        meta = self._query(sql)
+        row_of = dict(zip(meta.column("source_id").to_pylist(), range(meta.num_rows)))
+        table = meta.take(pa.array([row_of.get(i) for i in ids], pa.int64())).drop_columns(["source_id"])
+        head = {
+            "rank": pa.array(np.arange(1, len(ids) + 1, dtype=np.int32)),
+            "source_id": pa.array(ids, pa.int64()),
+            "distance": pa.array(dist, pa.float32()),
+            "blocks": pa.array([blocks] * len(ids), pa.string()),
+        }
+        for position, (name, column) in enumerate(head.items()):
+            table = table.add_column(position, name, column)
+        return table
 
     # -----------------------------------------------------------------------------------
     # analyses on the latent codes (scikit-learn and torch are imported on first use)
