@@ -397,6 +397,7 @@ def test_config_from_toml_table():
     assert cfg.seed == 7 and cfg.xp.beta == 0.01 and cfg.xp.in_dim == 343 and cfg.fold.patience == 3
     assert cfg.dmdt == TrainConfig().dmdt  # untouched sections keep the paper's values
     assert (cfg.xp.width, cfg.dmdt.width, cfg.dmdt.beta, cfg.fold.beta) == (64, 128, 1e-5, 1e-4)
+    assert (cfg.xp.patience, cfg.dmdt.patience) == (20, 10)  # the XP latents gain from longer training
     with pytest.raises(InputError, match="xp.btea"):
         TrainConfig.from_dict({"xp": {"btea": 1.0}})
     with pytest.raises(InputError, match="max_epochs must be an integer"):

@@ -49,7 +49,11 @@ class ModelConfig:
     max_epochs : int
         Upper bound on passes over the training split.
     patience : int
-        Stop after this many epochs without a better validation loss.
+        Stop after this many epochs without a better validation loss (xp 20, dmdt and
+        fold 10). The XP validation loss creeps down slowly and noisily, and the XP
+        latents keep gaining stellar-parameter information meanwhile: on real Gaia XP
+        spectra of APOGEE stars 20 instead of 10 raised the Teff R^2 of the latents from
+        0.910 to 0.914 (benchmarks/quality.py).
     """
 
     beta: float = 1e-3
@@ -68,7 +72,7 @@ class ModelConfig:
 
 
 def _default_xp() -> ModelConfig:
-    return ModelConfig(beta=1e-3, width=64, blocks=3, in_dim=110, sigma_floor=1e-2)
+    return ModelConfig(beta=1e-3, width=64, blocks=3, in_dim=110, sigma_floor=1e-2, patience=20)
 
 
 def _default_dmdt() -> ModelConfig:
