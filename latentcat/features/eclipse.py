@@ -85,6 +85,25 @@ MIN_DURATION = 0.04
 _MAX_CELLS_PER_BATCH = 2_000_000
 
 
+def _point_chunks(time: np.ndarray, mag: np.ndarray, k: int):
+    """Chunks of sources with >= 3 valid points, sized so chunk points x ``k`` stay bounded.
+
+    Yields ``(rows, v, src, col, n_pts)``: the chunk's row numbers, its valid-point mask, the
+    valid points flattened as (row in the chunk, column), and every source's point count.
+    """
+    n = len(mag)
+    valid = np.isfinite(mag) & np.isfinite(time)
+    n_pts = valid.sum(axis=1)
+    step = max(1, _MAX_CELLS_PER_BATCH // max(1, int(n_pts.mean() if n else 1) * k))
+    for lo in range(0, n, step):
+        rows = np.arange(lo, min(n, lo + step))
+        rows = rows[n_pts[rows] >= 3]
+        if len(rows):
+            v = valid[rows]
+            src, col = np.nonzero(v)
+            yield rows, v, src, col, n_pts
+
+
 def _windows() -> np.ndarray:
     """For every box (first bin, width), the boxes that can be its secondary.
 
@@ -156,17 +175,7 @@ def two_box_statistic(time: np.ndarray, mag: np.ndarray, err: np.ndarray, freq: 
     """
     n, k = freq.shape
     out = np.full((n, k), np.nan)
-    valid = np.isfinite(mag) & np.isfinite(time)
-    n_pts = valid.sum(axis=1)
-    step = max(1, _MAX_CELLS_PER_BATCH // max(1, int(n_pts.mean() if n else 1) * k))
-    for lo in range(0, n, step):
-        rows = np.arange(lo, min(n, lo + step))
-        rows = rows[n_pts[rows] >= 3]
-        if len(rows) == 0:
-            continue
-        # the valid points of the chunk, flattened: (p,) with their row in the chunk
-        v = valid[rows]
-        src, col = np.nonzero(v)
+    for rows, v, src, col, n_pts in _point_chunks(time, mag, k):
         r = rows[src]
         w = 1.0 / err[r, col] ** 2
         w_tot = np.bincount(src, w, len(rows))
@@ -242,18 +251,8 @@ def neighbour_statistic(time: np.ndarray, mag: np.ndarray, err: np.ndarray, freq
     """
     n, k = freq.shape
     out = np.full((n, k), np.nan)
-    valid = np.isfinite(mag) & np.isfinite(time)
-    n_pts = valid.sum(axis=1)
     h_max = N_BINS // 4
-    step = max(1, _MAX_CELLS_PER_BATCH // max(1, int(n_pts.mean() if n else 1) * k))
-    for lo in range(0, n, step):
-        rows = np.arange(lo, min(n, lo + step))
-        rows = rows[n_pts[rows] >= 3]
-        if len(rows) == 0:
-            continue
-        # the valid points of the chunk, flattened: (p,) with their row in the chunk
-        v = valid[rows]
-        src, col = np.nonzero(v)
+    for rows, v, src, col, n_pts in _point_chunks(time, mag, k):
         r = rows[src]
         y = mag[r, col] - (np.bincount(src, mag[r, col], len(rows)) / n_pts[rows])[src]
         t = time[r, col] - np.nanmin(np.where(v, time[rows], np.nan), axis=1)[src]
