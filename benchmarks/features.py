@@ -16,6 +16,7 @@ Simulates a survey (latentcat.gaia.simulate), ingests it, then prints
 
 Run:  python benchmarks/features.py            (1,000 sources, about a minute)
       python benchmarks/features.py --n 20000  (larger)
+      python benchmarks/features.py --n 30000 --seed 11 --set N_ALIGN=1024   (another eclipse search setting)
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
+from latentcat.features import eclipse  # noqa: E402
 from latentcat.features import period as period_search  # noqa: E402
 from latentcat.features.clean import clean_mask  # noqa: E402
 from latentcat.features.extract import extract_features  # noqa: E402
@@ -85,7 +87,14 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000, help="simulated sources (default 1000)")
     parser.add_argument("--n-astropy", type=int, default=100, help="curves timed with astropy (default 100)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
+                        help="override constants of latentcat.features.eclipse, e.g. N_ALIGN=1024")
     args = parser.parse_args()
+    for item in args.set:
+        name, _, value = item.partition("=")
+        if not hasattr(eclipse, name):
+            raise SystemExit(f"--set {item}: latentcat.features.eclipse has no {name}")
+        setattr(eclipse, name, type(getattr(eclipse, name))(value))
 
     from latentcat.gaia.ingest import ingest
     from latentcat.gaia.simulate import simulate_survey
