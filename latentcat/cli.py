@@ -237,16 +237,19 @@ def features(
 def train(
     features_dir: Path = typer.Argument(..., help="Feature shards written by `latentcat features`."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the trained models."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML build configuration (its [models] table)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML build configuration (its \\[models] table)."),
     modality: list[str] = typer.Option(["xp", "dmdt", "fold"], "--modality", "-m", help="Model(s) to train: xp, dmdt, fold."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    device: Optional[str] = typer.Option(
+        None, "--device", help="auto, cpu or cuda (default: the config's \\[models] device, else auto)."),
 ) -> None:
     """Train the XP, dm-dt and folded-light-curve VAEs."""
-    from latentcat.config import load_train_config
+    from latentcat.config import load_build_config
     from latentcat.models.trainer import train as run_train
 
     try:
-        report = run_train(features_dir, out, config=load_train_config(config), modalities=modality, device=device)
+        build_config = None if config is None else load_build_config(config)
+        report = run_train(features_dir, out, config=None if build_config is None else build_config.train,
+                           modalities=modality, device=device or (build_config.device if build_config else "auto"))
     except LatentcatError as exc:
         _fail(exc)
     _print_json(report)
@@ -279,7 +282,7 @@ def embed(
 @app.command()
 def build(
     config: Path = typer.Argument(..., help="Build configuration (TOML), e.g. build/demo.toml."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Catalogue folder (default: [output] catalog of the config)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Catalogue folder (default: \\[output] catalog of the config)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted build from its last finished stage."),
 ) -> None:
     """Run ingest -> features -> train -> embed -> catalogue (DuckDB + FAISS) -> analyse into a catalogue folder."""

@@ -130,6 +130,3 @@ def load_build_config(path: Path) -> BuildConfig:
     return cfg
 
 
-def load_train_config(path: Path | None) -> TrainConfig | None:
-    """The ``[models]`` training configuration of a build file, or None for the defaults."""
-    return None if path is None else load_build_config(path).train

@@ -52,3 +52,17 @@ def test_fetch_needs_exactly_one_of_ids_or_adql(tmp_path):
     result = runner.invoke(app, ["fetch", "--out", str(tmp_path)])
     assert result.exit_code == 2
     assert "exactly one of --ids" in result.output
+
+
+def test_train_uses_the_device_of_its_config_unless_told(tmp_path):
+    import torch
+
+    config = tmp_path / "build.toml"
+    config.write_text('[models]\ndevice = "cuda"\n')
+    args = ["train", str(tmp_path), "--out", str(tmp_path / "models"), "--config", str(config)]
+    from_config = runner.invoke(app, args)
+    told_cpu = runner.invoke(app, args + ["--device", "cpu"])
+    assert from_config.exit_code != 0 and told_cpu.exit_code != 0  # tmp_path holds no feature shards
+    assert "no features-*.parquet shards" in told_cpu.output
+    if not torch.cuda.is_available():  # the config's device is checked before the shards are looked for
+        assert "device cuda requested but torch sees no CUDA device" in from_config.output

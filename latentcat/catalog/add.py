@@ -43,8 +43,9 @@ from those very models, inside the same atomic exchange:
 
 A stored model is used only when it reproduces the stored rows of a few catalogue sources
 (`SAMPLE` of them, to float32 rounding); a table whose rows no stored model reproduces (an
-older catalogue without ``analysis/``, or rows written by a later ``a later `latentcat classify` / `latentcat outliers```) gets
-no rows for the added sources, and ``build_info["stale"]`` names it and its keys.
+older catalogue without ``analysis/``, or rows written by a later ``latentcat classify`` or
+``latentcat outliers``) gets no rows for the added sources, and ``build_info["stale"]`` names it
+and its keys.
 """
 
 from __future__ import annotations

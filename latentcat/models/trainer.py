@@ -83,8 +83,8 @@ def train(
     config = config or TrainConfig()
     for m in modalities:
         config.section(m)  # raises on an unknown name
-    shards = list_shards(Path(features_dir))
     dev = resolve_device(device)
+    shards = list_shards(Path(features_dir))
     out = Path(out)
     summary: dict = {"device": str(dev), "seed": config.seed, "models": {}}
     with torch_threads(config.threads):
