@@ -247,9 +247,10 @@ def train(
     from latentcat.models.trainer import train as run_train
 
     try:
-        build_config = None if config is None else load_build_config(config)
-        report = run_train(features_dir, out, config=None if build_config is None else build_config.train,
-                           modalities=modality, device=device or (build_config.device if build_config else "auto"))
+        build_config = load_build_config(config) if config else None
+        train_config = build_config.train if build_config else None
+        device = device or (build_config.device if build_config else "auto")
+        report = run_train(features_dir, out, config=train_config, modalities=modality, device=device)
     except LatentcatError as exc:
         _fail(exc)
     _print_json(report)

@@ -128,5 +128,3 @@ def load_build_config(path: Path) -> BuildConfig:
     cfg = BuildConfig(path=path, seed=seed, models=dict(models), raw=raw, **tables)
     cfg.train  # check the [models] table now, not halfway through a build
     return cfg
-
-
