@@ -94,6 +94,23 @@ def test_within_visit_spacings_match_real_dr3_epochs():
     assert np.isin(sim_short, real_short).mean() > 0.9
 
 
+def _group_sizes(times):
+    """Sizes of the visit groups (transits closer than 1.5 d) of each time array."""
+    return np.concatenate([np.diff(np.r_[0, np.flatnonzero(np.diff(t) > 1.5) + 1, len(t)]) for t in times])
+
+
+def test_visit_group_sizes_match_real_dr3_epochs():
+    real = Table.read(DATA / "epoch_photometry_datalink_8_sources.vot.xml")
+    real = real[real["band"] == "G"]
+    real_sizes = _group_sizes([np.sort(np.asarray(real["time"][real["source_id"] == s])) for s in np.unique(real["source_id"])])
+    times, offsets = lc.gaia_cadence(np.random.default_rng(1).uniform(-90, 90, 2000), np.random.default_rng(2))
+    sim_sizes = _group_sizes(np.split(times, offsets[1:-1]))
+    for k in (1, 2, 3):
+        assert np.mean(sim_sizes == k) == pytest.approx(np.mean(real_sizes == k), abs=0.06), k
+    assert np.mean(sim_sizes >= 4) == pytest.approx(np.mean(real_sizes >= 4), abs=0.05)
+    assert sim_sizes.max() <= lc.MAX_GROUP
+
+
 def test_error_curve_is_monotone_and_matches_real_dr3_errors():
     g = np.linspace(8, 21, 200)
     err = lc.g_mag_error(g)
@@ -140,13 +157,15 @@ def test_rejected_transits_are_null_and_flagged_outliers_are_outlying(sim):
     # on constant stars brighter than G = 18 (errors < 0.02 mag) a flagged point sits
     # >= 0.3 mag minus the noise away from the source median
     g = sim["gaia_source"].column("phot_g_mean_mag").to_numpy()
-    n_flagged = 0
-    for i in [i for i in truth_of(sim, "CONST") if g[i] < 18]:
+    n_flagged = n_points = n_checked = 0
+    for i in truth_of(sim, "CONST"):
         m = np.array(ep.column("g_transit_mag")[int(i)].as_py(), dtype=float)
         f = np.asarray(ep.column("variability_flag_g_reject")[int(i)].as_py())
-        n_flagged += f.sum()
-        assert np.all(np.abs(m[f] - np.nanmedian(m)) > 0.2)
-    assert n_flagged > 10
+        n_flagged, n_points = n_flagged + f.sum(), n_points + f.size
+        if g[i] < 18:
+            n_checked += f.sum()
+            assert np.all(np.abs(m[f] - np.nanmedian(m)) > 0.2)
+    assert n_checked > 0 and n_flagged > 0.5 * VAR_REJECTED_FRACTION * n_points
 
 
 @pytest.mark.parametrize("cls", ["RRAB", "DCEP"])
@@ -158,8 +177,9 @@ def test_true_period_is_recovered_by_lomb_scargle(sim, cls):
     for i in rows:
         t, m, e = clean_g(sim, i)
         p_true = truth.column("period")[int(i)].as_py()
-        freq, power = LombScargle(t, m, e).autopower(minimum_frequency=1 / 100, maximum_frequency=5,
-                                                     samples_per_peak=20)
+        # two Fourier terms: RRab light curves are far from sinusoids (R21 ~ 0.5)
+        freq, power = LombScargle(t, m, e, nterms=2).autopower(minimum_frequency=1 / 100, maximum_frequency=5,
+                                                               samples_per_peak=20)
         p_best = 1 / freq[np.argmax(power)]
         assert abs(p_best - p_true) / p_true < 0.01, (cls, i, p_true, p_best)
 
@@ -224,7 +244,8 @@ def test_mira_amplitudes_are_large_and_dsct_periods_short(sim):
     per = truth.column("period").to_numpy()
     assert np.all((per[mira] >= 100) & (per[mira] <= 1000))
     dsct = truth_of(sim, "DSCT")
-    assert np.all((per[dsct] >= 0.02) & (per[dsct] <= 0.25)) and np.median(amp[dsct]) < 0.1
+    # the amplitudes of what DR3 classifies as delta Scuti: median 0.17 mag, HADS included
+    assert np.all((per[dsct] >= 0.02) & (per[dsct] <= 0.25)) and 0.1 < np.median(amp[dsct]) < 0.25
     ew = truth_of(sim, "EW")
     assert np.all((per[ew] >= 0.25) & (per[ew] <= 0.8))
     assert np.all(np.isnan(per[truth_of(sim, "QSO")])) and np.all(amp[truth_of(sim, "CONST")] == 0)

@@ -77,15 +77,3 @@ def test_simulated_correlation_matrices_are_valid_correlation_matrices():
         r[k, l] = r[l, k] = row
         assert np.all(np.abs(row) < 1.0)
         assert np.linalg.eigvalsh(r).min() > 0.0
-
-
-@pytest.mark.parametrize("seed", [0, 1])
-def test_rank_in_segments_counts_from_each_segment_start(seed):
-    rng = np.random.default_rng(seed)
-    starts = rng.random(300) < 0.2
-    starts[0] = True
-    want, r = [], -1
-    for s in starts:
-        r = 0 if s else r + 1
-        want.append(r)
-    np.testing.assert_array_equal(lc._rank_in_segments(starts), want)

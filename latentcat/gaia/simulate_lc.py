@@ -8,7 +8,8 @@ over harmonics, classes or epoch rank (at most 150 iterations, each over all sou
 Cadence (a simplified Gaia scanning law)
     Gaia spins every 6 h and sees a source first in the preceding field of view (FoV) and
     106.5 min later in the following FoV, often again on the next spins; these visits come in
-    groups separated by weeks. DR3 epochs run from about 1666 to 2710 d (BJD - 2455197.5) and
+    groups separated by weeks (most groups are one preceding + following pair, see
+    ``GROUP_CONTINUE``). DR3 epochs run from about 1666 to 2710 d (BJD - 2455197.5) and
     hold 20-150 G transits per source, most near ecliptic latitude +/-45 deg and fewest near
     the ecliptic (Gaia Collaboration, Prusti et al. 2016, Fig. 3; Eyer et al. 2023, A&A 674,
     A13). BP and RP are observed in the same transits, 27 s and 35 s after G (measured on DR3
@@ -44,10 +45,16 @@ ZP_RP = 24.7479
 #: Fewest and most G transits of a simulated source.
 MIN_TRANSITS = 20
 MAX_TRANSITS = 150
-#: Probability that a transit opens a new visit group rather than continuing the current one,
-#: the most transits in one group, and the least time (d) between two groups.
-P_NEW_GROUP = 0.45
-MAX_GROUP = 4
+#: Visit groups: the transits of one passage of the source through the two fields of view,
+#: and of the next 6-h spins when the scan keeps crossing it. ``GROUP_CONTINUE[k - 1]`` is the
+#: probability that a group of ``k`` transits gets another (the last value for every longer
+#: group), so that group sizes follow those of real DR3 epoch photometry: measured on the G
+#: transits of the eight DR3 sources in tests/data/gaia_dr3 (200 groups, a group ending at a gap
+#: of > 1.5 d), 29 % single transits, 53 % pairs, 9 % triples, 4 % of four and 5 % longer
+#: (up to 24 consecutive transits near the scanning law's nodes).
+GROUP_CONTINUE = (0.71, 0.25, 0.5, 0.55, 0.8)
+MAX_GROUP = 24
+#: Least time (d) between two groups.
 MIN_GROUP_GAP = 2.0
 
 
@@ -76,12 +83,6 @@ def _segment_first(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
     ``starts`` marks each segment's first element (the first element of the array must be one).
     """
     return np.maximum.accumulate(np.where(starts, values, values[0]))
-
-
-def _rank_in_segments(starts: np.ndarray) -> np.ndarray:
-    """Position of every element within its segment; ``starts`` marks each segment's first element."""
-    index = np.arange(starts.size)
-    return index - _segment_first(index, starts)
 
 
 def n_transits_for(ecl_lat_deg: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -128,11 +129,20 @@ def gaia_cadence(ecl_lat_deg: np.ndarray, rng: np.random.Generator) -> tuple[np.
     np.cumsum(n, out=offsets[1:])
     src, rank = flat_index(offsets)
 
-    # Group structure: each transit opens a new group or continues the current one; a group
-    # holds at most MAX_GROUP transits.
-    new_group = (rng.random(offsets[-1]) < P_NEW_GROUP) | (rank == 0)
-    k = _rank_in_segments(new_group)
-    new_group |= k % MAX_GROUP == 0
+    # Group structure: a transit continues the current group with the probability
+    # GROUP_CONTINUE of the group's size so far, else opens a new group; the sizes depend on
+    # the decisions before them, so this runs over epoch rank, each step over all sources.
+    cont = np.asarray(GROUP_CONTINUE)
+    u_group = rng.random(offsets[-1])
+    new_group = np.ones(offsets[-1], dtype=bool)
+    size = np.zeros(n_src, dtype=np.int64)  # transits in the current group of each source
+    for j in range(int(n.max(initial=0))):
+        live = np.flatnonzero(n > j)
+        idx = offsets[live] + j
+        if j > 0:
+            k = size[live]
+            new_group[idx] = (u_group[idx] >= cont[np.minimum(k, cont.size) - 1]) | (k >= MAX_GROUP)
+        size[live] = np.where(new_group[idx], 1, size[live] + 1)
     group_start = np.flatnonzero(new_group)
     gid = np.cumsum(new_group) - 1
     n_groups = group_start.size
@@ -248,6 +258,33 @@ def skewed_wave(x: np.ndarray, rise: np.ndarray, n_harm: int) -> np.ndarray:
     return out
 
 
+def fourier_wave(x: np.ndarray, ratios: tuple, phases: tuple) -> np.ndarray:
+    """A pulsation shape in magnitudes from its Fourier parameters (sine series).
+
+    ``m(x) = sum_k R_k1 sin(2 pi k x + phi_k1)`` for k = 1..K with R_11 = 1 and phi_11 = 0,
+    the convention of the Fourier decompositions of RR Lyrae and delta Scuti light curves
+    (Simon & Teays 1982, ApJ 261, 586; Jurcsik & Kovacs 1996, A&A 312, 111):
+    ``R_k1 = A_k / A_1`` and ``phi_k1 = phi_k - k phi_1``.
+
+    Parameters
+    ----------
+    x : ndarray
+        Phase in cycles.
+    ratios, phases : tuple of ndarray
+        ``(R21, R31, ...)`` and ``(phi21, phi31, ...)`` (rad), each broadcastable to ``x``.
+
+    Returns
+    -------
+    ndarray
+        Magnitude-like shape (larger = fainter), zero mean over a cycle.
+    """
+    angle = 2.0 * np.pi * x
+    out = np.sin(angle)
+    for k, (r, phi) in enumerate(zip(ratios, phases), start=2):
+        out = out + r * np.sin(k * angle + phi)
+    return out
+
+
 def drw(times: np.ndarray, offsets: np.ndarray, tau: np.ndarray, sigma: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Damped random walk (Ornstein-Uhlenbeck process) sampled at irregular epochs.
 
@@ -293,9 +330,9 @@ STOCHASTIC = ("SR", "ROT", "YSO", "QSO")
 
 #: Per-source parameter columns produced by :func:`draw_parameters` (NaN where unused).
 PARAM_COLUMNS = (
-    "period", "amplitude", "t0", "rise", "bump_phase", "bump_amp", "depth_primary", "depth_secondary",
-    "eclipse_width", "secondary_phase", "shape_power", "period2", "amplitude2", "drw_tau", "drw_sf_inf",
-    "event_tau", "event_amp",
+    "period", "amplitude", "t0", "rise", "bump_phase", "bump_amp", "r21", "r31", "r41", "phi21", "phi31", "phi41",
+    "depth_primary", "depth_secondary", "eclipse_width", "secondary_phase", "shape_power", "period2", "amplitude2",
+    "drw_tau", "drw_sf_inf", "event_tau", "event_amp",
 )
 
 
@@ -307,9 +344,18 @@ def draw_parameters(cls: np.ndarray, rng: np.random.Generator) -> tuple[dict[str
     """Draw the light-curve parameters of every source from published ranges.
 
     Ranges (G band):
-      RRAB  P 0.42-0.9 d (median 0.57), A 0.3-1.3 mag decreasing with P (Bailey diagram),
-            rise 12-20 % of the cycle (Clementini et al. 2023, A&A 674, A18).
-      RRC   P 0.22-0.42 d, A 0.15-0.5, nearly sinusoidal (rise 35-45 %).
+      RRAB  P 0.42-0.9 d (median 0.57), A 0.3-1.3 mag decreasing with P (Bailey diagram)
+            (Clementini et al. 2023, A&A 674, A18). Shape: a four-term Fourier series with
+            the amplitude ratios and phase differences of RRab decompositions in V (sine
+            series; Simon & Teays 1982, ApJ 261, 586): R21 ~ 0.48, R31 ~ 0.33, R41 ~ 0.21,
+            phi21 ~ 2.4 rad; phi31 from the period and a halo metallicity [Fe/H] ~ N(-1.5, 0.35)
+            by the relation [Fe/H] = -5.038 - 5.394 P + 1.345 phi31 (Jurcsik & Kovacs 1996,
+            A&A 312, 111); phi41 ~ 3 phi21, the progression phi_k1 ~ (k - 1) phi21 of such
+            decompositions. The result rises to maximum in about 0.2 of the cycle and has a
+            magnitude skewness of about -0.7 (real DR3 RR Lyrae brighter than G = 16, measured
+            with latentcat's features: median -0.66).
+      RRC   P 0.22-0.42 d, A 0.15-0.5, nearly sinusoidal: R21 ~ 0.15, R31 ~ 0.07 (rise about
+            35 % of the cycle, skewness near 0).
       DCEP  P 1-60 d (log P ~ N(0.7, 0.3)), A 0.2-1.0, rise 20-35 %, with the Hertzsprung
             progression: a bump on the descending branch at P ~ 6 d that moves through maximum
             at P ~ 10 d to the rising branch at P ~ 14 d (Ripepi et al. 2023, A&A 674, A17).
@@ -321,9 +367,20 @@ def draw_parameters(cls: np.ndarray, rng: np.random.Generator) -> tuple[dict[str
       ELL   P 0.5-10 d, two sinusoidal minima per orbit, unequal by 5-30 %, A 0.02-0.15 mag.
       MIRA  P 100-1000 d (median 300), A 1.5-4 mag in G, slow cycle-to-cycle mean changes
             (Lebzelter et al. 2023, A&A 674, A15).
-      SR    multi-periodic: P1 20-300 d, P2 = 1.3-3 P1, A 0.05-0.5, stochastic phase and
-            amplitude (damped random walk of the phase, tau 100-500 d).
-      DSCT  P 0.02-0.25 d, A 0.005-0.3 mag (log-uniform).
+      SR    the semi-regular and irregular long-period variables that make most of DR3's LPV
+            class (only 23 % of the 1.72 million DR3 LPV candidates have a published period;
+            Lebzelter et al. 2023). 60 % SEMIREGULAR: P1 20-300 d, P2 = 1.3-3 P1, stochastic
+            phase (damped random walk of the phase, tau 100-500 d); 40 % IRREGULAR: a damped
+            random walk with tau 30-300 d and no period. Peak-to-peak A log-normal with median
+            0.15 mag, at least 0.08 mag (DR3 selects LPVs by a 5-95 % G range > 0.1 mag).
+      DSCT  P 0.02-0.25 d (log-normal, median 0.055 d), A 0.01-0.8 mag (log-normal, median
+            0.17 mag): GCVS ranges (P 0.01-0.2 d, A 0.003-0.9 mag in V) weighted to what DR3
+            classifies, real DR3 DSCT|GDOR|SXPHE brighter than G = 16 having median period
+            0.053 d and 5-95 % amplitude 0.19 mag (latentcat's features). The larger the
+            amplitude the more the shape is that of a high-amplitude delta Scuti star
+            (HADS, Fourier parameters close to RRab ones; Poretti 2001, A&A 371, 986): R21 up
+            to 0.4 at A >= 0.3 mag. A second radial mode (first overtone, period ratio 0.756-0.787)
+            with 0-40 % of the amplitude.
       ROT   spotted stars: P 0.3-30 d, A 0.01-0.12 mag, two spot groups with 0.5-5 %
             differential rotation and amplitudes that evolve on 50-300 d.
       YSO   stochastic (DRW tau 5-50 d, SF 0.05-0.2) plus dips (60 %, depth 0.3-1.5 mag) or
@@ -343,8 +400,8 @@ def draw_parameters(cls: np.ndarray, rng: np.random.Generator) -> tuple[dict[str
     params : dict of str to ndarray of float64
         One array per :data:`PARAM_COLUMNS` entry, NaN where the class has no such parameter.
     subclass : ndarray of object
-        A finer label where one applies (T2CEP: BL_HER/W_VIR/RV_TAU; YSO: DIPPER/BURSTER;
-        EA..ELL: nothing), else None.
+        A finer label where one applies (T2CEP: BL_HER/W_VIR/RV_TAU; SR: SEMIREGULAR/IRREGULAR;
+        YSO: DIPPER/BURSTER), else None.
     """
     n = cls.size
     p = {name: np.full(n, np.nan) for name in PARAM_COLUMNS}
@@ -363,11 +420,23 @@ def draw_parameters(cls: np.ndarray, rng: np.random.Generator) -> tuple[dict[str
             per = np.clip(0.57 * rng.lognormal(0.0, 0.12, m), 0.42, 0.9)
             put("period", per)
             put("amplitude", np.clip(0.85 - 3.0 * (np.log10(per) + 0.24) + rng.normal(0, 0.1, m), 0.3, 1.3))
-            put("rise", rng.uniform(0.12, 0.20, m))
+            feh = np.clip(rng.normal(-1.5, 0.35, m), -2.5, -0.3)
+            phi21 = rng.normal(2.40, 0.10, m)
+            put("r21", np.clip(rng.normal(0.48, 0.04, m), 0.35, 0.6))
+            put("r31", np.clip(rng.normal(0.33, 0.04, m), 0.2, 0.45))
+            put("r41", np.clip(rng.normal(0.21, 0.04, m), 0.1, 0.3))
+            put("phi21", phi21)
+            put("phi31", (feh + 5.038 + 5.394 * per) / 1.345 + rng.normal(0.0, 0.1, m))
+            put("phi41", (3.0 * phi21 + rng.normal(0.0, 0.2, m)) % (2.0 * np.pi))
         elif name == "RRC":
             put("period", np.clip(rng.normal(0.32, 0.04, m), 0.22, 0.42))
             put("amplitude", rng.uniform(0.15, 0.5, m))
-            put("rise", rng.uniform(0.35, 0.45, m))
+            put("r21", np.clip(rng.normal(0.15, 0.04, m), 0.03, 0.3))
+            put("r31", np.clip(rng.normal(0.07, 0.03, m), 0.0, 0.15))
+            put("r41", np.zeros(m))
+            put("phi21", rng.normal(3.1, 0.25, m))
+            put("phi31", rng.normal(6.0, 0.4, m))
+            put("phi41", np.zeros(m))
         elif name == "DCEP":
             per = 10.0 ** np.clip(rng.normal(0.7, 0.3, m), 0.0, 1.78)
             put("period", per)
@@ -416,17 +485,31 @@ def draw_parameters(cls: np.ndarray, rng: np.random.Generator) -> tuple[dict[str
             put("drw_tau", rng.uniform(200.0, 600.0, m))
             put("drw_sf_inf", rng.uniform(0.05, 0.2, m))
         elif name == "SR":
+            irregular = rng.random(m) < 0.4
+            subclass[idx] = np.where(irregular, "IRREGULAR", "SEMIREGULAR")
             per = np.clip(80.0 * rng.lognormal(0.0, 0.5, m), 20.0, 300.0)
-            put("period", per)
-            put("period2", per * rng.uniform(1.3, 3.0, m))
-            a = rng.uniform(0.05, 0.5, m)
+            put("period", np.where(irregular, np.nan, per))
+            put("period2", np.where(irregular, np.nan, per * rng.uniform(1.3, 3.0, m)))
+            a = np.clip(0.15 * rng.lognormal(0.0, 0.5, m), 0.08, 1.5)
             put("amplitude", a)
-            put("amplitude2", a * rng.uniform(0.2, 0.7, m))
-            put("drw_tau", rng.uniform(100.0, 500.0, m))
+            put("amplitude2", np.where(irregular, np.nan, a * rng.uniform(0.2, 0.7, m)))
+            put("drw_tau", np.where(irregular, rng.uniform(30.0, 300.0, m), rng.uniform(100.0, 500.0, m)))
+            put("drw_sf_inf", np.where(irregular, np.sqrt(2.0) * a / 3.3, np.nan))  # p95 - p5 of a Gaussian: 3.3 sigma
         elif name == "DSCT":
-            put("period", _loguniform(rng, 0.02, 0.25, m))
-            put("amplitude", _loguniform(rng, 0.005, 0.3, m))
-            put("rise", rng.uniform(0.3, 0.45, m))
+            per = np.clip(0.055 * rng.lognormal(0.0, 0.4, m), 0.02, 0.25)
+            put("period", per)
+            put("period2", per * rng.uniform(0.756, 0.787, m))
+            a = np.clip(0.17 * rng.lognormal(0.0, 0.6, m), 0.01, 0.8)
+            put("amplitude", a)
+            put("amplitude2", a * rng.uniform(0.0, 0.4, m))
+            hads = np.clip(a / 0.3, 0.0, 1.0)  # how far the shape is that of a HADS
+            phi21 = rng.normal(2.40, 0.15, m)
+            put("r21", 0.40 * hads * rng.uniform(0.8, 1.2, m))
+            put("r31", 0.22 * hads * rng.uniform(0.8, 1.2, m))
+            put("r41", 0.10 * hads * rng.uniform(0.8, 1.2, m))
+            put("phi21", phi21)
+            put("phi31", (2.0 * phi21 + 0.2 + rng.normal(0.0, 0.2, m)) % (2.0 * np.pi))
+            put("phi41", (3.0 * phi21 + rng.normal(0.0, 0.2, m)) % (2.0 * np.pi))
         elif name == "ROT":
             per = np.clip(5.0 * rng.lognormal(0.0, 0.8, m), 0.3, 30.0)
             put("period", per)
@@ -449,16 +532,20 @@ def draw_parameters(cls: np.ndarray, rng: np.random.Generator) -> tuple[dict[str
     return p, subclass
 
 
-def _pulsation(phase: np.ndarray, rise: np.ndarray, bump_phase: np.ndarray, bump_amp: np.ndarray, n_harm: int) -> np.ndarray:
-    """Brightness shape of a pulsator (maximum near phase 0), with an optional Gaussian bump."""
-    s = skewed_wave(phase, rise, n_harm)
-    if bump_amp is not None:
-        d = (phase - bump_phase + 0.5) % 1.0 - 0.5
-        s = s + bump_amp * np.exp(-0.5 * (d / 0.05) ** 2)
-    return s
+_N_HARM = {"DCEP": 6, "T2CEP": 5, "MIRA": 3}  # the sawtooth pulsators (skewed_wave)
+_FOURIER = ("RRAB", "RRC", "DSCT")  # the pulsators shaped by their Fourier parameters (fourier_wave)
 
 
-_N_HARM = {"RRAB": 8, "RRC": 3, "DCEP": 6, "T2CEP": 5, "MIRA": 3, "DSCT": 3}
+def _pulsation_shape(name: str, phase: np.ndarray, p: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
+    """Magnitude-like shape (larger = fainter) of pulsators ``rows`` at ``phase`` (broadcast together)."""
+    if name in _FOURIER:
+        ratios = tuple(p[key][rows] for key in ("r21", "r31", "r41"))
+        return fourier_wave(phase, ratios, tuple(p[key][rows] for key in ("phi21", "phi31", "phi41")))
+    bright = skewed_wave(phase, p["rise"][rows], _N_HARM[name])
+    if name == "DCEP":  # the Hertzsprung-progression bump
+        d = (phase - p["bump_phase"][rows] + 0.5) % 1.0 - 0.5
+        bright = bright + p["bump_amp"][rows] * np.exp(-0.5 * (d / 0.05) ** 2)
+    return -bright
 
 
 def _unit_pulsation(name: str, phase: np.ndarray, src: np.ndarray, uniq: np.ndarray, inv: np.ndarray,
@@ -468,20 +555,9 @@ def _unit_pulsation(name: str, phase: np.ndarray, src: np.ndarray, uniq: np.ndar
     ``uniq`` are the sources (ascending) and ``inv`` the position in ``uniq`` of each point's source.
     """
     grid = (np.arange(128) + 0.5) / 128.0
-    bump = "bump_amp" if name == "DCEP" else None
-    g_phase = np.broadcast_to(grid, (uniq.size, grid.size))
-    g = _pulsation(
-        g_phase,
-        p["rise"][uniq][:, None],
-        p["bump_phase"][uniq][:, None] if bump else None,
-        p["bump_amp"][uniq][:, None] if bump else None,
-        _N_HARM[name],
-    )
+    g = _pulsation_shape(name, grid[None, :], p, uniq[:, None])
     lo, hi, mean = g.min(axis=1), g.max(axis=1), g.mean(axis=1)
-    s = _pulsation(
-        phase, p["rise"][src], p["bump_phase"][src] if bump else None, p["bump_amp"][src] if bump else None, _N_HARM[name]
-    )
-    return -(s - mean[inv]) / (hi - lo)[inv]  # brighter = smaller magnitude
+    return (_pulsation_shape(name, phase, p, src) - mean[inv]) / (hi - lo)[inv]
 
 
 def light_curves(
@@ -526,9 +602,11 @@ def light_curves(
         t = times[pts]
         phase = ((t - p["t0"][s]) / p["period"][s]) % 1.0 if np.isfinite(p["period"][s[0]]) else None
 
-        if name in _N_HARM:
+        if name in _N_HARM or name in _FOURIER:
             inv = np.repeat(np.arange(members.size), counts[members])
             d = p["amplitude"][s] * _unit_pulsation(name, phase, s, members, inv, p)
+            if name == "DSCT":  # the first overtone, sinusoidal
+                d = d + 0.5 * p["amplitude2"][s] * np.sin(2.0 * np.pi * (t - p["t0"][s]) / p["period2"][s] + 1.0)
             if name == "T2CEP":  # RV Tau: alternating deep and shallow minima
                 rv = subclass[s] == "RV_TAU"
                 d = d + np.where(rv, 0.15 * p["amplitude"][s] * np.cos(np.pi * (t - p["t0"][s]) / p["period"][s]), 0.0)
@@ -557,9 +635,12 @@ def light_curves(
         elif name == "SR":
             walk = drw(t, sub_offsets, p["drw_tau"][members], np.full(members.size, 1.0), rng)
             tt = t - p["t0"][s]
-            d = p["amplitude"][s] * 0.5 * np.sin(2 * np.pi * tt / p["period"][s] + walk) + p["amplitude2"][s] * 0.5 * np.sin(
+            semiregular = p["amplitude"][s] * 0.5 * np.sin(2 * np.pi * tt / p["period"][s] + walk) + p["amplitude2"][s] * 0.5 * np.sin(
                 2 * np.pi * tt / p["period2"][s] + 2.0 + 0.7 * walk
             )
+            # an irregular one is a damped random walk of the magnitude itself
+            irregular = np.nan_to_num(p["drw_sf_inf"][s]) / np.sqrt(2.0) * walk
+            d = np.where(subclass[s] == "IRREGULAR", irregular, semiregular)
         elif name == "ROT":
             e1 = np.clip(1.0 + 0.5 * drw(t, sub_offsets, p["drw_tau"][members], np.full(members.size, 1.0), rng), 0.0, None)
             e2 = np.clip(1.0 + 0.5 * drw(t, sub_offsets, p["drw_tau"][members], np.full(members.size, 1.0), rng), 0.0, None)
