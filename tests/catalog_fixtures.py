@@ -124,6 +124,8 @@ def make_tables(n: int = 600, seed: int = 0, with_arrays: bool = True) -> dict[s
         "period": pa.array(period, pa.float64(), mask=lc_null),
         "period_fap": pa.array(rng.uniform(0, 1e-3, n), pa.float64(), mask=lc_null),
         "period_power": f32(rng.uniform(0.2, 0.9, n)),
+        "period_coherence": f32(rng.uniform(0.0, 1.0, n)),
+        "period_reliable": pa.array(rng.random(n) < 0.8, pa.bool_(), mask=lc_null),
     })
     if not with_arrays:
         for c in ("fold_phase", "fold_mag", "fold_err", "xp_flux", "xp_flux_error"):

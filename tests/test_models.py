@@ -91,6 +91,7 @@ def make_features(
             ("period", period),
             ("period_fap", 1e-6),
             ("period_power", 0.6),
+            ("period_coherence", 0.9),
         ):
             rows[name].append(float(value))
         if has_lc:
@@ -101,10 +102,12 @@ def make_features(
             rows["fold_mag"].append(((mag[order] - lo) / (hi - lo)).astype(np.float32))
             rows["fold_err"].append((err[order] / (hi - lo)).astype(np.float32))
             rows["lc_reason"].append(None)
+            rows["period_reliable"].append(True)
         else:
             for name in ("dmdt", "dmdt_err", "fold_phase", "fold_mag", "fold_err"):
                 rows[name].append(None)
             rows["lc_reason"].append("too few G epochs")
+            rows["period_reliable"].append(None)
         if has_xp:
             temp = [6500, 7000, 5000][kind[k]] * rng.uniform(0.9, 1.1)
             # smooth pseudo-continuum: hotter stars are brighter in BP relative to RP

@@ -35,7 +35,8 @@ REQUIRED_COLUMNS = {
     "labels": ("source_id", "best_class_name", "best_class_score"),
     "features": (
         "source_id", "n_obs", "n_clipped", "g_mean", "g_median", "g_std", "g_amplitude",
-        "g_skew", "time_span", "period", "period_fap", "period_power", "xp_scale",
+        "g_skew", "time_span", "period", "period_fap", "period_power", "period_coherence",
+        "period_reliable", "xp_scale",
         "lc_reason", "xp_reason",
     ),
     "embeddings": (

@@ -53,6 +53,8 @@ FEATURES_SCHEMA = pa.schema(
         ("period", pa.float64()),
         ("period_fap", pa.float64()),
         ("period_power", pa.float32()),
+        ("period_coherence", pa.float32()),
+        ("period_reliable", pa.bool_()),
         ("fold_phase", pa.list_(pa.float32())),
         ("fold_mag", pa.list_(pa.float32())),
         ("fold_err", pa.list_(pa.float32())),
@@ -229,8 +231,10 @@ def light_curve_features(time: np.ndarray, mag: np.ndarray, err: np.ndarray, min
     dict
         ``n_obs``, ``n_clipped``, ``lc_reason`` (object, None where features exist), the
         summary statistics, ``dmdt``/``dmdt_err`` (n, 200), ``period``, ``period_fap``,
-        ``period_power``, and ``fold_phase``/``fold_mag``/``fold_err`` (n, m) padded arrays.
-        Rows with a reason hold NaN.
+        ``period_power``, ``period_coherence``, ``period_reliable``, and
+        ``fold_phase``/``fold_mag``/``fold_err`` (n, m) padded arrays (folded at twice the
+        period where it is reliable, else in time order: `latentcat.features.fold`).
+        Rows with a reason hold NaN (``period_reliable`` False).
     """
     n = time.shape[0]
     n_raw = np.isfinite(mag).sum(axis=1)
@@ -251,10 +255,11 @@ def light_curve_features(time: np.ndarray, mag: np.ndarray, err: np.ndarray, min
     }
     width = t.shape[1]
     nan = lambda *shape, dt=np.float32: np.full(shape, np.nan, dtype=dt)  # noqa: E731
-    for key in ("g_mean", "g_median", "g_std", "g_amplitude", "g_skew", "time_span", "period_power"):
+    for key in ("g_mean", "g_median", "g_std", "g_amplitude", "g_skew", "time_span", "period_power", "period_coherence"):
         res[key] = nan(n)
     for key in ("period", "period_fap"):
         res[key] = nan(n, dt=np.float64)
+    res["period_reliable"] = np.zeros(n, bool)
     for key in ("dmdt", "dmdt_err"):
         res[key] = nan(n, dmdt.N_CELLS)
     for key in ("fold_phase", "fold_mag", "fold_err"):
@@ -269,9 +274,11 @@ def light_curve_features(time: np.ndarray, mag: np.ndarray, err: np.ndarray, min
             res[key][idx] = value
     res["dmdt"][idx], res["dmdt_err"][idx] = dmdt.dmdt_maps(t, m)
     per = period.find_periods(t, m, e)
-    for key in ("period", "period_fap", "period_power"):
+    for key in ("period", "period_fap", "period_power", "period_coherence", "period_reliable"):
         res[key][idx] = per[key]
-    ph, fm, fe = fold.fold_curves(t, m, e, per["period"])
+    span = res["time_span"][idx]
+    reliable = per["period_reliable"]
+    ph, fm, fe = fold.fold_curves(t, m, e, fold.fold_periods(per["period"], reliable, span), align=reliable)
     res["fold_phase"][idx, :w], res["fold_mag"][idx, :w], res["fold_err"][idx, :w] = ph, fm, fe
     return res
 
@@ -318,9 +325,11 @@ def _light_curve_columns(path: Path, lc: pa.Table | None, ids: np.ndarray, min_e
     }
     lists = {"dmdt": [], "dmdt_err": [], "fold_phase": [], "fold_mag": [], "fold_err": []}
     list_rows = []
-    scalars = ("g_mean", "g_median", "g_std", "g_amplitude", "g_skew", "time_span", "period", "period_fap", "period_power")
+    scalars = ("g_mean", "g_median", "g_std", "g_amplitude", "g_skew", "time_span", "period", "period_fap", "period_power",
+               "period_coherence")
     for key in scalars:
         res[key] = np.full(n, np.nan, np.float64 if key in ("period", "period_fap") else np.float32)
+    res["period_reliable"] = np.zeros(n, bool)
     if lc is not None and lc.num_rows:
         pos = np.searchsorted(ids, lc["source_id"].to_numpy())
         for lo in range(0, lc.num_rows, _LC_BATCH):
@@ -328,7 +337,7 @@ def _light_curve_columns(path: Path, lc: pa.Table | None, ids: np.ndarray, min_e
             time, mag, err = _validated_light_curves(path, batch)
             feats = light_curve_features(time, mag, err, min_epochs)
             rows = pos[lo : lo + batch.num_rows]
-            for key in ("n_obs", "n_clipped", "lc_reason", *scalars):
+            for key in ("n_obs", "n_clipped", "lc_reason", "period_reliable", *scalars):
                 res[key][rows] = feats[key]
             for key in lists:
                 lists[key].append(feats[key])
@@ -340,6 +349,7 @@ def _light_curve_columns(path: Path, lc: pa.Table | None, ids: np.ndarray, min_e
     for key in scalars:
         typ = pa.float64() if key in ("period", "period_fap") else pa.float32()
         out[key] = pa.array(res[key], typ, from_pandas=True)
+    out["period_reliable"] = pa.array(res["period_reliable"], pa.bool_(), mask=~present)
     out["lc_reason"] = pa.array(res["lc_reason"].tolist(), pa.string())
     for key, parts in lists.items():
         width = dmdt.N_CELLS if key.startswith("dmdt") else max([p.shape[1] for p in parts], default=0)

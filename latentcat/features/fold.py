@@ -1,11 +1,15 @@
 """Folded G light curves, as the folded-light-curve VAE sees them.
 
-Each curve is folded at **twice** the best period (an eclipsing binary then shows both
-eclipses; a pulsator shows two cycles). Phase 0 is put at the maximum brightness (minimum
-magnitude) of the folded curve smoothed with a circular Gaussian kernel of width
-``KERNEL_SIGMA`` (in phase), evaluated on ``N_GRID`` phases and weighted by ``1/err^2``.
-Magnitudes are min-max scaled to [0, 1] over the cleaned points, errors divided by the same
-range; a curve with zero range keeps scale 1. All points are kept, sorted by phase.
+A curve with a reliable period (``period_reliable``, :mod:`latentcat.features.period`) is
+folded at **twice** that period (an eclipsing binary then shows both eclipses; a pulsator
+shows two cycles), and phase 0 is put at the maximum brightness (minimum magnitude) of the
+folded curve smoothed with a circular Gaussian kernel of width ``KERNEL_SIGMA`` (in phase),
+evaluated on ``N_GRID`` phases and weighted by ``1/err^2``. A curve without a reliable period
+is not folded: its "phase" is the time since its first epoch over its time span (just below 1
+at the last epoch), so the model sees the variation in time order, as the period of
+``fold_period`` = the span (`fold_periods`) says. Magnitudes are min-max scaled to [0, 1] over
+the cleaned points, errors divided by the same range; a curve with zero range keeps scale 1.
+All points are kept, sorted by phase.
 """
 
 from __future__ import annotations
@@ -50,8 +54,31 @@ def smoothed_minimum_phase(phase: np.ndarray, mag: np.ndarray, err: np.ndarray) 
     return out
 
 
-def fold_curves(time: np.ndarray, mag: np.ndarray, err: np.ndarray, period: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Fold light curves at twice their period, align and scale them.
+def fold_periods(period: np.ndarray, reliable: np.ndarray, time_span: np.ndarray) -> np.ndarray:
+    """The period each light curve is folded at: twice ``period`` where ``reliable``, else a
+    hair more than ``time_span`` (the curve in time order).
+
+    Parameters
+    ----------
+    period, time_span : float arrays (n,)
+        Best period and last - first epoch (d).
+    reliable : bool array (n,)
+
+    Returns
+    -------
+    float64 array (n,)
+    """
+    return np.where(reliable, 2.0 * np.asarray(period, np.float64), (1.0 + SPAN_MARGIN) * np.asarray(time_span, np.float64))
+
+
+#: Relative margin added to the time span when a curve is shown in time order, so that its
+#: last epoch gets a phase just below 1.
+SPAN_MARGIN = 1e-6
+
+
+def fold_curves(time: np.ndarray, mag: np.ndarray, err: np.ndarray, fold_period: np.ndarray,
+                align: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fold light curves, align and scale them.
 
     Parameters
     ----------
@@ -59,18 +86,24 @@ def fold_curves(time: np.ndarray, mag: np.ndarray, err: np.ndarray, period: np.n
         Epochs (d), NaN-padded at the end of each row.
     mag, err : float arrays (n, m)
         Magnitudes and errors, NaN-padded likewise.
-    period : float array (n,)
-        Best period (d), not doubled. Rows with NaN period give all-NaN output.
+    fold_period : float array (n,)
+        The period to fold at (`fold_periods`: twice the best period, or the time span).
+        Rows with NaN give all-NaN output.
+    align : bool array (n,), optional
+        Rows whose phase 0 is moved to the smoothed maximum brightness (default all); a curve
+        shown in time order keeps phase 0 at its first epoch.
 
     Returns
     -------
     phase, mag_scaled, err_scaled : float32 arrays (n, m)
         Sorted by phase within each row, NaN-padded at the end (same row lengths as input).
     """
-    fold_period = 2.0 * np.asarray(period, dtype=np.float64)
+    fold_period = np.asarray(fold_period, dtype=np.float64)
     t0 = np.nanmin(time, axis=1, keepdims=True)
     phase = np.mod((time - t0) / fold_period[:, None], 1.0)
     shift = smoothed_minimum_phase(phase, mag, err)
+    if align is not None:
+        shift = np.where(align, shift, 0.0)
     phase = np.mod(phase - shift[:, None], 1.0)
     valid = np.isfinite(phase) & np.isfinite(mag)
     order = np.argsort(np.where(valid, phase, np.inf), axis=1, kind="stable")

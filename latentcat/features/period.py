@@ -18,11 +18,13 @@ periodogram at a fraction of its cost:
    ``COARSE_SAMPLES_PER_PEAK = 2`` points per peak width ``1/T``, with ``T`` the larger of
    ``REFERENCE_BASELINE`` (1100 d, longer than any DR3 light curve) and the longest span in
    the batch, so for DR3 data every source gets the same grid whatever its neighbours.
-2. The ``N_CANDIDATES`` highest local maxima of the coarse periodogram are refined with an
-   exact generalised Lomb-Scargle (floating mean, ``1/err^2`` weights; Zechmeister & Kurster
-   2009, the same statistic as astropy's ``LombScargle(..., normalization='standard')``) on
-   ``REFINE_POINTS`` frequencies spanning +-1 coarse step around each, and the winner once
-   more on a grid 10 times finer. The refinement is vectorised over all sources of a batch.
+2. The ``N_CANDIDATES`` highest local maxima of the coarse periodogram, and the ``N_LONG``
+   highest below ``F_LONG`` (periods above 10 d: the long-period search), are each refined
+   with an exact generalised Lomb-Scargle (floating mean, ``1/err^2`` weights; Zechmeister &
+   Kurster 2009, the same statistic as astropy's ``LombScargle(..., normalization='standard')``)
+   on ``REFINE_POINTS`` frequencies spanning +-1 coarse step around it. The highest candidate
+   that is not an unconfirmed alias (below) wins and is refined once more on a grid 10 times
+   finer. The refinement is vectorised over all sources of a batch.
 
 Spurious frequencies. Gaia's scanning law imprints the spin frequency ``F_SPIN = 4`` c/d
 (6 h rotation) and the precession frequency ``F_PREC = 1/62.97`` c/d on the sampling. The
@@ -45,6 +47,31 @@ power there and its false-alarm probability, Baluev's (2008) alias-free approxim
 ``astropy``'s ``false_alarm_probability(method='baluev')`` with ``fmax = 25`` c/d. For an
 eclipsing binary found by the eclipse search the power is that of a sinusoid at the eclipse
 frequency, so a low power does not by itself make such a period doubtful.
+
+Alias bands of the scanning law. Gaia sees a source in visits: a transit of the preceding
+field of view and one of the following field 106.5 min later (or 4.2 h later, on the next
+spin), sometimes more on the following 6-h spins, then nothing for weeks. At frequencies where
+the epochs of every visit fall at nearly one phase, a slow variation (a long-period or
+irregular variable, a quasar) is fitted by a sinusoid about as well as by itself: the
+sinusoid orders the visits by brightness. On real DR3 light curves of long-period variables
+the highest Lomb-Scargle peak then often lies at 11.8-12.7 c/d, three times the spin frequency,
+where both spacings are nearly whole cycles. Such bands are computed from each curve's own
+sampling (`alias_bands`: the visit window `visit_window` at least ``V_ALIAS``, above its main
+lobe at low frequency) and are as wide as that sampling makes them: about 11-13.5 c/d for the
+usual visits, with bands around 4, 8, 16 and 20 c/d where 6-h spins dominate. A candidate inside a band is kept only when the variation *within* the visits
+confirms it (`visit_confirmed`): a real signal at ``f`` moves the magnitudes from one epoch of a
+visit to the next as the sinusoid predicts, a slow variation does not. When every candidate is
+an unconfirmed alias, the best of the long-period search is reported.
+
+Reliability. ``period_coherence`` says whether the period holds across the whole light curve:
+fitted to the first half of the epochs in time, a periodic model predicts the second half, and
+the reverse (`coherence`, ``COHERENCE_HARMONICS`` harmonics; `phase_coherence`, phase neighbours,
+for eclipse-search periods); it is the smaller R^2 of the two predictions. ``period_reliable``
+is true for a Lomb-Scargle period with ``period_fap < FAP_RELIABLE`` and a coherence of at least
+``COHERENCE_MIN``, and for an eclipse-search period with that coherence. Noise and stochastic
+variables (quasars, irregular long-period variables, young stars) mostly get periods that are
+not reliable, and the fold stage then shows their light curve in time order instead of folded
+(:mod:`latentcat.features.fold`).
 """
 
 from __future__ import annotations
@@ -61,6 +88,35 @@ COARSE_SAMPLES_PER_PEAK = 2
 N_CANDIDATES = 5
 REFERENCE_BASELINE = 1100.0  # d; sets the coarse grid step (DR3 spans up to ~1050 d)
 REFINE_POINTS = 21
+
+#: The long-period search: the N_LONG highest coarse peaks below F_LONG (periods above 10 d)
+#: are always among the candidates, so a slow variable is not left with only the aliases of
+#: its variation at high frequency to choose from.
+F_LONG = 0.1
+N_LONG = 3
+
+#: Alias bands (see the module docstring): transits less than VISIT_GAP apart form one visit;
+#: the main lobe of the visit window ends where the window first drops below V_ALIAS (searched
+#: on a grid of EDGE_STEP up to EDGE_FMAX), and above it a frequency where the window is at
+#: least V_ALIAS again is in an alias band.
+VISIT_GAP = 0.5
+V_ALIAS = 0.5
+EDGE_STEP = 0.02
+EDGE_FMAX = 6.0
+#: A candidate in an alias band is kept only when the data confirm, within the visits, the
+#: variation its sinusoid predicts there: slope at least VISIT_MIN_SLOPE, VISIT_MIN_Z sigma from 0.
+VISIT_MIN_SLOPE = 0.5
+VISIT_MIN_Z = 4.0
+
+#: Reliability (``period_reliable``): a Lomb-Scargle period needs a false-alarm probability
+#: below FAP_RELIABLE and a cross-half coherence of at least COHERENCE_MIN (a fit of
+#: COHERENCE_HARMONICS harmonics on one half of the curve in time predicts the other); an
+#: eclipse-search period needs the same coherence of its phase-neighbour prediction, with
+#: neighbours within COHERENCE_PHASE in phase.
+FAP_RELIABLE = 1e-3
+COHERENCE_MIN = 0.3
+COHERENCE_HARMONICS = 2
+COHERENCE_PHASE = 0.04
 
 F_SPIN = 4.0
 F_PREC = 1.0 / 62.97
@@ -177,7 +233,8 @@ def baluev_fap(power: np.ndarray, n_obs: np.ndarray, time: np.ndarray, err: np.n
 
 
 def coarse_candidates(time: np.ndarray, mag: np.ndarray, err: np.ndarray, n_peaks: int = N_CANDIDATES) -> tuple[np.ndarray, float]:
-    """The best local maxima of the coarse periodograms of a small batch of sources.
+    """The best local maxima of the coarse periodograms of a small batch of sources, overall and
+    at long periods.
 
     nifty-ls batches series that share one time array, so the batch is put on the union of
     its epochs: each source keeps its own points and gets zero weight (infinite error) on the
@@ -193,8 +250,10 @@ def coarse_candidates(time: np.ndarray, mag: np.ndarray, err: np.ndarray, n_peak
 
     Returns
     -------
-    freq : float array (b, n_peaks)
-        Candidate frequencies (c/d), best first; fewer peaks than n_peaks repeat the best.
+    freq : float array (b, n_peaks + N_LONG)
+        Candidate frequencies (c/d): the ``n_peaks`` highest peaks, best first, then the
+        ``N_LONG`` highest below ``F_LONG`` (the long-period search); fewer peaks than asked
+        repeat the best of their kind.
     df : float
         The coarse grid step (c/d).
     """
@@ -221,15 +280,289 @@ def coarse_candidates(time: np.ndarray, mag: np.ndarray, err: np.ndarray, n_peak
     peak[:, 1:-1] = np.where(inner, power[:, 1:-1], -np.inf)
     peak[:, 0] = np.where(power[:, 0] >= power[:, 1], power[:, 0], -np.inf)  # the ends of the range count too
     peak[:, -1] = np.where(power[:, -1] >= power[:, -2], power[:, -1], -np.inf)
+    long = np.where(freq[None, :] < F_LONG, peak, -np.inf)
+    return np.concatenate([freq[_top_peaks(peak, n_peaks)], freq[_top_peaks(long, N_LONG)]], axis=1), res.df
+
+
+def _top_peaks(peak: np.ndarray, n_peaks: int) -> np.ndarray:
+    """Column indices of the ``n_peaks`` highest finite values of each row, best first (the
+    best repeated where a row has fewer)."""
     k = min(n_peaks, peak.shape[1])
     top = np.argpartition(-peak, k - 1, axis=1)[:, :k]
     top = np.take_along_axis(top, np.argsort(-np.take_along_axis(peak, top, axis=1), axis=1), axis=1)
-    top = np.where(np.isfinite(np.take_along_axis(peak, top, axis=1)), top, top[:, :1])
-    return freq[top], res.df
+    return np.where(np.isfinite(np.take_along_axis(peak, top, axis=1)), top, top[:, :1])
+
+
+def visit_index(time: np.ndarray) -> np.ndarray:
+    """Visit number of every epoch: a new visit starts after a gap longer than ``VISIT_GAP``.
+
+    Parameters
+    ----------
+    time : float array (n, m)
+        Ascending epochs (d), NaN-padded at the end of each row.
+
+    Returns
+    -------
+    int64 array (n, m)
+        0, 1, ... along each row; -1 on padding.
+    """
+    with np.errstate(invalid="ignore"):
+        new = np.diff(time, axis=1) > VISIT_GAP
+    visit = np.concatenate([np.zeros((len(time), 1), np.int64), np.cumsum(new, axis=1)], axis=1)
+    return np.where(np.isfinite(time), visit, -1)
+
+
+def _visit_sums(visit: np.ndarray, src: np.ndarray, col: np.ndarray, values: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+    """Sums over each (row, frequency, visit) of ``values``, each (points, k) for the points (src, col).
+
+    Returns the sums, each (rows, k, visits), and every (point, k)'s flat index into them.
+    """
+    k = values[0].shape[1]
+    n_vis = int(visit.max(initial=0)) + 1
+    cell = (src[:, None] * k + np.arange(k)[None, :]) * n_vis + visit[src, col][:, None]
+    shape = (len(visit), k, n_vis)
+    return [np.bincount(cell.ravel(), x.ravel(), int(np.prod(shape))).reshape(shape) for x in values], cell
+
+
+def visit_window(time: np.ndarray, freq: np.ndarray) -> np.ndarray:
+    """The window of each light curve's visits at trial frequencies: how alike a signal at ``f``
+    and a constant look within the visits.
+
+    ``V(f) = sum_v |sum_{j in v} exp(2 pi i f t_j)|^2 / sum_v n_v^2``, summed over the visits
+    ``v`` (`visit_index`) of ``n_v >= 2`` epochs: 1 when every visit's epochs share one phase at
+    ``f`` (a slow variation then fits a sinusoid at ``f`` as well as it fits itself), near
+    ``1 / mean(n_v)`` when their phases spread, 0 for pairs half a cycle apart. Visits of one
+    epoch look alike at every frequency and are left out; NaN when there is no other.
+
+    Parameters
+    ----------
+    time : float array (n, m)
+        Ascending epochs (d), NaN-padded.
+    freq : float array (n, k)
+        Trial frequencies (c/d).
+
+    Returns
+    -------
+    float64 array (n, k)
+    """
+    n, k = freq.shape
+    out = np.full((n, k), np.nan)
+    m = max(1, time.shape[1])
+    step = max(1, _MAX_CELLS_PER_BATCH // (m * k))
+    for lo in range(0, n, step):
+        rows = np.arange(lo, min(n, lo + step))
+        visit = visit_index(time[rows])
+        src, col = np.nonzero(visit >= 0)
+        start = np.nanmin(time[rows], axis=1)  # phases from each row's first epoch keep the angles small
+        angle = 2.0 * np.pi * (time[rows][src, col] - start[src])[:, None] * freq[rows][src]
+        (c, s_, one), _ = _visit_sums(visit, src, col, [np.cos(angle), np.sin(angle), np.ones_like(angle)])
+        several = one > 1  # a visit of one epoch looks the same at every frequency
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[rows] = (several * (c * c + s_ * s_)).sum(axis=2) / (several * one * one).sum(axis=2)
+    return out
+
+
+def alias_bands(time: np.ndarray, freq: np.ndarray) -> np.ndarray:
+    """Which trial frequencies lie in an alias band of each light curve's own sampling.
+
+    A frequency is in an alias band when the visit window (`visit_window`) there is at least
+    ``V_ALIAS`` and the frequency is above the main lobe, the range from 0 where the window
+    stays at or above ``V_ALIAS`` (searched in steps of ``EDGE_STEP`` c/d up to ``EDGE_FMAX``;
+    when it never drops that far, as for sampling with one epoch per visit, the sampling holds
+    nothing that tells a frequency from its aliases, and no band is returned).
+    For Gaia's sampling (visits of a preceding and a following field of view 106.5 min apart,
+    or 4.2 h apart, and 6-h spins) the widest band lies around 12 c/d, three times the spin
+    frequency, where both spacings are nearly whole cycles.
+
+    Parameters
+    ----------
+    time : float array (n, m)
+        Ascending epochs (d), NaN-padded.
+    freq : float array (n, k)
+        Trial frequencies (c/d).
+
+    Returns
+    -------
+    bool array (n, k)
+    """
+    grid = np.arange(EDGE_STEP, EDGE_FMAX + EDGE_STEP / 2, EDGE_STEP)
+    below = visit_window(time, np.broadcast_to(grid, (len(time), grid.size))) < V_ALIAS
+    # sampling without visits of several epochs (a window of 1 everywhere) cannot tell aliases apart: no band
+    edge = np.where(below.any(axis=1), grid[np.argmax(below, axis=1)], np.inf)
+    return (freq > edge[:, None]) & (visit_window(time, freq) >= V_ALIAS)
+
+
+def _sinusoid_fit(time: np.ndarray, mag: np.ndarray, err: np.ndarray, freq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted least-squares sinusoid a cos + b sin + c at ``freq`` (n, k): its (a, b), each (n, k)."""
+    valid = np.isfinite(mag)
+    w = np.where(valid, 1.0 / np.where(valid, err, 1.0) ** 2, 0.0)[:, None, :]
+    y = np.where(valid, mag, 0.0)[:, None, :]
+    t = np.where(valid, time - np.nanmin(time, axis=1, keepdims=True), 0.0)[:, None, :]
+    arg = 2.0 * np.pi * freq[:, :, None] * t
+    c, s = np.cos(arg), np.sin(arg)
+    one = np.ones_like(c)
+    basis = (c, s, one)
+    A = np.stack([np.stack([(w * u * v).sum(axis=2) for v in basis], -1) for u in basis], -2)
+    rhs = np.stack([(w * u * y).sum(axis=2) for u in basis], -1)
+    A = A + 1e-12 * np.trace(A, axis1=-2, axis2=-1)[..., None, None] * np.eye(3)
+    coef = np.linalg.solve(A, rhs[..., None])[..., 0]
+    return coef[..., 0], coef[..., 1]
+
+
+def visit_confirmed(time: np.ndarray, mag: np.ndarray, err: np.ndarray, freq: np.ndarray) -> np.ndarray:
+    """Whether the variation within the visits confirms a sinusoid at each trial frequency.
+
+    Inside an alias band a slow variation is fitted almost as well by a sinusoid at ``f`` as
+    by itself, because every visit's epochs share nearly one phase. What tells them apart is
+    the small change of phase within the visits: a real signal at ``f`` moves the magnitudes
+    by the sinusoid's prediction from one epoch of a visit to the next, a slow one does not.
+    The test regresses the deviations of the magnitudes from their visit means on those of
+    the fitted sinusoid (weights ``1/err^2``), with the slope's error scaled up by the
+    residual chi-square per degree of freedom when that exceeds 1 (fast stochastic variation,
+    underestimated errors), and confirms ``f`` when the slope is at least ``VISIT_MIN_SLOPE``
+    and ``VISIT_MIN_Z`` standard errors from zero.
+
+    Parameters
+    ----------
+    time, mag, err : float arrays (n, m)
+        NaN-padded light curves.
+    freq : float array (n, k)
+        Trial frequencies (c/d).
+
+    Returns
+    -------
+    bool array (n, k)
+    """
+    n, k = freq.shape
+    out = np.zeros((n, k), bool)
+    m = max(1, time.shape[1])
+    step = max(1, _MAX_CELLS_PER_BATCH // (m * k * 4))
+    for lo in range(0, n, step):
+        rows = np.arange(lo, min(n, lo + step))
+        t, y, e, f = time[rows], mag[rows], err[rows], freq[rows]
+        a, b = _sinusoid_fit(t, y, e, f)
+        visit = visit_index(t)
+        src, col = np.nonzero(visit >= 0)
+        arg = 2.0 * np.pi * f[src] * (t - np.nanmin(t, axis=1, keepdims=True))[src, col][:, None]
+        model = a[src] * np.cos(arg) + b[src] * np.sin(arg)  # (points, k)
+        w = np.broadcast_to((1.0 / e[src, col] ** 2)[:, None], model.shape)
+        y_pt = np.broadcast_to(y[src, col][:, None], model.shape)
+        (W, WY, WS), cell = _visit_sums(visit, src, col, [w, w * y_pt, w * model])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dy = y_pt - (WY / W).ravel()[cell]  # deviations from the visit means
+            ds = model - (WS / W).ravel()[cell]
+        pair = src[:, None] * k + np.arange(k)[None, :]
+        sums = [np.bincount(pair.ravel(), x.ravel(), len(rows) * k).reshape(len(rows), k)
+                for x in (w * ds * ds, w * dy * ds, w * dy * dy)]
+        n_visits = visit.max(axis=1) + 1
+        dof = np.maximum((visit >= 0).sum(axis=1) - n_visits - 1, 1)[:, None]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            slope = sums[1] / sums[0]
+            chi2 = np.maximum((sums[2] - slope * sums[1]) / dof, 1.0)
+            z = slope / np.sqrt(chi2 / sums[0])
+        out[rows] = (slope >= VISIT_MIN_SLOPE) & (z >= VISIT_MIN_Z)
+    return out
+
+
+def _halves(time: np.ndarray, mag: np.ndarray) -> np.ndarray:
+    """0 for the first half of each curve's valid epochs in time, 1 for the second, -1 on padding."""
+    valid = np.isfinite(mag)
+    rank = np.cumsum(valid, axis=1) - 1
+    return np.where(valid, (rank >= valid.sum(axis=1, keepdims=True) // 2).astype(np.int64), -1)
+
+
+def coherence(time: np.ndarray, mag: np.ndarray, err: np.ndarray, freq: np.ndarray,
+              harmonics: int = COHERENCE_HARMONICS) -> np.ndarray:
+    """How well a periodic model fitted to one half of a light curve predicts the other half.
+
+    The curve's valid epochs are cut into a first and a second half in time. A Fourier series
+    of ``harmonics`` harmonics at ``freq`` is fitted (weights ``1/err^2``) to one half and
+    predicts the other, whose own mean is taken out; the score is the prediction's weighted
+    R^2 there, the smaller of the two ways. A periodic signal keeps its phase from one half
+    to the other (R^2 near its share of the variance); noise, and the peaks that stochastic
+    variation leaves in a periodogram, do not (R^2 near or below 0).
+
+    Parameters
+    ----------
+    time, mag, err : float arrays (n, m)
+        NaN-padded light curves.
+    freq : float array (n,)
+        The frequency of each curve (c/d); NaN gives NaN.
+    harmonics : int
+
+    Returns
+    -------
+    float64 array (n,)
+    """
+    half = _halves(time, mag)
+    valid = half >= 0
+    w = np.where(valid, 1.0 / np.where(valid, err, 1.0) ** 2, 0.0)
+    y = np.where(valid, mag, 0.0)
+    t = np.where(valid, time - np.nanmin(time, axis=1, keepdims=True), 0.0)
+    arg = 2.0 * np.pi * np.nan_to_num(freq)[:, None] * t
+    basis = [np.ones_like(t)] + [g(h * arg) for h in range(1, harmonics + 1) for g in (np.cos, np.sin)]
+    X = np.stack(basis, -1)  # (n, m, p)
+    scores = []
+    for fit, test in ((0, 1), (1, 0)):
+        wf = w * (half == fit)
+        A = np.einsum("nm,nmi,nmj->nij", wf, X, X)
+        A = A + 1e-9 * np.trace(A, axis1=1, axis2=2)[:, None, None] * np.eye(X.shape[2])
+        coef = np.linalg.solve(A, np.einsum("nm,nmi,nm->ni", wf, X, y)[..., None])[..., 0]
+        wt = w * (half == test)
+        pred = np.einsum("nmi,ni->nm", X, coef)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r = y - pred
+            r = r - (wt * r).sum(axis=1, keepdims=True) / wt.sum(axis=1, keepdims=True)
+            d = y - (wt * y).sum(axis=1, keepdims=True) / wt.sum(axis=1, keepdims=True)
+            scores.append(1.0 - (wt * r * r).sum(axis=1) / (wt * d * d).sum(axis=1))
+    out = np.minimum(*scores)
+    out[~np.isfinite(freq)] = np.nan
+    return out
+
+
+def phase_coherence(time: np.ndarray, mag: np.ndarray, freq: np.ndarray) -> np.ndarray:
+    """`coherence` for shapes a few harmonics cannot follow (narrow eclipses): each epoch of one
+    half is predicted by the mean of the other half's epochs within ``COHERENCE_PHASE`` of it in
+    phase at ``freq`` (or by that half's mean when there is none).
+
+    Parameters
+    ----------
+    time, mag : float arrays (n, m)
+        NaN-padded light curves.
+    freq : float array (n,)
+        The frequency of each curve (c/d); NaN gives NaN.
+
+    Returns
+    -------
+    float64 array (n,)
+    """
+    n, m = time.shape
+    out = np.full(n, np.nan)
+    half = _halves(time, mag)
+    step = max(1, _MAX_CELLS_PER_BATCH // max(1, m * m))
+    for lo in range(0, n, step):
+        rows = slice(lo, min(n, lo + step))
+        h = half[rows]
+        phase = np.mod(np.nan_to_num(freq[rows])[:, None] * (time[rows] - np.nanmin(time[rows], axis=1, keepdims=True)), 1.0)
+        d = np.abs((phase[:, :, None] - phase[:, None, :] + 0.5) % 1.0 - 0.5)
+        near = d <= COHERENCE_PHASE
+        scores = []
+        for a, b in ((0, 1), (1, 0)):
+            in_a, in_b = h == a, h == b
+            with np.errstate(invalid="ignore", divide="ignore"):
+                ya = np.where(in_a, mag[rows] - np.nanmean(np.where(in_a, mag[rows], np.nan), axis=1, keepdims=True), 0.0)
+                yb = np.where(in_b, mag[rows] - np.nanmean(np.where(in_b, mag[rows], np.nan), axis=1, keepdims=True), 0.0)
+                use = near & in_b[:, :, None] & in_a[:, None, :]
+                cnt = use.sum(axis=2)
+                pred = np.where(cnt > 0, (use * ya[:, None, :]).sum(axis=2) / np.maximum(cnt, 1), 0.0)
+                scores.append(1.0 - (in_b * (yb - pred) ** 2).sum(axis=1) / (in_b * yb * yb).sum(axis=1))
+        out[rows] = np.minimum(*scores)
+    out[~np.isfinite(freq)] = np.nan
+    return out
 
 
 def find_periods(time: np.ndarray, mag: np.ndarray, err: np.ndarray) -> dict[str, np.ndarray]:
-    """Best Lomb-Scargle period of each light curve in a batch.
+    """Best period of each light curve in a batch, with its reliability.
 
     Parameters
     ----------
@@ -241,55 +574,93 @@ def find_periods(time: np.ndarray, mag: np.ndarray, err: np.ndarray) -> dict[str
     Returns
     -------
     dict of arrays (n,)
-        ``period`` (d, float64), ``frequency`` (c/d), ``period_power`` (float32) and
-        ``period_fap`` (float64). NaN for a row with fewer than 3 points or no time span.
+        ``period`` (d, float64), ``frequency`` (c/d), ``period_power`` (float32),
+        ``period_fap`` (float64), ``period_coherence`` (float32, `coherence` or, for an
+        eclipse-search period, `phase_coherence`) and ``period_reliable`` (bool). NaN (False)
+        for a row with fewer than 3 points or no time span.
     """
     n = time.shape[0]
     lengths = np.isfinite(mag).sum(axis=1)
     span = np.nanmax(time, axis=1, initial=-np.inf) - np.nanmin(time, axis=1, initial=np.inf)
     todo = np.flatnonzero((lengths >= 3) & (span > 0))
     n_peaks = max(N_CANDIDATES, eclipse.N_PEAKS)
-    peaks = np.full((n, n_peaks), np.nan)
+    peaks = np.full((n, n_peaks + N_LONG), np.nan)
     dfs = np.full(n, np.nan)
     for lo in range(0, len(todo), _COARSE_BATCH):
         idx = todo[lo : lo + _COARSE_BATCH]
         w = int(lengths[idx].max())
         peaks[idx], dfs[idx] = coarse_candidates(time[idx, :w], mag[idx, :w], err[idx, :w], n_peaks)
     ok = np.isfinite(peaks[:, 0])
-    # pass 2: every candidate over +-1 coarse step; pass 3: the winner over +-1 step of pass 2
-    f_best, p_best = _refine(time, mag, err, peaks[:, :N_CANDIDATES], dfs, ok)
+    # pass 2: every candidate over +-1 coarse step; a candidate in an alias band of the curve's
+    # sampling competes only when the variation within the visits confirms it
+    cand = np.concatenate([peaks[:, :N_CANDIDATES], peaks[:, n_peaks:]], axis=1)
+    f_cand, p_cand = _refine(time, mag, err, cand, dfs, ok)
+    doubtful = np.zeros(f_cand.shape, bool)
+    doubtful[ok] = _unconfirmed_alias(time[ok], mag[ok], err[ok], f_cand[ok])
+    p_kept = np.where(doubtful, -np.inf, p_cand)
+    best = np.argmax(p_kept, axis=1)
+    # every candidate an unconfirmed alias: the best of the long-period search
+    none = ~np.isfinite(np.take_along_axis(p_kept, best[:, None], axis=1)[:, 0])
+    best[none] = N_CANDIDATES + np.argmax(p_cand[none, N_CANDIDATES:], axis=1)
+    f_best = np.take_along_axis(f_cand, best[:, None], axis=1)[:, 0]
+    # pass 3: the winner over +-1 step of pass 2
     f_best, p_best = _refine(time, mag, err, f_best[:, None], 2 * dfs / (REFINE_POINTS - 1), ok)
+    f_best, p_best = f_best[:, 0], p_best[:, 0]
     # detached eclipsing binaries: the eclipse search replaces the sinusoid's frequency
+    by_eclipse = np.zeros(n, bool)
     ecl = np.flatnonzero(ok & eclipse.dip_like(mag, err))
     for lo in range(0, len(ecl), _ECLIPSE_BATCH):
         idx = ecl[lo : lo + _ECLIPSE_BATCH]
         w = int(lengths[idx].max())
-        f_ecl = eclipse.eclipse_frequencies(
-            time[idx, :w], mag[idx, :w], err[idx, :w], peaks[idx, : eclipse.N_PEAKS], dfs[idx], FMIN, FMAX, spurious_mask
-        )
+        t, m, e = time[idx, :w], mag[idx, :w], err[idx, :w]
+        f_ecl = eclipse.eclipse_frequencies(t, m, e, peaks[idx, : eclipse.N_PEAKS], dfs[idx], FMIN, FMAX, spurious_mask)
         found = np.isfinite(f_ecl)
+        found[found] = ~_unconfirmed_alias(t[found], m[found], e[found], f_ecl[found, None])[:, 0]
         idx, f_ecl = idx[found], f_ecl[found]
         f_best[idx] = f_ecl
         p_best[idx] = gls_power(time[idx, :w], mag[idx, :w], err[idx, :w], f_ecl[:, None])[:, 0]
+        by_eclipse[idx] = True
     f_best[~ok] = np.nan
     p_best[~ok] = np.nan
     fap = np.full(n, np.nan)
     fap[ok] = baluev_fap(p_best[ok], lengths[ok], time[ok], err[ok])
+    coh = np.full(n, np.nan)
+    ls = np.flatnonzero(ok & ~by_eclipse)
+    coh[ls] = coherence(time[ls], mag[ls], err[ls], f_best[ls])
+    coh[by_eclipse] = phase_coherence(time[by_eclipse], mag[by_eclipse], f_best[by_eclipse])
+    with np.errstate(invalid="ignore"):
+        reliable = (coh >= COHERENCE_MIN) & (by_eclipse | (fap < FAP_RELIABLE))
     return {
         "frequency": f_best,
         "period": 1.0 / f_best,
         "period_power": p_best.astype(np.float32),
         "period_fap": fap,
+        "period_coherence": coh.astype(np.float32),
+        "period_reliable": reliable,
     }
 
 
+def _unconfirmed_alias(time: np.ndarray, mag: np.ndarray, err: np.ndarray, freq: np.ndarray) -> np.ndarray:
+    """True where a trial frequency (n, k) lies in an alias band and the visits do not confirm it."""
+    band = alias_bands(time, freq)
+    out = np.zeros(freq.shape, bool)
+    rows = np.flatnonzero(band.any(axis=1))
+    if len(rows):
+        out[rows] = band[rows] & ~visit_confirmed(time[rows], mag[rows], err[rows], freq[rows])
+    return out
+
+
 def _refine(time, mag, err, centres, half_width, ok):
-    """Best exact GLS frequency and power on REFINE_POINTS frequencies over +-half_width of each centre."""
-    n = len(centres)
+    """Each centre's best exact GLS frequency and power on REFINE_POINTS frequencies over +-half_width.
+
+    Returns two (n, k) arrays; -inf power where every refined frequency is masked.
+    """
+    n, k = centres.shape
     offsets = np.linspace(-1.0, 1.0, REFINE_POINTS)  # odd count: the centre itself is included
     grid = np.clip((centres[:, :, None] + half_width[:, None, None] * offsets).reshape(n, -1), FMIN, FMAX)
     power = np.full(grid.shape, -np.inf)
     power[ok] = gls_power(time[ok], mag[ok], err[ok], grid[ok])
     power[spurious_mask(grid) | ~np.isfinite(power)] = -np.inf
-    best = np.argmax(power, axis=1)[:, None]
-    return np.take_along_axis(grid, best, axis=1)[:, 0], np.take_along_axis(power, best, axis=1)[:, 0]
+    grid, power = grid.reshape(n, k, REFINE_POINTS), power.reshape(n, k, REFINE_POINTS)
+    best = np.argmax(power, axis=2)[..., None]
+    return np.take_along_axis(grid, best, axis=2)[..., 0], np.take_along_axis(power, best, axis=2)[..., 0]

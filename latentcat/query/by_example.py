@@ -293,6 +293,7 @@ def similar_to_data(cat, light_curve=None, xp=None, k: int = 10, modality: str =
         "period": feats["period"],
         "period_fap": feats["period_fap"],
         "period_power": feats["period_power"],
+        "period_reliable": feats["period_reliable"],
         "amplitude": feats["g_amplitude"],
         "time_span": feats["time_span"],
         "latents": {b: emb[f"z_{b}"] for b in lc_index.BLOCKS},
