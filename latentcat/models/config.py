@@ -33,6 +33,13 @@ class ModelConfig:
         fold only: phase harmonics h = 1..harmonics in the point encoding (12).
     gru_layers : int
         fold only: stacked GRU layers in the encoder (2).
+    context : str
+        fold only: "coordinates" (default) makes the first two coordinates of the fold code
+        the log10 fold period and log10 amplitude the fold stage normalises away
+        (`latentcat.models.fold_vae`), the other three inferred; "none" is the paper's model,
+        whose five coordinates all describe the folded shape.
+    encode_errors : bool
+        fold only: the encoder also sees each point's error (false, as in the paper).
     sigma_floor : float
         Constant added in quadrature to the given errors, on the scale of the input
         (xp 1e-2 of the 99.5th-percentile flux: the sampled XP errors leave out the
@@ -41,6 +48,9 @@ class ModelConfig:
         its own).
     lr : float
         RAdam learning rate (1e-3).
+    lr_decay : str
+        "none" (the paper's constant rate) or "plateau": the rate is divided by 3 after
+        ``max(1, patience // 3)`` epochs without a better validation loss.
     grad_clip : float
         Largest gradient norm per step; larger gradients are scaled down (5.0; 0 turns
         clipping off).
@@ -63,8 +73,11 @@ class ModelConfig:
     in_dim: int = 110
     harmonics: int = 12
     gru_layers: int = 2
+    context: str = "none"
+    encode_errors: bool = False
     sigma_floor: float = 1e-3
     lr: float = 1e-3
+    lr_decay: str = "none"
     grad_clip: float = 5.0
     batch_size: int = 64
     max_epochs: int = 100
@@ -148,6 +161,13 @@ class TrainConfig:
                 setattr(cfg, key, _coerce(getattr(cfg, key), value, f"{source}: {key}"))
             else:
                 raise InputError(f"{source}: unknown key {key}")
+        for m in MODALITIES:
+            section = getattr(cfg, m)
+            allowed = ("none", "coordinates") if m == "fold" else ("none",)
+            if section.context not in allowed:
+                raise InputError(f"{source}: {m}.context must be one of {', '.join(allowed)}; got {section.context!r}")
+            if section.lr_decay not in ("none", "plateau"):
+                raise InputError(f"{source}: {m}.lr_decay must be none or plateau; got {section.lr_decay!r}")
         if cfg.threads < 0:
             raise InputError(f"{source}: threads must be 0 (torch's default) or more, got {cfg.threads}")
         if not 0.0 < cfg.val_fraction < 1.0:

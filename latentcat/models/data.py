@@ -4,7 +4,9 @@ Each modality uses these columns of a ``features-NNNNN.parquet`` shard (docs/sch
 
 - ``xp``: ``xp_flux``, ``xp_flux_error`` (fixed length, 110 by default)
 - ``dmdt``: ``dmdt``, ``dmdt_err`` (200)
-- ``fold``: ``fold_phase``, ``fold_mag``, ``fold_err`` (ragged; padded per batch)
+- ``fold``: ``fold_phase``, ``fold_mag``, ``fold_err`` (ragged; padded per batch), and the
+  fold's context from ``period``, ``period_reliable``, ``time_span`` and ``g_amplitude``
+  (`fold_context`)
 
 A source has a modality when its columns are non-null. Bad values raise `InputError`
 naming the file, the column and the source_id.
@@ -32,6 +34,29 @@ COLUMNS = {
     "dmdt": ("dmdt", "dmdt_err"),
     "fold": ("fold_phase", "fold_mag", "fold_err"),
 }
+#: The feature columns the fold's context comes from (`fold_context`).
+CONTEXT_COLUMNS = ("period", "period_reliable", "time_span", "g_amplitude")
+#: Smallest amplitude (mag) the context's logarithm takes.
+MIN_AMPLITUDE = 1e-3
+
+
+def fold_context(period: np.ndarray, reliable: np.ndarray, time_span: np.ndarray, amplitude: np.ndarray) -> np.ndarray:
+    """What the fold stage's normalisation takes away from a light curve, per source.
+
+    Columns: log10 of the period the curve was folded at (d; twice ``period`` where it is
+    reliable, else the time span: `latentcat.features.fold.fold_periods`) and log10 of the
+    5-95 % amplitude ``g_amplitude`` (mag, at least ``MIN_AMPLITUDE``).
+
+    Returns
+    -------
+    float32 array (n, 2)
+    """
+    from latentcat.features.fold import fold_periods
+
+    fold_period = fold_periods(np.asarray(period, np.float64), np.asarray(reliable, bool), np.asarray(time_span, np.float64))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.stack([np.log10(fold_period), np.log10(np.maximum(np.asarray(amplitude, np.float64), MIN_AMPLITUDE))],
+                        axis=1).astype(np.float32)
 
 
 def list_shards(features_dir: Path) -> list[Path]:
@@ -71,7 +96,8 @@ class ModalityArrays:
         Rows that have this modality.
     values : dict of ndarray
         For the rows with the modality only: ``x``, ``err`` (n, in_dim) float32 for xp/dmdt;
-        ``offsets`` (n + 1,) int64 and flat ``phase``, ``mag``, ``err`` float32 for fold.
+        ``offsets`` (n + 1,) int64 and flat ``phase``, ``mag``, ``err`` float32 for fold, with
+        ``context`` (n, 2) float32 (`fold_context`) when the shard has its columns.
     """
 
     path: Path
@@ -97,6 +123,8 @@ class ModalityArrays:
             flat = _ragged_index(off[:-1][keep], lengths)
             values = {k: self.values[k][flat] for k in ("phase", "mag", "err")}
             values["offsets"] = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+            if "context" in self.values:
+                values["context"] = self.values["context"][keep]
         return ModalityArrays(self.path, self.source_id, present, values)
 
 
@@ -193,6 +221,13 @@ def load_modality(path: Path, modality: str, in_dim: int | None = None) -> Modal
             what = "value outside [0, 1)" if c == "fold_phase" else "NaN, infinite, null or negative value"
             raise _first_bad(path, c, sid, bad, what)
     values = {"offsets": offsets, "phase": flat["fold_phase"], "mag": flat["fold_mag"], "err": flat["fold_err"]}
+    if all(c in schema_names for c in CONTEXT_COLUMNS):
+        ctx_table = pq.read_table(path, columns=list(CONTEXT_COLUMNS)).filter(pa.array(present))
+        context = fold_context(*(ctx_table.column(c).to_numpy(zero_copy_only=False) for c in CONTEXT_COLUMNS))
+        bad = ~np.isfinite(context).all(axis=1)
+        if bad.any():
+            raise _first_bad(path, "period, time_span or g_amplitude", sid, bad, "no finite fold period or amplitude")
+        values["context"] = context
     return ModalityArrays(path, source_id, present, values)
 
 
@@ -219,6 +254,8 @@ def make_batch(arrays: ModalityArrays, idx: np.ndarray, device: torch.device | s
         out[key] = torch.from_numpy(np.where(mask, v[key][gather], 0.0).astype(np.float32)).to(device)
     out["mask"] = torch.from_numpy(mask).to(device)
     out["length"] = torch.from_numpy(length.astype(np.int64)).to(device)
+    if "context" in v:
+        out["context"] = torch.from_numpy(v["context"][idx]).to(device)
     return out
 
 

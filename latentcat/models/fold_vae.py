@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from latentcat.errors import InputError
 from latentcat.models.config import ModelConfig
 from latentcat.models.layers import VAE, ResidualMLP, gaussian_nll
 
@@ -18,10 +19,28 @@ def phase_encoding(phase: torch.Tensor, harmonics: int) -> torch.Tensor:
     return torch.cat([torch.sin(angle), torch.cos(angle)], dim=-1)
 
 
+#: How the fold's context (`latentcat.models.data.fold_context`: log10 fold period, log10
+#: amplitude) is made a coordinate of the code: (value - CONTEXT_CENTER) / CONTEXT_SCALE, so a
+#: 1 d fold period of a 0.16 mag amplitude sits at 0; 1 dex of period and 0.5 dex of amplitude
+#: are one unit, the spread of a learned latent.
+CONTEXT_CENTER = (0.0, -0.8)
+CONTEXT_SCALE = (1.0, 0.5)
+#: log-variance reported for the context coordinates: they are measured, not inferred.
+CONTEXT_LOGVAR = -20.0
+
+
 class FoldVAE(VAE):
     """Folded light-curve VAE (Huijse et al. 2025, sect. folded light curves).
 
-    Each point is (mag, sin/cos(2 pi h phase), h = 1..harmonics). The encoder runs stacked
+    ``context = "none"`` is the paper's model: the code holds the folded shape only, and the
+    period and amplitude taken away by folding and min-max scaling are lost. With
+    ``context = "coordinates"`` the first two coordinates of the code are the fold period and
+    the amplitude themselves (standardised: ``CONTEXT_CENTER``, ``CONTEXT_SCALE``); the encoder
+    sees them beside the pooled points and infers the other ``latent_dim - 2`` coordinates,
+    the decoder draws the shape from all of them, and the KL term applies to the inferred ones.
+
+    Each point is (mag, sin/cos(2 pi h phase), h = 1..harmonics), and with ``encode_errors``
+    also the point's error. The encoder runs stacked
     GRUs over the phase-sorted points of each source (padding comes after the real points,
     so it never reaches their outputs) and pools their outputs with a learned attention
     weight masked to the real points. The decoder maps (z, phase encoding) to the magnitude at that phase. The
@@ -33,8 +52,8 @@ class FoldVAE(VAE):
     Parameters
     ----------
     config : ModelConfig
-        Uses ``width``, ``gru_layers``, ``blocks``, ``harmonics``, ``latent_dim``, ``beta``
-        and ``sigma_floor``.
+        Uses ``width``, ``gru_layers``, ``blocks``, ``harmonics``, ``latent_dim``, ``beta``,
+        ``sigma_floor``, ``context`` and ``encode_errors``.
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -43,16 +62,22 @@ class FoldVAE(VAE):
         self.latent_dim = config.latent_dim
         self.harmonics = config.harmonics
         self.sigma_floor = config.sigma_floor
-        self.gru = nn.GRU(1 + 2 * config.harmonics, config.width, num_layers=config.gru_layers)
+        self.encode_errors = config.encode_errors
+        self.n_fixed = 2 if config.context == "coordinates" else 0
+        self.register_buffer("context_center", torch.tensor(CONTEXT_CENTER), persistent=False)
+        self.register_buffer("context_scale", torch.tensor(CONTEXT_SCALE), persistent=False)
+        n_point = 1 + int(config.encode_errors) + 2 * config.harmonics
+        self.gru = nn.GRU(n_point, config.width, num_layers=config.gru_layers)
         self.attention = nn.Linear(config.width, 1)
-        self.head = nn.Linear(config.width, 2 * config.latent_dim)
+        n_free = config.latent_dim - self.n_fixed
+        self.head = nn.Linear(config.width + self.n_fixed, 2 * n_free)
         # start with narrow posteriors (std 0.1). At the usual start (std 1) the sampled z
         # is mostly noise next to the small differences between the encoder means of
         # different curves, so the decoder first learns one mean curve and ignores z, and
         # the means stay nearly equal for many epochs (posterior collapse). With
         # beta = 1e-4 the trained posteriors are narrow anyway.
         with torch.no_grad():
-            self.head.bias[config.latent_dim :].fill_(math.log(0.01))
+            self.head.bias[n_free:].fill_(math.log(0.01))
         self.decoder = ResidualMLP(config.latent_dim + 2 * config.harmonics, 1, config.width, config.blocks)
         # log of the extra variance on the [0, 1] magnitude scale; starts at (0.1)^2
         self.log_extra_var = nn.Parameter(torch.tensor(math.log(0.01)))
@@ -61,7 +86,8 @@ class FoldVAE(VAE):
         """Latent mean and log-variance (batch, latent_dim) of a padded batch of folds."""
         mag, phase, mask = batch["mag"], batch["phase"], batch["mask"]
         # time-major (points, batch, features): the layout the GRU kernels use, so no copies
-        points = torch.cat([mag.T.unsqueeze(-1), phase_encoding(phase.T, self.harmonics)], dim=-1)
+        channels = [mag.T.unsqueeze(-1)] + ([batch["err"].T.unsqueeze(-1)] if self.encode_errors else [])
+        points = torch.cat([*channels, phase_encoding(phase.T, self.harmonics)], dim=-1)
         # the GRUs run forwards only, so the output at a real point depends on that point
         # and the ones before it, never on the padding after it; the padded outputs get
         # zero attention weight below. (This is exact, and on CPU several times faster
@@ -70,8 +96,15 @@ class FoldVAE(VAE):
         score = self.attention(out).squeeze(-1).masked_fill(~mask.T, float("-inf"))
         weight = torch.softmax(score, dim=0)
         pooled = torch.einsum("pb,pbw->bw", weight, out)
-        mu, logvar = self.head(pooled).chunk(2, dim=-1)
-        return mu, logvar
+        if not self.n_fixed:
+            mu, logvar = self.head(pooled).chunk(2, dim=-1)
+            return mu, logvar
+        if "context" not in batch:
+            raise InputError("the fold model takes the fold period and amplitude as coordinates, but the features "
+                             "lack period, period_reliable, time_span or g_amplitude")
+        context = (batch["context"] - self.context_center) / self.context_scale
+        mu, logvar = self.head(torch.cat([pooled, context], dim=-1)).chunk(2, dim=-1)
+        return torch.cat([context, mu], dim=-1), torch.cat([torch.full_like(context, CONTEXT_LOGVAR), logvar], dim=-1)
 
     def decode(self, z: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
         """Model magnitude (batch, points) at each phase for latent codes z (batch, latent_dim)."""

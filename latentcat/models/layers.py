@@ -74,6 +74,8 @@ class VAE(nn.Module):
     """
 
     beta: float = 1.0
+    #: Leading coordinates of the code that are measured, not inferred: no KL term on them.
+    n_fixed: int = 0
 
     def encode(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover
         """Latent mean and log-variance, each (batch, latent_dim)."""
@@ -91,4 +93,5 @@ class VAE(nn.Module):
         mu, logvar = self.encode(batch)
         z = reparameterise(mu, logvar) if sample else mu
         nll, _ = self.nll(batch, z)
-        return torch.mean(nll + self.beta * kl_to_standard_normal(mu, logvar))
+        kl = kl_to_standard_normal(mu[:, self.n_fixed :], logvar[:, self.n_fixed :])
+        return torch.mean(nll + self.beta * kl)

@@ -150,6 +150,8 @@ def train_model(shards: Sequence[Path], modality: str, cfg: TrainConfig, out_dir
     rng = np.random.default_rng([cfg.seed, MODALITIES.index(modality)])
     model = build_model(modality, mc).to(dev)
     optimiser = torch.optim.RAdam(model.parameters(), lr=mc.lr)
+    scheduler = (torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, factor=1 / 3, patience=max(1, mc.patience // 3))
+                 if mc.lr_decay == "plateau" else None)
 
     history: list[dict] = []
     best_loss, best_epoch, best_state = float("inf"), 0, copy.deepcopy(model.state_dict())
@@ -196,6 +198,8 @@ def train_model(shards: Sequence[Path], modality: str, cfg: TrainConfig, out_dir
             train_seconds += seconds
             trained_samples += n
             val_loss = _evaluate(model, shards, modality, cfg, dev)
+            if scheduler is not None:
+                scheduler.step(val_loss)
             history.append({"epoch": epoch, "train_loss": total / n, "val_loss": val_loss, "seconds": seconds, "samples_per_s": n / seconds})
             if val_loss < best_loss:
                 best_loss, best_epoch, best_state = val_loss, epoch, copy.deepcopy(model.state_dict())
