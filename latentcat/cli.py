@@ -326,7 +326,7 @@ def sql(
 def similar(
     source_id: Optional[int] = typer.Argument(None, help="Gaia DR3 source_id of the query source (or use --from-file)."),
     k: int = typer.Option(10, "-k", help="Number of neighbours."),
-    modality: str = typer.Option("all", "--modality", "-m", help="all, xp, dmdt or fold (all: the blocks the source has)."),
+    modality: str = typer.Option("space", "--modality", "-m", help="space (the search space: latents and colour, on the parts the source has), all (the latent blocks it has), xp, dmdt, fold or a '+'-joined set."),
     where: Optional[str] = typer.Option(None, "--where", help="SQL filter on metadata, applied before the top-k cut."),
     from_file: Optional[Path] = typer.Option(
         None, "--from-file",
@@ -339,11 +339,13 @@ def similar(
              "no barycentric correction: give barycentric times.",
     ),
     file_source_id: Optional[int] = typer.Option(None, "--source-id", help="Which source of a DataLink file holding several."),
+    bp_rp: Optional[float] = typer.Option(None, "--bp-rp", help="With --from-file: the source's Gaia BP-RP colour (mag), so the search space compares colour too."),
     catalog: Optional[Path] = CATALOG_OPTION,
     fmt: OutputFormat = FORMAT_OPTION,
     output: Optional[Path] = OUTPUT_OPTION,
 ) -> None:
-    """Find the k sources most like SOURCE_ID (or like your own data, --from-file) in the latent space."""
+    """Find the k sources most like SOURCE_ID (or like your own data, --from-file): by default in the
+    search space (the latent blocks and the BP-RP colour, scaled by the catalogue's stored rule)."""
     if (source_id is None) == (from_file is None):
         _fail(LatentcatError("give exactly one of SOURCE_ID or --from-file FILE"))
     try:
@@ -354,7 +356,7 @@ def similar(
             from latentcat.query.by_example import similar_to_file
 
             table, info = similar_to_file(cat, from_file, k=k, modality=modality, where=where,
-                                          time_format=time_format, source_id=file_source_id)
+                                          time_format=time_format, source_id=file_source_id, bp_rp=bp_rp)
             for note in info.get("notes", []):
                 typer.echo(f"note: {note}", err=True)
             typer.echo(
@@ -390,7 +392,7 @@ def add(
 def classify(
     labels: str = typer.Option("labels.best_class_name", "--labels", help="table.column holding each source's class."),
     model: str = typer.Option("logreg", "--model", help="logreg, rf or hgb (scikit-learn)."),
-    modality: str = typer.Option("all", "--modality", "-m", help="all (each source on the blocks it has), xp, dmdt, fold."),
+    modality: str = typer.Option("space", "--modality", "-m", help="space (each source on the search-space parts it has), all (on the latent blocks it has), xp, dmdt, fold."),
     min_per_class: int = typer.Option(10, "--min-per-class", help="Classes with fewer labelled sources are left out."),
     figure: Optional[Path] = typer.Option(None, "--figure", help="Confusion-matrix PNG (default: CATALOG/figures/confusion-MODEL_ID.png)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the folds and the model."),
@@ -424,6 +426,10 @@ def classify(
         _fail(exc)
     left = ", ".join(f"{c} ({k})" for c, k in result.left_out.items()) or "none"
     typer.echo(f"model {result.model_id}: macro F1 {result.macro_f1:.3f}; classes left out (too few examples): {left}", err=True)
+    if result.baseline:
+        b = result.baseline
+        typer.echo(f"on the {b['n']} labelled sources with light-curve features: macro F1 {b['macro_f1']:.3f}, "
+                   f"the same classifier on the classic light-curve numbers alone {b['baseline_macro_f1']:.3f}", err=True)
     typer.echo(f"{n} predictions written to the predictions table; confusion matrix: {figure}", err=True)
 
 
@@ -431,7 +437,7 @@ def classify(
 def outliers(
     top: int = typer.Option(20, "--top", help="Show the N most unusual sources."),
     method: str = typer.Option("isolation_forest", "--method", help="isolation_forest (on the latents) or recon_loss (VAE reconstruction losses)."),
-    modality: str = typer.Option("all", "--modality", "-m", help="all (each source on the blocks it has), xp, dmdt, fold."),
+    modality: str = typer.Option("space", "--modality", "-m", help="space (each source on the search-space parts it has), all (on the latent blocks it has), xp, dmdt, fold."),
     seed: int = typer.Option(0, "--seed", help="Seed of the isolation forest."),
     catalog: Optional[Path] = CATALOG_OPTION,
     fmt: OutputFormat = FORMAT_OPTION,
@@ -482,7 +488,7 @@ def map_(
 def plot(
     source_id: int = typer.Argument(..., help="Gaia DR3 source_id of the query source."),
     k: int = typer.Option(8, "-k", help="Number of neighbours to show."),
-    modality: str = typer.Option("all", "--modality", "-m", help="all, xp, dmdt or fold."),
+    modality: str = typer.Option("space", "--modality", "-m", help="space (the search space), all (the latent blocks), xp, dmdt or fold."),
     where: Optional[str] = typer.Option(None, "--where", help="SQL filter on the neighbours' metadata."),
     out: Path = typer.Option(Path("similar.png"), "--out", "-o", help="PNG to write."),
     catalog: Optional[Path] = CATALOG_OPTION,

@@ -53,15 +53,20 @@ def example_queries(cat) -> list[tuple[str, str, pa.Table]]:
         sid = no_xp[0]["source_id"]
         answer = cat.similar(sid, k=5)
         keep = [c for c in ("rank", "source_id", "distance", "best_class_name", "blocks") if c in answer.column_names]
-        examples.append((f"a faint source without XP ({sid}) is matched on its dm-dt and fold blocks",
+        examples.append((f"a faint source without XP ({sid}) is matched on the parts it has (dm-dt, fold, colour)",
                          f"latentcat similar {sid} -k 5", answer.select(keep)))
 
-    f1 = cat.info().get("build_info", {}).get("analyse", {}).get("classifier", {}).get("macro_f1")
-    scored = f" (cross-validated macro F1 {f1:.2f} against the DR3 classes)" if f1 is not None else ""
+    classifier = cat.info().get("build_info", {}).get("analyse", {}).get("classifier", {})
+    f1, classic = classifier.get("macro_f1"), classifier.get("classic_numbers")
+    scored = f" (cross-validated macro F1 {f1:.2f} against the DR3 classes" if f1 is not None else ""
+    if scored and classic:
+        scored += (f"; on the {classic['n']} with light curves {classic['macro_f1']:.2f}, the same classifier on "
+                   f"the classic light-curve numbers alone {classic['baseline_macro_f1']:.2f}")
+    scored += ")" if scored else ""
     for table, title, command in (
-        ("predictions", f"classifier predictions on the latents{scored}",
+        ("predictions", f"classifier predictions on the search space (latents and colour){scored}",
          "latentcat sql \"SELECT class, count(*) FROM predictions GROUP BY 1\""),
-        ("outlier_scores", "the most unusual sources (isolation forest on the latents)", "latentcat outliers --top 5"),
+        ("outlier_scores", "the most unusual sources (isolation forest on the search space)", "latentcat outliers --top 5"),
     ):
         rows = cat.sql(f"SELECT count(*) AS n FROM {table}").to_pylist()[0]["n"]
         if not rows:
@@ -72,6 +77,6 @@ def example_queries(cat) -> list[tuple[str, str, pa.Table]]:
         else:
             answer = cat.sql("SELECT o.rank, o.source_id, round(o.score, 3) AS score, l.best_class_name "
                              "FROM outlier_scores o LEFT JOIN labels l USING (source_id) "
-                             "WHERE o.method = 'isolation_forest:all' ORDER BY o.rank LIMIT 5")
+                             "WHERE o.method = 'isolation_forest:space' ORDER BY o.rank LIMIT 5")
         examples.append((title, command, answer))
     return examples

@@ -103,5 +103,22 @@ ORDER BY source_id;
 -- The latent blocks of every source, in source_id order, for building the FAISS indexes.
 SELECT source_id, z_xp, z_dmdt, z_fold FROM embeddings ORDER BY source_id;
 
+-- name: colour_for_space
+-- The BP - RP colour of every embedded source (NULL where gaia_source gives none), in the
+-- source_id order of codes_for_index.
+SELECT e.source_id, s.bp_rp FROM embeddings AS e LEFT JOIN sources AS s USING (source_id)
+ORDER BY e.source_id;
+
+-- name: load_space
+-- _space_rows: source_id, s_xp, s_dmdt, s_fold, s_colour (lists, NULL where missing), parts.
+INSERT INTO space BY NAME
+SELECT source_id, s_xp::FLOAT[5] AS s_xp, s_dmdt::FLOAT[5] AS s_dmdt, s_fold::FLOAT[5] AS s_fold,
+       s_colour::FLOAT[1] AS s_colour, parts
+FROM _space_rows
+ORDER BY source_id;
+
+-- name: load_space_rule
+INSERT INTO space_rule BY NAME SELECT part, dim, center, scale, weight FROM _space_rule;
+
 -- name: put_build_info
 INSERT OR REPLACE INTO build_info VALUES ($key, $value::JSON);

@@ -4,9 +4,11 @@
 --   $ duckdb -readonly catalog.duckdb
 --   D SELECT * FROM similar_to(5853498713190525696, 10) JOIN sources USING (source_id);
 --
--- All searches are exact: Euclidean distance in latent space (array_distance), the k
--- nearest sources, the query source itself excluded, ties broken by source_id.
--- latentcat's Python API answers the same questions through FAISS indexes.
+-- All searches are exact: Euclidean distance (list_distance, array_distance), the k nearest
+-- sources, the query source itself excluded, ties broken by source_id. similar_to searches
+-- the search space (the space table: latent blocks and colour, standardised by the rule in
+-- space_rule); the other macros search the latent codes themselves. latentcat's Python API
+-- answers the same questions through FAISS indexes.
 
 -- Everything known about each catalogue source except its latent codes: which blocks it
 -- has, its gaia_source columns, its label and its light-curve summary.
@@ -20,9 +22,32 @@ LEFT JOIN sources AS s USING (source_id)
 LEFT JOIN labels AS l USING (source_id)
 LEFT JOIN features AS f USING (source_id);
 
--- Nearest sources on the joint 15-D code (XP, dm-dt and fold blocks). Returns nothing for
--- a query source that lacks a block: use similar_to_available for those.
+-- Nearest sources in the search space, on the parts the query source has: a source without
+-- XP is compared on dm-dt, fold and colour, and so on; only sources that have all of those
+-- parts are candidates, and a missing part is never filled in. The parts column says which
+-- parts were compared. The same neighbours as Catalog.similar(source_id).
 CREATE OR REPLACE MACRO similar_to(qid, k) AS TABLE
+    WITH q AS (SELECT s_xp, s_dmdt, s_fold, s_colour, parts FROM space WHERE source_id = qid)
+    SELECT e.source_id,
+           list_distance(
+               list_concat(CASE WHEN q.s_xp IS NOT NULL THEN e.s_xp END,
+                           CASE WHEN q.s_dmdt IS NOT NULL THEN e.s_dmdt END,
+                           CASE WHEN q.s_fold IS NOT NULL THEN e.s_fold END,
+                           CASE WHEN q.s_colour IS NOT NULL THEN e.s_colour END),
+               list_concat(q.s_xp, q.s_dmdt, q.s_fold, q.s_colour)) AS distance,
+           q.parts AS parts
+    FROM space AS e, q
+    WHERE e.source_id <> qid
+      AND (q.s_xp IS NULL OR e.s_xp IS NOT NULL)
+      AND (q.s_dmdt IS NULL OR e.s_dmdt IS NOT NULL)
+      AND (q.s_fold IS NULL OR e.s_fold IS NOT NULL)
+      AND (q.s_colour IS NULL OR e.s_colour IS NOT NULL)
+    ORDER BY distance, e.source_id
+    LIMIT k;
+
+-- Nearest sources on the joint 15-D latent code (XP, dm-dt and fold blocks). Returns nothing
+-- for a query source that lacks a block: use similar_to_available for those.
+CREATE OR REPLACE MACRO similar_to_latents(qid, k) AS TABLE
     SELECT e.source_id, array_distance(e.z, q.z) AS distance
     FROM embeddings AS e, (SELECT z FROM embeddings WHERE source_id = qid) AS q
     WHERE e.source_id <> qid AND e.z IS NOT NULL AND q.z IS NOT NULL

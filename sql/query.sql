@@ -7,6 +7,10 @@
 -- row groups by their source_id zone maps only for constants (2.5x faster at 4M sources).
 SELECT z_xp, z_dmdt, z_fold FROM embeddings WHERE source_id = {source_id};
 
+-- name: space_of
+-- A source's search-space parts (latentcat/catalog/space.py); the source_id is a literal as in codes_of.
+SELECT s_xp, s_dmdt, s_fold, s_colour FROM space WHERE source_id = {source_id};
+
 -- name: meta_of_ids
 -- The source_meta rows of a neighbour list, their source_ids written in as integer literals
 -- (as in codes_of: constants let the zone maps of the source_id-ordered tables skip all but
@@ -44,6 +48,26 @@ SELECT source_id, z_xp, z_dmdt, z_fold, recon_loss_xp, recon_loss_dmdt, recon_lo
 FROM embeddings
 ORDER BY source_id;
 
+-- name: analysis_space
+-- The search-space parts and reconstruction losses of every source, in source_id order, for
+-- the default classifier, outlier ranking and map.
+SELECT s.source_id, s.s_xp, s.s_dmdt, s.s_fold, s.s_colour,
+       e.recon_loss_xp, e.recon_loss_dmdt, e.recon_loss_fold
+FROM space AS s JOIN embeddings AS e USING (source_id)
+ORDER BY s.source_id;
+
+-- name: classic_numbers
+-- The classic light-curve numbers (latentcat.query.classify.CLASSIC) of every embedded source,
+-- in source_id order, NULL without light-curve features: what a classifier is compared with.
+SELECT e.source_id, f.g_std, f.g_amplitude, f.g_skew, f.period,
+       CASE WHEN f.period > 0 THEN log10(f.period) END AS log10_period,
+       f.period_power, f.g_mean, f.n_obs
+FROM embeddings AS e LEFT JOIN features AS f USING (source_id)
+ORDER BY e.source_id;
+
+-- name: space_rule
+SELECT part, dim, center, scale, weight FROM space_rule ORDER BY part, dim;
+
 -- name: table_columns
 -- The catalogue's tables and views and their columns: a labels argument 'table.column'
 -- must name one of these.
@@ -60,7 +84,7 @@ LEFT JOIN {table} AS t USING (source_id)
 ORDER BY e.source_id;
 
 -- name: map
-SELECT source_id, x, y FROM map ORDER BY source_id;
+SELECT source_id, x, y, blocks FROM map ORDER BY source_id;
 
 -- name: map_with_meta
 SELECT m.source_id, m.x, m.y, s.* EXCLUDE (source_id)

@@ -76,6 +76,28 @@ CREATE TABLE embeddings (
     CHECK ((z IS NOT NULL) = (has_xp AND has_dmdt AND has_fold))
 );
 
+-- The search space (latentcat/catalog/space.py): per source, the standardised and weighted
+-- parts it has (NULL where it lacks one), and the rule that made them. FAISS, the similar_to
+-- macro, `latentcat add` and the default classifier, outlier ranking and map all use these.
+CREATE TABLE space (
+    source_id  BIGINT PRIMARY KEY,
+    s_xp       FLOAT[5],
+    s_dmdt     FLOAT[5],
+    s_fold     FLOAT[5],
+    s_colour   FLOAT[1],
+    parts      VARCHAR NOT NULL  -- the parts present, e.g. 'dmdt+fold+colour'
+);
+
+-- s = weight * (value - center) / scale, per part and value (dim): z_xp, z_dmdt, z_fold, bp_rp.
+CREATE TABLE space_rule (
+    part    VARCHAR NOT NULL,
+    dim     INTEGER NOT NULL,
+    center  DOUBLE NOT NULL,
+    scale   DOUBLE NOT NULL,
+    weight  DOUBLE NOT NULL,
+    PRIMARY KEY (part, dim)
+);
+
 -- Classifier output: the predicted class and its probability, per model.
 CREATE TABLE predictions (
     source_id    BIGINT NOT NULL,
@@ -94,11 +116,13 @@ CREATE TABLE outlier_scores (
     PRIMARY KEY (source_id, method)
 );
 
--- The 2-D map of the catalogue.
+-- The 2-D map of the catalogue. blocks: the parts that placed the source, by the map network
+-- (all its parts) or, for a source lacking some (no XP), among its nearest mapped neighbours.
 CREATE TABLE map (
     source_id  BIGINT PRIMARY KEY,
     x          FLOAT NOT NULL,
-    y          FLOAT NOT NULL
+    y          FLOAT NOT NULL,
+    blocks     VARCHAR
 );
 
 -- How the catalogue was made: versions, config, seeds, input checksums, row counts,

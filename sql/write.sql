@@ -22,4 +22,4 @@ FROM _new_rows;
 DELETE FROM map;
 
 -- name: insert_map
-INSERT INTO map SELECT source_id, x, y FROM _new_rows;
+INSERT INTO map SELECT source_id, x, y, blocks FROM _new_rows;

@@ -90,7 +90,10 @@ def make_tables(n: int = 600, seed: int = 0, with_arrays: bool = True) -> dict[s
         "dec": pa.array(np.degrees(np.arcsin(rng.uniform(-1, 1, n))), pa.float64()),
         "parallax": pa.array(rng.lognormal(-0.5, 0.8, n), pa.float64()),
         "phot_g_mean_mag": pa.array(g, F32),
-        "bp_rp": pa.array(rng.normal(1.0, 0.5, n).astype(np.float32), F32),
+        # a colour by class; 8 % of the sources (never the two query sources) have none, as a
+        # source may lack BP/RP photometry
+        "bp_rp": pa.array((centres[cls, 0] / 4 + 1.0 + rng.normal(0, 0.1, n)).astype(np.float32), F32,
+                          mask=(rng.random(n) < 0.08) & ~np.isin(np.arange(n), [i_query, i_no_xp])),
         "phot_variable_flag": pa.array(["VARIABLE"] * n, pa.string()),
     })
 

@@ -82,11 +82,23 @@ def test_added_sources_are_found_as_their_own_nearest_neighbour(catalogue, new_a
             assert top.column("distance")[0].as_py() == pytest.approx(0.0, abs=1e-3)
         # the record of the HATS copy counts the added sources too
         assert info["build_info"]["embeddings_hats"]["rows"] == len(before | new_ids)
-        # the indexes hold every source with the blocks, the added ones included
+        # the indexes hold every source with the blocks (or search-space parts), the added ones included
         for name, index_info in info["build_info"]["indexes"].items():
-            has = " AND ".join(f"has_{b}" for b in name.split("+"))
-            n = cat.sql(f"SELECT count(*) AS n FROM embeddings WHERE {has}").column("n")[0].as_py()
+            if name.startswith("space:"):
+                has = " AND ".join(f"s_{p} IS NOT NULL" for p in name.removeprefix("space:").split("+"))
+                n = cat.sql(f"SELECT count(*) AS n FROM space WHERE {has}").column("n")[0].as_py()
+            else:
+                has = " AND ".join(f"has_{b}" for b in name.split("+"))
+                n = cat.sql(f"SELECT count(*) AS n FROM embeddings WHERE {has}").column("n")[0].as_py()
             assert index_info["n"] == n
+        # the added sources are in the search space by the stored rule: each is its own nearest
+        # neighbour there, and FAISS and the SQL macro agree on their neighbours
+        for sid in sorted(new_ids):
+            parts = {p: v for p, v in cat.space_vector(sid).items() if v is not None}
+            top = cat.similar(np.concatenate(list(parts.values())), k=3, modality="space:" + "+".join(parts))
+            assert top.column("source_id")[0].as_py() == sid
+            macro = cat.sql(f"SELECT source_id FROM similar_to({sid}, 5)").column("source_id").to_pylist()
+            assert cat.similar(sid, k=5).column("source_id").to_pylist() == macro
 
     # new shards beside the build's, so later stages see the added rows once
     shards = sorted((catalogue / "embeddings").glob("embeddings-*.parquet"))
@@ -194,7 +206,7 @@ def test_stored_outlier_scores_are_marked_stale_not_invented(catalogue, new_arch
 # ---------------------------------------------------------------------------------------
 # derived tables: the added sources get rows from the models stored in analysis/
 
-OUTLIER_KEYS = ("isolation_forest:all", "recon_loss:all")
+OUTLIER_KEYS = ("isolation_forest:space", "recon_loss:all")
 
 
 def analyse_and_store(cat_dir: Path) -> None:
@@ -285,13 +297,16 @@ def test_added_sources_get_rows_from_the_stored_models(analysed_copy, new_archiv
         assert report["analysis"]["outlier_scores"][key]["scored"] == int(ok.sum())
 
     placed = models.map.place(ids[added], sub)
-    complete = np.all([~np.isnan(sub[b][:, 0]) for b in lc_index.BLOCKS], axis=0)
-    assert placed.num_rows == complete.sum() > 0
+    coded = np.any([~np.isnan(sub[b][:, 0]) for b in sub], axis=0)  # every source with a code is placed
+    assert placed.num_rows == coded.sum() > 0
     mine = np.isin(xy.column("source_id").to_numpy(), ids[added])
-    np.testing.assert_array_equal(xy.column("source_id").to_numpy()[mine], ids[added][complete])
+    np.testing.assert_array_equal(xy.column("source_id").to_numpy()[mine], ids[added][coded])
     for c in ("x", "y"):
         np.testing.assert_array_equal(xy.column(c).to_numpy()[mine], placed.column(c).to_numpy())
-    assert xy.num_rows == info["counts"]["embeddings_all_blocks"]
+    assert xy.column("blocks").filter(pa.array(mine)).equals(placed.column("blocks"))
+    with latentcat.open(analysed_copy) as cat:
+        n_coded = cat.sql("SELECT count(*) AS n FROM space").column("n")[0].as_py()
+    assert xy.num_rows == n_coded
     kept = np.isin(before["map"].column("source_id").to_numpy(), xy.column("source_id").to_numpy()[~mine])
     np.testing.assert_array_equal(before["map"].column("x").to_numpy()[kept], xy.column("x").to_numpy()[~mine])
 
@@ -306,17 +321,17 @@ def test_rows_the_stored_model_does_not_reproduce_are_marked_stale(analysed_copy
     # would put the added sources on a different scale, so that method gets no new rows
     with latentcat.open(analysed_copy) as cat:
         other, _ = fit_outliers(cat, "isolation_forest", seed=5)
-    store.write_outlier_scores(analysed_copy, other, "isolation_forest:all")
+    store.write_outlier_scores(analysed_copy, other, "isolation_forest:space")
     report = add_sources(analysed_copy, [new_archive])
     new = set(_new_ids(new_archive))
     with latentcat.open(analysed_copy) as cat:
         stale = cat.info()["build_info"]["stale"]
-        forest = set(cat.sql("SELECT source_id FROM outlier_scores WHERE method = 'isolation_forest:all'")
+        forest = set(cat.sql("SELECT source_id FROM outlier_scores WHERE method = 'isolation_forest:space'")
                      .column("source_id").to_pylist())
         loss = set(cat.sql("SELECT source_id FROM outlier_scores WHERE method = 'recon_loss:all'")
                    .column("source_id").to_pylist())
     assert stale["tables"] == ["outlier_scores"]
-    assert stale["keys"] == {"outlier_scores": ["isolation_forest:all"]}
+    assert stale["keys"] == {"outlier_scores": ["isolation_forest:space"]}
     assert not forest & new and new <= loss
     assert set(report["analysis"]) == {"predictions", "outlier_scores", "map"}
     assert list(report["analysis"]["outlier_scores"]) == ["recon_loss:all"]

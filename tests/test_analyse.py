@@ -99,14 +99,20 @@ def logreg(cat):
     return cat.classify(model="logreg", cv=5, seed=0)
 
 
-def _blocks_of(tables) -> dict[int, str]:
-    """source_id -> the blocks it has, e.g. 'dmdt+fold' ('' for none), from the input table."""
-    emb = tables["embeddings"]
+def _blocks_of(tables, space: bool = True) -> dict[int, str]:
+    """source_id -> the search-space parts it has, e.g. 'dmdt+fold+colour' ('' for none), or with
+    ``space=False`` its latent blocks, from the input tables. A source has the colour part when
+    gaia_source gives its bp_rp and it has a latent block."""
+    emb, src = tables["embeddings"], tables["sources"]
     flags = [emb.column(f"has_{b}").to_pylist() for b in ("xp", "dmdt", "fold")]
-    return {
-        sid: "+".join(b for b, f in zip(("xp", "dmdt", "fold"), fl) if f)
-        for sid, *fl in zip(emb.column("source_id").to_pylist(), *flags)
-    }
+    colour = dict(zip(src.column("source_id").to_pylist(), src.column("bp_rp").to_pylist()))
+    out = {}
+    for sid, *fl in zip(emb.column("source_id").to_pylist(), *flags):
+        parts = [b for b, f in zip(("xp", "dmdt", "fold"), fl) if f]
+        if space and parts and colour.get(sid) is not None:
+            parts.append("colour")
+        out[sid] = "+".join(parts)
+    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -155,15 +161,23 @@ def test_every_source_with_a_code_is_predicted_on_its_own_blocks(logreg, tables)
     assert logreg.n_without_code == len(blocks) - len(with_code) > 0
     assert logreg.n_without_model == 0
     assert all(got[sid] == blocks[sid] for sid in got)  # no missing block is ever used
-    assert got[NO_XP_ID] == "dmdt+fold" and got[QUERY_ID] == "xp+dmdt+fold"
+    assert got[NO_XP_ID] == "dmdt+fold+colour" and got[QUERY_ID] == "xp+dmdt+fold+colour"
     p = pred.column("probability").to_numpy()
     assert np.all(np.isfinite(p)) and np.all((p > 0) & (p <= 1))
     assert set(pred.column("model_id").to_pylist()) == {logreg.model_id}
 
 
 def test_sources_without_xp_get_the_dmdt_fold_model(cat, logreg, tables):
+    # the search space classifies a source without XP on the parts it has
+    truth = dict(zip(tables["labels"].column("source_id").to_pylist(),
+                     tables["labels"].column("best_class_name").to_pylist()))
+    hits = [truth[sid] == c for sid, c, b in zip(*(logreg.predictions.column(k).to_pylist()
+                                                   for k in ("source_id", "class", "blocks")))
+            if b == "dmdt+fold+colour" and sid in truth and truth[sid] != RARE]
+    assert len(hits) > 50 and np.mean(hits) > 0.9
     # "all" classifies a source without XP with a model that never saw an XP block: the same
     # model as asking for dm-dt + fold alone. A zero- or mean-filled XP block would differ.
+    logreg = cat.classify(model="logreg", modality="all", cv=5, seed=0)
     alone = cat.classify(model="logreg", modality="dmdt+fold", cv=5, seed=0)
     assert alone.classes == logreg.classes
     a = {r["source_id"]: r for r in alone.predictions.to_pylist()}
@@ -232,7 +246,7 @@ def test_far_away_codes_rank_first(cat, tables):
     assert got.column("rank").to_pylist() == list(range(1, got.num_rows + 1))
     s = got.column("score").to_numpy()
     assert np.all(np.diff(s) <= 0)
-    assert set(got.column("method").to_pylist()) == {"isolation_forest:all"}
+    assert set(got.column("method").to_pylist()) == {"isolation_forest:space"}
     # every source with a code is scored on its own blocks, the others are absent
     blocks = _blocks_of(tables)
     scored = dict(zip(got.column("source_id").to_pylist(), got.column("blocks").to_pylist()))
@@ -320,12 +334,14 @@ def test_results_are_written_back_and_read(cat, tmp_path, cat_dir, logreg):
     scores = cat.outliers()
     written = store.write_predictions(copy, logreg.predictions, logreg.model_id)
     assert written == logreg.predictions.num_rows
-    assert store.write_outlier_scores(copy, scores, "isolation_forest:all") == scores.num_rows
+    assert store.write_outlier_scores(copy, scores, "isolation_forest:space") == scores.num_rows
     assert store.write_map(copy, xy) == xy.num_rows
     assert store.write_map(copy, xy) == xy.num_rows  # a new map replaces the old one
     with open_catalog(copy) as c:
         counts = c.info()["counts"]
-        assert counts["map"] == xy.num_rows == counts["embeddings_all_blocks"]
+        # every source with a code is on the map, XP or not
+        with_code = c.sql("SELECT count(*) AS n FROM embeddings WHERE has_xp OR has_dmdt OR has_fold")
+        assert counts["map"] == xy.num_rows == with_code.column("n")[0].as_py() > counts["embeddings_all_blocks"]
         assert counts["predictions"] == logreg.predictions.num_rows
         stored = c.map()
         assert stored.column("source_id").equals(xy.column("source_id"))
@@ -352,7 +368,7 @@ def test_stored_models_reproduce_the_catalogue_rows(cat, logreg, tmp_path):
 
     manifest = save_analysis(tmp_path, classifier=logreg, outliers=fitted, map_model=network)
     assert manifest["classifiers"][logreg.model_id]["classes"] == logreg.classes
-    assert set(manifest["outliers"]) == {"isolation_forest:all", "recon_loss:all"}
+    assert set(manifest["outliers"]) == {"isolation_forest:space", "recon_loss:all"}
     loaded = load_analysis(tmp_path)
     assert loaded.classifiers[logreg.model_id].predict(ids, blocks).equals(logreg.predictions)
     for model in fitted:
@@ -396,10 +412,10 @@ def test_a_new_source_is_scored_on_the_catalogue_loss_scale(cat):
 
 
 def test_forests_score_new_codes_and_leave_unknown_block_sets_unscored(cat):
-    ids, blocks, losses = analysis_inputs(cat)
+    ids, blocks, losses = analysis_inputs(cat, space=False)
     has = np.stack([~np.isnan(blocks[b][:, 0]) for b in ("xp", "dmdt", "fold")], axis=1)
     full = has.all(axis=1)
-    model = OutlierModel("isolation_forest").fit({b: v[full] for b, v in blocks.items()}, {})
+    model = OutlierModel("isolation_forest", "all").fit({b: v[full] for b, v in blocks.items()}, {})
     assert list(model.forests_) == ["xp+dmdt+fold"]
     catalogue, _ = model.score({b: v[full] for b, v in blocks.items()}, {})
     typical = {b: np.median(v[full], axis=0, keepdims=True) for b, v in blocks.items()}
@@ -408,3 +424,26 @@ def test_forests_score_new_codes_and_leave_unknown_block_sets_unscored(cat):
     score = [model.score(x, {})[0][0] for x in (typical, far, no_xp)]
     assert score[0] < np.percentile(catalogue, 50) < np.percentile(catalogue, 99) < score[1]
     assert np.isnan(score[2])  # no forest was fitted on dm-dt + fold alone: not invented
+
+
+def test_a_source_without_xp_is_on_the_map_among_its_class(cat, tables):
+    xy, fitted = fit_map_model(cat, seed=0, n_steps=300)
+    rows = {r["source_id"]: r for r in xy.to_pylist()}
+    # the network maps the sources with every part; the others are placed by the parts they have
+    assert fitted.parts == ("xp", "dmdt", "fold", "colour")
+    assert rows[QUERY_ID]["blocks"] == "xp+dmdt+fold+colour"
+    assert rows[NO_XP_ID]["blocks"] == "dmdt+fold+colour"
+    blocks = _blocks_of(tables)
+    assert set(rows) == {sid for sid, b in blocks.items() if b}  # every source with a code
+    assert all(set(r["blocks"].split("+")) <= set(blocks[sid].split("+")) for sid, r in rows.items())
+    # on the map, the sources nearest a labelled source without XP are mostly of its class
+    truth = dict(zip(tables["labels"].column("source_id").to_pylist(),
+                     tables["labels"].column("best_class_name").to_pylist()))
+    ids = np.array([sid for sid in rows if sid in truth])
+    pos = np.array([[rows[s]["x"], rows[s]["y"]] for s in ids])
+    purity = []
+    for i in np.flatnonzero([rows[s]["blocks"] == "dmdt+fold+colour" for s in ids])[:50]:
+        d = ((pos - pos[i]) ** 2).sum(axis=1)
+        d[i] = np.inf
+        purity.append(np.mean([truth[s] == truth[ids[i]] for s in ids[np.argsort(d)[:10]]]))
+    assert len(purity) >= 20 and np.mean(purity) >= 0.8

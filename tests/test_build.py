@@ -75,11 +75,13 @@ def test_crashed_build_resumes_and_catalogue_appears_only_when_complete(tiny_con
             "SELECT (SELECT count(DISTINCT source_id) FROM predictions) AS p,"
             " (SELECT count(*) FROM outlier_scores WHERE method LIKE 'isolation_forest%') AS o,"
             " (SELECT count(*) FROM map) AS m,"
-            " (SELECT count(*) FROM embeddings WHERE z IS NOT NULL) AS complete"
+            " (SELECT count(*) FROM map JOIN space AS s USING (source_id)"
+            "  WHERE NOT list_has_all(string_split(s.parts, '+'), string_split(map.blocks, '+'))) AS invented,"
+            " (SELECT count(*) FROM embeddings WHERE NOT has_xp) AS without_xp"
         ).to_pylist()[0]
-    # every source is classified and ranked (on the blocks it has); the map holds the complete codes
-    assert analysed["p"] == 240 and analysed["o"] == 240
-    assert analysed["m"] == analysed["complete"] > 0
+    # every source is classified, ranked and on the map, XP or not, on parts it has
+    assert analysed["p"] == 240 and analysed["o"] == 240 and analysed["m"] == 240
+    assert analysed["without_xp"] > 0 and analysed["invented"] == 0
     assert info["build_info"]["embeddings_hats"]["rows"] == 240
     assert "half written" not in (out / "embeddings_hats" / "properties").read_text()
     assert report["stages"]["analyse"]["classifier"]["macro_f1"] >= 0.0

@@ -97,14 +97,20 @@ def _with_all_blocks(cat, n=1):
 
 def _remove(cat_dir: Path, out: Path, source_id: int) -> Path:
     """A copy of a catalogue without one source: its rows deleted, every index rebuilt."""
+    from latentcat.catalog.space import present_sets, vectors_of
+
     shutil.copytree(cat_dir, out)
     con = duckdb.connect(str(out / "catalog.duckdb"))
-    for table in ("embeddings", "features", "labels", "sources"):
+    for table in ("embeddings", "features", "labels", "sources", "space"):
         con.execute(f"DELETE FROM {table} WHERE source_id = ?", [source_id])
     codes = con.sql("SELECT source_id, z_xp, z_dmdt, z_fold FROM embeddings ORDER BY source_id").to_arrow_table()
+    space = con.sql("SELECT * FROM space ORDER BY source_id").to_arrow_table()
     con.close()
     shutil.rmtree(out / "index")
     lc_index.build_indexes(codes, out / "index")
+    vectors = vectors_of(space)
+    lc_index.build_set_indexes(space.column("source_id").to_numpy(), vectors, present_sets(vectors), out / "index",
+                               space=True)
     return out
 
 
@@ -112,18 +118,24 @@ def test_removed_source_is_placed_among_its_old_neighbours(built, raw, cat, tmp_
     lcs, xps = raw
     source_id = _with_all_blocks(cat)[0]
     before = cat.similar(source_id, k=10).column("source_id").to_pylist()
+    before_latent = cat.similar(source_id, k=10, modality="all").column("source_id").to_pylist()
     stored = cat.codes(source_id)
     feats = cat.sql("SELECT n_obs, period FROM features WHERE source_id = ?", [source_id]).to_pylist()[0]
+    bp_rp = cat.sql("SELECT bp_rp FROM sources WHERE source_id = ?", [source_id]).column("bp_rp")[0].as_py()
 
     with latentcat.open(_remove(built[0], tmp_path / "without", source_id)) as smaller:
         left = smaller.sql("SELECT count(*) AS n FROM embeddings WHERE source_id = ?", [source_id])
         assert left.column("n")[0].as_py() == 0
-        neighbours, info = similar_to_data(smaller, _curve(lcs[source_id]), _spectrum(xps[source_id]), k=10)
+        neighbours, info = similar_to_data(smaller, _curve(lcs[source_id]), _spectrum(xps[source_id]), k=10,
+                                           bp_rp=bp_rp)
+        latent, _ = similar_to_data(smaller, _curve(lcs[source_id]), _spectrum(xps[source_id]), k=10, modality="all")
 
     found = neighbours.column("source_id").to_pylist()
     assert source_id not in found
     assert len(set(found) & set(before)) >= 8
-    assert info["blocks"] == "xp+dmdt+fold" and neighbours.column("blocks")[0].as_py() == "xp+dmdt+fold"
+    assert info["blocks"] == "space:xp+dmdt+fold+colour" == neighbours.column("blocks")[0].as_py()
+    assert len(set(latent.column("source_id").to_pylist()) & set(before_latent)) >= 8
+    assert latent.column("blocks")[0].as_py() == "xp+dmdt+fold"
     # the raw data went through the same cleaning, period search and encoders as the build
     assert info["n_obs"] == feats["n_obs"]
     assert info["period"] == pytest.approx(feats["period"], rel=1e-9)
@@ -140,7 +152,7 @@ def test_same_curve_in_mjd_jd_and_gaia_time_gives_the_same_answer(raw, cat):
     gaia, info_g = similar_to_data(cat, (t, m, e), k=10)
     mjd, info_m = similar_to_data(cat, (t + 55197.0, m, e), k=10, time_format="mjd")
     jd, _ = similar_to_data(cat, (t + 2455197.5, m, e), k=10, time_format="jd")
-    assert info_g["blocks"] == "dmdt+fold"
+    assert info_g["blocks"] == "space:dmdt+fold"
     ids = gaia.column("source_id").to_pylist()
     assert mjd.column("source_id").to_pylist() == ids == jd.column("source_id").to_pylist()
     np.testing.assert_allclose(mjd.column("distance").to_numpy(), gaia.column("distance").to_numpy(), atol=1e-4)
@@ -160,7 +172,7 @@ def test_plain_csv_in_mjd(raw, cat, tmp_path):
     from_file, info = similar_to_file(cat, path, k=10, time_format="mjd")
     from_arrays, _ = similar_to_data(cat, (t, m, e), k=10)
     assert from_file.column("source_id").to_pylist() == from_arrays.column("source_id").to_pylist()
-    assert info["blocks"] == "dmdt+fold" and info["n_obs"] > 10
+    assert info["blocks"] == "space:dmdt+fold" and info["n_obs"] > 10
     assert any(f"{t.size} G points read" in note for note in info["notes"])
 
 
@@ -201,7 +213,7 @@ def test_datalink_epoch_photometry_uses_g_and_reports_bp_rp_ignored(cat):
     assert data.xp is None
 
     neighbours, info = similar_to_data(cat, data.light_curve, k=5)
-    assert neighbours.num_rows == 5 and info["blocks"] == "dmdt+fold"
+    assert neighbours.num_rows == 5 and info["blocks"] == "space:dmdt+fold"
     assert info["n_obs"] <= 99 and np.isfinite(info["period"])
 
 

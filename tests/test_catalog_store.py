@@ -34,7 +34,7 @@ def test_schema_ddl_loads_with_the_documented_types():
     con.execute(store.sql_script("schema"))
     con.execute(store.sql_script("macros"))
     tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-    assert tables == {"sources", "labels", "features", "embeddings", "predictions",
+    assert tables == {"sources", "labels", "features", "embeddings", "space", "space_rule", "predictions",
                       "outlier_scores", "map", "build_info"}
     types = dict(con.execute("SELECT column_name, data_type FROM duckdb_columns() "
                              "WHERE table_name = 'embeddings'").fetchall())
@@ -87,12 +87,18 @@ def test_build_info_and_index_files(built):
     cat_dir, info = built
     assert info["seed"] == 1 and info["config"] == {"k": "v"}
     idx = info["indexes"]
-    assert set(idx) == {lc_index.block_set_name(b) for b in lc_index.BLOCK_SETS}
+    assert {k for k in idx if not k.startswith("space:")} == {lc_index.block_set_name(b) for b in lc_index.BLOCK_SETS}
     emb = make_tables(N, seed=1)["embeddings"]
     has = {b: np.asarray(emb.column(f"has_{b}")) for b in ("xp", "dmdt", "fold")}
     assert idx["xp+dmdt+fold"]["n"] == int(np.sum(has["xp"] & has["dmdt"] & has["fold"]))
     assert idx["dmdt+fold"]["n"] == int(np.sum(has["dmdt"] & has["fold"]))
     assert idx["xp"]["n"] == int(np.sum(has["xp"]))
+    # the search space: every part set a source has, and those a query from data needs
+    colour = np.isfinite(make_tables(N, seed=1)["sources"].column("bp_rp").to_numpy(zero_copy_only=False))
+    assert idx["space:xp+dmdt+fold+colour"]["n"] == int(np.sum(has["xp"] & has["dmdt"] & has["fold"] & colour))
+    assert idx["space:dmdt+fold+colour"]["n"] == int(np.sum(has["dmdt"] & has["fold"] & colour))
+    assert idx["space:dmdt+fold"]["n"] == int(np.sum(has["dmdt"] & has["fold"]))
+    assert idx["space:xp"]["n"] == int(np.sum(has["xp"]))
     for name, entry in idx.items():
         assert entry["type"] == "flat" and entry["recall_at_10"] == 1.0
         index = lc_index.read_index(cat_dir / entry["file"])
@@ -215,3 +221,33 @@ def test_predictions_and_outlier_scores_writers(tmp_path, fresh_inputs):
     assert con.execute("SELECT count(*), any_value(model_id) FROM predictions").fetchone() == (3, "logreg-v1")
     ranked = con.execute("SELECT source_id FROM outlier_scores ORDER BY rank").fetchall()
     assert [r[0] for r in ranked] == [ids[1].as_py(), ids[2].as_py(), ids[0].as_py()]
+
+
+def test_search_space_is_the_stored_rule_applied_to_codes_and_colour(built):
+    from latentcat.catalog.space import PARTS, SearchSpace, space_parts, vectors_of
+
+    cat_dir, _ = built
+    con = duckdb.connect(str(cat_dir / "catalog.duckdb"), read_only=True)
+    rule = SearchSpace.from_table(con.sql("SELECT * FROM space_rule").to_arrow_table())
+    codes = con.sql("SELECT e.source_id, z_xp, z_dmdt, z_fold, s.bp_rp FROM embeddings e "
+                    "LEFT JOIN sources s USING (source_id) ORDER BY source_id").to_arrow_table()
+    stored = con.sql("SELECT * FROM space ORDER BY source_id").to_arrow_table()
+    assert stored.column("source_id").equals(codes.column("source_id"))
+    _, latents = lc_index.codes_to_numpy(codes)
+    bp_rp = codes.column("bp_rp").to_numpy(zero_copy_only=False).astype(float)
+    want = rule.transform(space_parts(latents, bp_rp))
+    got = vectors_of(stored)
+    for p in PARTS:
+        np.testing.assert_allclose(got[p], want[p], rtol=1e-6, atol=1e-6)
+        present = np.isfinite(got[p][:, 0])
+        # standardised by the catalogue's own median and spread
+        np.testing.assert_allclose(np.median(got[p][present], axis=0), 0.0, atol=1e-6)
+        np.testing.assert_allclose(1.4826 * np.median(np.abs(got[p][present]), axis=0), 1.0, rtol=1e-5)
+    # a source without a colour has no colour part, and its parts column says so
+    no_colour = ~np.isfinite(bp_rp)
+    assert no_colour.any() and np.isnan(got["colour"][no_colour]).all()
+    assert all("colour" not in p for p in np.asarray(stored.column("parts").to_pylist(), object)[no_colour])
+    # the rule's values are exactly what the catalogue stores: its table round-trips
+    again = SearchSpace.from_table(rule.to_table())
+    for p in PARTS:
+        assert np.array_equal(again.center[p], rule.center[p]) and np.array_equal(again.scale[p], rule.scale[p])

@@ -38,6 +38,9 @@ def test_similar_json_matches_the_sql_macro(cat_dir):
 def test_similar_without_xp_says_which_blocks_were_used(cat_dir):
     result = runner.invoke(app, ["similar", str(NO_XP_ID), "-k", "3", "--catalog", str(cat_dir), "-f", "json"])
     assert result.exit_code == 0, result.output
+    assert {r["blocks"] for r in json.loads(result.output)} == {"space:dmdt+fold+colour"}
+    result = runner.invoke(app, ["similar", str(NO_XP_ID), "-k", "3", "--catalog", str(cat_dir), "-f", "json",
+                                 "--modality", "all"])
     assert {r["blocks"] for r in json.loads(result.output)} == {"dmdt+fold"}
 
 

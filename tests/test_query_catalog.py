@@ -75,17 +75,52 @@ def brute_force(tables, query_id, blocks, k, mask=None):
     return ids[order], d[order]
 
 
+def space_brute_force(tables, query_id, k, mask=None):
+    """Exact search-space neighbours from the input tables with numpy alone: every latent value
+    and the BP - RP colour (of the sources with a latent block) minus its median over the
+    sources that have it, over 1.4826 times its median absolute deviation (docs:
+    latentcat/catalog/space.py), on the query's parts."""
+    emb, src = tables["embeddings"], tables["sources"]
+    ids = np.asarray(emb.column("source_id"))
+    colour = dict(zip(src.column("source_id").to_pylist(), src.column("bp_rp").to_pylist()))
+    raw = [np.array([[np.nan] * 5 if v is None else v for v in emb.column(f"z_{b}").to_pylist()], float)
+           for b in ("xp", "dmdt", "fold")]
+    coded = np.isfinite(np.hstack(raw)).any(axis=1)
+    raw.append(np.array([[np.nan if colour.get(i) is None or not c else colour[i]]
+                         for i, c in zip(ids.tolist(), coded)], float))
+    parts = []
+    for x in raw:
+        ok = np.isfinite(x).all(axis=1)
+        med = np.median(x[ok], axis=0)
+        parts.append((x - med) / (1.4826 * np.median(np.abs(x[ok] - med), axis=0)))
+    q = np.searchsorted(ids, query_id)
+    use = [p for p in parts if np.isfinite(p[q]).all()]
+    x = np.hstack(use)
+    ok = np.isfinite(x).all(axis=1) & (ids != query_id) & (True if mask is None else mask)
+    d = np.where(ok, np.sqrt(((np.nan_to_num(x) - x[q]) ** 2).sum(1)), np.inf)
+    order = np.argsort(d, kind="stable")[:k]
+    return ids[order], d[order]
+
+
 def test_faiss_search_and_sql_macro_agree(cat, bare, tables):
-    got = cat.similar(QUERY_ID, k=10)
+    got = cat.similar(QUERY_ID, k=10)  # the search space, the default
     macro = bare.execute("SELECT source_id, distance FROM similar_to(?, 10)", [QUERY_ID]).fetchall()
     assert got.column("source_id").to_pylist() == [r[0] for r in macro]
     np.testing.assert_allclose(got.column("distance").to_numpy(), [r[1] for r in macro], rtol=1e-5)
+    ids, dist = space_brute_force(tables, QUERY_ID, 10)
+    assert got.column("source_id").to_pylist() == ids.tolist()
+    np.testing.assert_allclose(got.column("distance").to_numpy(), dist, rtol=1e-4)
+    assert got.column("rank").to_pylist() == list(range(1, 11))
+    assert set(got.column("blocks").to_pylist()) == {"space:xp+dmdt+fold+colour"}
+    assert QUERY_ID not in got.column("source_id").to_pylist()
+    # the latent codes alone: FAISS, the similar_to_latents macro and numpy agree too
+    got = cat.similar(QUERY_ID, k=10, modality="all")
+    macro = bare.execute("SELECT source_id, distance FROM similar_to_latents(?, 10)", [QUERY_ID]).fetchall()
+    assert got.column("source_id").to_pylist() == [r[0] for r in macro]
     ids, dist = brute_force(tables, QUERY_ID, ("xp", "dmdt", "fold"), 10)
     assert got.column("source_id").to_pylist() == ids.tolist()
     np.testing.assert_allclose(got.column("distance").to_numpy(), dist, rtol=1e-5)
-    assert got.column("rank").to_pylist() == list(range(1, 11))
     assert set(got.column("blocks").to_pylist()) == {"xp+dmdt+fold"}
-    assert QUERY_ID not in got.column("source_id").to_pylist()
 
 
 @pytest.mark.parametrize("modality", ["xp", "dmdt", "fold"])
@@ -116,6 +151,13 @@ def test_metadata_columns_are_joined(cat, tables):
 
 def test_missing_xp_query_uses_dmdt_and_fold(cat, bare, tables):
     got = cat.similar(NO_XP_ID, k=10)
+    assert set(got.column("blocks").to_pylist()) == {"space:dmdt+fold+colour"}
+    assert not all(got.column("has_xp").to_pylist())
+    macro = bare.execute("SELECT source_id, parts FROM similar_to(?, 10)", [NO_XP_ID]).fetchall()
+    assert got.column("source_id").to_pylist() == [r[0] for r in macro]
+    assert {r[1] for r in macro} == {"dmdt+fold+colour"}
+    assert got.column("source_id").to_pylist() == space_brute_force(tables, NO_XP_ID, 10)[0].tolist()
+    got = cat.similar(NO_XP_ID, k=10, modality="all")
     assert set(got.column("blocks").to_pylist()) == {"dmdt+fold"}
     assert all(got.column("has_dmdt").to_pylist()) and all(got.column("has_fold").to_pylist())
     assert not all(got.column("has_xp").to_pylist())  # sources without XP are candidates too
@@ -124,8 +166,8 @@ def test_missing_xp_query_uses_dmdt_and_fold(cat, bare, tables):
     assert {r[1] for r in macro} == {"dmdt+fold"}
     ids, _ = brute_force(tables, NO_XP_ID, ("dmdt", "fold"), 10)
     assert got.column("source_id").to_pylist() == ids.tolist()
-    # the joint macro has nothing to say about it: its 15-D code is NULL
-    assert bare.execute("SELECT count(*) FROM similar_to(?, 10)", [NO_XP_ID]).fetchone()[0] == 0
+    # the joint latent macro has nothing to say about it: its 15-D code is NULL
+    assert bare.execute("SELECT count(*) FROM similar_to_latents(?, 10)", [NO_XP_ID]).fetchone()[0] == 0
     with pytest.raises(LatentcatError, match=f"source_id {NO_XP_ID} has no xp code"):
         cat.similar(NO_XP_ID, modality="xp")
 
@@ -144,7 +186,7 @@ def test_where_filter_applies_before_the_top_k_cut(request, tables, which):
         assert got.num_rows == 10
         assert all(m > 18.5 for m in got.column("phot_g_mean_mag").to_pylist())
         assert not all(m > 18.5 for m in c.similar(QUERY_ID, k=10).column("phot_g_mean_mag").to_pylist())
-        ids, _ = brute_force(tables, QUERY_ID, ("xp", "dmdt", "fold"), 10, mask=mask)
+        ids, _ = space_brute_force(tables, QUERY_ID, 10, mask=mask)
         # exact search over the allowed sources gives exactly the same set
         assert got.column("source_id").to_pylist() == ids.tolist()
 
@@ -158,13 +200,20 @@ def test_where_filter_with_fewer_matches_than_k(cat):
 
 def test_search_by_vector(cat, bare, tables):
     z = bare.execute("SELECT z FROM embeddings WHERE source_id = ?", [QUERY_ID]).fetchone()[0]
-    got = cat.similar(np.array(z, np.float32), k=3)
+    got = cat.similar(np.array(z, np.float32), k=3, modality="all")
     assert got.column("source_id")[0].as_py() == QUERY_ID  # a vector query keeps its own source
     assert got.column("distance")[0].as_py() == pytest.approx(0.0, abs=1e-6)
     macro = bare.execute("SELECT source_id FROM similar_to_vector(?, 3)", [z]).fetchall()
     assert got.column("source_id").to_pylist() == [r[0] for r in macro]
-    with pytest.raises(LatentcatError, match="has 15 values, got 5"):
+    s = bare.execute("SELECT list_concat(s_xp, s_dmdt, s_fold, s_colour) FROM space WHERE source_id = ?",
+                     [QUERY_ID]).fetchone()[0]
+    got = cat.similar(np.array(s, np.float32), k=3)  # a search-space vector: 16 values
+    assert got.column("source_id")[0].as_py() == QUERY_ID
+    assert got.column("source_id").to_pylist()[1:] == cat.similar(QUERY_ID, k=2).column("source_id").to_pylist()
+    with pytest.raises(LatentcatError, match="has 16 values, got 5"):
         cat.similar(np.zeros(5), k=3)
+    with pytest.raises(LatentcatError, match="has 15 values, got 5"):
+        cat.similar(np.zeros(5), k=3, modality="all")
     with pytest.raises(LatentcatError, match="NaN"):
         cat.similar(np.full(5, np.nan), modality="fold")
 
@@ -181,7 +230,7 @@ def test_unknown_source_and_bad_arguments(cat):
 def test_catalogue_is_read_only(cat):
     before = cat.sql("SELECT count(*) AS n FROM map").column("n")[0].as_py()
     with pytest.raises(LatentcatError, match="read-only"):
-        cat.sql("INSERT INTO map VALUES (1, 0.0, 0.0)")
+        cat.sql("INSERT INTO map VALUES (1, 0.0, 0.0, NULL)")
     with pytest.raises(LatentcatError, match="read-only"):
         cat.sql("DROP TABLE sources")
     assert cat.sql("SELECT count(*) AS n FROM map").column("n")[0].as_py() == before
@@ -202,7 +251,7 @@ def test_two_processes_read_at_once(cat, cat_dir):
         c = q.open({str(cat_dir)!r})
         print(*c.similar({QUERY_ID}, k=5).column("source_id").to_pylist())
         try:
-            c.sql("INSERT INTO map VALUES (1, 0.0, 0.0)")
+            c.sql("INSERT INTO map VALUES (1, 0.0, 0.0, NULL)")
         except Exception as err:
             print(type(err).__name__)
     """)

@@ -68,8 +68,9 @@ import pyarrow.parquet as pq
 from latentcat.catalog import index as lc_index
 from latentcat.catalog.atomic import swap_in
 from latentcat.catalog.hats import HATS_DIR, write_embeddings_hats
+from latentcat.catalog.space import PARTS, SearchSpace, present_sets, space_parts, space_rows, vectors_of
 from latentcat.catalog.store import (
-    DB_NAME, INDEX_DIR, load_tables, sql_script, sql_statements, table_counts, write_build_info,
+    DB_NAME, INDEX_DIR, load_tables, sql_script, sql_statements, table_counts, write_build_info, write_space,
 )
 from latentcat.errors import InputError, LatentcatError
 from latentcat.query.analysis_models import AnalysisModels, load_analysis
@@ -84,7 +85,7 @@ DERIVED_TABLES = ("predictions", "outlier_scores", "map")
 SAMPLE = 16
 """Stored rows (the first by source_id) a stored model must reproduce before it is used."""
 
-_SOURCE_TABLES = ("sources", "labels", "features", "embeddings", *DERIVED_TABLES)
+_SOURCE_TABLES = ("sources", "labels", "features", "embeddings", "space", *DERIVED_TABLES)
 _SHARD = re.compile(r"^(features|embeddings)-(\d+)\.parquet$")
 _PERCENTILES = (50, 90, 99)
 
@@ -258,17 +259,17 @@ def _mirror(cat_dir: Path, new: Path, replaced: np.ndarray) -> list[str]:
     return rewritten
 
 
-def _append_indexes(old_dir: Path, new_dir: Path, codes: pa.Table, replaced: np.ndarray,
-                    old_info: dict, seed: int) -> dict:
-    """Write every block-set index of the new catalogue: the old index minus the replaced
-    sources plus the added codes; an index the catalogue lacked is built."""
-    ids, blocks = lc_index.codes_to_numpy(codes)
+def _append_indexes(old_dir: Path, new_dir: Path, ids: np.ndarray, vectors: dict[str, np.ndarray],
+                    sets, space: bool, replaced: np.ndarray, old_info: dict, seed: int) -> dict:
+    """Write every index of one family (latent block sets, or search-space part sets with
+    ``space``) of the new catalogue: the old index minus the replaced sources plus the added
+    vectors; an index the catalogue lacked is built."""
     infos = {}
-    for block_set in lc_index.BLOCK_SETS:
-        name = lc_index.block_set_name(block_set)
-        old_path = lc_index.index_path(old_dir, block_set)
-        new_path = lc_index.index_path(new_dir, block_set)
-        add_ids, x = lc_index.vectors_for(ids, blocks, block_set)
+    for block_set in sets:
+        name = lc_index.index_key(block_set, space)
+        old_path = lc_index.index_path(old_dir, block_set, space)
+        new_path = lc_index.index_path(new_dir, block_set, space)
+        add_ids, x = lc_index.vectors_for(ids, vectors, block_set)
         if not old_path.exists():
             if add_ids.size:
                 index, info = lc_index.build_index(x, add_ids, seed=seed)
@@ -291,17 +292,20 @@ def _append_indexes(old_dir: Path, new_dir: Path, codes: pa.Table, replaced: np.
     return infos
 
 
-def _verify(con: duckdb.DuckDBPyConnection, new_dir: Path, codes: pa.Table, infos: dict) -> None:
-    """Check the assembled catalogue before it replaces the old one."""
-    ids, blocks = lc_index.codes_to_numpy(codes)
-    for name, info in infos.items():
-        block_set = lc_index.parse_block_set(name)
-        n_db = con.execute(sql_statements("add")["count_with_blocks"],
-                           {b: b in block_set for b in lc_index.BLOCKS}).fetchall()[0][0]
-        index = lc_index.read_index(lc_index.index_path(new_dir / INDEX_DIR, block_set))
+def _verify(con: duckdb.DuckDBPyConnection, new_dir: Path, ids: np.ndarray, vectors: dict[str, np.ndarray],
+            infos: dict, space: bool) -> None:
+    """Check one family of indexes of the assembled catalogue before it replaces the old one."""
+    names = PARTS if space else lc_index.BLOCKS
+    for name in infos:
+        if name.startswith(f"{lc_index.SPACE}:") != space:
+            continue
+        block_set = lc_index.parse_block_set(name.removeprefix(f"{lc_index.SPACE}:"), names)
+        statement = "count_with_parts" if space else "count_with_blocks"
+        n_db = con.execute(sql_statements("add")[statement], {b: b in block_set for b in names}).fetchall()[0][0]
+        index = lc_index.read_index(lc_index.index_path(new_dir / INDEX_DIR, block_set, space))
         if index.ntotal != n_db:
-            raise LatentcatError(f"{name} index holds {index.ntotal} vectors, the embeddings table {n_db}")
-        set_ids, x = lc_index.vectors_for(ids, blocks, block_set)
+            raise LatentcatError(f"{name} index holds {index.ntotal} vectors, the catalogue {n_db} sources with them")
+        set_ids, x = lc_index.vectors_for(ids, vectors, block_set)
         if set_ids.size:  # the first added source must be its own nearest neighbour
             dist, found = lc_index.search(index, x[0], 1)
             if found.size == 0 or found[0] != set_ids[0] or dist[0] > 1e-4:
@@ -328,14 +332,17 @@ def _place_shards(work: Path, new: Path) -> list[str]:
     return placed
 
 
-def _arrays(table: pa.Table) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """ids, latent blocks (NaN rows where missing) and losses (NaN where missing) of a table
-    with source_id, z_xp, z_dmdt, z_fold and, optionally, recon_loss_* columns."""
+def _arrays(table: pa.Table, space: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """ids, vectors (the search-space parts s_* with ``space``, else the latent blocks z_*; NaN
+    rows where missing) and losses (NaN where missing) of a table with source_id, those columns
+    and, optionally, recon_loss_* columns."""
+    losses = _losses(table) if "recon_loss_xp" in table.column_names else {}
+    if space:
+        return table.column("source_id").to_numpy().astype(np.int64), vectors_of(table), losses
     fixed = pa.list_(pa.float32(), lc_index.BLOCK_DIM)  # the layout codes_to_numpy reads
     codes = pa.table({"source_id": table.column("source_id"),
                       **{f"z_{b}": table.column(f"z_{b}").cast(fixed) for b in lc_index.BLOCKS}})
     ids, blocks = lc_index.codes_to_numpy(codes)
-    losses = _losses(table) if "recon_loss_xp" in table.column_names else {}
     return ids, blocks, losses
 
 
@@ -351,19 +358,21 @@ def _sample(con: duckdb.DuckDBPyConnection, statement: str, key: str | None = No
 
 def _reproduces(con: duckdb.DuckDBPyConnection, table: str, key: str, model) -> bool:
     """Whether a stored model gives the stored rows of the first `SAMPLE` catalogue sources."""
+    space = getattr(model, "modality", None) == lc_index.SPACE
     if table == "predictions":
         sample = _sample(con, "prediction_sample", key)
-        got = model.predict(*_arrays(sample)[:2])
+        got = model.predict(*_arrays(sample, space)[:2])
         return (got.column("source_id").equals(sample.column("source_id"))
                 and got.column("class").equals(sample.column("class"))
                 and _close(got.column("probability").to_numpy(), sample.column("probability").to_numpy()))
     if table == "outlier_scores":
         sample = _sample(con, "outlier_sample", key)
-        _, blocks, losses = _arrays(sample)
+        _, blocks, losses = _arrays(sample, space)
         return _close(model.score(blocks, losses)[0], sample.column("score").to_numpy().astype(np.float32))
     sample = _sample(con, "map_sample")
-    got = model.place(*_arrays(sample)[:2])
+    got = model.place(*_arrays(sample, space)[:2])
     return (got.column("source_id").equals(sample.column("source_id"))
+            and got.column("blocks").equals(sample.column("blocks"))
             and all(_close(got.column(c).to_numpy(), sample.column(c).to_numpy()) for c in ("x", "y")))
 
 
@@ -387,7 +396,7 @@ def refresh_derived(con: duckdb.DuckDBPyConnection, models: AnalysisModels | Non
     keys : dict
         Derived table -> {model_id / method / '' (map): rows} before the addition.
     added : pyarrow.Table
-        The added embeddings (source_id, z_*, recon_loss_*).
+        The added embeddings (source_id, z_*, recon_loss_*) with their search-space parts (s_*).
 
     Returns
     -------
@@ -396,7 +405,6 @@ def refresh_derived(con: duckdb.DuckDBPyConnection, models: AnalysisModels | Non
     stale : dict
         Table -> keys whose rows could not be extended: no stored model reproduces them.
     """
-    ids, blocks, losses = _arrays(added)
     models = models or AnalysisModels()
     refreshed: dict = {t: {} for t in DERIVED_TABLES}
     stale: dict = {}
@@ -411,6 +419,7 @@ def refresh_derived(con: duckdb.DuckDBPyConnection, models: AnalysisModels | Non
             if model is None or not _reproduces(con, table, key, model):
                 stale.setdefault(table, []).append(key)
                 continue
+            ids, blocks, losses = _arrays(added, getattr(model, "modality", None) == lc_index.SPACE)
             if table == "predictions":
                 rows = model.predict(ids, blocks)
                 _insert(con, "insert_predictions", rows)
@@ -548,14 +557,34 @@ def add_sources(cat_dir: Path, inputs: list[Path], skip_existing: bool = False, 
             load_tables(con, stage, work / FEATURES_DIR, work / EMBEDDINGS_DIR)
             con.execute(sql_script("macros"))  # views pick up any new gaia_source columns
 
-            fixed = pa.list_(pa.float32(), lc_index.BLOCK_DIM)  # the layout codes_to_numpy reads
-            codes = pa.table({"source_id": added_emb.column("source_id"),
-                              **{f"z_{b}": added_emb.column(f"z_{b}").cast(fixed) for b in lc_index.BLOCKS}})
-            indexes = _append_indexes(cat_dir / INDEX_DIR, new / INDEX_DIR, codes, replaced,
-                                      old["build_info"].get("indexes", {}), int(old["build_info"].get("seed", 0)))
-            _verify(con, new, codes, indexes)
+            ids, latents = _arrays(added_emb)[:2]
+            # the added sources' search-space parts, by the rule the catalogue stored
+            rule = SearchSpace.from_table(con.sql(sql_statements("query")["space_rule"]).to_arrow_table())
+            con.register("_new_rows", pa.table({"source_id": pa.array(ids, pa.int64())}))
+            colour = con.sql(sql_statements("add")["colour_of"]).to_arrow_table()
+            con.unregister("_new_rows")
+            bp_rp = np.full(ids.size, np.nan)
+            order = np.argsort(ids)
+            bp_rp[order[np.searchsorted(ids[order], colour.column("source_id").to_numpy())]] = (
+                colour.column("bp_rp").to_numpy(zero_copy_only=False).astype(np.float64))
+            vectors = rule.transform(space_parts(latents, bp_rp))
+            added_space = space_rows(ids, vectors)
+            write_space(con, added_space)
+            old_info, seed = old["build_info"].get("indexes", {}), int(old["build_info"].get("seed", 0))
+            space_sets = {lc_index.parse_block_set(k.removeprefix(f"{lc_index.SPACE}:"), PARTS)
+                          for k in old_info if k.startswith(f"{lc_index.SPACE}:")}
+            space_sets = sorted(space_sets | set(present_sets(vectors)), key=lambda s: (-len(s), [PARTS.index(p) for p in s]))
+            indexes = _append_indexes(cat_dir / INDEX_DIR, new / INDEX_DIR, ids, latents, lc_index.BLOCK_SETS,
+                                      False, replaced, old_info, seed)
+            indexes.update(_append_indexes(cat_dir / INDEX_DIR, new / INDEX_DIR, ids, vectors, space_sets,
+                                           True, replaced, old_info, seed))
+            _verify(con, new, ids, latents, indexes, space=False)
+            _verify(con, new, ids, vectors, indexes, space=True)
 
-            report["analysis"], stale_now = refresh_derived(con, models, old["derived_keys"], added_emb)
+            added = added_emb
+            for p in PARTS:
+                added = added.append_column(f"s_{p}", added_space.column(f"s_{p}"))
+            report["analysis"], stale_now = refresh_derived(con, models, old["derived_keys"], added)
             stale = _stale_record(old, stale_now, int(new_ids.size))
             report.update(counts=table_counts(con), shards=_place_shards(work, new))
             info = {"counts": report["counts"], "indexes": indexes,

@@ -234,13 +234,15 @@ def analyse(cat_dir: Path, config: BuildConfig) -> dict:
                                   model=opts.get("classifier", "logreg"), seed=seed)
             report["classifier"] = {
                 "model_id": result.model_id, "macro_f1": result.macro_f1, "left_out": result.left_out,
+                "classic_numbers": result.baseline,
                 "per_class": result.report.to_pylist(),
             }
             plot_confusion(result.confusion, result.classes, out=figures / "confusion.png",
                            title=f"{result.model_id}: cross-validated, macro F1 {result.macro_f1:.2f}")
         fitted_outliers = []
         if opts.get("outliers", True):
-            fitted_outliers = [fit_outliers(cat, m, seed=seed) for m in ("isolation_forest", "recon_loss")]
+            fitted_outliers = [fit_outliers(cat, "isolation_forest", "space", seed=seed),
+                               fit_outliers(cat, "recon_loss", "all", seed=seed)]
         scores = [table for table, _ in fitted_outliers]
         xy, map_model = fit_map_model(cat, seed=seed) if opts.get("map", True) else (None, None)
         if xy is not None and xy.num_rows:

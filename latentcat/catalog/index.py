@@ -1,9 +1,11 @@
-"""FAISS indexes of the latent codes, one per block set.
+"""FAISS indexes of the latent codes and of the search space, one per block set.
 
 A *block set* is a non-empty combination of the three 5-D latent blocks, always in the
 order xp, dm-dt, fold. The index of a block set holds every source that has all of its
 blocks, the blocks concatenated; its ids are Gaia DR3 source_ids (int64). A query that
 lacks XP is therefore answered by the ``dmdt+fold`` index, and nothing is ever zero-filled.
+The search space (`latentcat.catalog.space`) is indexed the same way over its parts (xp,
+dmdt, fold, colour), in files named ``space_<parts>.faiss``.
 
 Below ``exact_max`` vectors an index is exact (``IndexFlatL2``); above it, IVF-Flat with
 ``nlist = 4 sqrt(N)`` lists and ``nprobe`` raised until recall@10 against exact search on
@@ -41,8 +43,10 @@ def block_set_name(blocks: tuple[str, ...]) -> str:
     return "+".join(blocks)
 
 
-def parse_block_set(name: str) -> tuple[str, ...]:
+def parse_block_set(name: str, blocks: tuple[str, ...] = BLOCKS) -> tuple[str, ...]:
     """Blocks named by ``"all"``, ``"xp"``, ``"dmdt+fold"``, ... in canonical order.
+
+    ``blocks`` is the canonical list (the latent blocks, or the search space's parts).
 
     Raises
     ------
@@ -50,18 +54,27 @@ def parse_block_set(name: str) -> tuple[str, ...]:
         If a name is not a block or a block repeats.
     """
     if name == "all":
-        return BLOCKS
+        return tuple(blocks)
     parts = name.split("+")
-    if not parts or any(p not in BLOCKS for p in parts) or len(set(parts)) != len(parts):
+    if not parts or any(p not in blocks for p in parts) or len(set(parts)) != len(parts):
         raise ValueError(
-            f"unknown modality {name!r}: use 'all', 'xp', 'dmdt', 'fold' or a '+'-joined set"
+            f"unknown modality {name!r}: use 'all', {', '.join(repr(b) for b in blocks)} or a '+'-joined set"
         )
-    return tuple(b for b in BLOCKS if b in parts)
+    return tuple(b for b in blocks if b in parts)
 
 
-def index_path(index_dir: Path, blocks: tuple[str, ...]) -> Path:
-    """File of the index of a block set inside a catalogue's index folder."""
-    return Path(index_dir) / f"{'_'.join(blocks)}.faiss"
+SPACE = "space"
+"""Name of the search space (`latentcat.catalog.space`) in modalities, index keys and file names."""
+
+
+def index_key(blocks: tuple[str, ...], space: bool = False) -> str:
+    """Key of an index in ``build_info.indexes``: ``"dmdt+fold"``, or ``"space:dmdt+fold+colour"``."""
+    return f"{SPACE}:{block_set_name(blocks)}" if space else block_set_name(blocks)
+
+
+def index_path(index_dir: Path, blocks: tuple[str, ...], space: bool = False) -> Path:
+    """File of the index of a block set (of the search space with ``space``) in an index folder."""
+    return Path(index_dir) / f"{SPACE + '_' if space else ''}{'_'.join(blocks)}.faiss"
 
 
 def codes_to_numpy(codes: pa.Table) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -276,7 +289,7 @@ def build_indexes(
     target_recall: float = 0.98,
     seed: int = 0,
 ) -> dict[str, dict]:
-    """Build and write the index of every block set that has at least one source.
+    """Build and write the index of every latent block set that has at least one source.
 
     Parameters
     ----------
@@ -291,15 +304,49 @@ def build_indexes(
         Block-set name -> index info (see `build_index`) plus its ``file``.
     """
     ids, blocks = codes_to_numpy(codes)
+    return build_set_indexes(ids, blocks, BLOCK_SETS, index_dir, exact_max=exact_max,
+                             target_recall=target_recall, seed=seed)
+
+
+def build_set_indexes(
+    ids: np.ndarray,
+    vectors: dict[str, np.ndarray],
+    sets,
+    index_dir: Path,
+    *,
+    space: bool = False,
+    exact_max: int = EXACT_MAX,
+    target_recall: float = 0.98,
+    seed: int = 0,
+) -> dict[str, dict]:
+    """Build and write the index of each set of ``sets`` that at least one source has in full.
+
+    Parameters
+    ----------
+    ids : int64 (n,)
+    vectors : dict
+        Block (or search-space part) -> float32 (n, d) array, NaN rows where missing.
+    sets : iterable of tuple
+        The block sets to index.
+    index_dir : Path
+        Folder the ``*.faiss`` files are written to.
+    space : bool
+        The vectors are the search space's (`index_key`, `index_path`).
+
+    Returns
+    -------
+    dict
+        `index_key` -> index info (see `build_index`) plus its ``file``.
+    """
     infos = {}
-    for block_set in BLOCK_SETS:
-        set_ids, x = vectors_for(ids, blocks, block_set)
+    for block_set in sets:
+        set_ids, x = vectors_for(ids, vectors, block_set)
         if len(set_ids) == 0:
             continue
         index, info = build_index(
             x, set_ids, exact_max=exact_max, target_recall=target_recall, seed=seed
         )
-        path = index_path(index_dir, block_set)
+        path = index_path(index_dir, block_set, space)
         write_index(index, path)
-        infos[block_set_name(block_set)] = {**info, "file": f"{Path(index_dir).name}/{path.name}"}
+        infos[index_key(block_set, space)] = {**info, "file": f"{Path(index_dir).name}/{path.name}"}
     return infos

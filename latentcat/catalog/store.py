@@ -16,11 +16,13 @@ from pathlib import Path
 
 import duckdb
 import faiss
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from latentcat.catalog import index as lc_index
 from latentcat.catalog.hats import HATS_DIR, write_embeddings_hats
+from latentcat.catalog.space import SearchSpace, present_sets, space_parts, space_rows
 from latentcat.errors import InputError, LatentcatError
 from latentcat.errors import one_line as _one_line
 
@@ -245,6 +247,16 @@ def write_catalog(
         indexes = lc_index.build_indexes(
             codes, cat_dir / INDEX_DIR, exact_max=exact_max, target_recall=target_recall, seed=seed
         )
+        ids, latents = lc_index.codes_to_numpy(codes)
+        colour = con.sql(sql_statements("load")["colour_for_space"]).to_arrow_table().column("bp_rp")
+        raw = space_parts(latents, colour.to_numpy(zero_copy_only=False).astype(np.float64))
+        rule = SearchSpace.fit(raw)
+        vectors = rule.transform(raw)
+        write_space(con, space_rows(ids, vectors), rule)
+        indexes.update(lc_index.build_set_indexes(
+            ids, vectors, present_sets(vectors), cat_dir / INDEX_DIR, space=True, exact_max=exact_max,
+            target_recall=target_recall, seed=seed,
+        ))
         hats = write_embeddings_hats(con.table("embeddings"), con.table("sources"), cat_dir / HATS_DIR)
         info = {
             **build_info,
@@ -262,6 +274,18 @@ def write_catalog(
         raise
     con.close()
     return info
+
+
+def write_space(con: duckdb.DuckDBPyConnection, rows: pa.Table, rule: SearchSpace | None = None) -> None:
+    """Insert search-space rows (`latentcat.catalog.space.space_rows`) and, when given, the rule
+    that made them into an open catalogue."""
+    con.register("_space_rows", rows)
+    con.execute(sql_statements("load")["load_space"])
+    con.unregister("_space_rows")
+    if rule is not None:
+        con.register("_space_rule", rule.to_table())
+        con.execute(sql_statements("load")["load_space_rule"])
+        con.unregister("_space_rule")
 
 
 def _writer(cat_dir: Path) -> duckdb.DuckDBPyConnection:
@@ -318,7 +342,7 @@ def write_outlier_scores(cat_dir: Path, scores: pa.Table, method: str) -> int:
 
 
 def write_map(cat_dir: Path, xy: pa.Table) -> int:
-    """Replace the catalogue's 2-D map with ``xy`` (source_id, x, y).
+    """Replace the catalogue's 2-D map with ``xy`` (source_id, x, y, blocks: what placed each source).
 
     Returns the number of rows written. Opens the catalogue for writing: no reader may hold it.
     """

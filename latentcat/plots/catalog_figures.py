@@ -22,7 +22,7 @@ COLOR_BY = {
     # name users type -> (SQL giving source_id, value; categorical?; colour-bar label)
     "labels.best_class_name": ("SELECT source_id, best_class_name AS value FROM labels", True, ""),
     "predictions": ("SELECT source_id, arg_max(class, probability) AS value FROM predictions GROUP BY 1", True, ""),
-    "outlier_score": ("SELECT source_id, score AS value FROM outlier_scores WHERE method = 'isolation_forest:all'",
+    "outlier_score": ("SELECT source_id, score AS value FROM outlier_scores WHERE method = 'isolation_forest:space'",
                       False, "isolation-forest outlier score"),
     "period": ("SELECT source_id, log10(period) AS value FROM features WHERE period > 0", False, "log10 period (d)"),
     "bp_rp": ("SELECT source_id, bp_rp AS value FROM sources", False, "BP - RP (mag)"),
@@ -41,7 +41,7 @@ def _class_of(cat, ids: Sequence[int]) -> dict[int, str]:
     return {r["source_id"]: r["label"] or (f"{r['pred']} (pred.)" if r["pred"] else "unlabelled") for r in rows}
 
 
-def plot_similar_from_catalog(cat, source_id: int, k: int = 8, modality: str = "all", where: str | None = None,
+def plot_similar_from_catalog(cat, source_id: int, k: int = 8, modality: str = "space", where: str | None = None,
                               out: str | Path | None = None):
     """The query source and its ``k`` nearest neighbours, each as fold / XP / dm-dt panels."""
     neighbours = cat.similar(source_id, k=k, modality=modality, where=where)
@@ -91,12 +91,20 @@ def write_catalog_report(cat, out_html: Path, top_outliers: int = 8) -> Path:
         "latentcat": build.get("versions", {}).get("latentcat", "?"),
     }
     map_png = figure_png(plot_catalog_map(cat)) if cat.map().num_rows else None
-    # cross-validated per-class scores of the build's classifier
-    classifier = build.get("analyse", {}).get("classifier", {}).get("per_class", [])
+    # cross-validated scores of the build's classifier, and of the same classifier on the
+    # classic light-curve numbers alone: what the latents add
+    fitted = build.get("analyse", {}).get("classifier", {})
+    classifier = fitted.get("per_class", [])
+    if fitted.get("macro_f1") is not None:
+        summary["classifier macro F1 (cross-validated)"] = round(fitted["macro_f1"], 3)
+    if fitted.get("classic_numbers"):
+        c = fitted["classic_numbers"]
+        summary[f"on the {c['n']} labelled sources with light curves"] = (
+            f"{c['macro_f1']:.3f}; the same classifier on the classic light-curve numbers alone {c['baseline_macro_f1']:.3f}")
     outliers = cat.sql(
         "SELECT o.rank, o.source_id, round(o.score, 4) AS score, l.best_class_name, s.phot_g_mean_mag "
         "FROM outlier_scores o LEFT JOIN labels l USING (source_id) LEFT JOIN sources s USING (source_id) "
-        "WHERE o.method = 'isolation_forest:all' ORDER BY o.rank LIMIT $n", {"n": top_outliers}).to_pylist()
+        "WHERE o.method = 'isolation_forest:space' ORDER BY o.rank LIMIT $n", {"n": top_outliers}).to_pylist()
     if outliers:
         rows = read_feature_rows(cat.path / "features", [r["source_id"] for r in outliers])
         for i, r in enumerate(outliers):

@@ -68,25 +68,34 @@ class AnalysisModels:
     manifest: dict = field(default_factory=dict)
 
 
-def analysis_inputs(cat) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """source_ids, latent blocks and reconstruction losses of every catalogue source.
+def analysis_inputs(cat, space: bool = True) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """source_ids, the vectors analysed and the reconstruction losses of every catalogue source.
 
     Parameters
     ----------
     cat : latentcat.query.Catalog
         An open catalogue.
+    space : bool
+        The search-space parts (`latentcat.catalog.space`); False: the latent blocks.
 
     Returns
     -------
     ids : int64 (n,)
         In source_id order.
-    blocks : dict of float32 (n, 5)
-        ``xp``, ``dmdt``, ``fold``; rows of a missing block are NaN.
+    blocks : dict of float32 (n, d)
+        The parts ``xp``, ``dmdt``, ``fold``, ``colour`` (or the blocks ``xp``, ``dmdt``,
+        ``fold``); rows of a missing part are NaN.
     losses : dict of float32 (n,)
         ``recon_loss_<block>``; NaN where missing.
     """
-    table = cat.sql(sql_statements("query")["analysis_codes"])
-    ids, blocks = lc_index.codes_to_numpy(table)
+    from latentcat.catalog.space import vectors_of
+
+    if space:
+        table = cat.sql(sql_statements("query")["analysis_space"])
+        ids, blocks = table.column("source_id").to_numpy().astype(np.int64), vectors_of(table)
+    else:
+        table = cat.sql(sql_statements("query")["analysis_codes"])
+        ids, blocks = lc_index.codes_to_numpy(table)
     losses = {
         b: table.column(f"recon_loss_{b}").to_numpy(zero_copy_only=False).astype(np.float32)
         for b in lc_index.BLOCKS
@@ -94,7 +103,7 @@ def analysis_inputs(cat) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, n
     return ids, blocks, losses
 
 
-def fit_outliers(cat, method: str = "isolation_forest", modality: str = "all", seed: int = 0):
+def fit_outliers(cat, method: str = "isolation_forest", modality: str = "space", seed: int = 0):
     """Fit an outlier model on a catalogue and rank its sources.
 
     Parameters
@@ -113,12 +122,12 @@ def fit_outliers(cat, method: str = "isolation_forest", modality: str = "all", s
     """
     from latentcat.query.outliers import OutlierModel
 
-    ids, blocks, losses = analysis_inputs(cat)
+    ids, blocks, losses = analysis_inputs(cat, space=modality == lc_index.SPACE)
     model = OutlierModel(method, modality, seed).fit(blocks, losses)
     return model.rank(ids, blocks, losses), model
 
 
-def fit_map_model(cat, modality: str = "all", seed: int = 0, **params):
+def fit_map_model(cat, modality: str = "space", seed: int = 0, **params):
     """Fit the 2-D map on a catalogue and place its sources.
 
     Parameters
@@ -137,7 +146,7 @@ def fit_map_model(cat, modality: str = "all", seed: int = 0, **params):
     """
     from latentcat.query.latent_map import map_blocks
 
-    ids, blocks, _ = analysis_inputs(cat)
+    ids, blocks, _ = analysis_inputs(cat, space=modality == lc_index.SPACE)
     return map_blocks(ids, blocks, modality, seed, **params)
 
 

@@ -213,8 +213,9 @@ def encode_query(cat_dir: Path, light_curve=None, xp=None, min_epochs: int = 10)
     return feats, row
 
 
-def similar_to_data(cat, light_curve=None, xp=None, k: int = 10, modality: str = "all",
-                    where: str | None = None, time_format: str = "gaia") -> tuple[pa.Table, dict]:
+def similar_to_data(cat, light_curve=None, xp=None, k: int = 10, modality: str = "space",
+                    where: str | None = None, time_format: str = "gaia",
+                    bp_rp: float | None = None) -> tuple[pa.Table, dict]:
     """The catalogue sources nearest to a light curve and/or XP spectrum that is not in it.
 
     Parameters
@@ -228,12 +229,16 @@ def similar_to_data(cat, light_curve=None, xp=None, k: int = 10, modality: str =
         values per band, e-/s); a band may be None (then there is no XP code).
     k : int
         Number of neighbours.
-    modality : {"all", "xp", "dmdt", "fold"} or a block set such as "dmdt+fold"
-        ``"all"`` compares on every block the query has.
+    modality : {"space", "all", "xp", "dmdt", "fold"} or a block set such as "dmdt+fold"
+        ``"space"`` (default) compares the search-space parts the query has, made by the
+        catalogue's stored rule (the colour part only when ``bp_rp`` is given); ``"all"``
+        compares every latent block the query has.
     where : str, optional
         SQL filter on the catalogue's metadata, as in `Catalog.similar`.
     time_format : {"gaia", "bjd", "jd", "mjd"}
         See `to_gaia_time`.
+    bp_rp : float, optional
+        The source's Gaia BP - RP colour (mag), the search space's colour part.
 
     Returns
     -------
@@ -255,10 +260,13 @@ def similar_to_data(cat, light_curve=None, xp=None, k: int = 10, modality: str =
 
     if light_curve is None and xp is None:
         raise LatentcatError("give a light curve, an XP spectrum or both")
+    if bp_rp is not None and not np.isfinite(float(bp_rp)):
+        raise LatentcatError(f"bp_rp must be a finite colour (mag), got {bp_rp!r}")
+    space = modality == lc_index.SPACE
     try:
-        wanted = lc_index.parse_block_set(modality)
+        wanted = lc_index.BLOCKS if space else lc_index.parse_block_set(modality)
     except ValueError as err:
-        raise LatentcatError(str(err)) from None
+        raise LatentcatError(f"{err}, or 'space', the default") from None
     settings = feature_settings(cat.path, cat.info()["build_info"])
     min_epochs = settings["min_epochs"]
     lc = None
@@ -277,17 +285,28 @@ def similar_to_data(cat, light_curve=None, xp=None, k: int = 10, modality: str =
         raise LatentcatError(f"xp: no XP code for this spectrum ({feats['xp_reason']}): both BP and RP are needed")
 
     have = tuple(b for b in lc_index.BLOCKS if emb[f"z_{b}"] is not None)
-    blocks = have if modality == "all" else wanted
+    blocks = have if modality in ("all", lc_index.SPACE) else wanted
     missing = [b for b in blocks if b not in have]
     if missing or not blocks:
         what = "+".join(missing) or "latent"
         hint = "an XP spectrum gives the xp block" if "xp" in missing else "a light curve gives dmdt and fold"
         raise LatentcatError(f"the query has no {what} code ({hint}; is the model in models/?)")
-    vector = np.concatenate([emb[f"z_{b}"] for b in blocks])
-    neighbours = cat.similar(vector, k=k, modality=lc_index.block_set_name(blocks), where=where)
+    if space:
+        from latentcat.catalog.space import space_parts
+
+        latents = {b: (emb[f"z_{b}"] if emb[f"z_{b}"] is not None else np.full(5, np.nan))[None, :]
+                   for b in lc_index.BLOCKS}
+        parts = cat.space_rule().transform(space_parts(latents, None if bp_rp is None else np.array([bp_rp])))
+        blocks = blocks + (("colour",) if bp_rp is not None else ())
+        vector = np.concatenate([parts[b][0] for b in blocks])
+        searched = f"{lc_index.SPACE}:{lc_index.block_set_name(blocks)}"
+    else:
+        vector = np.concatenate([emb[f"z_{b}"] for b in blocks])
+        searched = lc_index.block_set_name(blocks)
+    neighbours = cat.similar(vector, k=k, modality=searched, where=where)
 
     info = {
-        "blocks": lc_index.block_set_name(blocks),
+        "blocks": searched,
         "n_obs": int(feats["n_obs"]),
         "n_clipped": int(feats["n_clipped"]),
         "period": feats["period"],
@@ -434,8 +453,9 @@ def read_query_file(path: str | Path, time_format: str = "gaia", source_id: int 
     return data
 
 
-def similar_to_file(cat, path: str | Path, k: int = 10, modality: str = "all", where: str | None = None,
-                    time_format: str = "gaia", source_id: int | None = None) -> tuple[pa.Table, dict]:
+def similar_to_file(cat, path: str | Path, k: int = 10, modality: str = "space", where: str | None = None,
+                    time_format: str = "gaia", source_id: int | None = None,
+                    bp_rp: float | None = None) -> tuple[pa.Table, dict]:
     """`read_query_file` then `similar_to_data`: the neighbours of the data in a file.
 
     Returns
@@ -448,5 +468,6 @@ def similar_to_file(cat, path: str | Path, k: int = 10, modality: str = "all", w
 
     settings = feature_settings(cat.path, cat.info()["build_info"])
     data = read_query_file(path, time_format, source_id, settings["keep_variability_rejected"])
-    neighbours, info = similar_to_data(cat, data.light_curve, data.xp, k=k, modality=modality, where=where)
+    neighbours, info = similar_to_data(cat, data.light_curve, data.xp, k=k, modality=modality, where=where,
+                                       bp_rp=bp_rp)
     return neighbours, {**info, "time_format": time_format, "source_id": data.source_id, "notes": data.notes}

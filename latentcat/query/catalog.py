@@ -5,8 +5,8 @@
     >>> cat.similar(5853498713190525696, k=10, where="phot_g_mean_mag < 16")
     >>> cat.sql("SELECT best_class_name, count(*) FROM labels GROUP BY 1")
     >>> result = cat.classify(model="logreg")       # cross-validated report + predictions
-    >>> cat.outliers(top=100)                        # isolation forest on the latents
-    >>> xy = cat.fit_map(seed=0)                     # parametric 2-D map of the codes
+    >>> cat.outliers(top=100)                        # isolation forest on the search space
+    >>> xy = cat.fit_map(seed=0)                     # parametric 2-D map: every source on it
 
 The analyses return tables; storing them is the writer's job
 (`latentcat.catalog.store.write_predictions`, ``write_outlier_scores``, ``write_map``).
@@ -30,7 +30,21 @@ from latentcat.catalog.store import DB_NAME, INDEX_DIR, sql_statements
 from latentcat.errors import LatentcatError
 from latentcat.errors import one_line as _one_line
 
-MODALITIES = ("all", "xp", "dmdt", "fold")
+MODALITIES = ("space", "all", "xp", "dmdt", "fold")
+"""``space``: the search space (latent blocks and colour, `latentcat.catalog.space`), the
+default; ``all``: the latent blocks a source has; or one block or a '+'-joined set of blocks."""
+
+
+def _modality(modality: str) -> tuple[bool, tuple[str, ...], str]:
+    """(search space?, the canonical names, the block-set spec) of a modality: ``"space"`` is the
+    search space on the parts a query has, ``"space:dmdt+fold"`` named parts of it; anything
+    else names latent blocks."""
+    from latentcat.catalog.space import PARTS
+
+    head, colon, spec = str(modality).partition(":")
+    if head == lc_index.SPACE:
+        return True, PARTS, spec if colon else "all"
+    return False, lc_index.BLOCKS, modality
 
 
 def _jsonable(value):
@@ -117,16 +131,39 @@ class Catalog:
         build = {r["key"]: json.loads(r["value"]) for r in rows}
         return {"path": str(self.path), "counts": counts, "build_info": build}
 
-    def _index(self, blocks: tuple[str, ...]):
+    def _index(self, blocks: tuple[str, ...], space: bool = False):
         with self._lock:
-            if blocks not in self._indexes:
-                path = lc_index.index_path(self.path / INDEX_DIR, blocks)
+            key = (space, blocks)
+            if key not in self._indexes:
+                path = lc_index.index_path(self.path / INDEX_DIR, blocks, space)
                 if not path.exists():
                     raise LatentcatError(
-                        f"{path}: the catalogue has no {lc_index.block_set_name(blocks)} index"
+                        f"{path}: the catalogue has no {lc_index.index_key(blocks, space)} index"
                     )
-                self._indexes[blocks] = lc_index.read_index(path)
-            return self._indexes[blocks]
+                self._indexes[key] = lc_index.read_index(path)
+            return self._indexes[key]
+
+    def space_rule(self):
+        """The catalogue's stored search-space rule (`latentcat.catalog.space.SearchSpace`)."""
+        from latentcat.catalog.space import SearchSpace
+
+        return SearchSpace.from_table(self._query(sql_statements("query")["space_rule"]))
+
+    def space_vector(self, source_id: int) -> dict[str, np.ndarray | None]:
+        """The search-space parts of one source: {"xp": array(5) or None, ..., "colour": array(1) or None}.
+
+        Raises
+        ------
+        LatentcatError
+            ``source_id`` is not in the catalogue.
+        """
+        from latentcat.catalog.space import PARTS
+
+        rows = self._query(sql_statements("query")["space_of"].format(source_id=int(source_id)))
+        if rows.num_rows == 0:
+            raise LatentcatError(f"source_id {int(source_id)} is not in the catalogue")
+        row = rows.to_pylist()[0]
+        return {p: None if row[f"s_{p}"] is None else np.asarray(row[f"s_{p}"], np.float32) for p in PARTS}
 
     def codes(self, source_id: int) -> dict[str, np.ndarray | None]:
         """The latent blocks of one source: {"xp": array(5) or None, "dmdt": ..., "fold": ...}.
@@ -146,27 +183,31 @@ class Catalog:
         }
 
     def _resolve(self, query, modality: str) -> tuple[np.ndarray, tuple[str, ...], int | None]:
-        """The query vector, the block set searched and the query's own source_id."""
+        """The query vector, the block (or part) set searched and the query's own source_id."""
+        from latentcat.catalog.space import PART_DIM, PARTS
+
+        space, names, spec = _modality(modality)
         try:
-            wanted = lc_index.parse_block_set(modality)
+            wanted = lc_index.parse_block_set(spec, names)
         except ValueError as err:
-            raise LatentcatError(str(err)) from None
+            raise LatentcatError(f"{err}, or 'space', the default") from None
+        dims = PART_DIM if space else dict.fromkeys(names, lc_index.BLOCK_DIM)
         if isinstance(query, (int, np.integer)):
             source_id = int(query)
-            codes = self.codes(source_id)
+            codes = self.space_vector(source_id) if space else self.codes(source_id)
             have = tuple(b for b in wanted if codes[b] is not None)
-            if modality == "all":
+            if spec == "all":
                 blocks = have  # compare on the blocks the query has
             elif have != wanted:
                 missing = "+".join(b for b in wanted if codes[b] is None)
-                raise LatentcatError(f"source_id {source_id} has no {missing} code")
+                raise LatentcatError(f"source_id {source_id} has no {missing} {'part' if space else 'code'}")
             else:
                 blocks = wanted
             if not blocks:
                 raise LatentcatError(f"source_id {source_id} has no latent code")
             return np.concatenate([codes[b] for b in blocks]), blocks, source_id
         vector = np.asarray(query, dtype=np.float32).ravel()
-        dim = lc_index.BLOCK_DIM * len(wanted)
+        dim = sum(dims[b] for b in wanted)
         if vector.size != dim:
             raise LatentcatError(
                 f"a {modality} query vector has {dim} values, got {vector.size}"
@@ -184,16 +225,18 @@ class Catalog:
             raise LatentcatError(f"bad where filter {where!r}: {reason}") from err
         return ids.to_numpy().astype(np.int64, copy=False)
 
-    def similar(self, query=None, k: int = 10, modality: str = "all", where: str | None = None, *,
-                light_curve=None, xp=None, time_format: str = "gaia", with_meta: bool = True) -> pa.Table:
+    def similar(self, query=None, k: int = 10, modality: str = "space", where: str | None = None, *,
+                light_curve=None, xp=None, time_format: str = "gaia", bp_rp: float | None = None,
+                with_meta: bool = True) -> pa.Table:
         """The k catalogue sources nearest to a source, a latent vector, or raw data.
 
         Parameters
         ----------
         query : int or array_like, optional
-            A Gaia source_id (the source itself is left out of the answer) or a latent
-            vector: 15 values for ``"all"``, 5 per block otherwise. Leave it out to search
-            with ``light_curve`` and/or ``xp`` instead.
+            A Gaia source_id (the source itself is left out of the answer) or a vector:
+            16 search-space values for ``"space"`` (all four parts), 15 latent values for
+            ``"all"``, 5 per block otherwise. Leave it out to search with ``light_curve``
+            and/or ``xp`` instead.
         light_curve : (time, mag, mag_err), optional
             A G-band light curve not in the catalogue; it goes through the catalogue's own
             feature extraction and trained encoders (`latentcat.query.by_example`). The
@@ -203,14 +246,21 @@ class Catalog:
             Sampled BP/RP spectra on `latentcat.gaia.xp.XP_SAMPLING`.
         time_format : {"gaia", "bjd", "jd", "mjd"}
             Time system of ``light_curve`` (gaia: BJD - 2455197.5).
+        bp_rp : float, optional
+            With ``light_curve``/``xp``: the source's BP - RP colour, so that the search space's
+            colour part is compared too (data alone carries none).
         with_meta : bool
             Join the neighbours to the catalogue's metadata (default). False returns only
             rank, source_id, distance and blocks: the fastest answer, for bulk queries.
         k : int
             Number of neighbours.
-        modality : {"all", "xp", "dmdt", "fold"} or a block set such as "dmdt+fold"
-            Blocks compared. ``"all"`` uses every block the query source has: a source
-            without XP is matched on dm-dt + fold among the sources that have both.
+        modality : {"space", "all", "xp", "dmdt", "fold"} or a block set such as "dmdt+fold"
+            What is compared. ``"space"`` (the default): the search space, the latent blocks
+            and the BP - RP colour standardised by the catalogue's stored rule
+            (`latentcat.catalog.space`), on the parts the query source has: a source without
+            XP is matched on dm-dt, fold and colour among the sources that have them;
+            ``"space:dmdt+fold"`` names the parts. ``"all"``: the latent blocks themselves,
+            every block the query has. Otherwise the named latent blocks.
         where : str, optional
             SQL condition on the source_meta view (gaia_source, label and feature columns,
             e.g. ``"phot_g_mean_mag < 16 AND best_class_name = 'RRAB'"``), applied before
@@ -219,8 +269,8 @@ class Catalog:
         Returns
         -------
         pyarrow.Table
-            rank (1 = nearest), source_id, distance (Euclidean in latent space), blocks
-            (the block set compared, e.g. "dmdt+fold"), then the source_meta columns.
+            rank (1 = nearest), source_id, distance (Euclidean), blocks (what was compared,
+            e.g. "space:dmdt+fold+colour" or "dmdt+fold"), then the source_meta columns.
 
         Raises
         ------
@@ -234,7 +284,7 @@ class Catalog:
             from latentcat.query.by_example import similar_to_data
 
             table, info = similar_to_data(self, light_curve=light_curve, xp=xp, k=k, modality=modality,
-                                          where=where, time_format=time_format)
+                                          where=where, time_format=time_format, bp_rp=bp_rp)
             meta = {b"query_info": json.dumps(info, default=_jsonable).encode()}
             return table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
         if query is None:
@@ -243,7 +293,8 @@ class Catalog:
             raise LatentcatError(f"k must be at least 1, got {k}")
         k = int(k)
         vector, blocks, self_id = self._resolve(query, modality)
-        index = self._index(blocks)
+        space = _modality(modality)[0]
+        index = self._index(blocks, space)
         allowed = None
         if where is not None:
             allowed = self._allowed_ids(where)
@@ -256,14 +307,15 @@ class Catalog:
             dist, ids = lc_index.search(index, vector, k + extra, allowed)
             keep = ids != self_id if self_id is not None else np.ones(ids.size, bool)
             dist, ids = dist[keep][:k], ids[keep][:k]
+        name = lc_index.index_key(blocks, space)
         if not with_meta:
             return pa.table({
                 "rank": pa.array(np.arange(1, ids.size + 1, dtype=np.int32)),
                 "source_id": pa.array(ids, pa.int64()),
                 "distance": pa.array(dist, pa.float32()),
-                "blocks": pa.array([lc_index.block_set_name(blocks)] * ids.size, pa.string()),
+                "blocks": pa.array([name] * ids.size, pa.string()),
             })
-        return self._with_meta(ids, dist, lc_index.block_set_name(blocks))
+        return self._with_meta(ids, dist, name)
 
     def _with_meta(self, ids: np.ndarray, dist: np.ndarray, blocks: str) -> pa.Table:
         """The neighbours in rank order with their source_meta columns (null where a row is missing)."""
@@ -295,15 +347,12 @@ class Catalog:
         record = json.dumps([[r["key"], r["value"]] for r in rows])
         return hashlib.sha256(record.encode()).hexdigest()[:12]
 
-    def _analysis_inputs(self):
-        """source_ids, latent blocks (NaN rows where missing) and reconstruction losses."""
-        table = self._query(sql_statements("query")["analysis_codes"])
-        ids, blocks = lc_index.codes_to_numpy(table)
-        losses = {
-            b: table.column(f"recon_loss_{b}").to_numpy().astype(np.float32)
-            for b in lc_index.BLOCKS
-        }
-        return ids, blocks, losses
+    def _analysis_inputs(self, modality: str = lc_index.SPACE):
+        """source_ids, the vectors a modality analyses (the search-space parts, or the latent
+        blocks; NaN rows where missing) and the reconstruction losses."""
+        from latentcat.query.analysis_models import analysis_inputs
+
+        return analysis_inputs(self, space=modality == lc_index.SPACE)
 
     def _labels(self, labels: str, n: int) -> pa.Array:
         """The values of a 'table.column' for every embedded source, in source_id order."""
@@ -332,8 +381,9 @@ class Catalog:
         return got.column("label")
 
     def classify(self, labels: str = "labels.best_class_name", model: str = "logreg",
-                 modality: str = "all", min_per_class: int = 10, cv: int = 5, seed: int = 0):
-        """Train a classifier on the labelled sources' latent codes and predict every source.
+                 modality: str = "space", min_per_class: int = 10, cv: int = 5, seed: int = 0):
+        """Train a classifier on the labelled sources' search-space vectors (or latent codes) and
+        predict every source.
 
         Parameters
         ----------
@@ -341,9 +391,11 @@ class Catalog:
             ``"table.column"`` holding the class of each source (NULL = unlabelled).
         model : {"logreg", "rf", "hgb"}
             Logistic regression, random forest or histogram gradient boosting.
-        modality : {"all", "xp", "dmdt", "fold"} or a block set such as "dmdt+fold"
-            ``"all"`` classifies each source on the blocks it has (one model per block set);
-            otherwise only the sources with all the named blocks are classified.
+        modality : {"space", "all", "xp", "dmdt", "fold"} or a block set such as "dmdt+fold"
+            ``"space"`` (default) classifies each source on the search-space parts it has
+            (latent blocks and colour, one model per set of parts); ``"all"`` on the latent
+            blocks it has; otherwise only the sources with all the named latent blocks are
+            classified.
         min_per_class : int
             Classes with fewer labelled sources are left out and reported.
         cv : int
@@ -354,33 +406,38 @@ class Catalog:
         Returns
         -------
         latentcat.query.classify.ClassifyResult
-            Per-class precision/recall/F1, macro F1, confusion matrix, left-out classes and
-            ``predictions`` (source_id, class, probability, model_id, blocks), ready for
-            `latentcat.catalog.store.write_predictions`.
+            Per-class precision/recall/F1, macro F1, confusion matrix, left-out classes,
+            ``baseline`` (the same classifier on the classic light-curve numbers alone, on the
+            same sources and folds) and ``predictions`` (source_id, class, probability,
+            model_id, blocks), ready for `latentcat.catalog.store.write_predictions`.
 
         Raises
         ------
         LatentcatError
             A bad labels column, model or modality, or fewer than two usable classes.
         """
-        from latentcat.query.classify import classify
+        from latentcat.query.classify import CLASSIC, classify
 
-        ids, blocks, _ = self._analysis_inputs()
+        ids, blocks, _ = self._analysis_inputs(modality)
         values = self._labels(labels, ids.size)
+        classic = self._query(sql_statements("query")["classic_numbers"])
+        baseline = np.column_stack([classic.column(c).to_numpy(zero_copy_only=False).astype(np.float64)
+                                    for c in CLASSIC])
         return classify(
             ids, blocks, values, model=model, modality=modality, min_per_class=min_per_class,
-            cv=cv, seed=seed, labels_name=labels, build_id=self.build_id(),
+            cv=cv, seed=seed, labels_name=labels, build_id=self.build_id(), baseline=baseline,
         )
 
-    def outliers(self, modality: str = "all", top: int | None = None,
+    def outliers(self, modality: str = "space", top: int | None = None,
                  method: str = "isolation_forest", seed: int = 0) -> pa.Table:
         """Rank the catalogue sources by how unusual they are.
 
         Parameters
         ----------
-        modality : {"all", "xp", "dmdt", "fold"} or a block set
-            Blocks (or, for ``recon_loss``, modalities) scored; ``"all"`` scores each source
-            on the blocks it has.
+        modality : {"space", "all", "xp", "dmdt", "fold"} or a block set
+            What is scored: ``"space"`` (default) the search-space parts each source has,
+            ``"all"`` the latent blocks it has, or the named latent blocks; for
+            ``recon_loss``, the modalities whose losses count (``"space"`` = ``"all"``).
         top : int, optional
             Return only the ``top`` most unusual sources.
         method : {"isolation_forest", "recon_loss"}
@@ -397,18 +454,20 @@ class Catalog:
         """
         from latentcat.query.outliers import outlier_scores
 
-        ids, blocks, losses = self._analysis_inputs()
+        ids, blocks, losses = self._analysis_inputs(modality)
         return outlier_scores(ids, blocks, losses, method=method, modality=modality, top=top,
                               seed=seed)
 
-    def fit_map(self, modality: str = "all", seed: int = 0, **params) -> pa.Table:
-        """Fit the parametric 2-D map on the latent codes and place the sources on it.
+    def fit_map(self, modality: str = "space", seed: int = 0, **params) -> pa.Table:
+        """Fit the parametric 2-D map and place the sources on it.
 
         Parameters
         ----------
-        modality : {"all", "xp", "dmdt", "fold"} or a block set
-            Blocks mapped; only the sources that have all of them are placed (``"all"``:
-            the sources with all three blocks).
+        modality : {"space", "all", "xp", "dmdt", "fold"} or a block set
+            ``"space"`` (default): every source is on the map, the network mapping those with
+            every search-space part and the others placed among their nearest mapped
+            neighbours on the parts they have (`latentcat.query.latent_map.FittedMap`).
+            Otherwise only the sources that have every named latent block (``"all"``: all three).
         seed : int
             Seed of the map.
         **params
@@ -417,25 +476,15 @@ class Catalog:
         Returns
         -------
         pyarrow.Table
-            ``source_id, x, y``, ready for `latentcat.catalog.store.write_map`.
+            ``source_id, x, y, blocks`` (the parts that placed each source), ready for
+            `latentcat.catalog.store.write_map`.
         """
-        from latentcat.query.classify import block_presence, features, has_blocks
-        from latentcat.query.latent_map import fit_map
+        from latentcat.query.latent_map import map_blocks
 
-        try:
-            wanted = lc_index.parse_block_set(modality)
-        except ValueError as err:
-            raise LatentcatError(str(err)) from None
-        ids, blocks, _ = self._analysis_inputs()
-        rows = has_blocks(block_presence(blocks), wanted)
-        x, y = fit_map(features(blocks, wanted, rows), seed=seed, **params)
-        return pa.table({
-            "source_id": pa.array(ids[rows], pa.int64()),
-            "x": pa.array(x, pa.float32()),
-            "y": pa.array(y, pa.float32()),
-        })
+        ids, blocks, _ = self._analysis_inputs(modality)
+        return map_blocks(ids, blocks, modality, seed, **params)[0]
 
-    def plot_similar(self, source_id: int, k: int = 8, modality: str = "all", where: str | None = None, out=None):
+    def plot_similar(self, source_id: int, k: int = 8, modality: str = "space", where: str | None = None, out=None):
         """Figure of a source and its k nearest neighbours (fold, XP and dm-dt panels).
 
         See `latentcat.plots.catalog_figures.plot_similar_from_catalog`; writes a PNG to ``out``.

@@ -1,8 +1,10 @@
-"""Classifiers trained on the latent codes of the labelled catalogue sources.
+"""Classifiers trained on the search-space vectors or latent codes of the labelled sources.
 
-A source may lack a block of its code (no XP for a faint star, too few epochs for the
-light-curve blocks). Missing blocks are never filled in. Instead, with ``modality="all"``,
-each source is classified on exactly the blocks it has:
+The vectors come as a dict of *blocks*: the search space's parts (``xp``, ``dmdt``, ``fold``,
+``colour``; ``modality="space"``, the default, `latentcat.catalog.space`) or the latent blocks
+(``xp``, ``dmdt``, ``fold``). A source may lack a block (no XP for a faint star, too few epochs
+for the light-curve blocks, no colour). Missing blocks are never filled in. Instead, with
+``modality="space"`` or ``"all"``, each source is classified on exactly the blocks it has:
 
 - one model is fitted per *block set* (``xp+dmdt+fold``, ``dmdt+fold``, ``xp``, ...), on
   every labelled source that has all the blocks of that set (a source with all three blocks
@@ -44,11 +46,14 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from latentcat.catalog.index import BLOCKS, block_set_name, parse_block_set
+from latentcat.catalog.index import BLOCKS, SPACE, block_set_name, parse_block_set
 from latentcat.errors import LatentcatError
 
 MODELS = ("logreg", "rf", "hgb")
 """Classifier names accepted by `make_model`."""
+
+CLASSIC = ("g_std", "g_amplitude", "g_skew", "period", "log10_period", "period_power", "g_mean", "n_obs")
+"""The classic light-curve numbers (features table) a classifier's score is compared with."""
 
 
 def make_model(model: str, seed: int = 0) -> Pipeline:
@@ -88,22 +93,29 @@ def make_model(model: str, seed: int = 0) -> Pipeline:
 
 
 def block_presence(blocks: dict[str, np.ndarray]) -> np.ndarray:
-    """Bool (n, 3): which of the xp, dmdt, fold blocks each source has (NaN rows = missing)."""
-    return np.stack([~np.isnan(blocks[b][:, 0]) for b in BLOCKS], axis=1)
+    """Bool (n, len(blocks)): which of the blocks (in dict order) each source has (NaN rows = missing)."""
+    return np.stack([~np.isnan(blocks[b][:, 0]) for b in blocks], axis=1)
+
+
+def _every(modality: str) -> str:
+    """``"space"`` analyses the blocks of the search space a source has, as ``"all"`` does the latent ones."""
+    return "all" if modality == SPACE else modality
 
 
 def assign_block_sets(
-    has: np.ndarray, modality: str
+    has: np.ndarray, modality: str, blocks: tuple[str, ...] = BLOCKS
 ) -> tuple[np.ndarray, list[tuple[str, ...]]]:
     """The block set each source is analysed on.
 
     Parameters
     ----------
-    has : bool (n, 3)
+    has : bool (n, len(blocks))
         Block presence, see `block_presence`.
     modality : str
-        ``"all"`` (each source on the blocks it has) or a block set such as ``"xp"`` or
-        ``"dmdt+fold"`` (only the sources that have all of it).
+        ``"space"`` or ``"all"`` (each source on the blocks it has) or a block set such as
+        ``"xp"`` or ``"dmdt+fold"`` (only the sources that have all of it).
+    blocks : tuple of str
+        The block names, in the column order of ``has``.
 
     Returns
     -------
@@ -118,24 +130,25 @@ def assign_block_sets(
         Unknown modality.
     """
     try:
-        wanted = parse_block_set(modality)
+        wanted = parse_block_set(_every(modality), blocks)
     except ValueError as err:
         raise LatentcatError(str(err)) from None
-    bits = np.array([1 << i if b in wanted else 0 for i, b in enumerate(BLOCKS)])
+    bits = np.array([1 << i if b in wanted else 0 for i, b in enumerate(blocks)])
     code = (has * bits).sum(axis=1)
-    if modality != "all":
+    if _every(modality) != "all":
         full = int(bits.sum())
         code = np.where(code == full, full, 0)
     present = np.unique(code[code > 0])
-    sets = [tuple(b for i, b in enumerate(BLOCKS) if c >> i & 1) for c in present]
-    lookup = np.full(8, -1)
+    sets = [tuple(b for i, b in enumerate(blocks) if c >> i & 1) for c in present]
+    lookup = np.full(1 << len(blocks), -1)
     lookup[present] = np.arange(len(present))
     return lookup[code], sets
 
 
-def has_blocks(has: np.ndarray, block_set: tuple[str, ...]) -> np.ndarray:
-    """Bool (n,): sources that have every block of ``block_set`` (and maybe more)."""
-    cols = [BLOCKS.index(b) for b in block_set]
+def has_blocks(has: np.ndarray, block_set: tuple[str, ...], blocks: tuple[str, ...] = BLOCKS) -> np.ndarray:
+    """Bool (n,): sources that have every block of ``block_set`` (and maybe more); ``blocks``
+    names the columns of ``has``."""
+    cols = [blocks.index(b) for b in block_set]
     return has[:, cols].all(axis=1)
 
 
@@ -162,7 +175,7 @@ def _fit_per_set(template, blocks, has, y, train, sets) -> dict:
     """Fit one clone of ``template`` per block set; {set: (pipeline, n_train)}."""
     fitted = {}
     for s in sets:
-        rows = train & has_blocks(has, s)
+        rows = train & has_blocks(has, s, tuple(blocks))
         if np.unique(y[rows]).size < 2:
             continue
         fitted[s] = (clone(template).fit(features(blocks, s, rows), y[rows]), int(rows.sum()))
@@ -246,8 +259,9 @@ class FittedClassifier:
             code of the fitted modality and a model for it, in the order of ``ids``.
         """
         ids = np.asarray(ids, np.int64)
-        set_of, sets = assign_block_sets(block_presence(blocks), self.modality)
-        fitted = {parse_block_set(name): (pipe, self.training[name]) for name, pipe in self.models.items()}
+        names = tuple(blocks)
+        set_of, sets = assign_block_sets(block_presence(blocks), self.modality, names)
+        fitted = {parse_block_set(name, names): (pipe, self.training[name]) for name, pipe in self.models.items()}
         pred, prob, used, used_names = _predict_per_set(fitted, blocks, set_of, sets, set_of >= 0)
         done = pred >= 0
         return pa.table({
@@ -294,6 +308,12 @@ class ClassifyResult:
         Labelled sources of the kept classes that got no cross-validated prediction.
     training : dict
         Block-set name -> number of labelled sources its final model was fitted on.
+    baseline : dict or None
+        When `classify` was given ``baseline`` numbers (the classic light-curve numbers of
+        `CLASSIC`): the same classifier, cross-validated on the same folds, on those numbers
+        alone. ``n`` (labelled sources of the kept classes that have them), ``macro_f1`` (this
+        classifier's out-of-fold macro F1 on exactly those sources) and ``baseline_macro_f1``
+        (the classifier on the baseline numbers): what the latents add.
     fitted : FittedClassifier
         The final models, to predict new sources or store with the catalogue.
     """
@@ -312,6 +332,7 @@ class ClassifyResult:
     n_without_model: int
     n_unscored: int
     training: dict[str, int] = field(default_factory=dict)
+    baseline: dict | None = None
     fitted: FittedClassifier | None = field(default=None, repr=False, compare=False)
 
 
@@ -321,12 +342,13 @@ def classify(
     labels: np.ndarray,
     *,
     model: str = "logreg",
-    modality: str = "all",
+    modality: str = SPACE,
     min_per_class: int = 10,
     cv: int = 5,
     seed: int = 0,
     labels_name: str = "labels",
     build_id: str = "",
+    baseline: np.ndarray | None = None,
 ) -> ClassifyResult:
     """Cross-validate a classifier on the labelled sources and predict every source.
 
@@ -334,14 +356,16 @@ def classify(
     ----------
     ids : int64 (n,)
         Gaia source_ids.
-    blocks : dict of float32 (n, 5)
-        ``xp``, ``dmdt``, ``fold`` latent blocks; rows of a missing block are NaN.
+    blocks : dict of float32 (n, d)
+        The search-space parts ``xp``, ``dmdt``, ``fold``, ``colour`` (modality ``"space"``)
+        or the latent blocks ``xp``, ``dmdt``, ``fold``; rows of a missing block are NaN.
     labels : array_like (n,)
         Class name per source (a pyarrow or numpy array or a list), null where unlabelled.
     model : {"logreg", "rf", "hgb"}
         See `make_model`.
     modality : str
-        ``"all"`` or a block set; see the module docstring for the missing-block rule.
+        ``"space"`` (``blocks`` are the search-space parts), ``"all"`` or a block set of
+        latent blocks; see the module docstring for the missing-block rule.
     min_per_class : int
         Classes with fewer usable labelled sources (or fewer than ``cv``) are left out.
     cv : int
@@ -352,6 +376,9 @@ def classify(
         Where the labels came from (``table.column``), recorded in the model id.
     build_id : str
         Identifier of the catalogue build, recorded in the model id.
+    baseline : float (n, k), optional
+        Other numbers per source to score the same classifier on, for comparison (NaN rows:
+        the source has none); see ``ClassifyResult.baseline``.
 
     Returns
     -------
@@ -366,7 +393,7 @@ def classify(
         raise LatentcatError(f"cv must be at least 2, got {cv}")
     template = make_model(model, seed)
     has = block_presence(blocks)
-    set_of, sets = assign_block_sets(has, modality)
+    set_of, sets = assign_block_sets(has, modality, tuple(blocks))
     usable = set_of >= 0
 
     encoded = pc.cast(pa.array(labels), pa.string()).dictionary_encode()
@@ -392,6 +419,8 @@ def classify(
 
     # cross-validated predictions of every labelled source of the kept classes
     oof = np.full(ids.size, -1, np.int64)
+    oof_base = np.full(ids.size, -1, np.int64)
+    has_base = np.isfinite(baseline).all(axis=1) if baseline is not None else np.zeros(ids.size, bool)
     folds = StratifiedKFold(n_splits=int(cv), shuffle=True, random_state=seed)
     known_rows = np.flatnonzero(known)
     for train_idx, test_idx in folds.split(known_rows, y[known_rows]):
@@ -402,6 +431,10 @@ def classify(
         fitted = _fit_per_set(template, blocks, has, y, train, sets)
         pred, _, _, _ = _predict_per_set(fitted, blocks, set_of, sets, test)
         oof[test] = pred[test]
+        fit_rows, test_rows = train & has_base, test & has_base
+        if test_rows.any() and np.unique(y[fit_rows]).size >= 2:
+            base = clone(template).fit(baseline[fit_rows], y[fit_rows])
+            oof_base[test_rows] = base.predict(baseline[test_rows])
     scored = known & (oof >= 0)
     k = np.arange(len(classes))
     precision, recall, f1, support = precision_recall_fscore_support(
@@ -426,6 +459,17 @@ def classify(
         training={block_set_name(s): n for s, (_, n) in fitted.items()},
     )
     predictions = final.predict(ids, blocks)
+    compared = None
+    both = scored & (oof_base >= 0)
+    if both.any():
+        k_both = np.unique(y[both])
+        compared = {
+            "n": int(both.sum()),
+            "macro_f1": float(np.mean(precision_recall_fscore_support(
+                y[both], oof[both], labels=k_both, zero_division=0)[2])),
+            "baseline_macro_f1": float(np.mean(precision_recall_fscore_support(
+                y[both], oof_base[both], labels=k_both, zero_division=0)[2])),
+        }
     return ClassifyResult(
         model_id=mid,
         model=model,
@@ -441,6 +485,7 @@ def classify(
         n_without_model=int(usable.sum()) - predictions.num_rows,
         n_unscored=int((known & ~scored).sum()),
         training=dict(final.training),
+        baseline=compared,
         fitted=final,
     )
 

@@ -25,15 +25,17 @@ The map is deterministic for a seed on a given machine (numpy and torch generato
 one fixed sequence of batches). Training runs on one CPU thread: its batches are too small
 to gain from more, and on a busy machine extra threads cost many times the work.
 
-Sources missing a block: `latentcat.query.Catalog.fit_map` (and `map_blocks`) maps the
-sources that have every block of the requested modality (by default all three); the others
-are not on the map. `FittedMap` keeps the network with its modality, so that sources added to
-the catalogue later are placed on the same map.
+Sources missing a block: on the default search space (``modality="space"``) every source is
+on the map: the network maps the sources with every part, and the others are placed among
+their nearest neighbours on the parts they have (`FittedMap`, which records which parts
+placed each source). On a latent modality (``"all"``, ``"xp"``, ...) only the sources with
+every block of it are mapped. `FittedMap` keeps the network and its references, so that
+sources added to the catalogue later are placed on the same map.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import faiss
 import numpy as np
@@ -43,7 +45,7 @@ from scipy import sparse
 from scipy.optimize import curve_fit
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from latentcat.catalog.index import parse_block_set
+from latentcat.catalog.index import SPACE, parse_block_set
 from latentcat.errors import LatentcatError
 
 
@@ -275,80 +277,154 @@ def fit_map(codes, seed: int = 0, **params) -> tuple[np.ndarray, np.ndarray]:
     return xy[:, 0].copy(), xy[:, 1].copy()
 
 
-@dataclass(frozen=True)
+#: Above this many sources with the fitted parts, ``FittedMap`` keeps a random sample of them
+#: (with their map positions) as the references that place the other sources.
+MAX_REFERENCES = 200_000
+#: A source without every fitted part is placed at the mean position of this many references.
+N_PLACE = 10
+#: Fewest sources the map network is fitted on; with fewer that have every part, the largest
+#: set of parts this many sources have is fitted instead.
+MIN_FIT = 200
+
+
+@dataclass
 class FittedMap:
-    """A fitted `ParametricMap` and the block set it maps.
+    """A fitted `ParametricMap`, the parts it maps, and the references that place the rest.
+
+    With ``modality="space"`` every source is on the map: the network maps the sources that
+    have every part in ``parts`` (``fit_parts``: all the catalogue's parts, unless fewer than
+    ``MIN_FIT`` sources have them all); a source that lacks one of them (no XP, say) is placed
+    at the mean map position of its ``N_PLACE`` nearest references, nearest on the parts it
+    shares with them. With a latent modality (``"all"``, ``"xp"``, ...) only the sources with
+    every block of it are on the map, as the network places them.
 
     Attributes
     ----------
     modality : str
-        ``"all"`` or a block set; a source is on the map when it has all of its blocks.
+        ``"space"``, ``"all"`` or a block set.
     network : ParametricMap
         The fitted map.
+    parts : tuple of str
+        The blocks (parts) the network takes.
+    ref_vectors : dict
+        Part -> float32 (m, d): the references' vectors (``"space"`` only; empty otherwise).
+    ref_xy : float32 (m, 2)
+        The references' map positions.
     """
 
     modality: str
     network: ParametricMap
+    parts: tuple[str, ...] = ()
+    ref_vectors: dict = field(default_factory=dict)
+    ref_xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
 
     def place(self, ids: np.ndarray, blocks: dict[str, np.ndarray]) -> pa.Table:
-        """Map coordinates of the sources that have every block of ``modality``.
+        """Map positions of ``ids`` (see the class docstring for who is placed and how).
 
         Parameters
         ----------
         ids : int64 (n,)
             Gaia source_ids.
-        blocks : dict of float32 (n, 5)
-            ``xp``, ``dmdt``, ``fold`` latent blocks; rows of a missing block are NaN.
+        blocks : dict of float32 (n, d)
+            The search-space parts (``"space"``) or latent blocks; NaN rows where missing.
 
         Returns
         -------
         pyarrow.Table
-            ``source_id, x, y`` (float32), in the order of ``ids``.
+            ``source_id, x, y`` (float32) and ``blocks`` (the parts that placed the source,
+            e.g. "xp+dmdt+fold+colour" by the network, "dmdt+fold+colour" by its neighbours),
+            in the order of ``ids``.
         """
-        wanted = parse_block_set(self.modality)
-        rows = np.all([~np.isnan(blocks[b][:, 0]) for b in wanted], axis=0)
-        xy = np.zeros((0, 2), np.float32)
-        if rows.any():
-            xy = self.network.transform(np.hstack([blocks[b][rows] for b in wanted]))
+        parts = self.parts or parse_block_set(self.modality)
+        ids = np.asarray(ids, np.int64)
+        has = {b: ~np.isnan(blocks[b][:, 0]) for b in blocks}
+        full = np.all([has[b] for b in parts], axis=0)
+        xy = np.full((len(ids), 2), np.nan, np.float32)
+        used = np.full(len(ids), None, dtype=object)
+        if full.any():
+            xy[full] = self.network.transform(np.hstack([blocks[b][full] for b in parts]))
+            used[full] = "+".join(parts)
+        if self.ref_vectors:
+            rest = ~full
+            pattern = np.stack([has[b][rest] for b in parts], axis=1)
+            for row in np.unique(pattern, axis=0):
+                shared = tuple(b for b, h in zip(parts, row) if h)
+                if not shared:
+                    continue
+                sel = np.flatnonzero(rest)[(pattern == row).all(axis=1)]
+                xy[sel] = self._from_neighbours(shared, np.hstack([blocks[b][sel] for b in shared]))
+                used[sel] = "+".join(shared)
+        placed = np.isfinite(xy[:, 0])
         return pa.table({
-            "source_id": pa.array(np.asarray(ids, np.int64)[rows], pa.int64()),
-            "x": pa.array(xy[:, 0], pa.float32()),
-            "y": pa.array(xy[:, 1], pa.float32()),
+            "source_id": pa.array(ids[placed], pa.int64()),
+            "x": pa.array(xy[placed, 0], pa.float32()),
+            "y": pa.array(xy[placed, 1], pa.float32()),
+            "blocks": pa.array(used[placed].tolist(), pa.string()),
         })
 
+    def _from_neighbours(self, shared: tuple[str, ...], x: np.ndarray) -> np.ndarray:
+        """Mean map position of the N_PLACE references nearest to ``x`` on the ``shared`` parts."""
+        refs = np.ascontiguousarray(np.hstack([self.ref_vectors[b] for b in shared]), np.float32)
+        index = faiss.IndexFlatL2(refs.shape[1])
+        index.add(refs)
+        _, nn = index.search(np.ascontiguousarray(x, np.float32), min(N_PLACE, len(refs)))
+        return self.ref_xy[nn].mean(axis=1)
 
-def map_blocks(ids: np.ndarray, blocks: dict[str, np.ndarray], modality: str = "all",
+
+def fit_parts(blocks: dict[str, np.ndarray]) -> tuple[str, ...]:
+    """The parts the map network is fitted on: every part some source has, when at least
+    ``MIN_FIT`` sources have them all; else the largest set of parts that many sources have
+    (ties: the most sources)."""
+    names = tuple(blocks)
+    has = np.stack([~np.isnan(blocks[b][:, 0]) for b in names], axis=1)
+    present = tuple(b for b, any_ in zip(names, has.any(axis=0)) if any_)
+    candidates = [tuple(b for b, h in zip(names, row) if h) for row in np.unique(has, axis=0)]
+    candidates = [c for c in candidates if c]
+    if present not in candidates:
+        candidates.append(present)
+    count = {c: int(has[:, [names.index(b) for b in c]].all(axis=1).sum()) for c in candidates}
+    enough = [c for c in candidates if count[c] >= MIN_FIT] or [max(candidates, key=lambda c: count[c])]
+    return max(enough, key=lambda c: (len(c), count[c]))
+
+
+def map_blocks(ids: np.ndarray, blocks: dict[str, np.ndarray], modality: str = SPACE,
                seed: int = 0, **params) -> tuple[pa.Table, FittedMap]:
-    """Fit the map on the sources that have every block of ``modality`` and place them.
+    """Fit the map and place the sources (see `FittedMap` for which).
 
     Parameters
     ----------
     ids : int64 (n,)
         Gaia source_ids.
-    blocks : dict of float32 (n, 5)
-        Latent blocks, NaN rows where missing.
+    blocks : dict of float32 (n, d)
+        The search-space parts (``modality="space"``) or the latent blocks, NaN rows where missing.
     modality : str
-        ``"all"`` or a block set.
+        ``"space"``, ``"all"`` or a block set.
     seed : int
-        Seed of the map.
+        Seed of the map and of the reference sample.
     **params
         Other `ParametricMap` parameters.
 
     Returns
     -------
     xy : pyarrow.Table
-        ``source_id, x, y``, ready for `latentcat.catalog.store.write_map`.
+        ``source_id, x, y, blocks``, ready for `latentcat.catalog.store.write_map`.
     fitted : FittedMap
-        The network, to place later sources or store with the catalogue.
+        The network and references, to place later sources or store with the catalogue.
     """
     try:
-        wanted = parse_block_set(modality)
+        parts = fit_parts(blocks) if modality == SPACE else parse_block_set(modality)
     except ValueError as err:
         raise LatentcatError(str(err)) from None
-    rows = np.all([~np.isnan(blocks[b][:, 0]) for b in wanted], axis=0)
-    fitted = FittedMap(modality, ParametricMap(seed=seed, **params).fit(
-        np.hstack([blocks[b][rows] for b in wanted])))
+    rows = np.all([~np.isnan(blocks[b][:, 0]) for b in parts], axis=0)
+    network = ParametricMap(seed=seed, **params).fit(np.hstack([blocks[b][rows] for b in parts]))
+    fitted = FittedMap(modality, network, parts)
+    if modality == SPACE:
+        refs = np.flatnonzero(rows)
+        if len(refs) > MAX_REFERENCES:
+            refs = np.sort(np.random.default_rng(seed).choice(refs, MAX_REFERENCES, replace=False))
+        fitted.ref_vectors = {b: np.ascontiguousarray(blocks[b][refs], np.float32) for b in parts}
+        fitted.ref_xy = network.transform(np.hstack([blocks[b][refs] for b in parts])).astype(np.float32)
     return fitted.place(ids, blocks), fitted
 
 
-__all__ = ["FittedMap", "ParametricMap", "ab_params", "fit_map", "fuzzy_graph", "knn", "map_blocks"]
+__all__ = ["FittedMap", "ParametricMap", "ab_params", "fit_map", "fit_parts", "fuzzy_graph", "knn", "map_blocks"]

@@ -3,11 +3,12 @@
 Two methods:
 
 ``isolation_forest``
-    scikit-learn's IsolationForest on the latent codes: 200 trees, each grown on 256
+    scikit-learn's IsolationForest on the search-space vectors (``modality="space"``, the
+    default: latent blocks and colour, `latentcat.catalog.space`) or on the latent codes: 200 trees, each grown on 256
     sources drawn at random (``max_samples=256``, the size of the original paper by Liu et
     al. 2008; fewer when fewer sources exist). The score is ``-score_samples``, i.e.
     ``2 ** (-E[h] / c(256))`` in (0, 1]: about 0.5 for ordinary sources, near 1 for sources
-    that are isolated in few cuts. With ``modality="all"`` the missing-block rule of
+    that are isolated in few cuts. With ``modality="space"`` or ``"all"`` the missing-block rule of
     `latentcat.query.classify` applies: one forest per block set, fitted on every source that
     has those blocks, scores the sources whose blocks are exactly that set. As every forest
     draws the same number of sources per tree, the scores share one scale.
@@ -17,7 +18,8 @@ Two methods:
     turned into a robust z-score over the sources that have it, ``(loss - median) / (1.4826
     MAD)``, and a source's score is the sum of its z-scores over the modalities it has,
     divided by the square root of their number (so one, two or three modalities give scores
-    of the same spread). A source with none of the requested losses gets no score.
+    of the same spread). A source with none of the requested losses gets no score. For this
+    method ``"space"`` means ``"all"``: every modality's loss.
 
 Ranks run from 1 (highest score); ties are ordered by source_id, as in the catalogue's
 outlier_scores table.
@@ -34,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 from sklearn.ensemble import IsolationForest
 
-from latentcat.catalog.index import BLOCKS, block_set_name, parse_block_set
+from latentcat.catalog.index import BLOCKS, SPACE, block_set_name, parse_block_set
 from latentcat.errors import LatentcatError
 from latentcat.query.classify import assign_block_sets, block_presence, features, has_blocks
 
@@ -68,7 +70,8 @@ class OutlierModel:
     ----------
     method : {"isolation_forest", "recon_loss"}
     modality : str
-        ``"all"`` or a block set such as ``"xp"`` or ``"dmdt+fold"``.
+        ``"space"`` (the search-space parts a source has), ``"all"`` (its latent blocks) or a
+        block set such as ``"xp"`` or ``"dmdt+fold"``.
     seed : int
         ``random_state`` of the forests.
 
@@ -80,38 +83,39 @@ class OutlierModel:
         Modality -> (median, 1.4826 MAD) of its loss (``recon_loss``).
     """
 
-    def __init__(self, method: str = "isolation_forest", modality: str = "all", seed: int = 0):
+    def __init__(self, method: str = "isolation_forest", modality: str = SPACE, seed: int = 0):
         self.method = method
         self.modality = modality
         self.seed = seed
 
     @property
     def wanted(self) -> tuple[str, ...]:
-        """The blocks (modalities) of ``modality``, in canonical order."""
+        """The latent blocks (modalities) whose losses ``recon_loss`` combines, in canonical order."""
         try:
-            return parse_block_set(self.modality)
+            return parse_block_set("all" if self.modality == SPACE else self.modality)
         except ValueError as err:
             raise LatentcatError(str(err)) from None
 
     @property
     def key(self) -> str:
-        """``"<method>:<modality>"``: the method column of the catalogue's outlier_scores."""
-        return f"{self.method}:{self.modality}"
+        """``"<method>:<modality>"``: the method column of the catalogue's outlier_scores (for
+        ``recon_loss``, whose losses are the latent modalities', ``"space"`` is ``"all"``)."""
+        modality = "all" if self.method == "recon_loss" and self.modality == SPACE else self.modality
+        return f"{self.method}:{modality}"
 
     def fit(self, blocks: dict[str, np.ndarray], losses: dict[str, np.ndarray]) -> OutlierModel:
         """Fit on the catalogue's latent blocks and losses (NaN where missing); returns self."""
         if self.method not in METHODS:
             raise LatentcatError(f"unknown outlier method {self.method!r}: use one of {', '.join(METHODS)}")
-        wanted = self.wanted
         self.forests_, self.robust_ = {}, {}
         if self.method == "isolation_forest":
             has = block_presence(blocks)
-            _, sets = assign_block_sets(has, self.modality)
+            _, sets = assign_block_sets(has, self.modality, tuple(blocks))
             for s in sets:
-                x = features(blocks, s, has_blocks(has, s))
+                x = features(blocks, s, has_blocks(has, s, tuple(blocks)))
                 self.forests_[block_set_name(s)] = _forest_for(x, self.seed)
         else:
-            for b in wanted:
+            for b in self.wanted:
                 x = np.asarray(losses[b], np.float64)
                 if np.isfinite(x).any():
                     self.robust_[b] = _robust_scale(x[np.isfinite(x)])
@@ -141,7 +145,7 @@ class OutlierModel:
         return self._loss_scores(losses)
 
     def _forest_scores(self, blocks):
-        set_of, sets = assign_block_sets(block_presence(blocks), self.modality)
+        set_of, sets = assign_block_sets(block_presence(blocks), self.modality, tuple(blocks))
         score = np.full(set_of.size, np.nan, np.float32)
         names = np.full(set_of.size, None, dtype=object)
         for i, s in enumerate(sets):
@@ -183,16 +187,17 @@ class OutlierModel:
 
 
 def isolation_forest_scores(
-    blocks: dict[str, np.ndarray], modality: str = "all", seed: int = 0
+    blocks: dict[str, np.ndarray], modality: str = SPACE, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[str, ...]]]:
-    """Isolation-forest scores on the latent codes, one forest per block set.
+    """Isolation-forest scores, one forest per block set.
 
     Parameters
     ----------
-    blocks : dict of float32 (n, 5)
-        ``xp``, ``dmdt``, ``fold`` latent blocks; rows of a missing block are NaN.
+    blocks : dict of float32 (n, d)
+        The search-space parts (``modality="space"``) or the latent blocks; rows of a
+        missing block are NaN.
     modality : str
-        ``"all"`` or a block set such as ``"xp"`` or ``"dmdt+fold"``.
+        ``"space"``, ``"all"`` or a block set such as ``"xp"`` or ``"dmdt+fold"``.
     seed : int
         ``random_state`` of the forests.
 
@@ -207,7 +212,7 @@ def isolation_forest_scores(
     """
     model = OutlierModel("isolation_forest", modality, seed).fit(blocks, {})
     score, _ = model.score(blocks, {})
-    set_of, sets = assign_block_sets(block_presence(blocks), modality)
+    set_of, sets = assign_block_sets(block_presence(blocks), modality, tuple(blocks))
     return score, set_of, sets
 
 
@@ -274,7 +279,7 @@ def outlier_scores(
     losses: dict[str, np.ndarray],
     *,
     method: str = "isolation_forest",
-    modality: str = "all",
+    modality: str = SPACE,
     top: int | None = None,
     seed: int = 0,
 ) -> pa.Table:
@@ -284,13 +289,13 @@ def outlier_scores(
     ----------
     ids : int64 (n,)
         Gaia source_ids.
-    blocks : dict of float32 (n, 5)
-        Latent blocks, NaN rows where missing.
+    blocks : dict of float32 (n, d)
+        The search-space parts (``modality="space"``) or the latent blocks, NaN rows where missing.
     losses : dict of float (n,)
         Reconstruction losses per modality, NaN where missing.
     method : {"isolation_forest", "recon_loss"}
     modality : str
-        ``"all"`` or a block set.
+        ``"space"``, ``"all"`` or a block set.
     top : int, optional
         Keep only the most anomalous ``top`` sources.
     seed : int
