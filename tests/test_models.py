@@ -417,3 +417,57 @@ def test_training_threads_setting_is_restored(features, tmp_path):
     train(features, tmp_path / "models", config, modalities=("xp",), device="cpu")
     embed(features, tmp_path / "models", tmp_path / "emb", device="cpu", threads=1)
     assert torch.get_num_threads() == before
+
+
+def test_training_sample_is_stratified_by_magnitude_and_reproducible():
+    from latentcat.models.data import magnitude_bin, sample_cuts, sample_key
+
+    rng = np.random.default_rng(4)
+    g = np.concatenate([rng.uniform(12.0, 13.0, 600), rng.uniform(17.0, 18.0, 300), np.full(100, np.nan)])
+    sid = rng.choice(2**60, g.size, replace=False).astype(np.int64)
+    bins, keys = magnitude_bin(g), sample_key(sid)
+    cuts = sample_cuts(bins, keys, 100)
+    chosen = keys <= cuts[bins]
+    # in proportion to the strata: 60 bright, 30 faint, 10 without a G mean (XP only)
+    assert [int(chosen[s].sum()) for s in (slice(0, 600), slice(600, 900), slice(900, 1000))] == [60, 30, 10]
+    # the same sources whatever the order they come in, and a larger sample holds the smaller one
+    perm = rng.permutation(g.size)
+    again = sample_cuts(bins[perm], keys[perm], 100)
+    assert np.array_equal(keys[perm] <= again[bins[perm]], chosen[perm])
+    assert np.all((keys <= sample_cuts(bins, keys, 300)[bins])[chosen])
+    assert (keys <= sample_cuts(bins, keys, 5000)[bins]).all()
+
+
+def test_training_on_a_sample_uses_that_many_sources(features, tmp_path):
+    config = TrainConfig.from_dict({"seed": 3, "progress": False, "train_sample": 150, "dmdt": {"max_epochs": 1}})
+    summary = train(features, tmp_path / "models", config, modalities=("dmdt",), device="cpu")["models"]["dmdt"]
+    assert summary["n_train"] + summary["n_val"] == 150 and summary["n_with_modality"] > 300
+    record = json.loads((tmp_path / "models" / "dmdt" / "config.json").read_text())
+    assert record["train_sample"] == 150 and record["n_train"] == summary["n_train"]
+    # every source is still encoded
+    embed(features, tmp_path / "models", tmp_path / "emb", device="cpu")
+    has = pq.read_table(tmp_path / "emb", columns=["has_dmdt"]).column("has_dmdt").to_numpy(zero_copy_only=False)
+    assert has.sum() == summary["n_with_modality"]
+    with pytest.raises(InputError, match="train_sample must be 0"):
+        TrainConfig.from_dict({"train_sample": -1})
+
+
+def test_fold_code_holds_the_fold_period_and_amplitude_as_coordinates(features, tmp_path):
+    from latentcat.models.data import fold_context
+    from latentcat.models.fold_vae import CONTEXT_CENTER, CONTEXT_SCALE
+
+    config = TrainConfig.from_dict({"seed": 3, "progress": False, "val_fraction": 0.2,
+                                    "fold": {"max_epochs": 2, "width": 16, "harmonics": 4, "context": "coordinates"}})
+    train(features, tmp_path / "models", config, modalities=("fold",), device="cpu")
+    embed(features, tmp_path / "models", tmp_path / "emb", device="cpu")
+    emb = pq.read_table(tmp_path / "emb" / "embeddings-00000.parquet")
+    feats = pq.read_table(features / "features-00000.parquet")
+    has = emb.column("has_fold").to_numpy(zero_copy_only=False)
+    z = np.array([v for v in emb.column("z_fold").to_pylist() if v is not None])
+    cols = [feats.column(c).to_numpy(zero_copy_only=False) for c in ("period", "period_reliable", "time_span", "g_amplitude")]
+    context = fold_context(*[c[has] for c in cols])
+    np.testing.assert_allclose(z[:, :2], (context - CONTEXT_CENTER) / CONTEXT_SCALE, rtol=1e-5, atol=1e-5)
+    # fold period: twice the period where it is reliable (all of these), log10 in days
+    np.testing.assert_allclose(context[:, 0], np.log10(2 * cols[0][has]), rtol=1e-6)
+    logvar = np.array([v for v in emb.column("z_logvar_fold").to_pylist() if v is not None])
+    assert np.all(logvar[:, :2] == -20.0) and np.all(logvar[:, 2:] > -20.0)

@@ -74,12 +74,57 @@ def validation_mask(source_id: np.ndarray, fraction: float) -> np.ndarray:
     The hash is splitmix64's finaliser, so the split is the same whatever the shard
     layout, the row order or the seed.
     """
+    return validation_mask_value(source_id) < fraction
+
+
+def sample_key(source_id: np.ndarray) -> np.ndarray:
+    """A uniform number in [0, 1) per source, from a hash of its source_id alone (salted, so it
+    is independent of `validation_mask`): sources with the smallest keys form a training sample."""
+    return validation_mask_value(np.asarray(source_id, np.int64) ^ np.int64(0x5DEECE66D))
+
+
+def validation_mask_value(source_id: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser of source_id as a float in [0, 1)."""
     with np.errstate(over="ignore"):
         h = np.asarray(source_id, dtype=np.int64).view(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
         h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         h = h ^ (h >> np.uint64(31))
-    return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53) < fraction
+    return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+#: Magnitude bins of the training sample: 1 mag wide in G (sources without a G mean, XP only,
+#: form one more bin).
+SAMPLE_BIN_EDGES = np.arange(8.0, 21.5, 1.0)
+
+
+def magnitude_bin(g_mean: np.ndarray) -> np.ndarray:
+    """Training-sample stratum of each source: its 1-mag G bin (`SAMPLE_BIN_EDGES`), or the last
+    stratum without a G mean."""
+    g = np.asarray(g_mean, np.float64)
+    b = np.clip(np.digitize(g, SAMPLE_BIN_EDGES), 0, len(SAMPLE_BIN_EDGES))
+    return np.where(np.isfinite(g), b, len(SAMPLE_BIN_EDGES) + 1)
+
+
+def sample_cuts(bins: np.ndarray, keys: np.ndarray, n: int) -> np.ndarray:
+    """Per stratum, the largest `sample_key` in a sample of ``n`` sources drawn in proportion
+    to the strata's sizes (each stratum keeps its sources with the smallest keys).
+
+    Returns float (n_strata,): a source is in the sample when its key is <= its stratum's cut
+    (-1 for a stratum with none taken; every stratum is whole when ``n`` is not smaller than
+    the number of sources).
+    """
+    n_strata = len(SAMPLE_BIN_EDGES) + 2
+    cuts = np.full(n_strata, -1.0)
+    total = len(keys)
+    for s in range(n_strata):
+        k = np.sort(keys[bins == s])
+        if k.size == 0:
+            continue
+        take = k.size if n >= total else int(round(n * k.size / total))
+        if take > 0:
+            cuts[s] = k[min(take, k.size) - 1]
+    return cuts
 
 
 @dataclass
@@ -269,6 +314,7 @@ def iter_batches(
     rng: np.random.Generator | None = None,
     in_dim: int | None = None,
     device: torch.device | str = "cpu",
+    sample: np.ndarray | None = None,
 ) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor]]]:
     """Yield ``(source_id, batch)`` over the shards, one shard in memory at a time.
 
@@ -276,6 +322,8 @@ def iter_batches(
     ----------
     split : {'train', 'val', None}
         Keep only the training or validation sources (see `validation_mask`); None keeps all.
+    sample : float array, optional
+        Per-stratum cuts (`sample_cuts`): keep only the sources of the training sample.
     rng : numpy Generator, optional
         When given, the shard order and the rows within each shard are shuffled. Folds
         are batched by length either way (see `batch_indices`).
@@ -283,12 +331,28 @@ def iter_batches(
     order = np.arange(len(shards)) if rng is None else rng.permutation(len(shards))
     for s in order:
         arrays = load_modality(shards[s], modality, in_dim)
+        if sample is not None:
+            arrays = arrays.select(in_sample(shards[s], arrays, sample))
         if split is not None:
             is_val = validation_mask(arrays.source_id[arrays.present], val_fraction)
             arrays = arrays.select(is_val if split == "val" else ~is_val)
         sid = arrays.source_id[arrays.present]
         for idx in batch_indices(arrays, batch_size, rng):
             yield sid[idx], make_batch(arrays, idx, device)
+
+
+def in_sample(path: Path, arrays: ModalityArrays, cuts: np.ndarray) -> np.ndarray:
+    """Which present rows of one shard's modality are in the training sample of ``cuts``."""
+    sid = arrays.source_id[arrays.present]
+    return sample_key(sid) <= cuts[magnitude_bin(shard_g_mean(path, arrays))]
+
+
+def shard_g_mean(path: Path, arrays: ModalityArrays) -> np.ndarray:
+    """The ``g_mean`` of the present rows of ``arrays`` (NaN where the shard has none)."""
+    if "g_mean" not in pq.read_schema(path).names:
+        return np.full(arrays.n, np.nan)
+    g = pq.read_table(path, columns=["g_mean"]).column("g_mean").combine_chunks()
+    return np.asarray(g.to_numpy(zero_copy_only=False), np.float64)[arrays.present]
 
 
 def batch_indices(arrays: ModalityArrays, batch_size: int, rng: np.random.Generator | None = None) -> list[np.ndarray]:

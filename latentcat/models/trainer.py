@@ -25,7 +25,9 @@ import torch
 from latentcat.provenance import software_versions
 from latentcat.errors import InputError, LatentcatError
 from latentcat.models.config import MODALITIES, ModelConfig, TrainConfig
-from latentcat.models.data import iter_batches, list_shards, load_modality, validation_mask
+from latentcat.models.data import (
+    iter_batches, list_shards, load_modality, magnitude_bin, sample_cuts, sample_key, shard_g_mean, validation_mask,
+)
 from latentcat.models.dmdt_vae import DmdtVAE
 from latentcat.models.fold_vae import FoldVAE
 from latentcat.models.layers import VAE
@@ -105,25 +107,34 @@ def torch_threads(threads: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _count(shards: Sequence[Path], modality: str, cfg: TrainConfig) -> tuple[int, int]:
-    """Training and validation source counts; also checks every shard before training starts."""
-    n_train = n_val = 0
+def _count(shards: Sequence[Path], modality: str, cfg: TrainConfig) -> tuple[int, int, np.ndarray | None, int]:
+    """Training and validation source counts, the training sample's cuts (None: every source;
+    see `latentcat.models.data.sample_cuts`) and the number of sources with the modality; also
+    checks every shard before training starts."""
+    bins, keys, vals = [], [], []
     for path in shards:
         arrays = load_modality(path, modality, cfg.section(modality).in_dim or None)
-        is_val = validation_mask(arrays.source_id[arrays.present], cfg.val_fraction)
-        n_val += int(is_val.sum())
-        n_train += int((~is_val).sum())
-    return n_train, n_val
+        sid = arrays.source_id[arrays.present]
+        bins.append(magnitude_bin(shard_g_mean(path, arrays)))
+        keys.append(sample_key(sid))
+        vals.append(validation_mask(sid, cfg.val_fraction))
+    bins, keys, vals = (np.concatenate(x) if x else np.zeros(0) for x in (bins, keys, vals))
+    cuts = sample_cuts(bins.astype(np.int64), keys, cfg.train_sample) if cfg.train_sample > 0 else None
+    chosen = keys <= cuts[bins.astype(np.int64)] if cuts is not None else np.ones(keys.size, bool)
+    vals = vals.astype(bool)
+    return int((chosen & ~vals).sum()), int((chosen & vals).sum()), cuts, int(keys.size)
 
 
-def _evaluate(model: VAE, shards: Sequence[Path], modality: str, cfg: TrainConfig, dev: torch.device) -> float:
+def _evaluate(model: VAE, shards: Sequence[Path], modality: str, cfg: TrainConfig, dev: torch.device,
+              sample: np.ndarray | None = None) -> float:
     """Mean validation loss per source, decoding the latent means (no sampling)."""
     mc = cfg.section(modality)
     total, n = 0.0, 0
     model.eval()
     with torch.inference_mode():
         for _, batch in iter_batches(
-            shards, modality, 4 * mc.batch_size, split="val", val_fraction=cfg.val_fraction, in_dim=mc.in_dim or None, device=dev
+            shards, modality, 4 * mc.batch_size, split="val", val_fraction=cfg.val_fraction, in_dim=mc.in_dim or None,
+            device=dev, sample=sample,
         ):
             size = next(iter(batch.values())).shape[0]
             total += float(model.loss(batch, sample=False)) * size
@@ -137,7 +148,7 @@ def train_model(shards: Sequence[Path], modality: str, cfg: TrainConfig, out_dir
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     mc = cfg.section(modality)
-    n_train, n_val = _count(shards, modality, cfg)
+    n_train, n_val, sample, n_all = _count(shards, modality, cfg)
     if n_train == 0:
         return {"skipped": f"no source has {modality} features"}
     if n_val == 0:
@@ -166,7 +177,7 @@ def train_model(shards: Sequence[Path], modality: str, cfg: TrainConfig, out_dir
         TextColumn("{task.fields[rate]:.0f} samples/s"),
         TimeElapsedColumn(),
     )
-    history.append({"epoch": 0, "train_loss": float("nan"), "val_loss": _evaluate(model, shards, modality, cfg, dev),
+    history.append({"epoch": 0, "train_loss": float("nan"), "val_loss": _evaluate(model, shards, modality, cfg, dev, sample),
                     "seconds": 0.0, "samples_per_s": float("nan")})
     with Progress(*columns, console=Console(stderr=True), disable=not cfg.progress) as progress:
         task = progress.add_task(modality, total=n_train, epoch=0, loss=float("nan"), rate=0.0)
@@ -177,7 +188,7 @@ def train_model(shards: Sequence[Path], modality: str, cfg: TrainConfig, out_dir
             total, n = 0.0, 0
             for _, batch in iter_batches(
                 shards, modality, mc.batch_size, split="train", val_fraction=cfg.val_fraction, rng=rng,
-                in_dim=mc.in_dim or None, device=dev,
+                in_dim=mc.in_dim or None, device=dev, sample=sample,
             ):
                 loss = model.loss(batch)
                 if not torch.isfinite(loss):
@@ -197,7 +208,7 @@ def train_model(shards: Sequence[Path], modality: str, cfg: TrainConfig, out_dir
             seconds = time.perf_counter() - t0
             train_seconds += seconds
             trained_samples += n
-            val_loss = _evaluate(model, shards, modality, cfg, dev)
+            val_loss = _evaluate(model, shards, modality, cfg, dev, sample)
             if scheduler is not None:
                 scheduler.step(val_loss)
             history.append({"epoch": epoch, "train_loss": total / n, "val_loss": val_loss, "seconds": seconds, "samples_per_s": n / seconds})
@@ -208,7 +219,8 @@ def train_model(shards: Sequence[Path], modality: str, cfg: TrainConfig, out_dir
 
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.save({k: v.cpu() for k, v in best_state.items()}, out_dir / WEIGHTS)
-    record = {"modality": modality, "seed": cfg.seed, "val_fraction": cfg.val_fraction, "model": mc.__dict__.copy()}
+    record = {"modality": modality, "seed": cfg.seed, "val_fraction": cfg.val_fraction, "model": mc.__dict__.copy(),
+              "train_sample": cfg.train_sample, "n_train": n_train, "n_val": n_val, "n_with_modality": n_all}
     (out_dir / "config.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     (out_dir / "versions.json").write_text(json.dumps(software_versions(), indent=2, sort_keys=True) + "\n")
     _write_losses(history, best_epoch, modality, out_dir)
@@ -216,6 +228,7 @@ def train_model(shards: Sequence[Path], modality: str, cfg: TrainConfig, out_dir
         "folder": str(out_dir),
         "n_train": n_train,
         "n_val": n_val,
+        "n_with_modality": n_all,
         "epochs": len(history) - 1,
         "best_epoch": best_epoch,
         "best_val_loss": best_loss,
