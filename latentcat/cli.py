@@ -66,26 +66,48 @@ CATALOG_OPTION = typer.Option(
     help="Catalogue folder (default: $LATENTCAT_CATALOG, then ./catalog).",
 )
 FORMAT_OPTION = typer.Option(OutputFormat.table, "--format", "-f", help="Output format.")
-OUTPUT_OPTION = typer.Option(None, "--output", help="Write the result to this file instead of the terminal.")
+OUTPUT_OPTION = typer.Option(None, "--output", help="Write the result to this file instead of the terminal "
+                             "(never inside the catalogue folder; an existing file only with --force).")
+FORCE_OPTION = typer.Option(False, "--force", help="Let --output replace an existing file.")
 
 
-def _open_catalog(path: Optional[Path]):
+def _open_catalog(path: Optional[Path], allow_external_access: bool = False):
     import latentcat
 
-    return latentcat.open(path or Path("catalog"))
+    return latentcat.open(path or Path("catalog"), allow_external_access=allow_external_access)
 
 
-def _emit(table, fmt: OutputFormat, output: Optional[Path]) -> None:
-    """Print (or write to ``output``) an Arrow table as a terminal table, CSV, JSON or Parquet."""
+def _checked_output(output: Path, protect: Optional[Path], force: bool) -> Path:
+    """``output``, refused when it lies inside the catalogue folder ``protect`` or exists without ``force``."""
+    output = Path(output)
+    if not output.parent.is_dir():
+        raise LatentcatError(f"--output {output}: folder {output.parent} does not exist")
+    if protect is not None:
+        root, target = Path(protect).resolve(), output.resolve()
+        if target == root or root in target.parents:
+            raise LatentcatError(f"--output {output}: inside the catalogue folder {protect}; write elsewhere")
+    if output.is_dir():
+        raise LatentcatError(f"--output {output}: is a folder")
+    if output.exists() and not force:
+        raise LatentcatError(f"--output {output}: the file exists; give --force to replace it")
+    return output
+
+
+def _emit(table, fmt: OutputFormat, output: Optional[Path], protect: Optional[Path] = None, force: bool = False) -> None:
+    """Print (or write to ``output``) an Arrow table as a terminal table, CSV, JSON or Parquet.
+
+    A file is written under a temporary name beside ``output`` and renamed into place, never
+    inside the catalogue folder ``protect`` and over an existing file only with ``force``.
+    """
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    if output is not None and not Path(output).parent.is_dir():
-        raise LatentcatError(f"--output {output}: folder {Path(output).parent} does not exist")
+    if output is not None:
+        output = _checked_output(output, protect, force)
     if fmt is OutputFormat.parquet:
         if output is None:
             raise LatentcatError("--format parquet needs --output FILE")
-        pq.write_table(table, output)
+        _atomic_write(output, lambda tmp: pq.write_table(table, tmp))
         return
     if fmt is OutputFormat.csv:
         import io
@@ -107,13 +129,28 @@ def _emit(table, fmt: OutputFormat, output: Optional[Path]) -> None:
         if output is None:
             Console(width=None if sys.stdout.isatty() else 250).print(view)
         else:
-            with open(output, "w") as fh:
-                Console(file=fh, width=250).print(view)
+            def draw(tmp: Path) -> None:
+                with open(tmp, "w") as fh:
+                    Console(file=fh, width=250).print(view)
+
+            _atomic_write(output, draw)
         return
     if output:
-        Path(output).write_text(text)
+        _atomic_write(output, lambda tmp: tmp.write_text(text))
     else:
         typer.echo(text, nl=False)
+
+
+def _atomic_write(path: Path, write) -> None:
+    """``write(tmp)`` to a temporary name beside ``path``, then rename it into place."""
+    import os
+
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 SIMILAR_TABLE_COLUMNS = ("rank", "source_id", "distance", "blocks", "best_class_name", "phot_g_mean_mag",
@@ -121,10 +158,11 @@ SIMILAR_TABLE_COLUMNS = ("rank", "source_id", "distance", "blocks", "best_class_
 """Columns `latentcat similar` shows as a terminal table (csv/json/parquet carry them all)."""
 
 
-def _emit_neighbours(table, fmt: OutputFormat, output: Optional[Path]) -> None:
+def _emit_neighbours(table, fmt: OutputFormat, output: Optional[Path], protect: Optional[Path] = None,
+                     force: bool = False) -> None:
     if fmt is OutputFormat.table:
         table = table.select([c for c in SIMILAR_TABLE_COLUMNS if c in table.column_names])
-    _emit(table, fmt, output)
+    _emit(table, fmt, output, protect, force)
 
 
 def _cell(value) -> str:
@@ -313,11 +351,17 @@ def sql(
     catalog: Optional[Path] = CATALOG_OPTION,
     fmt: OutputFormat = FORMAT_OPTION,
     output: Optional[Path] = OUTPUT_OPTION,
+    force: bool = FORCE_OPTION,
+    allow_files: bool = typer.Option(
+        False, "--allow-files",
+        help="Let the query read and write files and reach the network (DuckDB's external access: read_csv, "
+             "COPY ... TO, ATTACH, httpfs). Off by default: a query then reaches nothing but the catalogue.",
+    ),
 ) -> None:
-    """Run a SQL query on the catalogue (read-only)."""
+    """Run a SQL query on the catalogue (read-only; files and network only with --allow-files)."""
     try:
-        with _open_catalog(catalog) as cat:
-            _emit(cat.sql(query), fmt, output)
+        with _open_catalog(catalog, allow_external_access=allow_files) as cat:
+            _emit(cat.sql(query), fmt, output, cat.path, force)
     except LatentcatError as exc:
         _fail(exc)
 
@@ -343,6 +387,7 @@ def similar(
     catalog: Optional[Path] = CATALOG_OPTION,
     fmt: OutputFormat = FORMAT_OPTION,
     output: Optional[Path] = OUTPUT_OPTION,
+    force: bool = FORCE_OPTION,
 ) -> None:
     """Find the k sources most like SOURCE_ID (or like your own data, --from-file): by default in the
     search space (the latent blocks and the BP-RP colour, scaled by the catalogue's stored rule)."""
@@ -351,7 +396,8 @@ def similar(
     try:
         with _open_catalog(catalog) as cat:
             if from_file is None:
-                _emit_neighbours(cat.similar(source_id, k=k, modality=modality, where=where), fmt, output)
+                _emit_neighbours(cat.similar(source_id, k=k, modality=modality, where=where), fmt, output,
+                                 cat.path, force)
                 return
             from latentcat.query.by_example import similar_to_file
 
@@ -363,7 +409,7 @@ def similar(
                 f"query: {info.get('n_obs')} G epochs, period {_cell(info.get('period'))} d, "
                 f"amplitude {_cell(info.get('amplitude'))} mag, compared on {info.get('blocks')}", err=True,
             )
-            _emit_neighbours(table, fmt, output)
+            _emit_neighbours(table, fmt, output, cat.path, force)
     except LatentcatError as exc:
         _fail(exc)
 
@@ -399,6 +445,7 @@ def classify(
     catalog: Optional[Path] = CATALOG_OPTION,
     fmt: OutputFormat = FORMAT_OPTION,
     output: Optional[Path] = OUTPUT_OPTION,
+    force: bool = FORCE_OPTION,
 ) -> None:
     """Train a classifier on the labelled latents, print its cross-validated scores, store predictions."""
     import pyarrow as pa
@@ -410,6 +457,8 @@ def classify(
     try:
         with _open_catalog(catalog) as cat:
             cat_dir = cat.path
+            if output is not None:  # refused before anything is computed or written
+                _checked_output(output, cat_dir, force)
             result = cat.classify(labels=labels, model=model, modality=modality, min_per_class=min_per_class, seed=seed)
         figure = figure or cat_dir / "figures" / f"confusion-{result.model_id}.png"
         figure.parent.mkdir(parents=True, exist_ok=True)
@@ -417,7 +466,7 @@ def classify(
                        title=f"{result.model_id}: cross-validated, macro F1 {result.macro_f1:.2f}")
         n = store.write_predictions(cat_dir, result.predictions, result.model_id)
         save_analysis(cat_dir, classifier=result, keep=True)  # so `latentcat add` can classify new sources
-        _emit(result.report, fmt, output)
+        _emit(result.report, fmt, output, cat_dir, force)
         confusion = pa.table({"true \\ predicted": result.classes,
                               **{c: result.confusion[:, j].tolist() for j, c in enumerate(result.classes)}})
         if fmt is OutputFormat.table and output is None:
@@ -442,6 +491,7 @@ def outliers(
     catalog: Optional[Path] = CATALOG_OPTION,
     fmt: OutputFormat = FORMAT_OPTION,
     output: Optional[Path] = OUTPUT_OPTION,
+    force: bool = FORCE_OPTION,
 ) -> None:
     """Rank every source by how unusual it is, store the scores, show the top ones with metadata."""
     from latentcat.catalog import store
@@ -450,6 +500,8 @@ def outliers(
     try:
         with _open_catalog(catalog) as cat:
             cat_dir = cat.path
+            if output is not None:  # refused before anything is computed or written
+                _checked_output(output, cat_dir, force)
             scores, model = fit_outliers(cat, method, modality, seed=seed)
         key = model.key
         store.write_outlier_scores(cat_dir, scores, key)
@@ -460,7 +512,7 @@ def outliers(
                 "f.period, f.g_amplitude, f.n_obs FROM outlier_scores o LEFT JOIN labels l USING (source_id) "
                 "LEFT JOIN sources s USING (source_id) LEFT JOIN features f USING (source_id) "
                 "WHERE o.method = $m ORDER BY o.rank LIMIT $n", {"m": key, "n": top})
-        _emit(shown, fmt, output)
+        _emit(shown, fmt, output, cat_dir, force)
     except LatentcatError as exc:
         _fail(exc)
 

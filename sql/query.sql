@@ -35,12 +35,6 @@ SELECT
     (SELECT count(*) FROM outlier_scores) AS outlier_scores,
     (SELECT count(*) FROM map) AS map;
 
--- name: ids_where
--- The catalogue sources that pass a user's metadata filter. {where} is the filter text
--- given to Catalog.similar(where=...), a SQL boolean expression over source_meta columns;
--- it runs on a read-only connection.
-SELECT source_id FROM source_meta WHERE ({where});
-
 -- name: analysis_codes
 -- The latent blocks and reconstruction losses of every source, in source_id order, for the
 -- classifiers, the outlier scores and the map.

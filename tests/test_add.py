@@ -17,7 +17,7 @@ from latentcat.catalog import add as add_module
 from latentcat.catalog import index as lc_index
 from latentcat.catalog import store
 from latentcat.catalog.add import add_sources, drift_report
-from latentcat.errors import InputError
+from latentcat.errors import InputError, LatentcatError
 from latentcat.gaia.simulate import simulate_survey
 from latentcat.query.analysis_models import (
     ANALYSIS_DIR, analysis_inputs, fit_map_model, fit_outliers, load_analysis, save_analysis,
@@ -355,3 +355,28 @@ def test_killed_while_scoring_leaves_the_analysed_catalogue_byte_identical(analy
     assert calls == ["insert_predictions", "insert_outlier_scores", "insert_outlier_scores"]
     assert _digests(analysed_copy) == digests
     assert not list(analysed_copy.parent.glob(".cat.add-*"))
+
+
+def test_a_catalogue_opened_before_add_stays_the_old_one(catalogue, new_archive):
+    old_ids = _ids(catalogue)
+    reader = latentcat.open(catalogue)  # held open across the addition, no index used yet
+    try:
+        add_sources(catalogue, [new_archive])
+        new_ids = _ids(catalogue) - old_ids
+        assert new_ids
+        with latentcat.open(catalogue) as fresh:
+            probes = {sid: (fresh.space_vector(sid), fresh.codes(sid)) for sid in sorted(new_ids)}
+            assert fresh.info()["counts"]["embeddings"] == len(old_ids | new_ids)
+        assert reader.info()["counts"]["embeddings"] == len(old_ids)
+        for sid, (parts, codes) in probes.items():  # every index the old reader uses is the old one
+            space = {p: v for p, v in parts.items() if v is not None}
+            queries = [(np.concatenate(list(space.values())), "space:" + "+".join(space))]
+            queries += [(v, b) for b, v in codes.items() if v is not None]
+            for vector, modality in queries:
+                found = reader.similar(vector, k=20, modality=modality)
+                assert set(found.column("source_id").to_pylist()) <= old_ids
+                assert found.column("best_class_name").null_count < found.num_rows  # metadata from the same snapshot
+            with pytest.raises(LatentcatError, match="is not in the catalogue"):
+                reader.similar(sid)
+    finally:
+        reader.close()

@@ -223,7 +223,7 @@ def test_unknown_source_and_bad_arguments(cat):
         cat.similar(42)
     with pytest.raises(LatentcatError, match="unknown modality"):
         cat.similar(QUERY_ID, modality="spectrum")
-    with pytest.raises(LatentcatError, match="k must be at least 1"):
+    with pytest.raises(LatentcatError, match="k must be between 1 and 10000, got 0"):
         cat.similar(QUERY_ID, k=0)
 
 

@@ -11,7 +11,14 @@
 The analyses return tables; storing them is the writer's job
 (`latentcat.catalog.store.write_predictions`, ``write_outlier_scores``, ``write_map``).
 
-Many processes may open the same catalogue at once; none of them can change it.
+Many processes may open the same catalogue at once; none of them can change it. A Catalog is a
+snapshot: its DuckDB connection and every FAISS index are opened when it is, so a later
+``latentcat add`` (which swaps in a new catalogue folder) is seen only by a Catalog opened
+after it. Its connection reaches nothing outside catalog.duckdb (DuckDB's external access is
+off and the configuration locked) unless it is opened with ``allow_external_access=True``; a
+``where`` filter is parsed as one SQL expression, never pasted into a statement; user SQL runs on
+its own connection, so a temporary view it creates cannot stand in for the catalogue's tables
+in the Catalog's own queries.
 """
 
 from __future__ import annotations
@@ -29,6 +36,9 @@ from latentcat.catalog import index as lc_index
 from latentcat.catalog.store import DB_NAME, INDEX_DIR, sql_statements
 from latentcat.errors import LatentcatError
 from latentcat.errors import one_line as _one_line
+
+MAX_K = 10_000
+"""Most neighbours one `Catalog.similar` call returns."""
 
 MODALITIES = ("space", "all", "xp", "dmdt", "fold")
 """``space``: the search space (latent blocks and colour, `latentcat.catalog.space`), the
@@ -59,8 +69,12 @@ class Catalog:
         self.path = Path(path)
         self._con = con
         self._local = threading.local()
-        self._indexes: dict[tuple[str, ...], object] = {}
         self._lock = threading.Lock()
+        self._indexes: dict[tuple, object] = {}
+        for file in sorted((self.path / INDEX_DIR).glob("*.faiss")):  # the snapshot: every index now
+            space = file.stem.startswith(f"{lc_index.SPACE}_")
+            blocks = tuple(file.stem.removeprefix(f"{lc_index.SPACE}_").split("_"))
+            self._indexes[(space, blocks)] = lc_index.read_index(file)
 
     def __repr__(self) -> str:
         return f"Catalog({str(self.path)!r})"
@@ -76,15 +90,20 @@ class Catalog:
         self._indexes.clear()
         self._con.close()
 
-    def _cursor(self) -> duckdb.DuckDBPyConnection:
-        """This thread's cursor on the catalogue (DuckDB connections are not shared by threads)."""
-        cur = getattr(self._local, "cursor", None)
+    def _cursor(self, user: bool = False) -> duckdb.DuckDBPyConnection:
+        """This thread's cursor on the catalogue (DuckDB connections are not shared by threads):
+        the Catalog's own, or with ``user`` the one user SQL runs on (its temporary objects stay
+        there)."""
+        name = "user" if user else "own"
+        cur = getattr(self._local, name, None)
         if cur is None:
-            cur = self._local.cursor = self._con.cursor()
+            cur = self._con.cursor()
+            cur.execute("USE catalog")  # the attached catalogue file (see `open`)
+            setattr(self._local, name, cur)
         return cur
 
-    def _query(self, query: str, params=None) -> pa.Table:
-        result = self._cursor().sql(query, params=params)
+    def _query(self, query: str, params=None, user: bool = False) -> pa.Table:
+        result = self._cursor(user).sql(query, params=params)
         return result.to_arrow_table() if result is not None else pa.table({})
 
     def sql(self, query: str, params: list | dict | None = None) -> pa.Table:
@@ -108,7 +127,7 @@ class Catalog:
             The query fails (including any attempt to write: the catalogue is read-only).
         """
         try:
-            return self._query(query, params)
+            return self._query(query, params, user=True)
         except duckdb.Error as err:
             raise LatentcatError(f"SQL error: {_one_line(err)}") from err
 
@@ -132,16 +151,11 @@ class Catalog:
         return {"path": str(self.path), "counts": counts, "build_info": build}
 
     def _index(self, blocks: tuple[str, ...], space: bool = False):
-        with self._lock:
-            key = (space, blocks)
-            if key not in self._indexes:
-                path = lc_index.index_path(self.path / INDEX_DIR, blocks, space)
-                if not path.exists():
-                    raise LatentcatError(
-                        f"{path}: the catalogue has no {lc_index.index_key(blocks, space)} index"
-                    )
-                self._indexes[key] = lc_index.read_index(path)
-            return self._indexes[key]
+        index = self._indexes.get((space, blocks))
+        if index is None:
+            path = lc_index.index_path(self.path / INDEX_DIR, blocks, space)
+            raise LatentcatError(f"{path}: the catalogue has no {lc_index.index_key(blocks, space)} index")
+        return index
 
     def space_rule(self):
         """The catalogue's stored search-space rule (`latentcat.catalog.space.SearchSpace`)."""
@@ -217,13 +231,16 @@ class Catalog:
         return vector, wanted, None
 
     def _allowed_ids(self, where: str) -> np.ndarray:
-        sql = sql_statements("query")["ids_where"].format(where=where)
+        """The source_ids passing ``where``: one boolean SQL expression over source_meta, parsed
+        as an expression (DuckDB's relational filter), never pasted into a statement."""
+        if not isinstance(where, str) or not where.strip():
+            raise LatentcatError(f"bad where filter {where!r}: give one SQL boolean expression")
         try:
-            ids = self._query(sql).column("source_id")
+            ids = self._cursor().table("source_meta").filter(where).select("source_id").to_arrow_table()
         except duckdb.Error as err:
             reason = _one_line(err).split(" LINE ")[0]
             raise LatentcatError(f"bad where filter {where!r}: {reason}") from err
-        return ids.to_numpy().astype(np.int64, copy=False)
+        return ids.column("source_id").to_numpy().astype(np.int64, copy=False)
 
     def similar(self, query=None, k: int = 10, modality: str = "space", where: str | None = None, *,
                 light_curve=None, xp=None, time_format: str = "gaia", bp_rp: float | None = None,
@@ -289,8 +306,8 @@ class Catalog:
             return table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
         if query is None:
             raise LatentcatError("similar() needs a source_id, a latent vector, or light_curve/xp data")
-        if int(k) < 1:
-            raise LatentcatError(f"k must be at least 1, got {k}")
+        if not 1 <= int(k) <= MAX_K:
+            raise LatentcatError(f"k must be between 1 and {MAX_K}, got {k}")
         k = int(k)
         vector, blocks, self_id = self._resolve(query, modality)
         space = _modality(modality)[0]
@@ -501,8 +518,16 @@ class Catalog:
         return self._query(sql_statements("query")["map_with_meta" if with_meta else "map"])
 
 
-def open(path: str | Path) -> Catalog:  # noqa: A001 - the package's public name
+def open(path: str | Path, allow_external_access: bool = False) -> Catalog:  # noqa: A001 - the package's public name
     """Open a catalogue folder (or its catalog.duckdb) read-only.
+
+    Parameters
+    ----------
+    path : str or Path
+    allow_external_access : bool
+        Let SQL on this Catalog read and write files and reach the network (DuckDB's
+        ``enable_external_access``: ``read_csv``, ``COPY ... TO``, ``ATTACH``...). Off by default:
+        the connection then reaches nothing but the catalogue, and its configuration is locked.
 
     Raises
     ------
@@ -515,7 +540,16 @@ def open(path: str | Path) -> Catalog:  # noqa: A001 - the package's public name
     if not db_path.is_file():
         raise LatentcatError(f"{folder}: not a latentcat catalogue ({DB_NAME} not found)")
     try:
-        con = duckdb.connect(str(db_path), read_only=True)
+        # a database of its own in which the file is attached read-only: a Catalog opened after an
+        # `add` sees the new file even while an older Catalog of this process holds the old one
+        # (connections to one path would share DuckDB's cached database), and its settings are its own
+        con = duckdb.connect(":memory:")
+        quoted = str(db_path).replace("'", "''")
+        con.execute(f"ATTACH '{quoted}' AS catalog (READ_ONLY)")
+        con.execute("USE catalog")
+        if not allow_external_access:
+            con.execute("SET enable_external_access = false")
+            con.execute("SET lock_configuration = true")
     except duckdb.Error as err:
         raise LatentcatError(f"{db_path}: cannot open ({_one_line(err)})") from err
     return Catalog(folder, con)

@@ -1,0 +1,123 @@
+"""Careless and hostile use of a served catalogue: nothing written, nothing read outside it."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import latentcat
+from catalog_fixtures import QUERY_ID, write_inputs
+from latentcat.catalog import store
+from latentcat.cli import app
+from latentcat.errors import LatentcatError
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def cat_dir(tmp_path_factory):
+    inputs = write_inputs(tmp_path_factory.mktemp("inputs"), n=300, seed=9)
+    path = tmp_path_factory.mktemp("cat") / "catalog"
+    store.write_catalog(path, build_info={"seed": 9}, **inputs)
+    return path
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _one_line_error(result) -> str:
+    assert result.exit_code != 0
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", [
+    ["sql", "SELECT 1 AS one", "-f", "csv"],
+    ["similar", str(QUERY_ID), "-k", "3", "-f", "csv"],
+])
+def test_output_never_overwrites_the_catalogue_or_an_existing_file(cat_dir, tmp_path, command):
+    before = _digests(cat_dir)
+    for target in (cat_dir / "catalog.duckdb", cat_dir / "index" / "xp.faiss", cat_dir / "new.csv"):
+        line = _one_line_error(runner.invoke(app, [*command, "--catalog", str(cat_dir), "--output", str(target)]))
+        assert "inside the catalogue folder" in line
+    assert _digests(cat_dir) == before
+    existing = tmp_path / "answer.csv"
+    existing.write_text("keep me\n")
+    line = _one_line_error(runner.invoke(app, [*command, "--catalog", str(cat_dir), "--output", str(existing)]))
+    assert "exists; give --force" in line and existing.read_text() == "keep me\n"
+    ok = runner.invoke(app, [*command, "--catalog", str(cat_dir), "--output", str(existing), "--force"])
+    assert ok.exit_code == 0, ok.output
+    assert existing.read_text() != "keep me\n" and not list(tmp_path.glob(".answer.csv.tmp*"))
+
+
+@pytest.mark.parametrize("where", [
+    "1=1); COPY sources TO '{out}'; SELECT (1",
+    "1=1; COPY sources TO '{out}'",
+    "source_id IN (SELECT 1 FROM read_text('{secret}'))",
+    "source_id IN (SELECT 1 FROM read_csv('{secret}'))",
+])
+def test_a_where_filter_is_one_expression_that_reaches_no_file(cat_dir, tmp_path, where):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the password is swordfish\n")
+    out = tmp_path / "stolen.csv"
+    text = where.format(out=out, secret=secret)
+    before = _digests(cat_dir)
+    line = _one_line_error(runner.invoke(app, ["similar", str(QUERY_ID), "--where", text, "--catalog", str(cat_dir)]))
+    assert "bad where filter" in line and "swordfish" not in line
+    with latentcat.open(cat_dir) as cat, pytest.raises(LatentcatError, match="bad where filter"):
+        cat.similar(QUERY_ID, where=text)
+    assert not out.exists() and _digests(cat_dir) == before
+
+
+def test_user_sql_reaches_no_file_unless_asked(cat_dir, tmp_path):
+    out = tmp_path / "copy.csv"
+    with latentcat.open(cat_dir) as cat:
+        for query in (f"COPY (SELECT source_id FROM sources) TO '{out}'", f"SELECT * FROM read_text('{cat_dir}/catalog.duckdb')",
+                      "SET enable_external_access = true", f"ATTACH '{tmp_path / 'other.duckdb'}' AS other"):
+            with pytest.raises(LatentcatError):
+                cat.sql(query)
+    assert not out.exists() and not (tmp_path / "other.duckdb").exists()
+    # the CLI gives DuckDB's full reach only when asked, in a process of its own
+    result = runner.invoke(app, ["sql", f"SELECT * FROM read_csv('{tmp_path / 'missing.csv'}')", "--catalog", str(cat_dir)])
+    assert "disabled" in _one_line_error(result).lower()
+
+
+def test_a_temporary_view_cannot_stand_in_for_the_catalogue(cat_dir):
+    with latentcat.open(cat_dir) as cat:
+        before = cat.similar(QUERY_ID, k=5).column("source_id").to_pylist()
+        cat.sql("CREATE TEMP VIEW source_meta AS SELECT 1 AS source_id")
+        cat.sql("CREATE TEMP VIEW space AS SELECT 1 AS source_id")
+        assert cat.similar(QUERY_ID, k=5).column("source_id").to_pylist() == before
+        assert cat.similar(QUERY_ID, k=5, where="phot_g_mean_mag < 30").column("source_id").to_pylist() == before
+
+
+@pytest.mark.parametrize("k", ["0", "-3", "1000000000", "10001"])
+def test_k_is_bounded(cat_dir, k):
+    line = _one_line_error(runner.invoke(app, ["similar", str(QUERY_ID), "-k", k, "--catalog", str(cat_dir)]))
+    assert "k must be between 1 and 10000" in line
+
+
+def test_sql_reads_files_with_allow_files_only(cat_dir, tmp_path):
+    import subprocess
+    import sys
+
+    data = tmp_path / "mine.csv"
+    data.write_text("source_id\n" + f"{QUERY_ID}\n")
+    query = f"SELECT count(*) AS n FROM read_csv('{data}') JOIN sources USING (source_id)"
+
+    def run(*extra):  # a process of its own, as a user's shell runs it
+        return subprocess.run([sys.executable, "-c", "from latentcat.cli import app; app()", "sql", query,
+                               "--catalog", str(cat_dir), "-f", "csv", *extra], capture_output=True, text=True, timeout=120)
+
+    refused = run()
+    assert refused.returncode != 0 and "disabled" in refused.stderr.lower() and "Traceback" not in refused.stderr
+    allowed = run("--allow-files")
+    assert allowed.returncode == 0, allowed.stderr
+    assert allowed.stdout.split() == ['"n"', "1"]
