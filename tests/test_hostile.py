@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -121,3 +124,18 @@ def test_sql_reads_files_with_allow_files_only(cat_dir, tmp_path):
     allowed = run("--allow-files")
     assert allowed.returncode == 0, allowed.stderr
     assert allowed.stdout.split() == ['"n"', "1"]
+
+
+def test_ingest_of_a_simulated_survey_folder_skips_its_truth(tmp_path):
+    sim = tmp_path / "sim"
+    assert runner.invoke(app, ["simulate", "--n", "120", "--seed", "4", "--out", str(sim)]).exit_code == 0
+    result = runner.invoke(app, ["ingest", str(sim), "--out", str(tmp_path / "stage")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "stage" / "ingest_report.json").read_text())
+    assert report["ignored_files"] == [str(sim / "truth.parquet")]
+    labels = pq.read_table(tmp_path / "stage" / "labels.parquet")
+    archive = pacsv.read_csv(sim / "archive" / "vari_classifier_result.csv")
+    assert labels.num_rows == archive.num_rows > 0  # the classifier's labels alone, not the truth's classes
+    # named on its own, the truth table is refused with the reason
+    line = _one_line_error(runner.invoke(app, ["ingest", str(sim / "truth.parquet"), "--out", str(tmp_path / "s2")]))
+    assert "truth table of a simulated survey" in line

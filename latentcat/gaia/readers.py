@@ -249,8 +249,9 @@ def find_inputs(inputs: list[Path], workdir: Path) -> tuple[list[InputFile], lis
     files : list of InputFile
         The tables, in a deterministic order.
     ignored : list of str
-        Files seen in folders but not read (unsupported extension, or not a leaf of a HATS
-        catalogue), and the HATS catalogues that hold no rows of their own.
+        Files seen in folders but not read (unsupported extension, a simulated survey's
+        truth table, or not a leaf of a HATS catalogue), and the HATS catalogues that hold no
+        rows of their own.
     """
     files: list[InputFile] = []
     ignored: list[str] = []
@@ -272,13 +273,33 @@ def find_inputs(inputs: list[Path], workdir: Path) -> tuple[list[InputFile], lis
                 if not p.is_file() or any(r in p.parents for r in roots):
                     continue
                 suffixes = [s.lower() for s in p.suffixes if s.lower() != ".gz"]
-                if suffixes and suffixes[-1] in TABLE_SUFFIXES:
+                if suffixes and suffixes[-1] in TABLE_SUFFIXES and not is_simulation_truth(p):
                     files.extend(_expand(p, str(p), str(p.parent), workdir))
                 else:
                     ignored.append(str(p))
+        elif is_simulation_truth(given):
+            raise InputError(f"{given}: the truth table of a simulated survey, not an archive product; "
+                             "ingest the survey's archive/ folder")
         else:
             files.extend(_expand(given, str(given), str(given.parent), workdir))
     return files, ignored
+
+
+#: Parquet metadata key and value that mark the truth table of a simulated survey
+#: (`latentcat.gaia.simulate`): the answer key, not an archive product, so ingest skips it.
+TRUTH_ROLE = (b"latentcat_role", b"simulation_truth")
+
+
+def is_simulation_truth(path: Path) -> bool:
+    """Whether ``path`` is the truth table `latentcat simulate` writes beside its archive files
+    (a Parquet file marked with the simulator's ``latentcat_role`` metadata)."""
+    if path.suffix.lower() != ".parquet":
+        return False
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowInvalid):
+        return False
+    return metadata.get(TRUTH_ROLE[0]) == TRUTH_ROLE[1]
 
 
 #: Files that mark a HATS catalogue or collection folder.

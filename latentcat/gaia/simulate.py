@@ -72,6 +72,7 @@ import pyarrow.parquet as pq
 
 from latentcat.errors import InputError
 from latentcat.gaia import simulate_lc as lc
+from latentcat.gaia.readers import TRUTH_ROLE
 from latentcat.gaia.simulate_lc import BP_TIME_OFFSET, CLASSES, RP_TIME_OFFSET, ZP_BP, ZP_G, ZP_RP
 
 #: solution_id of the DR3 variability and epoch photometry tables.
@@ -449,7 +450,7 @@ def simulate_tables(n: int, seed: int | list[int], pixels: tuple[int, int] = (0,
     for key in lc.PARAM_COLUMNS:
         if key not in ("period", "amplitude", "t0"):
             truth_cols[key] = pa.array(params[key].astype(np.float32))
-    truth = pa.table(truth_cols)
+    truth = pa.table(truth_cols).replace_schema_metadata({TRUTH_ROLE[0]: TRUTH_ROLE[1]})
 
     xp = _simulate_xp(source_id[has_xp], class_names[has_xp], src_info["teff"][has_xp], g_mean[has_xp],
                       src_info["a_g"][has_xp] / 0.789, rng)
