@@ -139,3 +139,28 @@ def test_ingest_of_a_simulated_survey_folder_skips_its_truth(tmp_path):
     # named on its own, the truth table is refused with the reason
     line = _one_line_error(runner.invoke(app, ["ingest", str(sim / "truth.parquet"), "--out", str(tmp_path / "s2")]))
     assert "truth table of a simulated survey" in line
+
+
+def _long_csv(path: Path, rows: list[tuple]) -> Path:
+    """A DataLink-layout epoch photometry CSV (source_id, band, time, mag, flux, flux_error, flags)."""
+    head = "source_id,transit_id,band,time,mag,flux,flux_error,rejected_by_photometry,rejected_by_variability\n"
+    path.write_text(head + "".join(",".join(str(v) for v in r) + "\n" for r in rows))
+    return path
+
+
+def test_non_physical_and_conflicting_epochs_are_dropped_or_counted(tmp_path):
+    good = [(7, 100 + i, "G", 1700.0 + 30 * i, 15.0 + 0.01 * i, 1e4, 10.0, "false", "false") for i in range(12)]
+    bad = [(7, 200, "G", 2100.0, 15.1, 1e4, -10.0, "false", "false"),    # negative flux error
+           (7, 201, "G", 2130.0, 15.1, -1e4, 10.0, "false", "false")]   # negative flux
+    first = _long_csv(tmp_path / "a.csv", good + bad)
+    # the same source again, one epoch with another magnitude at the same time
+    second = _long_csv(tmp_path / "b.csv", [good[0], (7, 101, "G", 1730.0, 16.5, 1e4, 10.0, "false", "false")])
+    result = runner.invoke(app, ["ingest", str(first), str(second), "--out", str(tmp_path / "stage")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "stage" / "ingest_report.json").read_text())
+    dropped = {e["file"]: e["dropped"] for e in report["inputs"]}
+    assert dropped[str(first)]["non_positive_error"] == 2
+    assert report["duplicates"]["light_curve_epochs"] == 2 and report["duplicates"]["conflicting_epochs"] == 1
+    lc = pq.read_table(tmp_path / "stage" / "light_curves.parquet").to_pylist()[0]
+    assert len(lc["g_time"]) == 12 and min(lc["g_mag_err"]) > 0  # the non-physical points are gone
+    assert lc["g_mag"][1] == pytest.approx(15.01)  # a conflict keeps the first input's value (the documented rule)

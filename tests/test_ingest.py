@@ -56,7 +56,7 @@ def test_rules_against_astropy_counts(long_stage, reference):
     assert entry["layout"] == ["epoch_long"] and entry["rows"] == len(reference) and entry["sources"] == 8
     assert entry["dropped"] == {"rejected_by_photometry": int(np.sum(reference["rejected_by_photometry"])),
                                 "rejected_by_variability": int(np.sum(reference["rejected_by_variability"])),
-                                "nan": 0}
+                                "nan": 0, "non_positive_error": 0}
     lc = _lc(out).to_pylist()
     row = next(r for r in lc if r["source_id"] == SID)
     keep = (reference["source_id"] == SID) & (reference["band"] == "G") & ~reference["rejected_by_variability"]
@@ -143,7 +143,7 @@ def test_wide_and_bulk_layouts_give_the_same_light_curves(tmp_path, long_stage, 
         report = ingest([tmp_path / name], tmp_path / name.replace(".", "_"), chunk_rows=300)
         entry = report["inputs"][0]
         assert entry["layout"] == ["epoch_wide"]
-        assert entry["dropped"] == {"rejected_by_photometry": 0, "rejected_by_variability": 6, "nan": 0}
+        assert entry["dropped"] == {"rejected_by_photometry": 0, "rejected_by_variability": 6, "nan": 0, "non_positive_error": 0}
         got = _lc(tmp_path / name.replace(".", "_"))
         assert got.cast(expected.schema).equals(expected), name
 

@@ -10,12 +10,16 @@ Rules
 -----
 * Epochs: a point flagged ``rejected_by_photometry`` is dropped; one flagged
   ``rejected_by_variability`` is dropped unless ``keep_variability_rejected``; one whose
-  time, magnitude or magnitude error is NaN/null is dropped. Each dropped point is counted
-  once, under the first of these reasons that applies. Wide-layout slots with no time,
-  magnitude and flux at all (a band not observed in that transit) are not points; they are
-  counted as ``empty_slot``. Magnitude errors are ``1.0857 * flux_error / flux``.
+  time, magnitude or magnitude error is NaN/null is dropped (``nan``); one whose magnitude
+  error is zero or negative (a negative flux or flux error) is dropped
+  (``non_positive_error``). Each dropped point is counted once, under the first of these
+  reasons that applies. Wide-layout slots with no time, magnitude and flux at all (a band not
+  observed in that transit) are not points; they are counted as ``empty_slot``. Magnitude
+  errors are ``1.0857 * flux_error / flux``.
 * The same source in several inputs: its epochs are merged and de-duplicated on
-  (band, time); a repeated epoch keeps the values of the first input that has it.
+  (band, time); a repeated epoch keeps the values of the first input that has it, and the
+  report counts the repeated epochs (``duplicates.light_curve_epochs``) and, among them, those
+  whose magnitudes disagree (``duplicates.conflicting_epochs``).
   A band is null for a source when no input has an epoch of that band with a time,
   and an empty list when all its epochs were dropped.
 * ``sources``, ``labels`` and ``xp`` rows for the same source_id in several inputs (or twice
@@ -199,8 +203,8 @@ def _run(inputs: list[Path], work: Path, keep_var: bool, chunk_rows: int, comput
     try:
         written, duplicates, per_file = {}, {}, {}
         if _has_parts(parts, "points") or _has_parts(parts, "seen"):
-            written["light_curves"], duplicates["light_curve_epochs"], duplicates["light_curve_sources"] = \
-                _merge_light_curves(con, parts, final, chunk_rows, per_file)
+            (written["light_curves"], duplicates["light_curve_epochs"], duplicates["conflicting_epochs"],
+             duplicates["light_curve_sources"]) = _merge_light_curves(con, parts, final, chunk_rows, per_file)
         for table in ("xp", "sources", "labels"):
             if _has_parts(parts, table):
                 budget = max(1, chunk_rows // WIDE_ROW_WEIGHT) if table == "xp" else chunk_rows
@@ -237,7 +241,8 @@ def _read_one(f: readers.InputFile, index: int, layout: set[str], columns: list[
     entry = {"file": f.name, "format": f.fmt + (".gz" if f.gzipped else ""), "layout": sorted(layout),
              "rows": 0, "_index": index}
     if "epoch_long" in layout or "epoch_wide" in layout:
-        entry["dropped"] = {"rejected_by_photometry": 0, "rejected_by_variability": 0, "nan": 0}
+        entry["dropped"] = {"rejected_by_photometry": 0, "rejected_by_variability": 0, "nan": 0,
+                            "non_positive_error": 0}
         entry["empty_slot"] = 0
     used = _used_columns(layout, columns)
     ignored = [c for c in columns if c not in used]
@@ -320,7 +325,7 @@ def clean_points(points: pa.Table, keep_variability_rejected: bool = False) -> t
         Distinct (source_id, band) pairs that have an epoch with a time, kept or not.
     counts : dict
         Points dropped per reason (``rejected_by_photometry``, ``rejected_by_variability``,
-        ``nan``) and the number of ``empty_slot`` entries.
+        ``nan``, ``non_positive_error``) and the number of ``empty_slot`` entries.
     """
     empty = points.column("empty").to_numpy(zero_copy_only=False)
     rej_phot = points.column("rejected_by_photometry").to_numpy(zero_copy_only=False) & ~empty
@@ -330,8 +335,10 @@ def clean_points(points: pa.Table, keep_variability_rejected: bool = False) -> t
     values = [points.column(c).to_numpy(zero_copy_only=False).astype(np.float64) for c in ("time", "mag", "mag_err")]
     finite = np.logical_and.reduce([np.isfinite(v) for v in values])
     bad = ~finite & ~empty & ~rej_phot & ~rej_var
-    keep = ~(empty | rej_phot | rej_var | bad)
     time, mag, err = values
+    with np.errstate(invalid="ignore"):
+        non_positive = finite & (err <= 0) & ~empty & ~rej_phot & ~rej_var
+    keep = ~(empty | rej_phot | rej_var | bad | non_positive)
     kept = pa.table({
         "source_id": points.column("source_id").filter(pa.array(keep)),
         "band": points.column("band").filter(pa.array(keep)),
@@ -342,7 +349,7 @@ def clean_points(points: pa.Table, keep_variability_rejected: bool = False) -> t
     timed = pa.array(np.isfinite(time))
     seen = points.select(["source_id", "band"]).filter(timed).group_by(["source_id", "band"]).aggregate([])
     counts = {"rejected_by_photometry": int(rej_phot.sum()), "rejected_by_variability": int(rej_var.sum()),
-              "nan": int(bad.sum()), "empty_slot": int(empty.sum())}
+              "nan": int(bad.sum()), "non_positive_error": int(non_positive.sum()), "empty_slot": int(empty.sum())}
     return kept, seen, counts
 
 
@@ -516,12 +523,12 @@ def _merge_light_curves(con: duckdb.DuckDBPyConnection, parts: Path, final: Path
                         per_file: dict) -> tuple[int, int, int]:
     """Merge point parts into light_curves.parquet range by range.
 
-    Returns (rows, duplicate epochs, sources in several inputs) and adds each input's source
-    count to ``per_file``.
+    Returns (rows, repeated epochs, repeated epochs whose magnitudes disagree, sources in
+    several inputs) and adds each input's source count to ``per_file``.
     """
     points, seen = _parts(parts / "points"), _parts(parts / "seen")
     ranges = source_ranges(con, [points.paths, seen.paths], budget) or [(0, -1)]  # (0, -1): schema only
-    duplicates = multi = 0
+    duplicates = conflicts = multi = 0
     counts = {}
     with _Appender(final / "light_curves.parquet") as out:
         for lo, hi in ranges:
@@ -530,12 +537,14 @@ def _merge_light_curves(con: duckdb.DuckDBPyConnection, parts: Path, final: Path
             total, distinct = con.execute(
                 f"SELECT count(*), count(DISTINCT (source_id, band, time)) FROM {_POINTS}", p).fetchone()
             duplicates += int(total - distinct)
+            conflicts += con.execute(f"SELECT count(*) FROM (SELECT 1 FROM {_POINTS} GROUP BY source_id, band, time "
+                                     f"HAVING count(DISTINCT mag) > 1)", p).fetchone()[0]
             multi += con.execute(f"SELECT count(*) FROM (SELECT source_id FROM {_SEEN} GROUP BY source_id "
                                  f"HAVING count(DISTINCT _file) > 1)", s).fetchone()[0]
             _add_sources(con, _SEEN, s, counts)
             out.append(con.sql(_LIGHT_CURVES_SQL, params={**p, **s}).to_arrow_table())
     _note_sources(per_file, counts)
-    return out.rows, duplicates, int(multi)
+    return out.rows, duplicates, int(conflicts), int(multi)
 
 
 def _merge_rows(con: duckdb.DuckDBPyConnection, folder: Path, final: Path, table: str, plan: list,
