@@ -15,7 +15,7 @@ import latentcat
 from catalog_fixtures import QUERY_ID, write_inputs
 from latentcat.catalog import store
 from latentcat.cli import app
-from latentcat.errors import LatentcatError
+from latentcat.errors import InputError, LatentcatError
 
 runner = CliRunner()
 
@@ -164,3 +164,28 @@ def test_non_physical_and_conflicting_epochs_are_dropped_or_counted(tmp_path):
     lc = pq.read_table(tmp_path / "stage" / "light_curves.parquet").to_pylist()[0]
     assert len(lc["g_time"]) == 12 and min(lc["g_mag_err"]) > 0  # the non-physical points are gone
     assert lc["g_mag"][1] == pytest.approx(15.01)  # a conflict keeps the first input's value (the documented rule)
+
+
+def test_features_check_the_staging_folder_and_their_own_shards_on_resume(tmp_path):
+    import shutil
+
+    from latentcat.features.extract import extract_features
+    from latentcat.gaia.ingest import ingest
+    from latentcat.gaia.simulate import simulate_survey
+
+    simulate_survey(n=150, seed=6, out=tmp_path / "sim")
+    ingest([tmp_path / "sim" / "archive"], tmp_path / "stage")
+    first = extract_features(tmp_path / "stage", tmp_path / "features", shard_size=50)
+    assert first["n_shards"] == 3 and first["shards_redone"] == 0
+    shards = sorted((tmp_path / "features").glob("features-*.parquet"))
+    want = [pq.read_table(p) for p in shards]
+    # a truncated shard and a shard replaced by another's file are computed again on resume
+    shards[0].write_bytes(shards[0].read_bytes()[:500])
+    shutil.copy(shards[2], shards[1])
+    again = extract_features(tmp_path / "stage", tmp_path / "features", shard_size=50)
+    assert again["shards_redone"] == 2 and again["shards_written"] == 2 and again["shards_skipped"] == 1
+    assert all(pq.read_table(p).equals(t) for p, t in zip(shards, want))
+    # a staging folder that lost the table its ingest report lists is refused, naming it
+    (tmp_path / "stage" / "light_curves.parquet").unlink()
+    with pytest.raises(InputError, match=r"light_curves.parquet: missing, but ingest_report.json says ingest wrote it"):
+        extract_features(tmp_path / "stage", tmp_path / "f2", shard_size=50)

@@ -126,15 +126,20 @@ def extract_features(
     lc_path, xp_path = stage_dir / LC_FILE, stage_dir / XP_FILE
     if not lc_path.exists() and not xp_path.exists():
         raise InputError(f"{stage_dir}: neither {LC_FILE} nor {XP_FILE} found")
+    _check_staging(stage_dir)
     ids = _all_source_ids([p for p in (lc_path, xp_path) if p.exists()])
-    bounds = [(int(ids[lo]), int(ids[min(lo + shard_size, len(ids)) - 1])) for lo in range(0, len(ids), shard_size)]
+    starts = range(0, len(ids), shard_size)
+    bounds = [(int(ids[lo]), int(ids[min(lo + shard_size, len(ids)) - 1])) for lo in starts]
     plan = {
         "n_sources": int(len(ids)),
         "source_id_sha256": hashlib.sha256(ids.tobytes()).hexdigest(),
         "shard_size": int(shard_size),
         "min_epochs": int(min_epochs),
         "inputs": sorted(p.name for p in (lc_path, xp_path) if p.exists()),
-        "shards": [[shard_name(k), lo, hi] for k, (lo, hi) in enumerate(bounds)],
+        # per shard: file, first and last source_id, rows, and a checksum of its source_ids
+        "shards": [[shard_name(k), lo, hi, int(min(shard_size, len(ids) - start)),
+                    hashlib.sha256(ids[start:start + shard_size].tobytes()).hexdigest()]
+                   for k, ((lo, hi), start) in enumerate(zip(bounds, starts))],
     }
 
     out.mkdir(parents=True, exist_ok=True)
@@ -149,6 +154,9 @@ def extract_features(
             old.unlink()
     _atomic_write_text(plan_path, json.dumps(plan, indent=1))
 
+    redone = [k for k in range(len(bounds)) if (out / shard_name(k)).exists() and not _shard_intact(out, plan["shards"][k])]
+    for k in redone:  # truncated, or another shard's file: computed again
+        (out / shard_name(k)).unlink()
     todo = [k for k in range(len(bounds)) if not (out / shard_name(k)).exists()]
     where = stage_dir.resolve(), out.resolve()  # absolute: a worker's working folder is its own
     jobs = [(str(where[0]), str(where[1] / shard_name(k)), bounds[k][0], bounds[k][1], min_epochs) for k in todo]
@@ -170,6 +178,7 @@ def extract_features(
         "n_shards": len(bounds),
         "shards_written": len(todo),
         "shards_skipped": len(bounds) - len(todo),
+        "shards_redone": len(redone),
         "scheduler": scheduler,
         "seconds": round(seconds, 3),
         "lc_features": 0,
@@ -284,6 +293,40 @@ def light_curve_features(time: np.ndarray, mag: np.ndarray, err: np.ndarray, min
 
 
 # ----------------------------------------------------------------------------- internals
+
+
+def _check_staging(stage_dir: Path) -> None:
+    """The staging folder holds what its ``ingest_report.json`` says ingest wrote: every table
+    it lists, with that many rows (a table removed or replaced since is an input error)."""
+    report_path = stage_dir / "ingest_report.json"
+    if not report_path.exists():
+        return
+    try:
+        tables = json.loads(report_path.read_text()).get("tables", {})
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{report_path}: not a readable ingest report ({exc})") from None
+    for name in ("light_curves", "xp"):
+        if name not in tables:
+            continue
+        path, rows = stage_dir / tables[name]["file"], int(tables[name]["rows"])
+        if not path.exists():
+            raise InputError(f"{path}: missing, but {report_path.name} says ingest wrote it with {rows} rows")
+        try:
+            found = pq.read_metadata(path).num_rows
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise InputError(f"{path}: not a readable Parquet file ({exc})") from None
+        if found != rows:
+            raise InputError(f"{path}: {found} rows, but {report_path.name} says ingest wrote {rows}")
+
+
+def _shard_intact(out: Path, planned: list) -> bool:
+    """Whether a finished shard file is the planned one: readable, with its rows' source_ids."""
+    name, _, _, rows, checksum = planned
+    try:
+        sid = pq.read_table(out / name, columns=["source_id"]).column("source_id").to_numpy()
+    except (OSError, pa.ArrowInvalid, KeyError):
+        return False
+    return len(sid) == rows and hashlib.sha256(sid.astype(np.int64).tobytes()).hexdigest() == checksum
 
 
 def _all_source_ids(paths: list[Path]) -> np.ndarray:
