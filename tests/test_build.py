@@ -142,3 +142,25 @@ def test_resume_with_a_changed_configuration_is_refused(tiny_config, tmp_path, m
     changed.write_text(tiny_config.read_text().replace("seed = 3", "seed = 4"))
     with pytest.raises(LatentcatError, match="configuration changed since this build started"):
         build_module.build(load_build_config(changed), out=out, resume=True)
+
+
+def test_resume_after_an_input_changed_is_refused(tmp_path, monkeypatch):
+    from latentcat.errors import LatentcatError
+    from latentcat.gaia.simulate import simulate_survey
+    from latentcat.models import trainer
+
+    simulate_survey(n=60, seed=2, out=tmp_path / "sim")
+    config = tmp_path / "paths.toml"
+    config.write_text(TINY.replace("simulate_n = 240", 'paths = ["sim/archive"]'))
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("killed during training")
+
+    monkeypatch.setattr(trainer, "train", crash)
+    out = tmp_path / "cat"
+    with pytest.raises(KeyboardInterrupt):
+        build_module.build(load_build_config(config), out=out)
+    labels = tmp_path / "sim" / "archive" / "vari_classifier_result.csv"
+    labels.write_text(labels.read_text().replace("RR", "ECL", 1))  # one label changed since
+    with pytest.raises(LatentcatError, match=r"input .*vari_classifier_result.csv changed .* since this build started"):
+        build_module.build(load_build_config(config), out=out, resume=True)

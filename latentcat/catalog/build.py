@@ -50,24 +50,44 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def input_checksums(paths: list[Path]) -> dict[str, dict]:
-    """Size and SHA-256 of every file under ``paths``: how a catalogue says what it was made from."""
+def _input_files(paths: list[Path]) -> list[Path]:
     files: list[Path] = []
     for p in paths:
-        files.extend(sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p])
-    return {str(f): {"bytes": f.stat().st_size, "sha256": _sha256(f)} for f in files}
+        files.extend(sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p] if p.exists() else [])
+    return files
+
+
+def input_checksums(paths: list[Path]) -> dict[str, dict]:
+    """Size and SHA-256 of every file under ``paths``: how a catalogue says what it was made from."""
+    return {str(f): {"bytes": f.stat().st_size, "sha256": _sha256(f)} for f in _input_files(paths)}
+
+
+def input_fingerprint(paths: list[Path]) -> dict[str, list[int]]:
+    """Size and modification time (ns) of every file under ``paths``: what a resumed build
+    checks its inputs against (cheap at any size; the catalogue records full checksums)."""
+    return {str(f): [f.stat().st_size, f.stat().st_mtime_ns] for f in _input_files(paths)}
 
 
 class BuildState:
-    """The finished stages of a build and their reports, kept in ``build_state.json``."""
+    """The finished stages of a build and their reports, kept in ``build_state.json``, with the
+    configuration and the inputs they were made from: a resumed build refuses to go on when
+    either changed."""
 
-    def __init__(self, path: Path, config_hash: str):
+    def __init__(self, path: Path, config_hash: str, inputs: dict[str, list[int]]):
         self.path = path
-        self.data: dict = json.loads(path.read_text()) if path.exists() else {"config": config_hash, "done": {}}
+        fresh = {"config": config_hash, "inputs": inputs, "done": {}}
+        self.data: dict = json.loads(path.read_text()) if path.exists() else fresh
         if self.data.get("config") != config_hash:
             raise LatentcatError(
                 f"{path.parent}: the configuration changed since this build started; "
                 "rerun without --resume to start afresh"
+            )
+        before = self.data.get("inputs", {})
+        changed = sorted(set(before) ^ set(inputs) | {f for f in set(before) & set(inputs) if before[f] != inputs[f]})
+        if changed:
+            raise LatentcatError(
+                f"{path.parent}: input {changed[0]} changed (or appeared, or went) since this build started"
+                f"{f', and {len(changed) - 1} more' if len(changed) > 1 else ''}; rerun without --resume to start afresh"
             )
 
     def done(self, stage: str) -> bool:
@@ -132,7 +152,6 @@ def build(config: BuildConfig, out: Path | None = None, resume: bool = False) ->
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
     config_hash = hashlib.sha256(json.dumps(config.raw, sort_keys=True, default=str).encode()).hexdigest()
-    state = BuildState(work / "build_state.json", config_hash)
     seed = config.seed
     stage_dir, features_dir = work / "stage", work / "features"
     models_dir, emb_dir = work / "models", work / "embeddings"
@@ -148,6 +167,7 @@ def build(config: BuildConfig, out: Path | None = None, resume: bool = False) ->
         input_paths = config.input_paths()
         if not input_paths:
             raise LatentcatError(f"{config.path}: [inputs] gives neither paths nor simulate_n")
+    state = BuildState(work / "build_state.json", config_hash, input_fingerprint(input_paths))
 
     compute = {"scheduler": str(config.compute.get("scheduler", "processes")),
                "address": str(config.compute.get("address", "")) or None,
