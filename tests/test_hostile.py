@@ -189,3 +189,40 @@ def test_features_check_the_staging_folder_and_their_own_shards_on_resume(tmp_pa
     (tmp_path / "stage" / "light_curves.parquet").unlink()
     with pytest.raises(InputError, match=r"light_curves.parquet: missing, but ingest_report.json says ingest wrote it"):
         extract_features(tmp_path / "stage", tmp_path / "f2", shard_size=50)
+
+
+def test_damaged_catalogue_files_give_one_line(cat_dir, tmp_path):
+    import shutil
+
+    for damaged in ("catalog.duckdb", "index/space_xp_dmdt_fold_colour.faiss"):
+        copy = tmp_path / damaged.replace("/", "_")
+        shutil.copytree(cat_dir, copy)
+        data = (copy / damaged).read_bytes()
+        (copy / damaged).write_bytes(data[: len(data) // 3])
+        failed = 0
+        for command in (["info"], ["similar", str(QUERY_ID)], ["outliers"]):
+            result = runner.invoke(app, [*command, "--catalog", str(copy)])
+            if result.exit_code == 0:  # DuckDB may not touch the damaged part for this command
+                continue
+            failed += 1
+            assert damaged.split("/")[-1] in _one_line_error(result)
+        assert failed >= 1
+
+
+def test_leftovers_of_killed_additions_are_removed_by_the_next(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from latentcat.catalog.add import clean_leftovers
+
+    cat = tmp_path / "cat"
+    cat.mkdir()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = tmp_path / f".cat.add-{int(gone.stdout)}-abc"
+    alive = tmp_path / f".cat.add-{os.getpid()}-def"
+    other = tmp_path / f".other.add-{int(gone.stdout)}-ghi"
+    for folder in (dead, alive, other):
+        (folder / "new").mkdir(parents=True)
+    assert clean_leftovers(cat) == [dead.name]
+    assert not dead.exists() and alive.exists() and other.exists()

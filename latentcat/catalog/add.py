@@ -18,13 +18,14 @@ left as they are and the new data for them is not used.
 Atomicity
 ---------
 Nothing in the catalogue folder is written in place. The new catalogue is assembled in a
-hidden sibling folder ``.<name>.add-XXXX/new``: unchanged files (models, untouched shards) are
+hidden sibling folder ``.<name>.add-<pid>-XXXX/new``: unchanged files (models, untouched shards) are
 hard links, ``catalog.duckdb`` is a copy that receives the new rows, the indexes and changed
 shards are new files. After a verification (row counts, index sizes, each new source found in
 each index) the two folders are exchanged in one step (Linux ``renameat2(RENAME_EXCHANGE)``;
 elsewhere two renames a moment apart), and the old catalogue is deleted. A reader opening the
 catalogue sees the old or the new one, never a mixture; a killed ``add`` leaves the catalogue
-untouched and at most a hidden ``.<name>.add-*`` folder beside it (safe to delete). A process
+untouched and at most a hidden ``.<name>.add-*`` folder beside it, which the next ``add``
+removes (`clean_leftovers`). A process
 that already holds the catalogue open keeps reading the old files; reopen it to see the new
 sources.
 
@@ -178,6 +179,29 @@ def _read_catalogue(db_path: Path) -> dict:
         "losses": _losses(emb),
         "derived_keys": derived,
     }
+
+
+def clean_leftovers(cat_dir: Path) -> list[str]:
+    """Remove what killed additions to ``cat_dir`` left beside it: the ``.<name>.add-<pid>-*``
+    folders whose process is gone (a running addition's folder is left alone).
+
+    Returns the folders removed.
+    """
+    removed = []
+    for folder in sorted(cat_dir.parent.glob(f".{cat_dir.name}.add-*")):
+        match = re.match(rf"^\.{re.escape(cat_dir.name)}\.add-(\d+)-", folder.name)
+        if not match or not folder.is_dir():
+            continue
+        try:
+            os.kill(int(match.group(1)), 0)
+            continue  # the process that made it still runs
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # another user's live process
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder.name)
+    return removed
 
 
 def _filter_parquet(path: Path, keep_ids: np.ndarray) -> int:
@@ -508,7 +532,8 @@ def add_sources(cat_dir: Path, inputs: list[Path], skip_existing: bool = False, 
     settings = feature_settings(cat_dir, old["build_info"])
     checksums = input_checksums(inputs)
 
-    work = Path(tempfile.mkdtemp(prefix=f".{cat_dir.name}.add-", dir=cat_dir.parent))
+    report_cleaned = clean_leftovers(cat_dir)
+    work = Path(tempfile.mkdtemp(prefix=f".{cat_dir.name}.add-{os.getpid()}-", dir=cat_dir.parent))
     try:
         stage = work / "stage"
         ingest(inputs, stage, keep_variability_rejected=settings["keep_variability_rejected"])
@@ -528,6 +553,7 @@ def add_sources(cat_dir: Path, inputs: list[Path], skip_existing: bool = False, 
             "replaced": int(replaced.size),
             "skipped_existing": int(existing.size) if skip_existing else 0,
             "without_data": int(np.setdiff1d(listed, staged).size),
+            "leftovers_removed": report_cleaned,
         }
         if new_ids.size == 0:
             return {**report, "added": 0, "counts": old["build_info"].get("counts"), "shards": [],

@@ -74,7 +74,11 @@ class Catalog:
         for file in sorted((self.path / INDEX_DIR).glob("*.faiss")):  # the snapshot: every index now
             space = file.stem.startswith(f"{lc_index.SPACE}_")
             blocks = tuple(file.stem.removeprefix(f"{lc_index.SPACE}_").split("_"))
-            self._indexes[(space, blocks)] = lc_index.read_index(file)
+            try:
+                self._indexes[(space, blocks)] = lc_index.read_index(file)
+            except RuntimeError as err:  # FAISS reports a damaged file as a RuntimeError
+                self._con.close()
+                raise LatentcatError(f"{file}: not a readable FAISS index ({str(err).split(': ')[-1].strip()})") from None
 
     def __repr__(self) -> str:
         return f"Catalog({str(self.path)!r})"
@@ -103,8 +107,14 @@ class Catalog:
         return cur
 
     def _query(self, query: str, params=None, user: bool = False) -> pa.Table:
-        result = self._cursor(user).sql(query, params=params)
-        return result.to_arrow_table() if result is not None else pa.table({})
+        """Run a query; a failure of the Catalog's own queries (a damaged file) is one line."""
+        try:
+            result = self._cursor(user).sql(query, params=params)
+            return result.to_arrow_table() if result is not None else pa.table({})
+        except duckdb.Error as err:
+            if user:
+                raise
+            raise LatentcatError(f"{self.path / DB_NAME}: cannot read ({_one_line(err)})") from err
 
     def sql(self, query: str, params: list | dict | None = None) -> pa.Table:
         """Run a SQL query on the catalogue and return its rows.
@@ -391,8 +401,8 @@ class Catalog:
         sql = sql_statements("query")["labels_of"].format(table=quote(table), column=quote(column))
         try:
             got = self._query(sql)
-        except duckdb.Error as err:
-            raise LatentcatError(f"labels {labels!r}: {_one_line(err)}") from err
+        except LatentcatError as err:
+            raise LatentcatError(f"labels {labels!r}: {err}") from err
         if got.num_rows != n:
             raise LatentcatError(f"labels {labels!r}: {table} has more than one row per source_id")
         return got.column("label")
