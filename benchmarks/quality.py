@@ -27,6 +27,7 @@
     python benchmarks/quality.py --only xp --baselines   # with the ceilings: the input itself, PCA-5, PCA-15
     python benchmarks/quality.py --only survey --seeds 21,31 --work /tmp/q   # two seeds, surveys kept
     python benchmarks/quality.py --only survey --fold-set context=none        # the paper's fold model
+    python benchmarks/quality.py --only survey --train-n 320000 --train-samples 20000,100000,300000 --epochs 20 --fold-epochs 5
 
 Of the 40,226 stars, 35,746 have all three labels, so at full size 5,746 are held out.
 
@@ -223,8 +224,9 @@ def survey_table(folder: Path, emb_dir: Path) -> dict:
     sid = emb.column("source_id").to_numpy()
     feats = pq.read_table(folder / "features", columns=["source_id", *[c for c in CLASSIC if c != "log_period"]])
     truth = pq.read_table(folder / "sim" / "truth.parquet", columns=["source_id", "class", "period"])
-    gaia = pacsv.read_csv(folder / "sim" / "archive" / "gaia_source.csv",
-                          convert_options=pacsv.ConvertOptions(include_columns=["source_id", "bp_rp"]))
+    gaia = pa.concat_tables([  # one file per chunk of a larger simulated survey
+        pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(include_columns=["source_id", "bp_rp"]))
+        for path in sorted((folder / "sim" / "archive").glob("gaia_source*.csv"))])
 
     def take(table: pa.Table, column: str) -> np.ndarray:
         row = pc.index_in(pa.array(sid), table.column("source_id")).to_numpy(zero_copy_only=False)
@@ -412,10 +414,14 @@ def main() -> None:
     parser.add_argument("--train-n", type=int, help="(b) sources of the training survey (default 50000; --small 4000)")
     parser.add_argument("--eval-n", type=int, help="(b) sources of the evaluation survey (default 20000; --small 2000)")
     parser.add_argument("--fold-epochs", type=int, help="(b) most fold-VAE epochs (default 30; --small 3)")
+    parser.add_argument("--epochs", type=int, help="(b) most XP- and dm-dt-VAE epochs (default 200 and 100; --small 40 and 30)")
     parser.add_argument("--fold-set", type=_settings, default={}, metavar="KEY=VALUE,...",
                         help="(b) override fold-model settings, e.g. context=none (the paper's model) or lr_decay=plateau")
     parser.add_argument("--classifier", default="hgb", choices=("logreg", "rf", "hgb"),
                         help="(b) the classifier of the 'default classifier' row (default hgb, the catalogue's default)")
+    parser.add_argument("--train-samples", type=lambda text: [int(v) for v in text.split(",")],
+                        help="(b) comma-separated [models] train_sample sizes, e.g. 20000,100000,300000: one "
+                             "training per size on the same training survey (--train-n at least the largest)")
     parser.add_argument("--work", type=Path, help="(b) keep the simulated surveys and trained models here and reuse them")
     parser.add_argument("--workers", type=int, default=2, help="(b) processes for ingest and features")
     parser.add_argument(
@@ -462,13 +468,20 @@ def main() -> None:
             train_n = args.train_n or (4000 if args.small else 50000)
             eval_n = args.eval_n or (2000 if args.small else 20000)
             fold_epochs = args.fold_epochs or (3 if args.small else 30)
-            settings = {"xp": {"max_epochs": 40 if args.small else 200}, "dmdt": {"max_epochs": 30 if args.small else 100},
+            settings = {"xp": {"max_epochs": args.epochs or (40 if args.small else 200)},
+                        "dmdt": {"max_epochs": args.epochs or (30 if args.small else 100)},
                         "fold": {"max_epochs": fold_epochs, **args.fold_set}}
             print(f"\n(b) model settings: {json.dumps(settings)}", flush=True)
             for seed in args.seeds or [args.seed]:
-                r = survey_benchmark(train_n, eval_n, seed, args.work or work / "survey", settings, args.classifier,
-                                     args.workers)
-                print_survey(r, train_n, eval_n, seed)
+                for sample in args.train_samples or [0]:
+                    run = {**settings, "train_sample": sample} if sample else settings
+                    r = survey_benchmark(train_n, eval_n, seed, args.work or work / "survey", run, args.classifier,
+                                         args.workers)
+                    if sample:
+                        print(f"\n(b) [models] train_sample = {sample}: seconds per epoch (one thread) "
+                              + ", ".join(f"{m} {info['n_train'] / info['train_samples_per_s']:.0f}"
+                                          for m, info in r["train"]["models"].items() if info.get("train_samples_per_s")))
+                    print_survey(r, train_n, eval_n, seed)
 
 
 if __name__ == "__main__":

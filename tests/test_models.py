@@ -324,6 +324,9 @@ def _fold_batch(lengths: list[int], seed: int = 0) -> dict[str, torch.Tensor]:
         "err": torch.full(phase.shape, 0.02),
         "mask": torch.from_numpy(mask),
         "length": torch.tensor(lengths, dtype=torch.int64),
+        # log10 fold period (d) and amplitude (mag): the code's first two coordinates
+        "context": torch.from_numpy(np.column_stack([rng.uniform(-1, 3, len(lengths)),
+                                                     rng.uniform(-2, 0, len(lengths))]).astype(np.float32)),
     }
 
 

@@ -49,8 +49,8 @@ class ModelConfig:
     lr : float
         RAdam learning rate (1e-3).
     lr_decay : str
-        "none" (the paper's constant rate) or "plateau": the rate is divided by 3 after
-        ``max(1, patience // 3)`` epochs without a better validation loss.
+        "none" (the paper's constant rate; xp, dmdt) or "plateau" (fold): the rate is
+        divided by 3 after ``max(1, patience // 3)`` epochs without a better validation loss.
     grad_clip : float
         Largest gradient norm per step; larger gradients are scaled down (5.0; 0 turns
         clipping off).
@@ -93,7 +93,8 @@ def _default_dmdt() -> ModelConfig:
 
 
 def _default_fold() -> ModelConfig:
-    return ModelConfig(beta=1e-4, width=128, blocks=2, in_dim=0, harmonics=12, gru_layers=2, sigma_floor=0.0)
+    return ModelConfig(beta=1e-4, width=128, blocks=2, in_dim=0, harmonics=12, gru_layers=2, sigma_floor=0.0,
+                       context="coordinates", lr_decay="plateau")
 
 
 @dataclass
