@@ -16,6 +16,7 @@ import numpy as np
 import typer
 
 from latentcat import __version__
+from latentcat.catalog.atomic import write_file
 from latentcat.errors import LatentcatError
 
 app = typer.Typer(
@@ -107,7 +108,7 @@ def _emit(table, fmt: OutputFormat, output: Optional[Path], protect: Optional[Pa
     if fmt is OutputFormat.parquet:
         if output is None:
             raise LatentcatError("--format parquet needs --output FILE")
-        _atomic_write(output, lambda tmp: pq.write_table(table, tmp))
+        write_file(output, lambda tmp: pq.write_table(table, tmp))
         return
     if fmt is OutputFormat.csv:
         import io
@@ -133,24 +134,12 @@ def _emit(table, fmt: OutputFormat, output: Optional[Path], protect: Optional[Pa
                 with open(tmp, "w") as fh:
                     Console(file=fh, width=250).print(view)
 
-            _atomic_write(output, draw)
+            write_file(output, draw)
         return
     if output:
-        _atomic_write(output, lambda tmp: tmp.write_text(text))
+        write_file(output, lambda tmp: tmp.write_text(text))
     else:
         typer.echo(text, nl=False)
-
-
-def _atomic_write(path: Path, write) -> None:
-    """``write(tmp)`` to a temporary name beside ``path``, then rename it into place."""
-    import os
-
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 SIMILAR_TABLE_COLUMNS = ("rank", "source_id", "distance", "blocks", "best_class_name", "phot_g_mean_mag",

@@ -474,3 +474,22 @@ def test_fold_code_holds_the_fold_period_and_amplitude_as_coordinates(features, 
     np.testing.assert_allclose(context[:, 0], np.log10(2 * cols[0][has]), rtol=1e-6)
     logvar = np.array([v for v in emb.column("z_logvar_fold").to_pylist() if v is not None])
     assert np.all(logvar[:, :2] == -20.0) and np.all(logvar[:, 2:] > -20.0)
+
+
+def test_dmdt_code_holds_the_mean_magnitude_as_a_coordinate(features, tmp_path):
+    from latentcat.models.dmdt_vae import CONTEXT_CENTER, CONTEXT_SCALE
+
+    config = TrainConfig.from_dict({"seed": 3, "progress": False, "val_fraction": 0.2,
+                                    "dmdt": {"max_epochs": 2, "width": 16, "context": "coordinates"}})
+    train(features, tmp_path / "models", config, modalities=("dmdt",), device="cpu")
+    embed(features, tmp_path / "models", tmp_path / "emb", device="cpu")
+    emb = pq.read_table(tmp_path / "emb" / "embeddings-00000.parquet")
+    g_mean = pq.read_table(features / "features-00000.parquet", columns=["g_mean"]).column("g_mean").to_numpy()
+    has = emb.column("has_dmdt").to_numpy(zero_copy_only=False)
+    z = np.array([v for v in emb.column("z_dmdt").to_pylist() if v is not None])
+    np.testing.assert_allclose(z[:, 0], (g_mean[has] - CONTEXT_CENTER) / CONTEXT_SCALE, rtol=1e-5, atol=1e-5)
+    assert np.ptp(z[:, 1:], axis=0).min() > 0  # the other four are inferred, one per source
+    logvar = np.array([v for v in emb.column("z_logvar_dmdt").to_pylist() if v is not None])
+    assert np.all(logvar[:, 0] == -20.0) and np.all(logvar[:, 1:] > -20.0)
+    with pytest.raises(InputError, match="xp.context must be one of none"):
+        TrainConfig.from_dict({"xp": {"context": "coordinates"}})

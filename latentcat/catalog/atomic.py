@@ -1,10 +1,21 @@
-"""Replacing a whole catalogue folder so that readers see the old or the new one, never neither."""
+"""Replacing a file or a whole catalogue folder so that readers see the old or the new one, never neither."""
 
 from __future__ import annotations
 
 import ctypes
 import os
 from pathlib import Path
+
+
+def write_file(path: Path, write) -> None:
+    """``write(tmp)`` to a temporary name beside ``path`` (``.NAME.tmp-PID``), then rename it
+    into place; the temporary file is removed if ``write`` fails."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def exchange(a: Path, b: Path) -> bool:

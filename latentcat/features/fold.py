@@ -101,9 +101,13 @@ def fold_curves(time: np.ndarray, mag: np.ndarray, err: np.ndarray, fold_period:
     fold_period = np.asarray(fold_period, dtype=np.float64)
     t0 = np.nanmin(time, axis=1, keepdims=True)
     phase = np.mod((time - t0) / fold_period[:, None], 1.0)
-    shift = smoothed_minimum_phase(phase, mag, err)
-    if align is not None:
-        shift = np.where(align, shift, 0.0)
+    if align is None:
+        shift = smoothed_minimum_phase(phase, mag, err)
+    else:  # rows are independent: align only the curves that have a reliable period
+        align = np.asarray(align, bool)
+        shift = np.zeros(len(phase))
+        if align.any():
+            shift[align] = smoothed_minimum_phase(phase[align], mag[align], err[align])
     phase = np.mod(phase - shift[:, None], 1.0)
     valid = np.isfinite(phase) & np.isfinite(mag)
     order = np.argsort(np.where(valid, phase, np.inf), axis=1, kind="stable")

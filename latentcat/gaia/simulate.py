@@ -70,6 +70,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from latentcat.catalog.atomic import write_file
 from latentcat.errors import InputError
 from latentcat.gaia import simulate_lc as lc
 from latentcat.gaia.readers import TRUTH_ROLE
@@ -494,17 +495,6 @@ def _simulate_xp(source_id, class_name, teff, g_mag, a_v, rng) -> pa.Table:
 # --------------------------------------------------------------------------- writing
 
 
-def _atomic(path: Path, write) -> None:
-    """Write through a temporary name in the same folder, then rename into place."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _ecsv_type(t: pa.DataType) -> str:
     if pa.types.is_boolean(t):
         return "bool"
@@ -619,21 +609,21 @@ def write_tables(tables: dict[str, pa.Table], out: Path, epoch_format: str = "pa
     epoch_path = named("epoch_photometry", ".parquet" if epoch_format == "parquet" else ".csv.gz")
     if epoch_format == "parquet":
         # measured values are nearly all distinct: dictionary encoding only costs time
-        _atomic(epoch_path, lambda p: pq.write_table(tables["epoch_photometry"], p, use_dictionary=False,
+        write_file(epoch_path, lambda p: pq.write_table(tables["epoch_photometry"], p, use_dictionary=False,
                                                      row_group_size=ROW_GROUP_SOURCES))
     else:
-        _atomic(epoch_path, lambda p: write_epoch_ecsv_gz(tables["epoch_photometry"], p))
+        write_file(epoch_path, lambda p: write_epoch_ecsv_gz(tables["epoch_photometry"], p))
     files["epoch_photometry"] = str(epoch_path)
     xp_path = named("xp_continuous")
-    _atomic(xp_path, lambda p: pq.write_table(tables["xp_continuous"], p, row_group_size=ROW_GROUP_SOURCES))
+    write_file(xp_path, lambda p: pq.write_table(tables["xp_continuous"], p, row_group_size=ROW_GROUP_SOURCES))
     files["xp_continuous"] = str(xp_path)
     for key in ("gaia_source", "vari_classifier_result"):
         path = named(key)
-        _atomic(path, lambda p, t=tables[key]: pacsv.write_csv(t, p))
+        write_file(path, lambda p, t=tables[key]: pacsv.write_csv(t, p))
         files[key] = str(path)
     if write_truth:
         truth_path = out / FILE_NAMES["truth"]
-        _atomic(truth_path, lambda p: pq.write_table(tables["truth"], p))
+        write_file(truth_path, lambda p: pq.write_table(tables["truth"], p))
         files["truth"] = str(truth_path)
     return files
 

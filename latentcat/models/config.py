@@ -34,10 +34,11 @@ class ModelConfig:
     gru_layers : int
         fold only: stacked GRU layers in the encoder (2).
     context : str
-        fold only: "coordinates" (default) makes the first two coordinates of the fold code
-        the log10 fold period and log10 amplitude the fold stage normalises away
-        (`latentcat.models.fold_vae`), the other three inferred; "none" is the paper's model,
-        whose five coordinates all describe the folded shape.
+        dmdt and fold: "coordinates" (default) gives back as coordinates of the code what the
+        input's normalisation took away: for fold the first two are the log10 fold period and
+        log10 amplitude (`latentcat.models.fold_vae`), for dmdt the first is the mean G
+        magnitude (`latentcat.models.dmdt_vae`); the other coordinates are inferred. "none"
+        is the paper's models, whose five coordinates all describe the normalised input.
     encode_errors : bool
         fold only: the encoder also sees each point's error (false, as in the paper).
     sigma_floor : float
@@ -171,7 +172,7 @@ class TrainConfig:
                 raise InputError(f"{source}: unknown key {key}")
         for m in MODALITIES:
             section = getattr(cfg, m)
-            allowed = ("none", "coordinates") if m == "fold" else ("none",)
+            allowed = ("none", "coordinates") if m in ("dmdt", "fold") else ("none",)
             if section.context not in allowed:
                 raise InputError(f"{source}: {m}.context must be one of {', '.join(allowed)}; got {section.context!r}")
             if section.lr_decay not in ("none", "plateau"):

@@ -3,10 +3,13 @@
 Each modality uses these columns of a ``features-NNNNN.parquet`` shard (docs/schemas.md):
 
 - ``xp``: ``xp_flux``, ``xp_flux_error`` (fixed length, 110 by default)
-- ``dmdt``: ``dmdt``, ``dmdt_err`` (200)
+- ``dmdt``: ``dmdt``, ``dmdt_err`` (200), and its context ``g_mean`` (`dmdt_context`)
 - ``fold``: ``fold_phase``, ``fold_mag``, ``fold_err`` (ragged; padded per batch), and the
   fold's context from ``period``, ``period_reliable``, ``time_span`` and ``g_amplitude``
   (`fold_context`)
+
+The context of a model is what its input's normalisation took away; a model with
+``context = "coordinates"`` makes it coordinates of the code.
 
 A source has a modality when its columns are non-null. Bad values raise `InputError`
 naming the file, the column and the source_id.
@@ -34,10 +37,19 @@ COLUMNS = {
     "dmdt": ("dmdt", "dmdt_err"),
     "fold": ("fold_phase", "fold_mag", "fold_err"),
 }
-#: The feature columns the fold's context comes from (`fold_context`).
-CONTEXT_COLUMNS = ("period", "period_reliable", "time_span", "g_amplitude")
+#: The feature columns each model's context comes from (`dmdt_context`, `fold_context`).
+CONTEXT_COLUMNS = {"dmdt": ("g_mean",), "fold": ("period", "period_reliable", "time_span", "g_amplitude")}
 #: Smallest amplitude (mag) the context's logarithm takes.
 MIN_AMPLITUDE = 1e-3
+
+
+def dmdt_context(g_mean: np.ndarray) -> np.ndarray:
+    """What a dm-dt map leaves out, per source: the mean G magnitude ``g_mean`` (mag).
+
+    The map holds magnitude differences only, so a bright and a faint source of the same
+    variability look alike except for their noise. Returns float32 array (n, 1).
+    """
+    return np.asarray(g_mean, np.float64)[:, None].astype(np.float32)
 
 
 def fold_context(period: np.ndarray, reliable: np.ndarray, time_span: np.ndarray, amplitude: np.ndarray) -> np.ndarray:
@@ -141,8 +153,9 @@ class ModalityArrays:
         Rows that have this modality.
     values : dict of ndarray
         For the rows with the modality only: ``x``, ``err`` (n, in_dim) float32 for xp/dmdt;
-        ``offsets`` (n + 1,) int64 and flat ``phase``, ``mag``, ``err`` float32 for fold, with
-        ``context`` (n, 2) float32 (`fold_context`) when the shard has its columns.
+        ``offsets`` (n + 1,) int64 and flat ``phase``, ``mag``, ``err`` float32 for fold; and
+        ``context`` float32 (dmdt (n, 1), `dmdt_context`; fold (n, 2), `fold_context`) when
+        the shard has its columns.
     """
 
     path: Path
@@ -244,7 +257,7 @@ def load_modality(path: Path, modality: str, in_dim: int | None = None) -> Modal
                 raise _first_bad(path, c, sid, bad, "NaN, infinite or null value")
         if (err < 0).any():
             raise _first_bad(path, columns[1], sid, (err < 0).any(axis=1), "negative uncertainty")
-        return ModalityArrays(path, source_id, present, {"x": x, "err": err})
+        return ModalityArrays(path, source_id, present, {"x": x, "err": err, **_context(path, modality, present, sid)})
 
     n = lengths["fold_phase"]
     for c in columns[1:]:
@@ -266,14 +279,22 @@ def load_modality(path: Path, modality: str, in_dim: int | None = None) -> Modal
             what = "value outside [0, 1)" if c == "fold_phase" else "NaN, infinite, null or negative value"
             raise _first_bad(path, c, sid, bad, what)
     values = {"offsets": offsets, "phase": flat["fold_phase"], "mag": flat["fold_mag"], "err": flat["fold_err"]}
-    if all(c in schema_names for c in CONTEXT_COLUMNS):
-        ctx_table = pq.read_table(path, columns=list(CONTEXT_COLUMNS)).filter(pa.array(present))
-        context = fold_context(*(ctx_table.column(c).to_numpy(zero_copy_only=False) for c in CONTEXT_COLUMNS))
-        bad = ~np.isfinite(context).all(axis=1)
-        if bad.any():
-            raise _first_bad(path, "period, time_span or g_amplitude", sid, bad, "no finite fold period or amplitude")
-        values["context"] = context
-    return ModalityArrays(path, source_id, present, values)
+    return ModalityArrays(path, source_id, present, {**values, **_context(path, modality, present, sid)})
+
+
+def _context(path: Path, modality: str, present: np.ndarray, sid: np.ndarray) -> dict[str, np.ndarray]:
+    """``{"context": array}`` of the present rows, or {} where the shard lacks its columns."""
+    columns = CONTEXT_COLUMNS.get(modality, ())
+    if not columns or not all(c in pq.read_schema(path).names for c in columns):
+        return {}
+    table = pq.read_table(path, columns=list(columns)).filter(pa.array(present))
+    values = [table.column(c).to_numpy(zero_copy_only=False) for c in columns]
+    context = dmdt_context(*values) if modality == "dmdt" else fold_context(*values)
+    bad = ~np.isfinite(context).all(axis=1)
+    if bad.any():
+        what = "no finite mean magnitude" if modality == "dmdt" else "no finite fold period or amplitude"
+        raise _first_bad(path, ", ".join(columns), sid, bad, what)
+    return {"context": context}
 
 
 def make_batch(arrays: ModalityArrays, idx: np.ndarray, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
@@ -284,7 +305,7 @@ def make_batch(arrays: ModalityArrays, idx: np.ndarray, device: torch.device | s
     """
     v = arrays.values
     if "offsets" not in v:
-        return {"x": torch.from_numpy(v["x"][idx]).to(device), "err": torch.from_numpy(v["err"][idx]).to(device)}
+        return {k: torch.from_numpy(v[k][idx]).to(device) for k in ("x", "err", "context") if k in v}
     starts = v["offsets"][idx]
     length = v["offsets"][idx + 1] - starts
     width = int(length.max())

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import torch
 
+from latentcat.errors import InputError
 from latentcat.models.config import ModelConfig
 from latentcat.models.layers import VAE, ResidualMLP, gaussian_nll
+
+#: How the mean G magnitude (`latentcat.models.data.dmdt_context`) becomes a coordinate of the
+#: code: (g_mean - CONTEXT_CENTER) / CONTEXT_SCALE, so G = 17 sits at 0 and G = 13 and 21 at
+#: -2 and +2, the spread of a learned latent.
+CONTEXT_CENTER = 17.0
+CONTEXT_SCALE = 2.0
+#: log-variance reported for the context coordinate: it is measured, not inferred.
+CONTEXT_LOGVAR = -20.0
 
 
 class DmdtVAE(VAE):
@@ -15,10 +24,18 @@ class DmdtVAE(VAE):
     the decoder ends in a sigmoid so the reconstruction stays in [0, 1]. The likelihood is
     Gaussian with the per-cell uncertainties, plus ``sigma_floor`` in quadrature.
 
+    ``context = "none"`` is the paper's model: the map holds magnitude differences only, so
+    the source's brightness is lost. With ``context = "coordinates"`` the first coordinate of
+    the code is the mean G magnitude (standardised: ``CONTEXT_CENTER``, ``CONTEXT_SCALE``);
+    the encoder sees it beside the map and infers the other ``latent_dim - 1``, the decoder
+    draws the map from all of them (a faint source's map is broadened by its noise), and
+    the KL term applies to the inferred ones.
+
     Parameters
     ----------
     config : ModelConfig
-        Uses ``in_dim``, ``width``, ``blocks``, ``latent_dim``, ``beta`` and ``sigma_floor``.
+        Uses ``in_dim``, ``width``, ``blocks``, ``latent_dim``, ``beta``, ``sigma_floor`` and
+        ``context``.
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -26,13 +43,22 @@ class DmdtVAE(VAE):
         self.beta = config.beta
         self.latent_dim = config.latent_dim
         self.sigma_floor = config.sigma_floor
-        self.encoder = ResidualMLP(config.in_dim, 2 * config.latent_dim, config.width, config.blocks)
+        self.n_fixed = 1 if config.context == "coordinates" else 0
+        n_free = config.latent_dim - self.n_fixed
+        self.encoder = ResidualMLP(config.in_dim + self.n_fixed, 2 * n_free, config.width, config.blocks)
         self.decoder = ResidualMLP(config.latent_dim, config.in_dim, config.width, config.blocks)
 
     def encode(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Latent mean and log-variance from ``batch['x']`` (batch, 200)."""
-        mu, logvar = self.encoder(batch["x"]).chunk(2, dim=-1)
-        return mu, logvar
+        """Latent mean and log-variance from ``batch['x']`` (batch, 200) and, with context
+        coordinates, ``batch['context']`` (batch, 1)."""
+        if not self.n_fixed:
+            mu, logvar = self.encoder(batch["x"]).chunk(2, dim=-1)
+            return mu, logvar
+        if "context" not in batch:
+            raise InputError("the dm-dt model takes the mean G magnitude as a coordinate, but the features lack g_mean")
+        context = (batch["context"] - CONTEXT_CENTER) / CONTEXT_SCALE
+        mu, logvar = self.encoder(torch.cat([batch["x"], context], dim=-1)).chunk(2, dim=-1)
+        return torch.cat([context, mu], dim=-1), torch.cat([torch.full_like(context, CONTEXT_LOGVAR), logvar], dim=-1)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Reconstructed map (batch, 200), each cell in (0, 1)."""

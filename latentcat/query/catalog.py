@@ -69,7 +69,6 @@ class Catalog:
         self.path = Path(path)
         self._con = con
         self._local = threading.local()
-        self._lock = threading.Lock()
         self._indexes: dict[tuple, object] = {}
         for file in sorted((self.path / INDEX_DIR).glob("*.faiss")):  # the snapshot: every index now
             space = file.stem.startswith(f"{lc_index.SPACE}_")
@@ -208,7 +207,7 @@ class Catalog:
 
     def _resolve(self, query, modality: str) -> tuple[np.ndarray, tuple[str, ...], int | None]:
         """The query vector, the block (or part) set searched and the query's own source_id."""
-        from latentcat.catalog.space import PART_DIM, PARTS
+        from latentcat.catalog.space import PART_DIM
 
         space, names, spec = _modality(modality)
         try:

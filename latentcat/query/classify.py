@@ -63,7 +63,8 @@ def make_model(model: str, seed: int = 0) -> Pipeline:
     ----------
     model : {"logreg", "rf", "hgb"}
         Multinomial logistic regression (the paper's linear classifier), a random forest
-        of 200 trees, or histogram gradient boosting.
+        of 200 trees, or histogram gradient boosting (up to 500 trees at rate 0.05, stopped
+        early on a 10 % validation split when over 10,000 sources).
     seed : int
         ``random_state`` of the classifier.
 
@@ -80,9 +81,7 @@ def make_model(model: str, seed: int = 0) -> Pipeline:
             random_state=seed,
         )
     elif model == "hgb":
-        clf = HistGradientBoostingClassifier(
-            max_iter=200, class_weight="balanced", random_state=seed
-        )
+        clf = HistGradientBoostingClassifier(max_iter=500, learning_rate=0.05, random_state=seed)
     else:
         raise LatentcatError(f"unknown model {model!r}: use one of {', '.join(MODELS)}")
     return Pipeline([("scale", StandardScaler()), ("clf", clf)])
@@ -97,7 +96,7 @@ def block_presence(blocks: dict[str, np.ndarray]) -> np.ndarray:
     return np.stack([~np.isnan(blocks[b][:, 0]) for b in blocks], axis=1)
 
 
-def _every(modality: str) -> str:
+def every(modality: str) -> str:
     """``"space"`` analyses the blocks of the search space a source has, as ``"all"`` does the latent ones."""
     return "all" if modality == SPACE else modality
 
@@ -130,12 +129,12 @@ def assign_block_sets(
         Unknown modality.
     """
     try:
-        wanted = parse_block_set(_every(modality), blocks)
+        wanted = parse_block_set(every(modality), blocks)
     except ValueError as err:
         raise LatentcatError(str(err)) from None
     bits = np.array([1 << i if b in wanted else 0 for i, b in enumerate(blocks)])
     code = (has * bits).sum(axis=1)
-    if _every(modality) != "all":
+    if every(modality) != "all":
         full = int(bits.sum())
         code = np.where(code == full, full, 0)
     present = np.unique(code[code > 0])

@@ -38,7 +38,7 @@ from sklearn.ensemble import IsolationForest
 
 from latentcat.catalog.index import BLOCKS, SPACE, block_set_name, parse_block_set
 from latentcat.errors import LatentcatError
-from latentcat.query.classify import assign_block_sets, block_presence, features, has_blocks
+from latentcat.query.classify import assign_block_sets, block_presence, every, features, has_blocks
 
 METHODS = ("isolation_forest", "recon_loss")
 """Outlier methods accepted by `outlier_scores`."""
@@ -92,7 +92,7 @@ class OutlierModel:
     def wanted(self) -> tuple[str, ...]:
         """The latent blocks (modalities) whose losses ``recon_loss`` combines, in canonical order."""
         try:
-            return parse_block_set("all" if self.modality == SPACE else self.modality)
+            return parse_block_set(every(self.modality))
         except ValueError as err:
             raise LatentcatError(str(err)) from None
 
@@ -100,7 +100,7 @@ class OutlierModel:
     def key(self) -> str:
         """``"<method>:<modality>"``: the method column of the catalogue's outlier_scores (for
         ``recon_loss``, whose losses are the latent modalities', ``"space"`` is ``"all"``)."""
-        modality = "all" if self.method == "recon_loss" and self.modality == SPACE else self.modality
+        modality = every(self.modality) if self.method == "recon_loss" else self.modality
         return f"{self.method}:{modality}"
 
     def fit(self, blocks: dict[str, np.ndarray], losses: dict[str, np.ndarray]) -> OutlierModel:
