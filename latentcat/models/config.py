@@ -90,7 +90,7 @@ def _default_xp() -> ModelConfig:
 
 
 def _default_dmdt() -> ModelConfig:
-    return ModelConfig(beta=1e-5, width=128, blocks=2, in_dim=200, sigma_floor=1e-3)
+    return ModelConfig(beta=1e-5, width=128, blocks=2, in_dim=200, sigma_floor=1e-3, context="coordinates")
 
 
 def _default_fold() -> ModelConfig:
