@@ -426,7 +426,7 @@ def add(
 @app.command()
 def classify(
     labels: str = typer.Option("labels.best_class_name", "--labels", help="table.column holding each source's class."),
-    model: str = typer.Option("logreg", "--model", help="logreg, rf or hgb (scikit-learn)."),
+    model: str = typer.Option("hgb", "--model", help="hgb (gradient-boosted trees, the default), rf or logreg (scikit-learn)."),
     modality: str = typer.Option("space", "--modality", "-m", help="space (each source on the search-space parts it has), all (on the latent blocks it has), xp, dmdt, fold."),
     min_per_class: int = typer.Option(10, "--min-per-class", help="Classes with fewer labelled sources are left out."),
     figure: Optional[Path] = typer.Option(None, "--figure", help="Confusion-matrix PNG (default: CATALOG/figures/confusion-MODEL_ID.png)."),

@@ -224,7 +224,7 @@ def test_predictions_and_outlier_scores_writers(tmp_path, fresh_inputs):
 
 
 def test_search_space_is_the_stored_rule_applied_to_codes_and_colour(built):
-    from latentcat.catalog.space import PARTS, SearchSpace, space_parts, vectors_of
+    from latentcat.catalog.space import PARTS, WEIGHTS, SearchSpace, space_parts, vectors_of
 
     cat_dir, _ = built
     con = duckdb.connect(str(cat_dir / "catalog.duckdb"), read_only=True)
@@ -240,9 +240,10 @@ def test_search_space_is_the_stored_rule_applied_to_codes_and_colour(built):
     for p in PARTS:
         np.testing.assert_allclose(got[p], want[p], rtol=1e-6, atol=1e-6)
         present = np.isfinite(got[p][:, 0])
-        # standardised by the catalogue's own median and spread
+        # standardised by the catalogue's own median and spread, times the part's weight
         np.testing.assert_allclose(np.median(got[p][present], axis=0), 0.0, atol=1e-6)
-        np.testing.assert_allclose(1.4826 * np.median(np.abs(got[p][present]), axis=0), 1.0, rtol=1e-5)
+        np.testing.assert_allclose(1.4826 * np.median(np.abs(got[p][present]), axis=0), WEIGHTS[p], rtol=1e-5)
+    assert WEIGHTS["dmdt"] == 0.5 and rule.weight == WEIGHTS
     # a source without a colour has no colour part, and its parts column says so
     no_colour = ~np.isfinite(bp_rp)
     assert no_colour.any() and np.isnan(got["colour"][no_colour]).all()

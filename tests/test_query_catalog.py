@@ -78,8 +78,8 @@ def brute_force(tables, query_id, blocks, k, mask=None):
 def space_brute_force(tables, query_id, k, mask=None):
     """Exact search-space neighbours from the input tables with numpy alone: every latent value
     and the BP - RP colour (of the sources with a latent block) minus its median over the
-    sources that have it, over 1.4826 times its median absolute deviation (docs:
-    latentcat/catalog/space.py), on the query's parts."""
+    sources that have it, over 1.4826 times its median absolute deviation, times its part's
+    weight (1; dm-dt 0.5: docs in latentcat/catalog/space.py), on the query's parts."""
     emb, src = tables["embeddings"], tables["sources"]
     ids = np.asarray(emb.column("source_id"))
     colour = dict(zip(src.column("source_id").to_pylist(), src.column("bp_rp").to_pylist()))
@@ -89,10 +89,10 @@ def space_brute_force(tables, query_id, k, mask=None):
     raw.append(np.array([[np.nan if colour.get(i) is None or not c else colour[i]]
                          for i, c in zip(ids.tolist(), coded)], float))
     parts = []
-    for x in raw:
+    for x, weight in zip(raw, (1.0, 0.5, 1.0, 1.0)):  # xp, dmdt, fold, colour
         ok = np.isfinite(x).all(axis=1)
         med = np.median(x[ok], axis=0)
-        parts.append((x - med) / (1.4826 * np.median(np.abs(x[ok] - med), axis=0)))
+        parts.append(weight * (x - med) / (1.4826 * np.median(np.abs(x[ok] - med), axis=0)))
     q = np.searchsorted(ids, query_id)
     use = [p for p in parts if np.isfinite(p[q]).all()]
     x = np.hstack(use)

@@ -232,7 +232,7 @@ def analyse(cat_dir: Path, config: BuildConfig) -> dict:
     """Classifier predictions, outlier scores and the 2-D map, written into the catalogue.
 
     ``[analyse]`` keys: ``labels`` (the ``table.column`` to learn from,
-    "labels.best_class_name"), ``classifier`` ("logreg", "rf" or "hgb"), ``outliers``
+    "labels.best_class_name"), ``classifier`` ("hgb", the default, "rf" or "logreg"), ``outliers``
     (true: isolation forest and reconstruction-loss rankings), ``map`` (true: the parametric
     2-D map). The confusion matrix and the map are also drawn into ``figures/``.
     """
@@ -249,9 +249,9 @@ def analyse(cat_dir: Path, config: BuildConfig) -> dict:
     with open_catalog(cat_dir) as cat:
         n_labelled = cat.sql("SELECT count(*) AS n FROM labels").column("n")[0].as_py()
         result = None
-        if n_labelled and opts.get("classifier", "logreg"):
+        if n_labelled and opts.get("classifier", "hgb"):
             result = cat.classify(labels=opts.get("labels", "labels.best_class_name"),
-                                  model=opts.get("classifier", "logreg"), seed=seed)
+                                  model=opts.get("classifier", "hgb"), seed=seed)
             report["classifier"] = {
                 "model_id": result.model_id, "macro_f1": result.macro_f1, "left_out": result.left_out,
                 "classic_numbers": result.baseline,

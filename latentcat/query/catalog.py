@@ -4,7 +4,7 @@
     >>> cat = latentcat.open("cat/")
     >>> cat.similar(5853498713190525696, k=10, where="phot_g_mean_mag < 16")
     >>> cat.sql("SELECT best_class_name, count(*) FROM labels GROUP BY 1")
-    >>> result = cat.classify(model="logreg")       # cross-validated report + predictions
+    >>> result = cat.classify()                     # cross-validated report + predictions
     >>> cat.outliers(top=100)                        # isolation forest on the search space
     >>> xy = cat.fit_map(seed=0)                     # parametric 2-D map: every source on it
 
@@ -406,7 +406,7 @@ class Catalog:
             raise LatentcatError(f"labels {labels!r}: {table} has more than one row per source_id")
         return got.column("label")
 
-    def classify(self, labels: str = "labels.best_class_name", model: str = "logreg",
+    def classify(self, labels: str = "labels.best_class_name", model: str = "hgb",
                  modality: str = "space", min_per_class: int = 10, cv: int = 5, seed: int = 0):
         """Train a classifier on the labelled sources' search-space vectors (or latent codes) and
         predict every source.
@@ -415,8 +415,8 @@ class Catalog:
         ----------
         labels : str
             ``"table.column"`` holding the class of each source (NULL = unlabelled).
-        model : {"logreg", "rf", "hgb"}
-            Logistic regression, random forest or histogram gradient boosting.
+        model : {"hgb", "rf", "logreg"}
+            Histogram gradient boosting (default), random forest or logistic regression.
         modality : {"space", "all", "xp", "dmdt", "fold"} or a block set such as "dmdt+fold"
             ``"space"`` (default) classifies each source on the search-space parts it has
             (latent blocks and colour, one model per set of parts); ``"all"`` on the latent

@@ -340,7 +340,7 @@ def classify(
     blocks: dict[str, np.ndarray],
     labels: np.ndarray,
     *,
-    model: str = "logreg",
+    model: str = "hgb",
     modality: str = SPACE,
     min_per_class: int = 10,
     cv: int = 5,
@@ -360,8 +360,8 @@ def classify(
         or the latent blocks ``xp``, ``dmdt``, ``fold``; rows of a missing block are NaN.
     labels : array_like (n,)
         Class name per source (a pyarrow or numpy array or a list), null where unlabelled.
-    model : {"logreg", "rf", "hgb"}
-        See `make_model`.
+    model : {"hgb", "rf", "logreg"}
+        See `make_model` (default hgb).
     modality : str
         ``"space"`` (``blocks`` are the search-space parts), ``"all"`` or a block set of
         latent blocks; see the module docstring for the missing-block rule.
