@@ -26,7 +26,7 @@
     python benchmarks/quality.py --only xp --xp-set sigma_floor=0.03,beta=1e-4   # other XP settings
     python benchmarks/quality.py --only xp --baselines   # with the ceilings: the input itself, PCA-5, PCA-15
     python benchmarks/quality.py --only survey --seeds 21,31 --work /tmp/q   # two seeds, surveys kept
-    python benchmarks/quality.py --only survey --fold-set context=none        # the paper's fold model
+    python benchmarks/quality.py --only survey --fold-set context=none,lr_decay=none --dmdt-set context=none   # the paper's models
     python benchmarks/quality.py --only survey --train-n 320000 --train-samples 20000,100000,300000 --epochs 20 --fold-epochs 5
 
 Of the 40,226 stars, 35,746 have all three labels, so at full size 5,746 are held out.
@@ -416,7 +416,9 @@ def main() -> None:
     parser.add_argument("--fold-epochs", type=int, help="(b) most fold-VAE epochs (default 30; --small 3)")
     parser.add_argument("--epochs", type=int, help="(b) most XP- and dm-dt-VAE epochs (default 200 and 100; --small 40 and 30)")
     parser.add_argument("--fold-set", type=_settings, default={}, metavar="KEY=VALUE,...",
-                        help="(b) override fold-model settings, e.g. context=none (the paper's model) or lr_decay=plateau")
+                        help="(b) override fold-model settings, e.g. context=none,lr_decay=none (the paper's model)")
+    parser.add_argument("--dmdt-set", type=_settings, default={}, metavar="KEY=VALUE,...",
+                        help="(b) override dm-dt-model settings, e.g. context=none (the paper's model)")
     parser.add_argument("--classifier", default="hgb", choices=("logreg", "rf", "hgb"),
                         help="(b) the classifier of the 'default classifier' row (default hgb, the catalogue's default)")
     parser.add_argument("--train-samples", type=lambda text: [int(v) for v in text.split(",")],
@@ -469,7 +471,7 @@ def main() -> None:
             eval_n = args.eval_n or (2000 if args.small else 20000)
             fold_epochs = args.fold_epochs or (3 if args.small else 30)
             settings = {"xp": {"max_epochs": args.epochs or (40 if args.small else 200)},
-                        "dmdt": {"max_epochs": args.epochs or (30 if args.small else 100)},
+                        "dmdt": {"max_epochs": args.epochs or (30 if args.small else 100), **args.dmdt_set},
                         "fold": {"max_epochs": fold_epochs, **args.fold_set}}
             print(f"\n(b) model settings: {json.dumps(settings)}", flush=True)
             for seed in args.seeds or [args.seed]:
