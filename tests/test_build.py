@@ -127,17 +127,23 @@ def test_bad_config_values_are_caught_before_any_stage_runs(tmp_path, text, mess
         load_build_config(bad)
 
 
-def test_resume_with_a_changed_configuration_is_refused(tiny_config, tmp_path, monkeypatch):
-    from latentcat.errors import LatentcatError
+def _killed_in_training(config: Path, out: Path, monkeypatch) -> None:
+    """Run a build that is killed when it starts training (ingest and features are done)."""
     from latentcat.models import trainer
 
     def crash(*args, **kwargs):
         raise KeyboardInterrupt("killed during training")
 
     monkeypatch.setattr(trainer, "train", crash)
-    out = tmp_path / "cat"
     with pytest.raises(KeyboardInterrupt):
-        build_module.build(load_build_config(tiny_config), out=out)
+        build_module.build(load_build_config(config), out=out)
+
+
+def test_resume_with_a_changed_configuration_is_refused(tiny_config, tmp_path, monkeypatch):
+    from latentcat.errors import LatentcatError
+
+    out = tmp_path / "cat"
+    _killed_in_training(tiny_config, out, monkeypatch)
     changed = tmp_path / "changed.toml"
     changed.write_text(tiny_config.read_text().replace("seed = 3", "seed = 4"))
     with pytest.raises(LatentcatError, match="configuration changed since this build started"):
@@ -147,19 +153,12 @@ def test_resume_with_a_changed_configuration_is_refused(tiny_config, tmp_path, m
 def test_resume_after_an_input_changed_is_refused(tmp_path, monkeypatch):
     from latentcat.errors import LatentcatError
     from latentcat.gaia.simulate import simulate_survey
-    from latentcat.models import trainer
 
     simulate_survey(n=60, seed=2, out=tmp_path / "sim")
     config = tmp_path / "paths.toml"
     config.write_text(TINY.replace("simulate_n = 240", 'paths = ["sim/archive"]'))
-
-    def crash(*args, **kwargs):
-        raise KeyboardInterrupt("killed during training")
-
-    monkeypatch.setattr(trainer, "train", crash)
     out = tmp_path / "cat"
-    with pytest.raises(KeyboardInterrupt):
-        build_module.build(load_build_config(config), out=out)
+    _killed_in_training(config, out, monkeypatch)
     labels = tmp_path / "sim" / "archive" / "vari_classifier_result.csv"
     labels.write_text(labels.read_text().replace("RR", "ECL", 1))  # one label changed since
     with pytest.raises(LatentcatError, match=r"input .*vari_classifier_result.csv changed .* since this build started"):

@@ -8,8 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from catalog_fixtures import NO_XP_ID, QUERY_ID, write_inputs
-from latentcat.catalog import store
+from catalog_fixtures import NO_XP_ID, QUERY_ID, write_test_catalog
 from latentcat.cli import app
 
 runner = CliRunner()
@@ -17,10 +16,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def cat_dir(tmp_path_factory):
-    inputs = write_inputs(tmp_path_factory.mktemp("inputs"), n=400, seed=5)
-    path = tmp_path_factory.mktemp("cat") / "catalog"
-    store.write_catalog(path, build_info={"seed": 5}, **inputs)
-    return path
+    return write_test_catalog(tmp_path_factory, n=400, seed=5)
 
 
 def test_similar_json_matches_the_sql_macro(cat_dir):

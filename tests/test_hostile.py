@@ -12,8 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 import latentcat
-from catalog_fixtures import QUERY_ID, write_inputs
-from latentcat.catalog import store
+from catalog_fixtures import QUERY_ID, write_test_catalog
 from latentcat.cli import app
 from latentcat.errors import InputError, LatentcatError
 
@@ -22,10 +21,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def cat_dir(tmp_path_factory):
-    inputs = write_inputs(tmp_path_factory.mktemp("inputs"), n=300, seed=9)
-    path = tmp_path_factory.mktemp("cat") / "catalog"
-    store.write_catalog(path, build_info={"seed": 9}, **inputs)
-    return path
+    return write_test_catalog(tmp_path_factory, n=300, seed=9)
 
 
 def _digests(folder: Path) -> dict[str, str]:
