@@ -257,7 +257,8 @@ def load_modality(path: Path, modality: str, in_dim: int | None = None) -> Modal
                 raise _first_bad(path, c, sid, bad, "NaN, infinite or null value")
         if (err < 0).any():
             raise _first_bad(path, columns[1], sid, (err < 0).any(axis=1), "negative uncertainty")
-        return ModalityArrays(path, source_id, present, {"x": x, "err": err, **_context(path, modality, present, sid)})
+        return ModalityArrays(path, source_id, present,
+                              {"x": x, "err": err, **_context(path, schema_names, modality, present, sid)})
 
     n = lengths["fold_phase"]
     for c in columns[1:]:
@@ -279,13 +280,14 @@ def load_modality(path: Path, modality: str, in_dim: int | None = None) -> Modal
             what = "value outside [0, 1)" if c == "fold_phase" else "NaN, infinite, null or negative value"
             raise _first_bad(path, c, sid, bad, what)
     values = {"offsets": offsets, "phase": flat["fold_phase"], "mag": flat["fold_mag"], "err": flat["fold_err"]}
-    return ModalityArrays(path, source_id, present, {**values, **_context(path, modality, present, sid)})
+    return ModalityArrays(path, source_id, present, {**values, **_context(path, schema_names, modality, present, sid)})
 
 
-def _context(path: Path, modality: str, present: np.ndarray, sid: np.ndarray) -> dict[str, np.ndarray]:
+def _context(path: Path, schema_names: list[str], modality: str, present: np.ndarray,
+             sid: np.ndarray) -> dict[str, np.ndarray]:
     """``{"context": array}`` of the present rows, or {} where the shard lacks its columns."""
     columns = CONTEXT_COLUMNS.get(modality, ())
-    if not columns or not all(c in pq.read_schema(path).names for c in columns):
+    if not columns or not all(c in schema_names for c in columns):
         return {}
     table = pq.read_table(path, columns=list(columns)).filter(pa.array(present))
     values = [table.column(c).to_numpy(zero_copy_only=False) for c in columns]

@@ -13,8 +13,6 @@ from latentcat.models.layers import VAE, ResidualMLP, gaussian_nll
 #: -2 and +2, the spread of a learned latent.
 CONTEXT_CENTER = 17.0
 CONTEXT_SCALE = 2.0
-#: log-variance reported for the context coordinate: it is measured, not inferred.
-CONTEXT_LOGVAR = -20.0
 
 
 class DmdtVAE(VAE):
@@ -58,7 +56,7 @@ class DmdtVAE(VAE):
             raise InputError("the dm-dt model takes the mean G magnitude as a coordinate, but the features lack g_mean")
         context = (batch["context"] - CONTEXT_CENTER) / CONTEXT_SCALE
         mu, logvar = self.encoder(torch.cat([batch["x"], context], dim=-1)).chunk(2, dim=-1)
-        return torch.cat([context, mu], dim=-1), torch.cat([torch.full_like(context, CONTEXT_LOGVAR), logvar], dim=-1)
+        return self.with_fixed(context, mu, logvar)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Reconstructed map (batch, 200), each cell in (0, 1)."""

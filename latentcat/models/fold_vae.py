@@ -25,8 +25,6 @@ def phase_encoding(phase: torch.Tensor, harmonics: int) -> torch.Tensor:
 #: are one unit, the spread of a learned latent.
 CONTEXT_CENTER = (0.0, -0.8)
 CONTEXT_SCALE = (1.0, 0.5)
-#: log-variance reported for the context coordinates: they are measured, not inferred.
-CONTEXT_LOGVAR = -20.0
 
 
 class FoldVAE(VAE):
@@ -104,7 +102,7 @@ class FoldVAE(VAE):
                              "lack period, period_reliable, time_span or g_amplitude")
         context = (batch["context"] - self.context_center) / self.context_scale
         mu, logvar = self.head(torch.cat([pooled, context], dim=-1)).chunk(2, dim=-1)
-        return torch.cat([context, mu], dim=-1), torch.cat([torch.full_like(context, CONTEXT_LOGVAR), logvar], dim=-1)
+        return self.with_fixed(context, mu, logvar)
 
     def decode(self, z: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
         """Model magnitude (batch, points) at each phase for latent codes z (batch, latent_dim)."""

@@ -65,6 +65,11 @@ def gaussian_nll(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, mask: t
     return nll.sum(dim=-1)
 
 
+#: Log-variance reported for the measured coordinates of a code (`VAE.n_fixed`): they are
+#: measured, not inferred.
+FIXED_LOGVAR = -20.0
+
+
 class VAE(nn.Module):
     """Common face of the three VAEs.
 
@@ -95,3 +100,9 @@ class VAE(nn.Module):
         nll, _ = self.nll(batch, z)
         kl = kl_to_standard_normal(mu[:, self.n_fixed :], logvar[:, self.n_fixed :])
         return torch.mean(nll + self.beta * kl)
+
+    @staticmethod
+    def with_fixed(fixed: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The code's mean and log-variance with the measured coordinates ``fixed`` (batch,
+        n_fixed) first, reported with log-variance ``FIXED_LOGVAR``, then the inferred ones."""
+        return torch.cat([fixed, mu], dim=-1), torch.cat([torch.full_like(fixed, FIXED_LOGVAR), logvar], dim=-1)
