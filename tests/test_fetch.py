@@ -22,6 +22,7 @@ import pytest
 
 from latentcat.errors import InputError, LatentcatError
 from latentcat.gaia.fetch import fetch, read_source_ids
+from latentcat.gaia.ingest import ingest
 
 RESPONSES = Path(__file__).parent / "data" / "archive_responses"
 EPOCH_IDS = [4158840442172717440, 1302439147363430272, 6011392186336443392, 4180052117402761216,
@@ -306,7 +307,6 @@ def test_ids_from_an_adql_query(tmp_path):
 
 
 def test_fetched_folder_goes_through_ingest(tmp_path):
-    ingest = pytest.importorskip("latentcat.gaia.ingest").ingest
     ids = write_ids(tmp_path / "ids.txt", EPOCH_IDS + [XP_ID])
     fetch(tmp_path / "out", ids_file=ids, chunk_size=5, gaia=gaia_client(SavedArchive()), backoff_s=0)
     ingest([tmp_path / "out"], tmp_path / "stage")

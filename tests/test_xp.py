@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import gaiaxpy
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -31,7 +32,6 @@ def read_archive_csv(path: Path) -> pa.Table:
 
 @pytest.fixture(scope="module")
 def gaiaxpy_reference():
-    gaiaxpy = pytest.importorskip("gaiaxpy")
     out = {}
     for name in XP_FILES:
         ref, _ = gaiaxpy.convert(str(DATA / name), sampling=XP_SAMPLING, truncation=False, save_file=False)
