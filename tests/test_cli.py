@@ -1,9 +1,13 @@
 """The command line: help, version, and one-line errors with non-zero exit codes."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pyarrow.parquet as pq
+from astropy.table import Table
 from typer.testing import CliRunner
 
 from latentcat import __version__
@@ -27,9 +31,29 @@ def test_version():
 
 
 def test_ingest_real_datalink_file(tmp_path):
-    result = runner.invoke(app, ["ingest", str(DATA / "epoch_photometry_datalink_8_sources.vot.xml"), "--out", str(tmp_path / "stage")])
+    vot = DATA / "epoch_photometry_datalink_8_sources.vot.xml"
+    stage = tmp_path / "stage"
+    result = runner.invoke(app, ["ingest", str(vot), "--out", str(stage)])
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "stage" / "light_curves.parquet").exists()
+    # the report printed is the one written beside the tables
+    assert json.loads(result.output) == json.loads((stage / "ingest_report.json").read_text())
+
+    # every source of the file, each band's epochs as astropy reads them (less those the
+    # variability processing rejected), in time order
+    ref = Table.read(vot, format="votable")
+    band, source = np.asarray(ref["band"]).astype(str), np.asarray(ref["source_id"])
+    kept = ~np.asarray(ref["rejected_by_variability"])
+    lc = pq.read_table(stage / "light_curves.parquet")
+    assert sorted(lc.column("source_id").to_pylist()) == sorted(set(source.tolist())) and lc.num_rows == 8
+    for row in lc.to_pylist():
+        for b in ("G", "BP", "RP"):
+            mine = kept & (source == row["source_id"]) & (band == b)
+            order = np.argsort(np.asarray(ref["time"])[mine], kind="stable")
+            p = b.lower()
+            assert row[f"n_{p}"] == len(row[f"{p}_time"]) == int(mine.sum()), (row["source_id"], b)
+            np.testing.assert_array_equal(row[f"{p}_time"], np.asarray(ref["time"])[mine][order])
+            np.testing.assert_allclose(row[f"{p}_mag"], np.asarray(ref["mag"])[mine][order], rtol=1e-6)
+    assert lc.column("n_g").to_numpy().min() > 0
 
 
 def test_truncated_file_gives_one_line_naming_it_and_nonzero_exit(tmp_path):
