@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import duckdb
 import numpy as np
 import pyarrow as pa
@@ -128,12 +130,42 @@ def test_ivf_index_above_the_threshold_measures_its_recall(tmp_path, inputs):
     assert lc_index.recall_at_k(found, truth) >= 0.95
 
 
-def test_index_is_written_atomically(tmp_path):
-    x = np.random.default_rng(0).normal(size=(50, 5)).astype(np.float32)
-    index, _ = lc_index.build_index(x, np.arange(50, dtype=np.int64))
+def test_index_is_written_atomically(tmp_path, monkeypatch):
+    import faiss
+
+    rng = np.random.default_rng(0)
+    x_old, x_new = rng.normal(size=(50, 5)).astype(np.float32), rng.normal(size=(80, 5)).astype(np.float32)
+    old, _ = lc_index.build_index(x_old, np.arange(50, dtype=np.int64))
+    new, _ = lc_index.build_index(x_new, np.arange(1000, 1080, dtype=np.int64))
     path = tmp_path / "xp.faiss"
-    lc_index.write_index(index, path)
+    lc_index.write_index(old, path)
+    before = path.read_bytes()
+
+    # a write that dies half-way through the file (the disk fills up)
+    real_write = faiss.write_index
+
+    def dies_midway(index, name):
+        real_write(index, name)
+        size = Path(name).stat().st_size
+        with open(name, "r+b") as fh:
+            fh.truncate(size // 2)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(faiss, "write_index", dies_midway)
+    with pytest.raises(OSError, match="No space left"):
+        lc_index.write_index(new, path)
+    # the old index is still there, whole: same bytes, and it answers with its own vectors
+    assert path.read_bytes() == before
+    _, found = lc_index.read_index(path).search(x_old[:5], 1)
+    assert found[:, 0].tolist() == [0, 1, 2, 3, 4]
     assert [p.name for p in tmp_path.iterdir()] == ["xp.faiss"]  # no temporary left behind
+
+    monkeypatch.setattr(faiss, "write_index", real_write)
+    lc_index.write_index(new, path)
+    index = lc_index.read_index(path)
+    assert index.ntotal == 80
+    assert index.search(x_new[:3], 1)[1][:, 0].tolist() == [1000, 1001, 1002]
+    assert [p.name for p in tmp_path.iterdir()] == ["xp.faiss"]
 
 
 def _rewrite(path, column, values):
