@@ -29,6 +29,19 @@ from latentcat.errors import one_line as _one_line
 SQL_DIR = Path(str(resources.files("latentcat") / "sql"))
 """Folder of the catalogue's SQL files."""
 
+STORAGE_VERSION = "v1.1.0"
+"""DuckDB storage format catalog.duckdb is written in (build_info ``catalog_format.storage_version``).
+
+The oldest format that holds the catalogue: its FLOAT[n] arrays, JSON values, primary keys,
+views and table macros all fit the format of DuckDB 1.0/1.1 (file version 64), which every
+DuckDB from 1.1 on opens, the 1.x shells (1.4 reads versions 64-67, 1.5 64-68) included;
+DuckDB 2's own format (69) opens in no 1.x client. 'v1.0.0' names the same format, but
+DuckDB 1.0.0 cannot load the primary keys DuckDB 2 writes in it, hence 'v1.1.0'. (The
+similar_to and similar_to_available macros call list_concat on more than two lists, which
+DuckDB has from 1.3 on.) A written catalogue keeps its format: DuckDB writes to an existing
+file (predictions, outlier scores, map, `latentcat add`) in the format the file has.
+"""
+
 DB_NAME = "catalog.duckdb"
 INDEX_DIR = "index"
 
@@ -238,7 +251,7 @@ def write_catalog(
     if db_path.exists():
         raise LatentcatError(f"{db_path}: a catalogue already exists here")
     cat_dir.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(db_path))
+    con = duckdb.connect(str(db_path), config={"storage_compatibility_version": STORAGE_VERSION})
     try:
         con.execute(sql_script("schema"))
         load_tables(con, Path(stage_dir), Path(features_dir), Path(emb_dir))
@@ -263,7 +276,8 @@ def write_catalog(
             "counts": table_counts(con),
             "indexes": indexes,
             "embeddings_hats": {**hats, "path": HATS_DIR},
-            "catalog_format": {"duckdb": duckdb.__version__, "faiss": faiss.__version__},
+            "catalog_format": {"duckdb": duckdb.__version__, "faiss": faiss.__version__,
+                               "storage_version": STORAGE_VERSION},
         }
         write_build_info(con, info)
         con.execute("CHECKPOINT")
@@ -292,7 +306,7 @@ def _writer(cat_dir: Path) -> duckdb.DuckDBPyConnection:
     db_path = Path(cat_dir) / DB_NAME
     if not db_path.exists():
         raise LatentcatError(f"{db_path}: no catalogue here")
-    try:
+    try:  # an existing file keeps its storage format (STORAGE_VERSION): DuckDB does not upgrade it
         return duckdb.connect(str(db_path))
     except duckdb.Error as err:
         raise LatentcatError(f"{db_path}: cannot open for writing ({_one_line(err)})") from err
