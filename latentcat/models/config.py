@@ -109,7 +109,9 @@ class TrainConfig:
         seed give the same weights (0).
     val_fraction : float
         Fraction of sources held out for validation, chosen by a hash of source_id so
-        the split does not depend on shard layout or order (0.1).
+        the split does not depend on shard layout or order (0.1). When the hash leaves a
+        modality's training or validation split empty (a build of a few sources), the one
+        source nearest the cut crosses it (`latentcat.models.trainer.validation_cut`).
     progress : bool
         Show a rich progress bar while training (true).
     threads : int

@@ -26,7 +26,8 @@ from latentcat.provenance import software_versions
 from latentcat.errors import InputError, LatentcatError
 from latentcat.models.config import MODALITIES, ModelConfig, TrainConfig
 from latentcat.models.data import (
-    iter_batches, list_shards, load_modality, magnitude_bin, sample_cuts, sample_key, shard_g_mean, validation_mask,
+    iter_batches, list_shards, load_modality, magnitude_bin, sample_cuts, sample_key, shard_g_mean,
+    validation_mask_value,
 )
 from latentcat.models.dmdt_vae import DmdtVAE
 from latentcat.models.fold_vae import FoldVAE
@@ -107,33 +108,50 @@ def torch_threads(threads: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _count(shards: Sequence[Path], modality: str, cfg: TrainConfig) -> tuple[int, int, np.ndarray | None, int]:
+def validation_cut(hashes: np.ndarray, fraction: float) -> float:
+    """The validation cut of one modality: a source is validated when its source_id hash
+    (`latentcat.models.data.validation_mask_value`) is below it.
+
+    The cut is ``fraction`` unless that leaves the training or the validation split empty while
+    the modality has two sources or more (a small build): then the one source nearest the cut
+    crosses it, so both splits have a source and the split still depends on the source_ids alone.
+    """
+    below = hashes < fraction
+    if hashes.size < 2 or 0 < below.sum() < hashes.size:
+        return float(fraction)
+    if not below.any():  # the smallest hash is validated
+        return float(np.nextafter(hashes.min(), np.inf))
+    return float(hashes.max())  # the largest hash is trained on
+
+
+def _count(shards: Sequence[Path], modality: str, cfg: TrainConfig) -> tuple[int, int, np.ndarray | None, int, float]:
     """Training and validation source counts, the training sample's cuts (None: every source;
-    see `latentcat.models.data.sample_cuts`) and the number of sources with the modality; also
-    checks every shard before training starts."""
-    bins, keys, vals = [], [], []
+    see `latentcat.models.data.sample_cuts`), the number of sources with the modality and the
+    validation cut (`validation_cut`); also checks every shard before training starts."""
+    bins, keys, hashes = [], [], []
     for path in shards:
         arrays = load_modality(path, modality, cfg.section(modality).in_dim or None)
         sid = arrays.source_id[arrays.present]
         bins.append(magnitude_bin(shard_g_mean(path, arrays)))
         keys.append(sample_key(sid))
-        vals.append(validation_mask(sid, cfg.val_fraction))
-    bins, keys, vals = (np.concatenate(x) if x else np.zeros(0) for x in (bins, keys, vals))
+        hashes.append(validation_mask_value(sid))
+    bins, keys, hashes = (np.concatenate(x) if x else np.zeros(0) for x in (bins, keys, hashes))
     cuts = sample_cuts(bins.astype(np.int64), keys, cfg.train_sample) if cfg.train_sample > 0 else None
     chosen = keys <= cuts[bins.astype(np.int64)] if cuts is not None else np.ones(keys.size, bool)
-    vals = vals.astype(bool)
-    return int((chosen & ~vals).sum()), int((chosen & vals).sum()), cuts, int(keys.size)
+    cut = validation_cut(hashes[chosen], cfg.val_fraction)
+    vals = hashes < cut
+    return int((chosen & ~vals).sum()), int((chosen & vals).sum()), cuts, int(keys.size), cut
 
 
 def _evaluate(model: VAE, shards: Sequence[Path], modality: str, cfg: TrainConfig, dev: torch.device,
-              sample: np.ndarray | None = None) -> float:
+              sample: np.ndarray | None, cut: float) -> float:
     """Mean validation loss per source, decoding the latent means (no sampling)."""
     mc = cfg.section(modality)
     total, n = 0.0, 0
     model.eval()
     with torch.inference_mode():
         for _, batch in iter_batches(
-            shards, modality, 4 * mc.batch_size, split="val", val_fraction=cfg.val_fraction, in_dim=mc.in_dim or None,
+            shards, modality, 4 * mc.batch_size, split="val", val_fraction=cut, in_dim=mc.in_dim or None,
             device=dev, sample=sample,
         ):
             size = next(iter(batch.values())).shape[0]
@@ -148,13 +166,13 @@ def train_model(shards: Sequence[Path], modality: str, cfg: TrainConfig, out_dir
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     mc = cfg.section(modality)
-    n_train, n_val, sample, n_all = _count(shards, modality, cfg)
-    if n_train == 0:
+    n_train, n_val, sample, n_all, cut = _count(shards, modality, cfg)
+    if n_all == 0:
         return {"skipped": f"no source has {modality} features"}
-    if n_val == 0:
+    if n_train == 0 or n_val == 0:
         raise InputError(
-            f"{shards[0].parent}: only {n_train} sources with {modality} features, too few for a validation split "
-            f"(val_fraction {cfg.val_fraction})"
+            f"{shards[0].parent}: only {n_train + n_val} source with {modality} features, too few to train its VAE "
+            f"(one source to train on and one to validate are needed)"
         )
 
     torch.manual_seed(cfg.seed)
@@ -177,7 +195,7 @@ def train_model(shards: Sequence[Path], modality: str, cfg: TrainConfig, out_dir
         TextColumn("{task.fields[rate]:.0f} samples/s"),
         TimeElapsedColumn(),
     )
-    history.append({"epoch": 0, "train_loss": float("nan"), "val_loss": _evaluate(model, shards, modality, cfg, dev, sample),
+    history.append({"epoch": 0, "train_loss": float("nan"), "val_loss": _evaluate(model, shards, modality, cfg, dev, sample, cut),
                     "seconds": 0.0, "samples_per_s": float("nan")})
     with Progress(*columns, console=Console(stderr=True), disable=not cfg.progress) as progress:
         task = progress.add_task(modality, total=n_train, epoch=0, loss=float("nan"), rate=0.0)
@@ -187,7 +205,7 @@ def train_model(shards: Sequence[Path], modality: str, cfg: TrainConfig, out_dir
             t0 = time.perf_counter()
             total, n = 0.0, 0
             for _, batch in iter_batches(
-                shards, modality, mc.batch_size, split="train", val_fraction=cfg.val_fraction, rng=rng,
+                shards, modality, mc.batch_size, split="train", val_fraction=cut, rng=rng,
                 in_dim=mc.in_dim or None, device=dev, sample=sample,
             ):
                 loss = model.loss(batch)
@@ -208,7 +226,7 @@ def train_model(shards: Sequence[Path], modality: str, cfg: TrainConfig, out_dir
             seconds = time.perf_counter() - t0
             train_seconds += seconds
             trained_samples += n
-            val_loss = _evaluate(model, shards, modality, cfg, dev, sample)
+            val_loss = _evaluate(model, shards, modality, cfg, dev, sample, cut)
             if scheduler is not None:
                 scheduler.step(val_loss)
             history.append({"epoch": epoch, "train_loss": total / n, "val_loss": val_loss, "seconds": seconds, "samples_per_s": n / seconds})
@@ -219,7 +237,8 @@ def train_model(shards: Sequence[Path], modality: str, cfg: TrainConfig, out_dir
 
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.save({k: v.cpu() for k, v in best_state.items()}, out_dir / WEIGHTS)
-    record = {"modality": modality, "seed": cfg.seed, "val_fraction": cfg.val_fraction, "model": mc.__dict__.copy(),
+    record = {"modality": modality, "seed": cfg.seed, "val_fraction": cfg.val_fraction, "val_cut": cut,
+              "model": mc.__dict__.copy(),
               "train_sample": cfg.train_sample, "n_train": n_train, "n_val": n_val, "n_with_modality": n_all}
     (out_dir / "config.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     (out_dir / "versions.json").write_text(json.dumps(software_versions(), indent=2, sort_keys=True) + "\n")
