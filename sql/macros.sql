@@ -25,7 +25,8 @@ LEFT JOIN features AS f USING (source_id);
 -- Nearest sources in the search space, on the parts the query source has: a source without
 -- XP is compared on dm-dt, fold and colour, and so on; only sources that have all of those
 -- parts are candidates, and a missing part is never filled in. The parts column says which
--- parts were compared. The same neighbours as Catalog.similar(source_id).
+-- parts were compared; a source with no part (no latent code) has no neighbours. The same
+-- neighbours as Catalog.similar(source_id).
 CREATE OR REPLACE MACRO similar_to(qid, k) AS TABLE
     WITH q AS (SELECT s_xp, s_dmdt, s_fold, s_colour, parts FROM space WHERE source_id = qid)
     SELECT e.source_id,
@@ -38,6 +39,7 @@ CREATE OR REPLACE MACRO similar_to(qid, k) AS TABLE
            q.parts AS parts
     FROM space AS e, q
     WHERE e.source_id <> qid
+      AND (q.s_xp IS NOT NULL OR q.s_dmdt IS NOT NULL OR q.s_fold IS NOT NULL OR q.s_colour IS NOT NULL)
       AND (q.s_xp IS NULL OR e.s_xp IS NOT NULL)
       AND (q.s_dmdt IS NULL OR e.s_dmdt IS NOT NULL)
       AND (q.s_fold IS NULL OR e.s_fold IS NOT NULL)
