@@ -213,7 +213,12 @@ def build(config: BuildConfig, out: Path | None = None, resume: bool = False) ->
             "stages": {k: v for k, v in reports.items()},
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        return write_catalog(work, stage_dir, features_dir, emb_dir, info, seed=seed)
+        # a source with a light curve or XP spectrum but no gaia_source row in the inputs gets a
+        # bare sources row (its gaia_source columns NULL: unknown), as `latentcat add` gives it
+        from latentcat.catalog.add import _complete_sources, _staged_ids
+
+        bare = _complete_sources(stage_dir, _staged_ids(stage_dir))
+        return {**write_catalog(work, stage_dir, features_dir, emb_dir, info, seed=seed), "bare_source_rows": bare}
 
     reports["catalog"] = _run_stage(state, "catalog", 5, write)
     reports["analyse"] = _run_stage(state, "analyse", 6, lambda: analyse(work, config))
