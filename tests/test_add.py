@@ -57,8 +57,18 @@ def _ids(cat_dir: Path, table: str = "embeddings") -> set[int]:
         return set(cat.sql(f"SELECT source_id FROM {table}").column("source_id").to_pylist())
 
 
+def _recon_losses(cat_dir: Path, ids: set[int] | None = None) -> dict[str, np.ndarray]:
+    """Each modality's stored reconstruction losses (of ``ids`` only, if given), NaN where none."""
+    with latentcat.open(cat_dir) as cat:
+        table = cat.sql("SELECT source_id, recon_loss_xp, recon_loss_dmdt, recon_loss_fold FROM embeddings")
+    keep = np.ones(table.num_rows, bool) if ids is None else np.isin(table.column("source_id").to_numpy(), list(ids))
+    return {m: table.column(f"recon_loss_{m}").to_numpy(zero_copy_only=False).astype(np.float32)[keep]
+            for m in ("xp", "dmdt", "fold")}
+
+
 def test_added_sources_are_found_as_their_own_nearest_neighbour(catalogue, new_archive):
     before = _ids(catalogue)
+    catalogue_losses = _recon_losses(catalogue)
     new_ids = set(pq.read_table(new_archive / "EpochPhotometry_sim.parquet", columns=["source_id"])
                   .column("source_id").to_pylist())
     report = add_sources(catalogue, [new_archive])
@@ -107,9 +117,21 @@ def test_added_sources_are_found_as_their_own_nearest_neighbour(catalogue, new_a
     # the HATS copy of the embeddings is rewritten with the added sources
     hats_rows = duckdb.sql(f"SELECT source_id FROM read_parquet('{catalogue}/embeddings_hats/dataset/**/*.parquet')")
     assert sorted(r[0] for r in hats_rows.fetchall()) == sorted(before | new_ids)
-    assert report["drift"]["dmdt"]["added"]["n"] == N_NEW
-    for m in ("dmdt", "fold"):
-        assert 0.0 <= report["drift"][m]["fraction_above_catalogue_p99"] <= 1.0
+    # drift: the added sources' reconstruction losses (as now stored) against those the
+    # catalogue held before, the replaced sources' old ones included
+    added_losses = _recon_losses(catalogue, new_ids)
+    for m, drift in report["drift"].items():
+        ref, new = catalogue_losses[m], added_losses[m]
+        ref, new = ref[np.isfinite(ref)], new[np.isfinite(new)]
+        assert drift["catalogue"]["n"] == ref.size and drift["added"]["n"] == new.size
+        assert drift["catalogue"]["p99"] == pytest.approx(np.percentile(ref, 99), rel=1e-6)
+        assert drift["added"]["p50"] == pytest.approx(np.percentile(new, 50), rel=1e-6)
+        assert drift["fraction_above_catalogue_p99"] == pytest.approx(np.mean(new > drift["catalogue"]["p99"]))
+        assert report["fraction_above_catalogue_p99"][m] == drift["fraction_above_catalogue_p99"]
+    assert report["drift"]["dmdt"]["added"]["n"] == report["drift"]["fold"]["added"]["n"] == N_NEW
+    assert 0 < report["drift"]["xp"]["added"]["n"] < N_NEW  # the faint added sources have no XP
+    # the added sources are simulated like the catalogue's own: few are out of its range
+    assert all(d["fraction_above_catalogue_p99"] <= 0.25 for d in report["drift"].values())
     assert not list(catalogue.parent.glob(".cat.add-*"))
 
 
