@@ -22,14 +22,8 @@ from latentcat.gaia.simulate import simulate_survey
 from latentcat.query.analysis_models import (
     ANALYSIS_DIR, analysis_inputs, fit_map_model, fit_outliers, load_analysis, save_analysis,
 )
-from test_by_example import tiny_catalogue
 
 N_NEW = 12
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    return tiny_catalogue(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +34,9 @@ def new_archive(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def catalogue(built, tmp_path) -> Path:
+def catalogue(tiny_build, tmp_path) -> Path:
     """A private copy of the built catalogue."""
-    return Path(shutil.copytree(built[0], tmp_path / "cat"))
+    return Path(shutil.copytree(tiny_build.catalogue, tmp_path / "cat"))
 
 
 def _digests(folder: Path) -> dict[str, str]:
@@ -196,9 +190,9 @@ def test_drift_report_against_catalogue_percentiles():
     assert drift["fold"]["added"]["n"] == 0 and drift["fold"]["fraction_above_catalogue_p99"] is None
 
 
-def test_feature_settings_come_from_the_catalogue(built):
-    with latentcat.open(built[0]) as cat:
-        settings = add_module.feature_settings(built[0], cat.info()["build_info"])
+def test_feature_settings_come_from_the_catalogue(tiny_build):
+    with latentcat.open(tiny_build.catalogue) as cat:
+        settings = add_module.feature_settings(tiny_build.catalogue, cat.info()["build_info"])
     assert settings["min_epochs"] == 10 and settings["shard_size"] == 100
     assert settings["keep_variability_rejected"] is False
 
@@ -247,8 +241,8 @@ def analyse_and_store(cat_dir: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def analysed(built, tmp_path_factory) -> Path:
-    path = Path(shutil.copytree(built[0], tmp_path_factory.mktemp("analysed") / "cat"))
+def analysed(tiny_build, tmp_path_factory) -> Path:
+    path = Path(shutil.copytree(tiny_build.catalogue, tmp_path_factory.mktemp("analysed") / "cat"))
     analyse_and_store(path)
     return path
 

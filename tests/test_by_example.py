@@ -12,73 +12,27 @@ import pytest
 
 import latentcat
 from latentcat.catalog import index as lc_index
-from latentcat.catalog.build import build
-from latentcat.config import load_build_config
 from latentcat.errors import InputError, LatentcatError
 from latentcat.gaia.ingest import ingest
-from latentcat.gaia.simulate import simulate_survey
 from latentcat.query.by_example import read_query_file, similar_to_data, similar_to_file, to_gaia_time
 
 DATA = Path(__file__).parent / "data" / "gaia_dr3"
 DATALINK_EPOCHS = DATA / "epoch_photometry_datalink_8_sources.vot.xml"
 DATALINK_XP = DATA / "XP_CONTINUOUS_RAW.csv"
 
-# The tiny build of tests/test_build.py, with one epoch per model: the codes need not be
-# good, only produced by the catalogue's own trained encoders.
-TINY = """
-seed = 3
-[inputs]
-paths = ["sim/archive"]
-[features]
-shard_size = 100
-workers = 1
-[models]
-device = "cpu"
-progress = false
-[models.xp]
-max_epochs = 1
-[models.dmdt]
-max_epochs = 1
-[models.fold]
-width = 16
-max_epochs = 1
-"""
-
-_BUILT: dict[str, Path] = {}
-
-
-def tiny_catalogue(tmp_path_factory) -> tuple[Path, Path]:
-    """(catalogue folder, simulated archive folder) of a 240-source build, made once per run.
-
-    Tests that change a catalogue work on a copy.
-    """
-    if not _BUILT:
-        root = tmp_path_factory.mktemp("tiny_catalogue")
-        simulate_survey(n=240, seed=3, out=root / "sim")
-        (root / "tiny.toml").write_text(TINY)
-        build(load_build_config(root / "tiny.toml"), out=root / "cat")
-        _BUILT.update(cat=root / "cat", archive=root / "sim" / "archive")
-    return _BUILT["cat"], _BUILT["archive"]
-
-
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    return tiny_catalogue(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def raw(built, tmp_path_factory):
+def raw(tiny_build, tmp_path_factory):
     """The raw G light curves and sampled XP spectra of the catalogue's own inputs, by source_id."""
     stage = tmp_path_factory.mktemp("raw_stage")
-    ingest([built[1]], stage)
+    ingest([tiny_build.archive], stage)
     lcs = {r["source_id"]: r for r in pq.read_table(stage / "light_curves.parquet").to_pylist()}
     xps = {r["source_id"]: r for r in pq.read_table(stage / "xp.parquet").to_pylist()}
     return lcs, xps
 
 
 @pytest.fixture(scope="module")
-def cat(built):
-    with latentcat.open(built[0]) as c:
+def cat(tiny_build):
+    with latentcat.open(tiny_build.catalogue) as c:
         yield c
 
 
@@ -114,7 +68,7 @@ def _remove(cat_dir: Path, out: Path, source_id: int) -> Path:
     return out
 
 
-def test_removed_source_is_placed_among_its_old_neighbours(built, raw, cat, tmp_path):
+def test_removed_source_is_placed_among_its_old_neighbours(tiny_build, raw, cat, tmp_path):
     lcs, xps = raw
     source_id = _with_all_blocks(cat)[0]
     before = cat.similar(source_id, k=10).column("source_id").to_pylist()
@@ -123,7 +77,7 @@ def test_removed_source_is_placed_among_its_old_neighbours(built, raw, cat, tmp_
     feats = cat.sql("SELECT n_obs, period FROM features WHERE source_id = ?", [source_id]).to_pylist()[0]
     bp_rp = cat.sql("SELECT bp_rp FROM sources WHERE source_id = ?", [source_id]).column("bp_rp")[0].as_py()
 
-    with latentcat.open(_remove(built[0], tmp_path / "without", source_id)) as smaller:
+    with latentcat.open(_remove(tiny_build.catalogue, tmp_path / "without", source_id)) as smaller:
         left = smaller.sql("SELECT count(*) AS n FROM embeddings WHERE source_id = ?", [source_id])
         assert left.column("n")[0].as_py() == 0
         neighbours, info = similar_to_data(smaller, _curve(lcs[source_id]), _spectrum(xps[source_id]), k=10,

@@ -13,18 +13,16 @@ from typer.testing import CliRunner
 import latentcat
 from latentcat.cli import app
 from latentcat.gaia.ingest import ingest
-from test_by_example import tiny_catalogue
 
 runner = CliRunner()
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def cat_dir(tmp_path_factory):
+def cat_dir(tiny_build, tmp_path_factory):
     """A private copy of the tiny build: these commands write predictions and scores into it."""
-    built, _ = tiny_catalogue(tmp_path_factory)
     copy = tmp_path_factory.mktemp("cli_cat") / "catalog"
-    shutil.copytree(built, copy)
+    shutil.copytree(tiny_build.catalogue, copy)
     return copy
 
 
@@ -86,10 +84,9 @@ def test_report_is_one_self_contained_html_file(cat_dir, tmp_path):
     assert not re.search(r"(src|href)=\"https?://", html)
 
 
-def test_similar_from_a_csv_light_curve_finds_the_source_itself(cat_dir, tmp_path_factory, tmp_path):
-    _, archive = tiny_catalogue(tmp_path_factory)
+def test_similar_from_a_csv_light_curve_finds_the_source_itself(cat_dir, tiny_build, tmp_path):
     stage = tmp_path / "stage"
-    ingest([archive], stage)
+    ingest([tiny_build.archive], stage)
     with latentcat.open(cat_dir) as cat:
         sid = cat.sql("SELECT source_id FROM embeddings WHERE has_fold AND NOT has_xp ORDER BY source_id LIMIT 1").to_pylist()[0]["source_id"]
     row = [r for r in pq.read_table(stage / "light_curves.parquet").to_pylist() if r["source_id"] == sid][0]
