@@ -29,6 +29,7 @@ from sklearn.manifold import trustworthiness
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from catalog_fixtures import write_inputs  # noqa: E402
 
+from latentcat.analyse import fit_classifier, fit_map_model, fit_outliers  # noqa: E402
 from latentcat.catalog.index import codes_to_numpy, vectors_for  # noqa: E402
 from latentcat.catalog.store import write_catalog  # noqa: E402
 from latentcat.query import open as open_catalog  # noqa: E402
@@ -58,15 +59,15 @@ def main(argv: list[str] | None = None) -> None:
         rows = [("build catalogue", t_build, "")]
         with open_catalog(Path(tmp) / "cat") as cat:
             for model in args.models.split(","):
-                res, t = _timed(lambda: cat.classify(model=model, cv=args.cv, seed=args.seed))
+                res, t = _timed(lambda: fit_classifier(cat, model=model, cv=args.cv, seed=args.seed))
                 rows.append((f"classify {model} (cv {args.cv} + fit + predict)", t,
                              f"macro F1 {res.macro_f1:.3f}, {res.predictions.num_rows} predicted"))
-            out, t = _timed(lambda: cat.outliers(seed=args.seed))
+            out, t = _timed(lambda: fit_outliers(cat, seed=args.seed)[0])
             rows.append(("isolation forest (all sources)", t, f"{out.num_rows} scored"))
-            out, t = _timed(lambda: cat.outliers(method="recon_loss"))
+            out, t = _timed(lambda: fit_outliers(cat, method="recon_loss")[0])
             rows.append(("recon_loss score", t, f"{out.num_rows} scored"))
-            xy, t = _timed(lambda: cat.fit_map(seed=args.seed, max_fit=args.map_fit,
-                                               n_steps=args.map_steps))
+            xy, t = _timed(lambda: fit_map_model(cat, seed=args.seed, max_fit=args.map_fit,
+                                               n_steps=args.map_steps)[0])
             codes = cat.sql(
                 "SELECT source_id, z_xp, z_dmdt, z_fold FROM embeddings ORDER BY source_id"
             )

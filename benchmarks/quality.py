@@ -17,7 +17,7 @@
     for the classic light-curve numbers (g_std, g_amplitude, g_skew, period, log period,
     period_power, g_mean, n_obs), each latent block, the light-curve latents, all latents (each
     source on the blocks it has, as the catalogue searches), the search space (latents and
-    colour by the rule a catalogue stores; latentcat/catalog/space.py) and the catalogue's
+    colour by the rule a catalogue stores; latentcat/analysis/space.py) and the catalogue's
     default classifier on it; and the fold model's reconstruction loss on the evaluation survey.
 
     python benchmarks/quality.py --small          # a few minutes on a laptop
@@ -309,8 +309,8 @@ def _by_blocks(vectors: dict, rows: np.ndarray, serve: bool) -> dict:
 
 def survey_rows(train: dict, test: dict, seed: int, classifier: str) -> list[dict]:
     """Every row of the comparison, on the evaluation sources with light-curve blocks."""
-    from latentcat.catalog.space import SearchSpace, space_parts
-    from latentcat.query.classify import classify
+    from latentcat.analysis.space import SearchSpace, space_parts
+    from latentcat.analysis.classify import classify
 
     lc_tr = np.flatnonzero(np.isfinite(train["z_dmdt"][:, 0]) & np.isfinite(train["z_fold"][:, 0]))
     lc_te = np.flatnonzero(np.isfinite(test["z_dmdt"][:, 0]) & np.isfinite(test["z_fold"][:, 0]))

@@ -111,7 +111,7 @@ def run_stage(stage: str, work: Path) -> dict:
         rep = write_catalog(cat, stage_dir, feat, emb, {"seed": cfg.seed}, seed=cfg.seed)
         return {"n": int(cfg.inputs["simulate_n"]), "report": rep}
     if stage == "analyse":
-        from latentcat.catalog.build import analyse
+        from latentcat.build import analyse
 
         rep = analyse(cat, cfg)
         return {"n": int(cfg.inputs["simulate_n"]), "report": rep}
@@ -219,6 +219,7 @@ def run_query_stage(stage: str, work: Path) -> dict:
                 "index_seconds": sum(v.get("build_seconds", 0.0) for v in rep["indexes"].values()),
                 "duckdb_mib": _du(work / "cat" / "catalog.duckdb"), "disk_mib": _du(work / "cat")}
     from latentcat.query import open as open_catalog
+    from latentcat.analyse import fit_classifier, fit_outliers
 
     with open_catalog(work / "cat") as cat:
         if stage == "similar":
@@ -246,11 +247,11 @@ def run_query_stage(stage: str, work: Path) -> dict:
                     "ids_p99_ms": ms(lat_ids, 99), "recall_at_10": float(np.mean(hits) / 10)}
         if stage == "classify":
             t = time.perf_counter()
-            res = cat.classify(model="logreg", cv=2, seed=0)
+            res = fit_classifier(cat, model="logreg", cv=2, seed=0)
             return {"seconds": time.perf_counter() - t, "rows": res.predictions.num_rows}
         if stage == "outliers":
             t = time.perf_counter()
-            out = cat.outliers(seed=0)
+            out = fit_outliers(cat, seed=0)[0]
             return {"seconds": time.perf_counter() - t, "rows": out.num_rows}
     raise SystemExit(f"unknown stage {stage!r}")
 

@@ -314,7 +314,7 @@ def build(
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted build from its last finished stage."),
 ) -> None:
     """Run ingest -> features -> train -> embed -> catalogue (DuckDB + FAISS) -> analyse into a catalogue folder."""
-    from latentcat.catalog.build import build as run_build
+    from latentcat.build import build as run_build
     from latentcat.config import load_build_config
 
     try:
@@ -439,22 +439,21 @@ def classify(
     """Train a classifier on the labelled latents, print its cross-validated scores, store predictions."""
     import pyarrow as pa
 
-    from latentcat.catalog import store
+    from latentcat.analyse import analyse
     from latentcat.plots import plot_confusion
-    from latentcat.query.analysis_models import save_analysis
 
     try:
         with _open_catalog(catalog) as cat:
             cat_dir = cat.path
-            if output is not None:  # refused before anything is computed or written
-                _checked_output(output, cat_dir, force)
-            result = cat.classify(labels=labels, model=model, modality=modality, min_per_class=min_per_class, seed=seed)
+        if output is not None:  # refused before anything is computed or written
+            _checked_output(output, cat_dir, force)
+        done = analyse(cat_dir, classifier={"labels": labels, "model": model, "modality": modality,
+                                            "min_per_class": min_per_class}, seed=seed)
+        result, n = done.classifier, done.rows["predictions"]
         figure = figure or cat_dir / "figures" / f"confusion-{result.model_id}.png"
         figure.parent.mkdir(parents=True, exist_ok=True)
         plot_confusion(result.confusion, result.classes, out=figure,
                        title=f"{result.model_id}: cross-validated, macro F1 {result.macro_f1:.2f}")
-        n = store.write_predictions(cat_dir, result.predictions, result.model_id)
-        save_analysis(cat_dir, classifier=result, keep=True)  # so `latentcat add` can classify new sources
         _emit(result.report, fmt, output, cat_dir, force)
         confusion = pa.table({"true \\ predicted": result.classes,
                               **{c: result.confusion[:, j].tolist() for j, c in enumerate(result.classes)}})
@@ -483,18 +482,15 @@ def outliers(
     force: bool = FORCE_OPTION,
 ) -> None:
     """Rank every source by how unusual it is, store the scores, show the top ones with metadata."""
-    from latentcat.catalog import store
-    from latentcat.query.analysis_models import fit_outliers, save_analysis
+    from latentcat.analyse import analyse
 
     try:
         with _open_catalog(catalog) as cat:
             cat_dir = cat.path
-            if output is not None:  # refused before anything is computed or written
-                _checked_output(output, cat_dir, force)
-            scores, model = fit_outliers(cat, method, modality, seed=seed)
-        key = model.key
-        store.write_outlier_scores(cat_dir, scores, key)
-        save_analysis(cat_dir, outliers=[model], keep=True)  # so `latentcat add` can score new sources
+        if output is not None:  # refused before anything is computed or written
+            _checked_output(output, cat_dir, force)
+        done = analyse(cat_dir, outliers=[(method, modality)], seed=seed)
+        key = done.outliers[0][1].key
         with _open_catalog(cat_dir) as cat:
             shown = cat.sql(
                 "SELECT o.rank, o.source_id, o.score, l.best_class_name, s.phot_g_mean_mag, s.bp_rp, "
@@ -552,7 +548,7 @@ def report(
     catalog: Optional[Path] = CATALOG_OPTION,
 ) -> None:
     """Write a self-contained HTML report: summary, map, classifier scores, top outliers."""
-    from latentcat.plots.catalog_figures import write_catalog_report
+    from latentcat.report import write_catalog_report
 
     try:
         with _open_catalog(catalog) as cat:
@@ -570,7 +566,7 @@ def demo(
 ) -> None:
     """Simulate a Gaia-like survey, build its catalogue (build/demo.toml) and show example queries."""
     import latentcat
-    from latentcat.catalog.build import build as run_build
+    from latentcat.build import build as run_build
     from latentcat.demo import demo_config, example_queries
 
     try:

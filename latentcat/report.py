@@ -19,7 +19,10 @@ from matplotlib.figure import Figure
 
 from latentcat import __version__
 from latentcat.errors import InputError
+from latentcat.plots.catalog_figures import plot_catalog_map
 from latentcat.plots.figure import figure_png
+from latentcat.plots.rows import read_feature_rows
+from latentcat.plots.similar import plot_similar
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 THUMBNAIL_KEY = "thumbnail"
@@ -185,3 +188,39 @@ def write_report(out_html: Path, summary: Mapping, map_png, classifier_table=Non
     tmp.write_text("\n".join(parts), encoding="utf-8")
     os.replace(tmp, out_html)
     return out_html
+
+
+def write_catalog_report(cat, out_html: Path, top_outliers: int = 8) -> Path:
+    """One self-contained HTML page: summary, map, classifier scores and the top outliers."""
+    info = cat.info()
+    build = info.get("build_info", {})
+    summary = {
+        "catalogue": str(cat.path),
+        **{f"{k} rows": v for k, v in info.get("counts", {}).items()},
+        "built": build.get("built_at", "?"),
+        "seed": build.get("seed", "?"),
+        "latentcat": build.get("versions", {}).get("latentcat", "?"),
+    }
+    map_png = figure_png(plot_catalog_map(cat)) if cat.map().num_rows else None
+    # cross-validated scores of the build's classifier, and of the same classifier on the
+    # classic light-curve numbers alone: what the latents add
+    fitted = build.get("analyse", {}).get("classifier", {})
+    classifier = fitted.get("per_class", [])
+    if fitted.get("macro_f1") is not None:
+        summary["classifier macro F1 (cross-validated)"] = round(fitted["macro_f1"], 3)
+    if fitted.get("classic_numbers"):
+        c = fitted["classic_numbers"]
+        summary[f"on the {c['n']} labelled sources with light curves"] = (
+            f"{c['macro_f1']:.3f}; the same classifier on the classic light-curve numbers alone {c['baseline_macro_f1']:.3f}")
+    outliers = cat.sql(
+        "SELECT o.rank, o.source_id, round(o.score, 4) AS score, l.best_class_name, s.phot_g_mean_mag "
+        "FROM outlier_scores o LEFT JOIN labels l USING (source_id) LEFT JOIN sources s USING (source_id) "
+        "WHERE o.method = 'isolation_forest:space' ORDER BY o.rank LIMIT $n", {"n": top_outliers}).to_pylist()
+    if outliers:
+        rows = read_feature_rows(cat.path / "features", [r["source_id"] for r in outliers])
+        for i, r in enumerate(outliers):
+            r["thumbnail"] = figure_png(plot_similar(rows.slice(i, 1), [], meta={r["source_id"]: {
+                "class": r["best_class_name"], "g_mag": r["phot_g_mean_mag"]}}))
+    confusion = cat.path / "figures" / "confusion.png"
+    return write_report(out_html, summary, map_png, classifier_table=classifier or None,
+                        confusion_png=confusion if confusion.exists() else None, outliers=outliers or None)

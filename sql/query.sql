@@ -8,7 +8,7 @@
 SELECT z_xp, z_dmdt, z_fold FROM embeddings WHERE source_id = {source_id};
 
 -- name: space_of
--- A source's search-space parts (latentcat/catalog/space.py); the source_id is a literal as in codes_of.
+-- A source's search-space parts (latentcat/analysis/space.py); the source_id is a literal as in codes_of.
 SELECT s_xp, s_dmdt, s_fold, s_colour FROM space WHERE source_id = {source_id};
 
 -- name: meta_of_ids
@@ -51,7 +51,7 @@ FROM space AS s JOIN embeddings AS e USING (source_id)
 ORDER BY s.source_id;
 
 -- name: classic_numbers
--- The classic light-curve numbers (latentcat.query.classify.CLASSIC) of every embedded source,
+-- The classic light-curve numbers (latentcat.analysis.classify.CLASSIC) of every embedded source,
 -- in source_id order, NULL without light-curve features: what a classifier is compared with.
 SELECT e.source_id, f.g_std, f.g_amplitude, f.g_skew, f.period,
        CASE WHEN f.period > 0 THEN log10(f.period) END AS log10_period,

@@ -76,7 +76,7 @@ CREATE TABLE embeddings (
     CHECK ((z IS NOT NULL) = (has_xp AND has_dmdt AND has_fold))
 );
 
--- The search space (latentcat/catalog/space.py): per source, the standardised and weighted
+-- The search space (latentcat/analysis/space.py): per source, the standardised and weighted
 -- parts it has (NULL where it lacks one), and the rule that made them. FAISS, the similar_to
 -- macro, `latentcat add` and the default classifier, outlier ranking and map all use these.
 CREATE TABLE space (

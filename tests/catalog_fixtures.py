@@ -2,7 +2,9 @@
 
 The sources fall in clusters, one per variability class, in each 5-D latent block; faint
 sources (G > 17.65) mostly lack XP, so their z_xp is null, and a few sources have too few
-epochs for dm-dt and fold codes. Used by the catalogue and query tests and the benchmark.
+epochs for dm-dt and fold codes. Plain functions without state, used by the catalogue and
+query tests and the benchmarks; the catalogues several test modules share are session
+fixtures in tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -191,13 +193,3 @@ def write_inputs(root: Path, n: int = 600, seed: int = 0, n_shards: int = 2,
         pq.write_table(tables["features"].slice(a, b - a), dirs["features"] / f"features-{i:05d}.parquet")
         pq.write_table(tables["embeddings"].slice(a, b - a), dirs["embeddings"] / f"embeddings-{i:05d}.parquet")
     return {"stage_dir": dirs["stage"], "features_dir": dirs["features"], "emb_dir": dirs["embeddings"]}
-
-
-def write_test_catalog(tmp_path_factory, n: int, seed: int) -> Path:
-    """A catalogue written by `latentcat.catalog.store.write_catalog` from `write_inputs`."""
-    from latentcat.catalog import store
-
-    inputs = write_inputs(tmp_path_factory.mktemp("inputs"), n=n, seed=seed)
-    path = tmp_path_factory.mktemp("cat") / "catalog"
-    store.write_catalog(path, build_info={"seed": seed}, **inputs)
-    return path

@@ -60,3 +60,16 @@ def tiny_build(tmp_path_factory) -> TinyBuild:
     build(load_build_config(root / "tiny.toml"), out=root / "cat")
     return TinyBuild(catalogue=root / "cat", archive=root / "sim" / "archive")
 
+
+@pytest.fixture(scope="session")
+def query_catalog(tmp_path_factory) -> Path:
+    """A catalogue of 400 synthetic sources (tests/catalog_fixtures.py, seed 5) written by
+    `latentcat.catalog.store.write_catalog`, for the query, hostile-input and DuckDB-shell
+    tests, which only read it."""
+    from catalog_fixtures import write_inputs
+    from latentcat.catalog import store
+
+    inputs = write_inputs(tmp_path_factory.mktemp("query_inputs"), n=400, seed=5)
+    path = tmp_path_factory.mktemp("query_catalog") / "catalog"
+    store.write_catalog(path, build_info={"seed": 5}, **inputs)
+    return path

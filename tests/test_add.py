@@ -13,15 +13,16 @@ import pyarrow.parquet as pq
 import pytest
 
 import latentcat
+from latentcat.blocks import BLOCKS
 from latentcat.catalog import add as add_module
 from latentcat.catalog import index as lc_index
 from latentcat.catalog import store
 from latentcat.catalog.add import add_sources, drift_report
 from latentcat.errors import InputError, LatentcatError
 from latentcat.gaia.simulate import simulate_survey
-from latentcat.query.analysis_models import (
-    ANALYSIS_DIR, analysis_inputs, fit_map_model, fit_outliers, load_analysis, save_analysis,
-)
+from latentcat.analyse import analyse, analysis_inputs, fit_outliers
+from latentcat.analysis.store import load_analysis
+from latentcat.layout import ANALYSIS_DIR
 
 N_NEW = 12
 
@@ -79,7 +80,7 @@ def test_added_sources_are_found_as_their_own_nearest_neighbour(catalogue, new_a
         assert all(len(v["sha256"]) == 64 for v in record["inputs"].values())
         for sid in sorted(new_ids):
             codes = cat.codes(sid)
-            have = [b for b in lc_index.BLOCKS if codes[b] is not None]
+            have = [b for b in BLOCKS if codes[b] is not None]
             vector = np.concatenate([codes[b] for b in have])
             top = cat.similar(vector, k=3, modality="+".join(have))
             assert top.column("source_id")[0].as_py() == sid
@@ -230,14 +231,8 @@ def analyse_and_store(cat_dir: Path) -> None:
     (replacing the build's own rows), store the models."""
     with latentcat.open(cat_dir) as cat:
         seed = cat.info()["build_info"]["seed"]
-        result = cat.classify(seed=seed)
-        outliers = [fit_outliers(cat, method, seed=seed) for method in ("isolation_forest", "recon_loss")]
-        xy, network = fit_map_model(cat, seed=seed, n_steps=50)
-    store.write_predictions(cat_dir, result.predictions, result.model_id)
-    for table, model in outliers:
-        store.write_outlier_scores(cat_dir, table, model.key)
-    store.write_map(cat_dir, xy)
-    save_analysis(cat_dir, classifier=result, outliers=[m for _, m in outliers], map_model=network)
+    analyse(cat_dir, classifier={}, outliers=[("isolation_forest", "space"), ("recon_loss", "all")],
+            map_model={"n_steps": 50}, seed=seed, keep=False)
 
 
 @pytest.fixture(scope="module")

@@ -17,11 +17,10 @@ from latentcat.catalog import store
 from latentcat.catalog.index import codes_to_numpy, vectors_for
 from latentcat.errors import LatentcatError
 from latentcat.query import open as open_catalog
-from latentcat.query.analysis_models import (
-    analysis_inputs, fit_map_model, fit_outliers, load_analysis, save_analysis,
-)
-from latentcat.query.latent_map import ParametricMap, fit_map
-from latentcat.query.outliers import OutlierModel
+from latentcat.analyse import analyse, analysis_inputs, fit_classifier, fit_map_model, fit_outliers
+from latentcat.analysis.store import load_analysis, save_analysis
+from latentcat.analysis.latent_map import ParametricMap, fit_map
+from latentcat.analysis.outliers import OutlierModel
 
 N = 1500
 SEED = 7
@@ -96,7 +95,7 @@ def cat(cat_dir):
 
 @pytest.fixture(scope="module")
 def logreg(cat):
-    return cat.classify(model="logreg", cv=5, seed=0)
+    return fit_classifier(cat, model="logreg", cv=5, seed=0)
 
 
 def _blocks_of(tables, space: bool = True) -> dict[int, str]:
@@ -177,8 +176,8 @@ def test_sources_without_xp_get_the_dmdt_fold_model(cat, logreg, tables):
     assert len(hits) > 50 and np.mean(hits) > 0.9
     # "all" classifies a source without XP with a model that never saw an XP block: the same
     # model as asking for dm-dt + fold alone. A zero- or mean-filled XP block would differ.
-    logreg = cat.classify(model="logreg", modality="all", cv=5, seed=0)
-    alone = cat.classify(model="logreg", modality="dmdt+fold", cv=5, seed=0)
+    logreg = fit_classifier(cat, model="logreg", modality="all", cv=5, seed=0)
+    alone = fit_classifier(cat, model="logreg", modality="dmdt+fold", cv=5, seed=0)
     assert alone.classes == logreg.classes
     a = {r["source_id"]: r for r in alone.predictions.to_pylist()}
     checked = 0
@@ -198,16 +197,16 @@ def test_sources_without_xp_get_the_dmdt_fold_model(cat, logreg, tables):
 
 
 def test_model_id_is_stable_and_names_what_was_fitted(cat, logreg):
-    again = cat.classify(model="logreg", cv=5, seed=0)
+    again = fit_classifier(cat, model="logreg", cv=5, seed=0)
     assert again.model_id == logreg.model_id
     assert again.predictions.equals(logreg.predictions)
-    other = cat.classify(model="logreg", cv=5, seed=1)
+    other = fit_classifier(cat, model="logreg", cv=5, seed=1)
     assert other.model_id != logreg.model_id
     assert logreg.model_id.startswith("logreg-")
 
 
 def test_forest_classifier_on_one_block(cat):
-    res = cat.classify(model="rf", modality="fold", cv=3, seed=0)
+    res = fit_classifier(cat, model="rf", modality="fold", cv=3, seed=0)
     assert min(res.report.column("recall").to_pylist()) > 0.85
     assert set(res.predictions.column("blocks").to_pylist()) == {"fold"}
 
@@ -218,21 +217,21 @@ def test_forest_classifier_on_one_block(cat):
 ])
 def test_bad_labels_argument_is_one_clear_error(cat, labels):
     with pytest.raises(LatentcatError, match="table.column") as err:
-        cat.classify(labels=labels)
+        fit_classifier(cat, labels=labels)
     assert "\n" not in str(err.value)
 
 
 def test_bad_model_and_modality_are_rejected(cat):
     with pytest.raises(LatentcatError, match="unknown model"):
-        cat.classify(model="svm")
+        fit_classifier(cat, model="svm")
     with pytest.raises(LatentcatError, match="unknown modality"):
-        cat.classify(modality="spectra")
+        fit_classifier(cat, modality="spectra")
 
 
 def test_too_few_classes_is_an_error_not_a_crash(cat):
     # every ra value is its own class: no class reaches min_per_class
     with pytest.raises(LatentcatError, match="fewer than two classes"):
-        cat.classify(labels="sources.ra")
+        fit_classifier(cat, labels="sources.ra")
 
 
 # ---------------------------------------------------------------------------------------
@@ -240,7 +239,7 @@ def test_too_few_classes_is_an_error_not_a_crash(cat):
 
 
 def test_far_away_codes_rank_first(cat, tables):
-    got = cat.outliers(method="isolation_forest", seed=0)
+    got = fit_outliers(cat, method="isolation_forest", seed=0)[0]
     top = got.column("source_id").to_pylist()[: N_FAR + 1]
     assert set(top) == set(tables["far"]) | set(tables["far_no_xp"])
     assert got.column("rank").to_pylist() == list(range(1, got.num_rows + 1))
@@ -254,19 +253,19 @@ def test_far_away_codes_rank_first(cat, tables):
 
 
 def test_outliers_top_and_determinism(cat):
-    a = cat.outliers(top=20, seed=3)
-    b = cat.outliers(top=20, seed=3)
-    assert a.num_rows == 20 and a.equals(b)
+    a, _ = fit_outliers(cat, seed=3)
+    b, _ = fit_outliers(cat, seed=3)
+    assert a.num_rows > 20 and a.equals(b)
 
 
 def test_reconstruction_loss_ranking(cat, tables):
-    got = cat.outliers(method="recon_loss", modality="fold")
+    got = fit_outliers(cat, method="recon_loss", modality="fold")[0]
     assert set(got.column("source_id").to_pylist()[:4]) == set(tables["bad_fold"])
     assert got.num_rows == int(pc.sum(tables["embeddings"].column("has_fold")).as_py())
-    both = cat.outliers(method="recon_loss")
+    both = fit_outliers(cat, method="recon_loss")[0]
     assert set(both.column("source_id").to_pylist()[:4]) == set(tables["bad_fold"])
     with pytest.raises(LatentcatError, match="unknown outlier method"):
-        cat.outliers(method="lof")
+        fit_outliers(cat, method="lof")[0]
 
 
 # ---------------------------------------------------------------------------------------
@@ -330,12 +329,12 @@ def test_map_places_new_sources_with_the_same_network(codes):
 def test_results_are_written_back_and_read(cat, tmp_path, cat_dir, logreg):
     copy = tmp_path / "cat"
     shutil.copytree(cat_dir, copy)
-    xy = cat.fit_map(seed=0, n_steps=50)
-    scores = cat.outliers()
-    written = store.write_predictions(copy, logreg.predictions, logreg.model_id)
-    assert written == logreg.predictions.num_rows
-    assert store.write_outlier_scores(copy, scores, "isolation_forest:space") == scores.num_rows
-    assert store.write_map(copy, xy) == xy.num_rows
+    done = analyse(copy, classifier={"model": "logreg"}, outliers=[("isolation_forest", "space")],
+                   map_model={"n_steps": 50}, seed=0)
+    xy, scores = done.map[0], done.outliers[0][0]
+    assert done.classifier.predictions.equals(logreg.predictions)  # the same fit as on the open catalogue
+    assert done.rows == {"predictions": logreg.predictions.num_rows, "outliers_isolation_forest:space": scores.num_rows,
+                         "map": xy.num_rows}
     assert store.write_map(copy, xy) == xy.num_rows  # a new map replaces the old one
     with open_catalog(copy) as c:
         counts = c.info()["counts"]
@@ -361,10 +360,8 @@ def test_stored_models_reproduce_the_catalogue_rows(cat, logreg, tmp_path):
     fitted = []
     for method in ("isolation_forest", "recon_loss"):
         table, model = fit_outliers(cat, method, seed=0)
-        assert table.equals(cat.outliers(method=method, seed=0))  # the same rows as before
         fitted.append(model)
     xy, network = fit_map_model(cat, seed=0, n_steps=MAP_STEPS)
-    assert xy.equals(cat.fit_map(seed=0, n_steps=MAP_STEPS))
 
     manifest = save_analysis(tmp_path, classifier=logreg, outliers=fitted, map_model=network)
     assert manifest["classifiers"][logreg.model_id]["classes"] == logreg.classes
@@ -412,7 +409,7 @@ def test_a_new_source_is_scored_on_the_catalogue_loss_scale(cat):
 
 
 def test_forests_score_new_codes_and_leave_unknown_block_sets_unscored(cat):
-    ids, blocks, losses = analysis_inputs(cat, space=False)
+    ids, blocks, losses = analysis_inputs(cat, "all")
     has = np.stack([~np.isnan(blocks[b][:, 0]) for b in ("xp", "dmdt", "fold")], axis=1)
     full = has.all(axis=1)
     model = OutlierModel("isolation_forest", "all").fit({b: v[full] for b, v in blocks.items()}, {})

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 import latentcat
-from latentcat.catalog import build as build_module
+from latentcat import build as build_module
 from latentcat.config import load_build_config
 from latentcat.errors import InputError
 

@@ -51,7 +51,7 @@ def _with_all_blocks(cat, n=1):
 
 def _remove(cat_dir: Path, out: Path, source_id: int) -> Path:
     """A copy of a catalogue without one source: its rows deleted, every index rebuilt."""
-    from latentcat.catalog.space import present_sets, vectors_of
+    from latentcat.analysis.space import present_sets, vectors_of
 
     shutil.copytree(cat_dir, out)
     con = duckdb.connect(str(out / "catalog.duckdb"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from latentcat.blocks import BLOCK_SETS, parse_block_set
 from latentcat.catalog import index as lc_index
 
 
@@ -25,13 +26,13 @@ def _exact(x, ids, q, k, allowed=None):
 
 
 def test_block_sets_and_names():
-    assert lc_index.BLOCK_SETS[0] == ("xp", "dmdt", "fold")
-    assert len(lc_index.BLOCK_SETS) == 7  # every non-empty combination, once
-    assert lc_index.parse_block_set("all") == ("xp", "dmdt", "fold")
-    assert lc_index.parse_block_set("fold+dmdt") == ("dmdt", "fold")  # canonical order
+    assert BLOCK_SETS[0] == ("xp", "dmdt", "fold")
+    assert len(BLOCK_SETS) == 7  # every non-empty combination, once
+    assert parse_block_set("all") == ("xp", "dmdt", "fold")
+    assert parse_block_set("fold+dmdt") == ("dmdt", "fold")  # canonical order
     for bad in ("spectrum", "xp+xp", ""):
         with pytest.raises(ValueError):
-            lc_index.parse_block_set(bad)
+            parse_block_set(bad)
 
 
 @pytest.mark.parametrize("exact_max", [10**6, 100])

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from catalog_fixtures import make_tables, write_inputs
+from latentcat.blocks import block_set_name, BLOCK_SETS
 from latentcat.catalog import index as lc_index
 from latentcat.catalog import store
 from latentcat.errors import InputError, LatentcatError
@@ -89,7 +90,7 @@ def test_build_info_and_index_files(built):
     cat_dir, info = built
     assert info["seed"] == 1 and info["config"] == {"k": "v"}
     idx = info["indexes"]
-    assert {k for k in idx if not k.startswith("space:")} == {lc_index.block_set_name(b) for b in lc_index.BLOCK_SETS}
+    assert {k for k in idx if not k.startswith("space:")} == {block_set_name(b) for b in BLOCK_SETS}
     emb = make_tables(N, seed=1)["embeddings"]
     has = {b: np.asarray(emb.column(f"has_{b}")) for b in ("xp", "dmdt", "fold")}
     assert idx["xp+dmdt+fold"]["n"] == int(np.sum(has["xp"] & has["dmdt"] & has["fold"]))
@@ -256,7 +257,7 @@ def test_predictions_and_outlier_scores_writers(tmp_path, fresh_inputs):
 
 
 def test_search_space_is_the_stored_rule_applied_to_codes_and_colour(built):
-    from latentcat.catalog.space import PARTS, WEIGHTS, SearchSpace, space_parts, vectors_of
+    from latentcat.analysis.space import PARTS, WEIGHTS, SearchSpace, space_parts, vectors_of
 
     cat_dir, _ = built
     con = duckdb.connect(str(cat_dir / "catalog.duckdb"), read_only=True)

@@ -9,15 +9,15 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from catalog_fixtures import NO_XP_ID, QUERY_ID, write_test_catalog
+from catalog_fixtures import NO_XP_ID, QUERY_ID
 from latentcat.cli import app
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def cat_dir(tmp_path_factory):
-    return write_test_catalog(tmp_path_factory, n=400, seed=5)
+def cat_dir(query_catalog):
+    return query_catalog
 
 
 def test_similar_json_matches_the_sql_macro(cat_dir):

@@ -12,7 +12,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from catalog_fixtures import NO_XP_ID, QUERY_ID, write_test_catalog
+from catalog_fixtures import NO_XP_ID, QUERY_ID
 from latentcat.catalog import store
 from latentcat.query import open as open_catalog
 
@@ -46,8 +46,8 @@ def _storage_tag(db: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def cat_dir(tmp_path_factory):
-    return write_test_catalog(tmp_path_factory, n=300, seed=11)
+def cat_dir(query_catalog):
+    return query_catalog
 
 
 def test_build_info_records_the_storage_version(cat_dir):

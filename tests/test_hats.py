@@ -24,7 +24,8 @@ from hats.pixel_math.spatial_index import compute_spatial_index
 
 from catalog_fixtures import make_tables, write_inputs
 from latentcat.catalog import store
-from latentcat.catalog.hats import HATS_DIR, MAX_SOURCE_ID, healpix29, write_embeddings_hats
+from latentcat.catalog.hats import MAX_SOURCE_ID, healpix29, write_embeddings_hats
+from latentcat.layout import HATS_DIR
 from latentcat.errors import InputError, LatentcatError
 from latentcat.gaia import readers
 from latentcat.gaia.ingest import ingest

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 import latentcat
-from catalog_fixtures import QUERY_ID, write_test_catalog
+from catalog_fixtures import QUERY_ID
 from latentcat.cli import app
 from latentcat.errors import InputError, LatentcatError
 
@@ -20,8 +20,8 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def cat_dir(tmp_path_factory):
-    return write_test_catalog(tmp_path_factory, n=300, seed=9)
+def cat_dir(query_catalog):
+    return query_catalog
 
 
 def _digests(folder: Path) -> dict[str, str]:

@@ -79,7 +79,7 @@ def space_brute_force(tables, query_id, k, mask=None):
     """Exact search-space neighbours from the input tables with numpy alone: every latent value
     and the BP - RP colour (of the sources with a latent block) minus its median over the
     sources that have it, over 1.4826 times its median absolute deviation, times its part's
-    weight (1; dm-dt 0.5: docs in latentcat/catalog/space.py), on the query's parts."""
+    weight (1; dm-dt 0.5: docs in latentcat/analysis/space.py), on the query's parts."""
     emb, src = tables["embeddings"], tables["sources"]
     ids = np.asarray(emb.column("source_id"))
     colour = dict(zip(src.column("source_id").to_pylist(), src.column("bp_rp").to_pylist()))

@@ -32,7 +32,7 @@ sources.
 Classifier predictions, outlier scores and the 2-D map
 --------------------------------------------------------
 These are not refitted. The models that made them are stored in the catalogue's
-``analysis/`` folder (`latentcat.query.analysis_models`), and the added sources get their rows
+``analysis/`` folder (`latentcat.analysis.store`), and the added sources get their rows
 from those very models, inside the same atomic exchange:
 
 - predictions: the stored classifier predicts each added source on its own block set (same
@@ -66,19 +66,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from latentcat.blocks import BLOCK_DIM, BLOCK_SETS, BLOCKS, parse_block_set, SPACE
 from latentcat.catalog import index as lc_index
 from latentcat.catalog.atomic import swap_in
-from latentcat.catalog.hats import HATS_DIR, write_embeddings_hats
-from latentcat.catalog.space import PARTS, SearchSpace, present_sets, space_parts, space_rows, vectors_of
+from latentcat.catalog.hats import write_embeddings_hats
+from latentcat.analysis.space import PARTS, SearchSpace, present_sets, space_parts, space_rows, vectors_of
 from latentcat.catalog.store import (
-    DB_NAME, INDEX_DIR, load_tables, sql_script, sql_statements, table_counts, write_build_info, write_space,
+    load_tables, sql_script, sql_statements, table_counts, write_build_info, write_space,
 )
 from latentcat.errors import InputError, LatentcatError
-from latentcat.query.analysis_models import AnalysisModels, load_analysis
+from latentcat.layout import DB_NAME, EMBEDDINGS_DIR, FEATURES_DIR, HATS_DIR, INDEX_DIR, MODELS_DIR, STAGE_DIR
+from latentcat.analysis.store import AnalysisModels, load_analysis
 
-FEATURES_DIR = "features"
-EMBEDDINGS_DIR = "embeddings"
-MODELS_DIR = "models"
 
 DERIVED_TABLES = ("predictions", "outlier_scores", "map")
 """Tables computed from the whole catalogue's codes by the models in ``analysis/``."""
@@ -141,7 +140,7 @@ def drift_report(catalogue: dict[str, np.ndarray], added: dict[str, np.ndarray])
         ``fraction_above_catalogue_p99`` (None without data).
     """
     out = {}
-    for m in lc_index.BLOCKS:
+    for m in BLOCKS:
         ref, new = _percentiles(catalogue[m]), _percentiles(added[m])
         frac = None
         if ref["p99"] is not None and new["n"]:
@@ -154,7 +153,7 @@ def drift_report(catalogue: dict[str, np.ndarray], added: dict[str, np.ndarray])
 def _losses(table: pa.Table) -> dict[str, np.ndarray]:
     return {
         m: pc.fill_null(table.column(f"recon_loss_{m}"), np.nan).to_numpy().astype(np.float32)
-        for m in lc_index.BLOCKS
+        for m in BLOCKS
     }
 
 
@@ -319,11 +318,11 @@ def _append_indexes(old_dir: Path, new_dir: Path, ids: np.ndarray, vectors: dict
 def _verify(con: duckdb.DuckDBPyConnection, new_dir: Path, ids: np.ndarray, vectors: dict[str, np.ndarray],
             infos: dict, space: bool) -> None:
     """Check one family of indexes of the assembled catalogue before it replaces the old one."""
-    names = PARTS if space else lc_index.BLOCKS
+    names = PARTS if space else BLOCKS
     for name in infos:
-        if name.startswith(f"{lc_index.SPACE}:") != space:
+        if name.startswith(f"{SPACE}:") != space:
             continue
-        block_set = lc_index.parse_block_set(name.removeprefix(f"{lc_index.SPACE}:"), names)
+        block_set = parse_block_set(name.removeprefix(f"{SPACE}:"), names)
         statement = "count_with_parts" if space else "count_with_blocks"
         n_db = con.execute(sql_statements("add")[statement], {b: b in block_set for b in names}).fetchall()[0][0]
         index = lc_index.read_index(lc_index.index_path(new_dir / INDEX_DIR, block_set, space))
@@ -363,9 +362,9 @@ def _arrays(table: pa.Table, space: bool = False) -> tuple[np.ndarray, dict[str,
     losses = _losses(table) if "recon_loss_xp" in table.column_names else {}
     if space:
         return table.column("source_id").to_numpy().astype(np.int64), vectors_of(table), losses
-    fixed = pa.list_(pa.float32(), lc_index.BLOCK_DIM)  # the layout codes_to_numpy reads
+    fixed = pa.list_(pa.float32(), BLOCK_DIM)  # the layout codes_to_numpy reads
     codes = pa.table({"source_id": table.column("source_id"),
-                      **{f"z_{b}": table.column(f"z_{b}").cast(fixed) for b in lc_index.BLOCKS}})
+                      **{f"z_{b}": table.column(f"z_{b}").cast(fixed) for b in BLOCKS}})
     ids, blocks = lc_index.codes_to_numpy(codes)
     return ids, blocks, losses
 
@@ -382,7 +381,7 @@ def _sample(con: duckdb.DuckDBPyConnection, statement: str, key: str | None = No
 
 def _reproduces(con: duckdb.DuckDBPyConnection, table: str, key: str, model) -> bool:
     """Whether a stored model gives the stored rows of the first `SAMPLE` catalogue sources."""
-    space = getattr(model, "modality", None) == lc_index.SPACE
+    space = getattr(model, "modality", None) == SPACE
     if table == "predictions":
         sample = _sample(con, "prediction_sample", key)
         got = model.predict(*_arrays(sample, space)[:2])
@@ -416,7 +415,7 @@ def refresh_derived(con: duckdb.DuckDBPyConnection, models: AnalysisModels | Non
         The catalogue being assembled: the added sources' embeddings are in, the replaced
         sources' derived rows are gone.
     models : AnalysisModels or None
-        The catalogue's stored models (`latentcat.query.analysis_models.load_analysis`).
+        The catalogue's stored models (`latentcat.analysis.store.load_analysis`).
     keys : dict
         Derived table -> {model_id / method / '' (map): rows} before the addition.
     added : pyarrow.Table
@@ -443,7 +442,7 @@ def refresh_derived(con: duckdb.DuckDBPyConnection, models: AnalysisModels | Non
             if model is None or not _reproduces(con, table, key, model):
                 stale.setdefault(table, []).append(key)
                 continue
-            ids, blocks, losses = _arrays(added, getattr(model, "modality", None) == lc_index.SPACE)
+            ids, blocks, losses = _arrays(added, getattr(model, "modality", None) == SPACE)
             if table == "predictions":
                 rows = model.predict(ids, blocks)
                 _insert(con, "insert_predictions", rows)
@@ -513,7 +512,7 @@ def add_sources(cat_dir: Path, inputs: list[Path], skip_existing: bool = False, 
         No catalogue or no models at ``cat_dir``, an unreadable ``analysis/`` model, or the
         assembled catalogue fails its checks.
     """
-    from latentcat.catalog.build import input_checksums
+    from latentcat.provenance import input_checksums
     from latentcat.features.extract import extract_features
     from latentcat.gaia.ingest import ingest
     from latentcat.models.embed import embed
@@ -535,7 +534,7 @@ def add_sources(cat_dir: Path, inputs: list[Path], skip_existing: bool = False, 
     report_cleaned = clean_leftovers(cat_dir)
     work = Path(tempfile.mkdtemp(prefix=f".{cat_dir.name}.add-{os.getpid()}-", dir=cat_dir.parent))
     try:
-        stage = work / "stage"
+        stage = work / STAGE_DIR
         ingest(inputs, stage, keep_variability_rejected=settings["keep_variability_rejected"])
         staged = _staged_ids(stage)
         listed = np.unique(np.concatenate([
@@ -597,10 +596,10 @@ def add_sources(cat_dir: Path, inputs: list[Path], skip_existing: bool = False, 
             added_space = space_rows(ids, vectors)
             write_space(con, added_space)
             old_info, seed = old["build_info"].get("indexes", {}), int(old["build_info"].get("seed", 0))
-            space_sets = {lc_index.parse_block_set(k.removeprefix(f"{lc_index.SPACE}:"), PARTS)
-                          for k in old_info if k.startswith(f"{lc_index.SPACE}:")}
+            space_sets = {parse_block_set(k.removeprefix(f"{SPACE}:"), PARTS)
+                          for k in old_info if k.startswith(f"{SPACE}:")}
             space_sets = sorted(space_sets | set(present_sets(vectors)), key=lambda s: (-len(s), [PARTS.index(p) for p in s]))
-            indexes = _append_indexes(cat_dir / INDEX_DIR, new / INDEX_DIR, ids, latents, lc_index.BLOCK_SETS,
+            indexes = _append_indexes(cat_dir / INDEX_DIR, new / INDEX_DIR, ids, latents, BLOCK_SETS,
                                       False, replaced, old_info, seed)
             indexes.update(_append_indexes(cat_dir / INDEX_DIR, new / INDEX_DIR, ids, vectors, space_sets,
                                            True, replaced, old_info, seed))

@@ -44,10 +44,9 @@ import pyarrow.parquet as pq
 from latentcat import __version__
 from latentcat.errors import InputError, LatentcatError
 from latentcat.errors import one_line as _one_line
-from latentcat.gaia.readers import MAX_SOURCE_ID
+from latentcat.gaia.source_ids import MAX_SOURCE_ID
+from latentcat.layout import shards
 
-HATS_DIR = "embeddings_hats"
-"""Folder of the HATS catalogue inside a catalogue folder."""
 
 CATALOG_NAME = "latentcat_embeddings"
 """The catalogue name written to the HATS properties (``obs_collection``)."""
@@ -105,12 +104,11 @@ def _relations(embeddings, sources, con: duckdb.DuckDBPyConnection | None) -> du
             return x
         if isinstance(x, pa.Table):
             return con.from_arrow(x)
-        from latentcat.catalog.store import _shards  # here: store imports this module
 
         path = Path(x)
         if not path.exists():
             raise InputError(f"{path}: no such file or folder")
-        files = _shards(path, what) if path.is_dir() else [path]
+        files = shards(path, what) if path.is_dir() else [path]
         return con.read_parquet([str(f) for f in files])
 
     emb = relation(embeddings, "embeddings")

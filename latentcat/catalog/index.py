@@ -4,7 +4,7 @@ A *block set* is a non-empty combination of the three 5-D latent blocks, always 
 order xp, dm-dt, fold. The index of a block set holds every source that has all of its
 blocks, the blocks concatenated; its ids are Gaia DR3 source_ids (int64). A query that
 lacks XP is therefore answered by the ``dmdt+fold`` index, and nothing is ever zero-filled.
-The search space (`latentcat.catalog.space`) is indexed the same way over its parts (xp,
+The search space (`latentcat.analysis.space`) is indexed the same way over its parts (xp,
 dmdt, fold, colour), in files named ``space_<parts>.faiss``.
 
 Below ``exact_max`` vectors an index is exact (``IndexFlatL2``); above it, IVF-Flat with
@@ -14,7 +14,6 @@ a sample of the catalogue's own vectors reaches ``target_recall``.
 
 from __future__ import annotations
 
-import itertools
 import os
 import time
 from pathlib import Path
@@ -23,48 +22,10 @@ import faiss
 import numpy as np
 import pyarrow as pa
 
-BLOCKS = ("xp", "dmdt", "fold")
-"""The latent blocks, in the order they are concatenated."""
-
-BLOCK_DIM = 5
-"""Latent dimensions per block."""
-
-BLOCK_SETS: tuple[tuple[str, ...], ...] = tuple(
-    combo for r in (3, 1, 2) for combo in itertools.combinations(BLOCKS, r)
-)
-"""Every block set that gets an index: the joint set, each block alone, each pair."""
+from latentcat.blocks import BLOCK_DIM, BLOCK_SETS, BLOCKS, SPACE, block_set_name
 
 EXACT_MAX = 1_000_000
 """Largest index built exact; above it the index is IVF-Flat."""
-
-
-def block_set_name(blocks: tuple[str, ...]) -> str:
-    """Name of a block set as users see it, e.g. ``"dmdt+fold"``."""
-    return "+".join(blocks)
-
-
-def parse_block_set(name: str, blocks: tuple[str, ...] = BLOCKS) -> tuple[str, ...]:
-    """Blocks named by ``"all"``, ``"xp"``, ``"dmdt+fold"``, ... in canonical order.
-
-    ``blocks`` is the canonical list (the latent blocks, or the search space's parts).
-
-    Raises
-    ------
-    ValueError
-        If a name is not a block or a block repeats.
-    """
-    if name == "all":
-        return tuple(blocks)
-    parts = name.split("+")
-    if not parts or any(p not in blocks for p in parts) or len(set(parts)) != len(parts):
-        raise ValueError(
-            f"unknown modality {name!r}: use 'all', {', '.join(repr(b) for b in blocks)} or a '+'-joined set"
-        )
-    return tuple(b for b in blocks if b in parts)
-
-
-SPACE = "space"
-"""Name of the search space (`latentcat.catalog.space`) in modalities, index keys and file names."""
 
 
 def index_key(blocks: tuple[str, ...], space: bool = False) -> str:

@@ -21,9 +21,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from latentcat.catalog import index as lc_index
-from latentcat.catalog.hats import HATS_DIR, write_embeddings_hats
-from latentcat.catalog.space import SearchSpace, present_sets, space_parts, space_rows
+from latentcat.catalog.hats import write_embeddings_hats
+from latentcat.analysis.space import SearchSpace, present_sets, space_parts, space_rows
 from latentcat.errors import InputError, LatentcatError
+from latentcat.layout import DB_NAME, HATS_DIR, INDEX_DIR, shards
 from latentcat.errors import one_line as _one_line
 
 SQL_DIR = Path(str(resources.files("latentcat") / "sql"))
@@ -42,8 +43,6 @@ DuckDB has from 1.3 on.) A written catalogue keeps its format: DuckDB writes to 
 file (predictions, outlier scores, map, `latentcat add`) in the format the file has.
 """
 
-DB_NAME = "catalog.duckdb"
-INDEX_DIR = "index"
 
 REQUIRED_COLUMNS = {
     "sources": ("source_id",),
@@ -112,13 +111,6 @@ def _add_source_columns(con: duckdb.DuckDBPyConnection, path: Path) -> None:
             con.execute(f"ALTER TABLE sources ADD COLUMN {ident} {dtype}")
 
 
-def _shards(folder: Path, prefix: str) -> list[Path]:
-    paths = sorted(Path(folder).glob(f"{prefix}-*.parquet"))
-    if not paths:
-        raise InputError(f"{folder}: no {prefix}-*.parquet shards")
-    return paths
-
-
 def load_tables(con: duckdb.DuckDBPyConnection, stage_dir: Path, features_dir: Path, emb_dir: Path) -> None:
     """Check and insert the staging, feature and embedding tables into an open catalogue.
 
@@ -143,8 +135,8 @@ def load_tables(con: duckdb.DuckDBPyConnection, stage_dir: Path, features_dir: P
     tables = {
         "sources": [sources],
         "labels": [labels] if labels.exists() else [],
-        "features": _shards(features_dir, "features"),
-        "embeddings": _shards(emb_dir, "embeddings"),
+        "features": shards(features_dir, "features"),
+        "embeddings": shards(emb_dir, "embeddings"),
     }
     for table, paths in tables.items():
         if not paths:
@@ -291,7 +283,7 @@ def write_catalog(
 
 
 def write_space(con: duckdb.DuckDBPyConnection, rows: pa.Table, rule: SearchSpace | None = None) -> None:
-    """Insert search-space rows (`latentcat.catalog.space.space_rows`) and, when given, the rule
+    """Insert search-space rows (`latentcat.analysis.space.space_rows`) and, when given, the rule
     that made them into an open catalogue."""
     con.register("_space_rows", rows)
     con.execute(sql_statements("load")["load_space"])

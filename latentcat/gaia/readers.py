@@ -42,13 +42,10 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from latentcat.errors import InputError
+from latentcat.gaia.source_ids import MAX_SOURCE_ID
 
 #: 2.5 / ln(10): converts a relative flux error into a magnitude error.
 MAG_ERR_FACTOR = 2.5 / np.log(10.0)
-
-#: Every Gaia DR3 source_id is above 0 and below this: ``source_id >> 35`` is the source's level-12
-#: nested HEALPix pixel, of which there are 12 * 4**12.
-MAX_SOURCE_ID = 12 * 4**12 << 35
 
 #: Band codes used in the point tables (G, BP, RP).
 BANDS = ("G", "BP", "RP")

@@ -1,4 +1,4 @@
-"""Figures drawn from a catalogue alone: a source with its neighbours, the map, the report.
+"""Figures drawn from a catalogue alone: a source with its neighbours, and the map.
 
 The feature rows (fold, XP, dm-dt) come from the catalogue's ``features/`` shards, the
 metadata and labels from ``catalog.duckdb``; nothing is recomputed.
@@ -13,7 +13,6 @@ import numpy as np
 import pyarrow.compute as pc
 
 from latentcat.errors import LatentcatError
-from latentcat.plots.figure import figure_png
 from latentcat.plots.latent_map import plot_map
 from latentcat.plots.rows import read_feature_rows
 from latentcat.plots.similar import plot_similar
@@ -75,41 +74,3 @@ def plot_catalog_map(cat, color_by: str = "labels.best_class_name", highlight: S
         "color_label": label}
     return plot_map(x, y, highlight=list(highlight) or None, ids=joined.column("source_id").to_numpy(),
                     out=out, size=size, title=f"latent map ({xy.num_rows:,} sources), colour: {color_by}", **kwargs)
-
-
-def write_catalog_report(cat, out_html: Path, top_outliers: int = 8) -> Path:
-    """One self-contained HTML page: summary, map, classifier scores and the top outliers."""
-    from latentcat.report import write_report
-
-    info = cat.info()
-    build = info.get("build_info", {})
-    summary = {
-        "catalogue": str(cat.path),
-        **{f"{k} rows": v for k, v in info.get("counts", {}).items()},
-        "built": build.get("built_at", "?"),
-        "seed": build.get("seed", "?"),
-        "latentcat": build.get("versions", {}).get("latentcat", "?"),
-    }
-    map_png = figure_png(plot_catalog_map(cat)) if cat.map().num_rows else None
-    # cross-validated scores of the build's classifier, and of the same classifier on the
-    # classic light-curve numbers alone: what the latents add
-    fitted = build.get("analyse", {}).get("classifier", {})
-    classifier = fitted.get("per_class", [])
-    if fitted.get("macro_f1") is not None:
-        summary["classifier macro F1 (cross-validated)"] = round(fitted["macro_f1"], 3)
-    if fitted.get("classic_numbers"):
-        c = fitted["classic_numbers"]
-        summary[f"on the {c['n']} labelled sources with light curves"] = (
-            f"{c['macro_f1']:.3f}; the same classifier on the classic light-curve numbers alone {c['baseline_macro_f1']:.3f}")
-    outliers = cat.sql(
-        "SELECT o.rank, o.source_id, round(o.score, 4) AS score, l.best_class_name, s.phot_g_mean_mag "
-        "FROM outlier_scores o LEFT JOIN labels l USING (source_id) LEFT JOIN sources s USING (source_id) "
-        "WHERE o.method = 'isolation_forest:space' ORDER BY o.rank LIMIT $n", {"n": top_outliers}).to_pylist()
-    if outliers:
-        rows = read_feature_rows(cat.path / "features", [r["source_id"] for r in outliers])
-        for i, r in enumerate(outliers):
-            r["thumbnail"] = figure_png(plot_similar(rows.slice(i, 1), [], meta={r["source_id"]: {
-                "class": r["best_class_name"], "g_mag": r["phot_g_mean_mag"]}}))
-    confusion = cat.path / "figures" / "confusion.png"
-    return write_report(out_html, summary, map_png, classifier_table=classifier or None,
-                        confusion_png=confusion if confusion.exists() else None, outliers=outliers or None)

@@ -36,8 +36,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from latentcat.catalog import index as lc_index
+from latentcat.blocks import block_set_name, BLOCKS, parse_block_set, SPACE
 from latentcat.errors import InputError, LatentcatError
+from latentcat.layout import MODELS_DIR
 
 TIME_FORMATS = ("gaia", "bjd", "jd", "mjd")
 """Accepted ``time_format`` values."""
@@ -195,7 +196,7 @@ def encode_query(cat_dir: Path, light_curve=None, xp=None, min_epochs: int = 10)
     from latentcat.features.extract import compute_shard
     from latentcat.models.embed import embed
 
-    models = Path(cat_dir) / "models"
+    models = Path(cat_dir) / MODELS_DIR
     if not models.is_dir():
         raise LatentcatError(f"{models}: the catalogue has no trained models to encode new data with")
     with tempfile.TemporaryDirectory(prefix="latentcat-query-") as tmp:
@@ -262,9 +263,9 @@ def similar_to_data(cat, light_curve=None, xp=None, k: int = 10, modality: str =
         raise LatentcatError("give a light curve, an XP spectrum or both")
     if bp_rp is not None and not np.isfinite(float(bp_rp)):
         raise LatentcatError(f"bp_rp must be a finite colour (mag), got {bp_rp!r}")
-    space = modality == lc_index.SPACE
+    space = modality == SPACE
     try:
-        wanted = lc_index.BLOCKS if space else lc_index.parse_block_set(modality)
+        wanted = BLOCKS if space else parse_block_set(modality)
     except ValueError as err:
         raise LatentcatError(f"{err}, or 'space', the default") from None
     settings = feature_settings(cat.path, cat.info()["build_info"])
@@ -284,25 +285,25 @@ def similar_to_data(cat, light_curve=None, xp=None, k: int = 10, modality: str =
     if xp_arrays is not None and feats["xp_reason"] is not None:
         raise LatentcatError(f"xp: no XP code for this spectrum ({feats['xp_reason']}): both BP and RP are needed")
 
-    have = tuple(b for b in lc_index.BLOCKS if emb[f"z_{b}"] is not None)
-    blocks = have if modality in ("all", lc_index.SPACE) else wanted
+    have = tuple(b for b in BLOCKS if emb[f"z_{b}"] is not None)
+    blocks = have if modality in ("all", SPACE) else wanted
     missing = [b for b in blocks if b not in have]
     if missing or not blocks:
         what = "+".join(missing) or "latent"
         hint = "an XP spectrum gives the xp block" if "xp" in missing else "a light curve gives dmdt and fold"
         raise LatentcatError(f"the query has no {what} code ({hint}; is the model in models/?)")
     if space:
-        from latentcat.catalog.space import space_parts
+        from latentcat.analysis.space import space_parts
 
         latents = {b: (emb[f"z_{b}"] if emb[f"z_{b}"] is not None else np.full(5, np.nan))[None, :]
-                   for b in lc_index.BLOCKS}
+                   for b in BLOCKS}
         parts = cat.space_rule().transform(space_parts(latents, None if bp_rp is None else np.array([bp_rp])))
         blocks = blocks + (("colour",) if bp_rp is not None else ())
         vector = np.concatenate([parts[b][0] for b in blocks])
-        searched = f"{lc_index.SPACE}:{lc_index.block_set_name(blocks)}"
+        searched = f"{SPACE}:{block_set_name(blocks)}"
     else:
         vector = np.concatenate([emb[f"z_{b}"] for b in blocks])
-        searched = lc_index.block_set_name(blocks)
+        searched = block_set_name(blocks)
     neighbours = cat.similar(vector, k=k, modality=searched, where=where)
 
     info = {
@@ -315,8 +316,8 @@ def similar_to_data(cat, light_curve=None, xp=None, k: int = 10, modality: str =
         "period_reliable": feats["period_reliable"],
         "amplitude": feats["g_amplitude"],
         "time_span": feats["time_span"],
-        "latents": {b: emb[f"z_{b}"] for b in lc_index.BLOCKS},
-        "recon_loss": {b: emb[f"recon_loss_{b}"] for b in lc_index.BLOCKS},
+        "latents": {b: emb[f"z_{b}"] for b in BLOCKS},
+        "recon_loss": {b: emb[f"recon_loss_{b}"] for b in BLOCKS},
         "lc_reason": feats["lc_reason"],
         "xp_reason": feats["xp_reason"],
         "time_format": time_format,

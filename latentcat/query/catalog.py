@@ -4,12 +4,9 @@
     >>> cat = latentcat.open("cat/")
     >>> cat.similar(5853498713190525696, k=10, where="phot_g_mean_mag < 16")
     >>> cat.sql("SELECT best_class_name, count(*) FROM labels GROUP BY 1")
-    >>> result = cat.classify()                     # cross-validated report + predictions
-    >>> cat.outliers(top=100)                        # isolation forest on the search space
-    >>> xy = cat.fit_map(seed=0)                     # parametric 2-D map: every source on it
+    >>> cat.map(with_meta=True)                      # the stored 2-D map
 
-The analyses return tables; storing them is the writer's job
-(`latentcat.catalog.store.write_predictions`, ``write_outlier_scores``, ``write_map``).
+Classifiers, outlier rankings and the map are fitted on an open Catalog by `latentcat.analyse`.
 
 Many processes may open the same catalogue at once; none of them can change it. A Catalog is a
 snapshot: its DuckDB connection and every FAISS index are opened when it is, so a later
@@ -32,16 +29,18 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from latentcat.blocks import BLOCK_DIM, BLOCKS, parse_block_set, SPACE
 from latentcat.catalog import index as lc_index
-from latentcat.catalog.store import DB_NAME, INDEX_DIR, sql_statements
+from latentcat.catalog.store import sql_statements
 from latentcat.errors import LatentcatError
 from latentcat.errors import one_line as _one_line
+from latentcat.layout import DB_NAME, INDEX_DIR
 
 MAX_K = 10_000
 """Most neighbours one `Catalog.similar` call returns."""
 
 MODALITIES = ("space", "all", "xp", "dmdt", "fold")
-"""``space``: the search space (latent blocks and colour, `latentcat.catalog.space`), the
+"""``space``: the search space (latent blocks and colour, `latentcat.analysis.space`), the
 default; ``all``: the latent blocks a source has; or one block or a '+'-joined set of blocks."""
 
 
@@ -49,12 +48,12 @@ def _modality(modality: str) -> tuple[bool, tuple[str, ...], str]:
     """(search space?, the canonical names, the block-set spec) of a modality: ``"space"`` is the
     search space on the parts a query has, ``"space:dmdt+fold"`` named parts of it; anything
     else names latent blocks."""
-    from latentcat.catalog.space import PARTS
+    from latentcat.analysis.space import PARTS
 
     head, colon, spec = str(modality).partition(":")
-    if head == lc_index.SPACE:
+    if head == SPACE:
         return True, PARTS, spec if colon else "all"
-    return False, lc_index.BLOCKS, modality
+    return False, BLOCKS, modality
 
 
 def _jsonable(value):
@@ -71,8 +70,8 @@ class Catalog:
         self._local = threading.local()
         self._indexes: dict[tuple, object] = {}
         for file in sorted((self.path / INDEX_DIR).glob("*.faiss")):  # the snapshot: every index now
-            space = file.stem.startswith(f"{lc_index.SPACE}_")
-            blocks = tuple(file.stem.removeprefix(f"{lc_index.SPACE}_").split("_"))
+            space = file.stem.startswith(f"{SPACE}_")
+            blocks = tuple(file.stem.removeprefix(f"{SPACE}_").split("_"))
             try:
                 self._indexes[(space, blocks)] = lc_index.read_index(file)
             except RuntimeError as err:  # FAISS reports a damaged file as a RuntimeError
@@ -167,8 +166,8 @@ class Catalog:
         return index
 
     def space_rule(self):
-        """The catalogue's stored search-space rule (`latentcat.catalog.space.SearchSpace`)."""
-        from latentcat.catalog.space import SearchSpace
+        """The catalogue's stored search-space rule (`latentcat.analysis.space.SearchSpace`)."""
+        from latentcat.analysis.space import SearchSpace
 
         return SearchSpace.from_table(self._query(sql_statements("query")["space_rule"]))
 
@@ -180,7 +179,7 @@ class Catalog:
         LatentcatError
             ``source_id`` is not in the catalogue.
         """
-        from latentcat.catalog.space import PARTS
+        from latentcat.analysis.space import PARTS
 
         rows = self._query(sql_statements("query")["space_of"].format(source_id=int(source_id)))
         if rows.num_rows == 0:
@@ -202,19 +201,19 @@ class Catalog:
         row = rows.to_pylist()[0]
         return {
             b: None if row[f"z_{b}"] is None else np.asarray(row[f"z_{b}"], np.float32)
-            for b in lc_index.BLOCKS
+            for b in BLOCKS
         }
 
     def _resolve(self, query, modality: str) -> tuple[np.ndarray, tuple[str, ...], int | None]:
         """The query vector, the block (or part) set searched and the query's own source_id."""
-        from latentcat.catalog.space import PART_DIM
+        from latentcat.analysis.space import PART_DIM
 
         space, names, spec = _modality(modality)
         try:
-            wanted = lc_index.parse_block_set(spec, names)
+            wanted = parse_block_set(spec, names)
         except ValueError as err:
             raise LatentcatError(f"{err}, or 'space', the default") from None
-        dims = PART_DIM if space else dict.fromkeys(names, lc_index.BLOCK_DIM)
+        dims = PART_DIM if space else dict.fromkeys(names, BLOCK_DIM)
         if isinstance(query, (int, np.integer)):
             source_id = int(query)
             codes = self.space_vector(source_id) if space else self.codes(source_id)
@@ -283,7 +282,7 @@ class Catalog:
         modality : {"space", "all", "xp", "dmdt", "fold"} or a block set such as "dmdt+fold"
             What is compared. ``"space"`` (the default): the search space, the latent blocks
             and the BP - RP colour standardised by the catalogue's stored rule
-            (`latentcat.catalog.space`), on the parts the query source has: a source without
+            (`latentcat.analysis.space`), on the parts the query source has: a source without
             XP is matched on dm-dt, fold and colour among the sources that have them;
             ``"space:dmdt+fold"`` names the parts. ``"all"``: the latent blocks themselves,
             every block the query has. Otherwise the named latent blocks.
@@ -372,152 +371,6 @@ class Catalog:
                 return json.loads(r["value"])
         record = json.dumps([[r["key"], r["value"]] for r in rows])
         return hashlib.sha256(record.encode()).hexdigest()[:12]
-
-    def _analysis_inputs(self, modality: str = lc_index.SPACE):
-        """source_ids, the vectors a modality analyses (the search-space parts, or the latent
-        blocks; NaN rows where missing) and the reconstruction losses."""
-        from latentcat.query.analysis_models import analysis_inputs
-
-        return analysis_inputs(self, space=modality == lc_index.SPACE)
-
-    def _labels(self, labels: str, n: int) -> pa.Array:
-        """The values of a 'table.column' for every embedded source, in source_id order."""
-        parts = labels.split(".") if isinstance(labels, str) else []
-        columns = self._query(sql_statements("query")["table_columns"]).to_pylist()
-        known = {(r["table_name"], r["column_name"]) for r in columns}
-        if len(parts) != 2 or tuple(parts) not in known:
-            raise LatentcatError(
-                f"labels {labels!r}: give 'table.column' naming a catalogue column, "
-                "e.g. 'labels.best_class_name'"
-            )
-        table, column = parts
-        if (table, "source_id") not in known:
-            raise LatentcatError(f"labels {labels!r}: table {table} has no source_id column")
-
-        def quote(name: str) -> str:
-            return '"' + name.replace('"', '""') + '"'
-
-        sql = sql_statements("query")["labels_of"].format(table=quote(table), column=quote(column))
-        try:
-            got = self._query(sql)
-        except LatentcatError as err:
-            raise LatentcatError(f"labels {labels!r}: {err}") from err
-        if got.num_rows != n:
-            raise LatentcatError(f"labels {labels!r}: {table} has more than one row per source_id")
-        return got.column("label")
-
-    def classify(self, labels: str = "labels.best_class_name", model: str = "hgb",
-                 modality: str = "space", min_per_class: int = 10, cv: int = 5, seed: int = 0):
-        """Train a classifier on the labelled sources' search-space vectors (or latent codes) and
-        predict every source.
-
-        Parameters
-        ----------
-        labels : str
-            ``"table.column"`` holding the class of each source (NULL = unlabelled).
-        model : {"hgb", "rf", "logreg"}
-            Histogram gradient boosting (default), random forest or logistic regression.
-        modality : {"space", "all", "xp", "dmdt", "fold"} or a block set such as "dmdt+fold"
-            ``"space"`` (default) classifies each source on the search-space parts it has
-            (latent blocks and colour, one model per set of parts); ``"all"`` on the latent
-            blocks it has; otherwise only the sources with all the named latent blocks are
-            classified.
-        min_per_class : int
-            Classes with fewer labelled sources are left out and reported.
-        cv : int
-            Stratified cross-validation folds of the reported scores.
-        seed : int
-            Seed of the folds and the models.
-
-        Returns
-        -------
-        latentcat.query.classify.ClassifyResult
-            Per-class precision/recall/F1, macro F1, confusion matrix, left-out classes,
-            ``baseline`` (the same classifier on the classic light-curve numbers alone, on the
-            same sources and folds) and ``predictions`` (source_id, class, probability,
-            model_id, blocks), ready for `latentcat.catalog.store.write_predictions`.
-
-        Raises
-        ------
-        LatentcatError
-            A bad labels column, model or modality, or fewer than two usable classes.
-        """
-        from latentcat.query.classify import CLASSIC, classify
-
-        ids, blocks, _ = self._analysis_inputs(modality)
-        values = self._labels(labels, ids.size)
-        classic = self._query(sql_statements("query")["classic_numbers"])
-        baseline = np.column_stack([classic.column(c).to_numpy(zero_copy_only=False).astype(np.float64)
-                                    for c in CLASSIC])
-        return classify(
-            ids, blocks, values, model=model, modality=modality, min_per_class=min_per_class,
-            cv=cv, seed=seed, labels_name=labels, build_id=self.build_id(), baseline=baseline,
-        )
-
-    def outliers(self, modality: str = "space", top: int | None = None,
-                 method: str = "isolation_forest", seed: int = 0) -> pa.Table:
-        """Rank the catalogue sources by how unusual they are.
-
-        Parameters
-        ----------
-        modality : {"space", "all", "xp", "dmdt", "fold"} or a block set
-            What is scored: ``"space"`` (default) the search-space parts each source has,
-            ``"all"`` the latent blocks it has, or the named latent blocks; for
-            ``recon_loss``, the modalities whose losses count (``"space"`` = ``"all"``).
-        top : int, optional
-            Return only the ``top`` most unusual sources.
-        method : {"isolation_forest", "recon_loss"}
-            Isolation forest on the latent codes, or the VAEs' reconstruction losses
-            (see `latentcat.query.outliers`).
-        seed : int
-            Seed of the isolation forests.
-
-        Returns
-        -------
-        pyarrow.Table
-            ``source_id, score, rank, method, blocks``, most unusual first (rank 1), ready for
-            `latentcat.catalog.store.write_outlier_scores` under the key in ``method``.
-        """
-        from latentcat.query.outliers import outlier_scores
-
-        ids, blocks, losses = self._analysis_inputs(modality)
-        return outlier_scores(ids, blocks, losses, method=method, modality=modality, top=top,
-                              seed=seed)
-
-    def fit_map(self, modality: str = "space", seed: int = 0, **params) -> pa.Table:
-        """Fit the parametric 2-D map and place the sources on it.
-
-        Parameters
-        ----------
-        modality : {"space", "all", "xp", "dmdt", "fold"} or a block set
-            ``"space"`` (default): every source is on the map, the network mapping those with
-            every search-space part and the others placed among their nearest mapped
-            neighbours on the parts they have (`latentcat.query.latent_map.FittedMap`).
-            Otherwise only the sources that have every named latent block (``"all"``: all three).
-        seed : int
-            Seed of the map.
-        **params
-            Further `latentcat.query.latent_map.ParametricMap` parameters.
-
-        Returns
-        -------
-        pyarrow.Table
-            ``source_id, x, y, blocks`` (the parts that placed each source), ready for
-            `latentcat.catalog.store.write_map`.
-        """
-        from latentcat.query.latent_map import map_blocks
-
-        ids, blocks, _ = self._analysis_inputs(modality)
-        return map_blocks(ids, blocks, modality, seed, **params)[0]
-
-    def plot_similar(self, source_id: int, k: int = 8, modality: str = "space", where: str | None = None, out=None):
-        """Figure of a source and its k nearest neighbours (fold, XP and dm-dt panels).
-
-        See `latentcat.plots.catalog_figures.plot_similar_from_catalog`; writes a PNG to ``out``.
-        """
-        from latentcat.plots.catalog_figures import plot_similar_from_catalog
-
-        return plot_similar_from_catalog(self, source_id, k=k, modality=modality, where=where, out=out)
 
     def map(self, with_meta: bool = False) -> pa.Table:
         """The stored 2-D map: ``source_id, x, y``, plus the source_meta columns with ``with_meta``.

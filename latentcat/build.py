@@ -8,7 +8,7 @@ The stages run in one direction, each reading the previous one's folder:
       -> models/       latentcat.models.trainer      the three VAEs
       -> embeddings/   latentcat.models.embed        15 latents per source
       -> catalog.duckdb + index/   latentcat.catalog.store
-      -> analyse       classifier predictions, outlier scores, 2-D map (when available)
+      -> analyse       latentcat.analyse: classifier predictions, outlier scores, 2-D map
 
 Everything is written into ``<catalog>.partial/``; ``build_state.json`` there records the
 finished stages, so ``--resume`` after a crash starts at the first unfinished stage (the
@@ -35,37 +35,12 @@ from rich.console import Console
 from latentcat.catalog.atomic import swap_in
 from latentcat.config import BuildConfig
 from latentcat.errors import LatentcatError
-from latentcat.provenance import software_versions
+from latentcat.layout import EMBEDDINGS_DIR, FEATURES_DIR, HATS_DIR, INDEX_DIR, MODELS_DIR, STAGE_DIR
+from latentcat.provenance import input_checksums, input_fingerprint, software_versions
 
 STAGES = ("ingest", "features", "train", "embed", "catalog", "analyse")
 
 console = Console(stderr=True)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _input_files(paths: list[Path]) -> list[Path]:
-    files: list[Path] = []
-    for p in paths:
-        files.extend(sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p] if p.exists() else [])
-    return files
-
-
-def input_checksums(paths: list[Path]) -> dict[str, dict]:
-    """Size and SHA-256 of every file under ``paths``: how a catalogue says what it was made from."""
-    return {str(f): {"bytes": f.stat().st_size, "sha256": _sha256(f)} for f in _input_files(paths)}
-
-
-def input_fingerprint(paths: list[Path]) -> dict[str, list[int]]:
-    """Size and modification time (ns) of every file under ``paths``: what a resumed build
-    checks its inputs against (cheap at any size; the catalogue records full checksums)."""
-    return {str(f): [f.stat().st_size, f.stat().st_mtime_ns] for f in _input_files(paths)}
 
 
 class BuildState:
@@ -138,8 +113,7 @@ def build(config: BuildConfig, out: Path | None = None, resume: bool = False) ->
     out : the catalogue folder; default ``[output] catalog`` of the configuration, else ./catalog.
     resume : continue an interrupted build in ``<out>.partial`` instead of starting afresh.
     """
-    from latentcat.catalog.hats import HATS_DIR
-    from latentcat.catalog.store import INDEX_DIR, write_catalog
+    from latentcat.catalog.store import write_catalog
     from latentcat.features.extract import extract_features
     from latentcat.gaia.ingest import ingest
     from latentcat.gaia.simulate import simulate_survey
@@ -153,8 +127,8 @@ def build(config: BuildConfig, out: Path | None = None, resume: bool = False) ->
     work.mkdir(parents=True, exist_ok=True)
     config_hash = hashlib.sha256(json.dumps(config.raw, sort_keys=True, default=str).encode()).hexdigest()
     seed = config.seed
-    stage_dir, features_dir = work / "stage", work / "features"
-    models_dir, emb_dir = work / "models", work / "embeddings"
+    stage_dir, features_dir = work / STAGE_DIR, work / FEATURES_DIR
+    models_dir, emb_dir = work / MODELS_DIR, work / EMBEDDINGS_DIR
 
     simulate_n = int(config.inputs.get("simulate_n", 0))
     if simulate_n > 0:
@@ -241,51 +215,40 @@ def analyse(cat_dir: Path, config: BuildConfig) -> dict:
     (true: isolation forest and reconstruction-loss rankings), ``map`` (true: the parametric
     2-D map). The confusion matrix and the map are also drawn into ``figures/``.
     """
+    from latentcat.analyse import analyse as run_analyses
     from latentcat.catalog import store
     from latentcat.plots import plot_confusion, plot_map
     from latentcat.query import open as open_catalog
-    from latentcat.query.analysis_models import fit_map_model, fit_outliers, save_analysis
 
     opts = config.analyse
-    seed = config.seed
-    report: dict = {}
-    figures = cat_dir / "figures"
-    figures.mkdir(exist_ok=True)
     with open_catalog(cat_dir) as cat:
         n_labelled = cat.sql("SELECT count(*) AS n FROM labels").column("n")[0].as_py()
-        result = None
-        if n_labelled and opts.get("classifier", "hgb"):
-            result = cat.classify(labels=opts.get("labels", "labels.best_class_name"),
-                                  model=opts.get("classifier", "hgb"), seed=seed)
-            report["classifier"] = {
-                "model_id": result.model_id, "macro_f1": result.macro_f1, "left_out": result.left_out,
-                "classic_numbers": result.baseline,
-                "per_class": result.report.to_pylist(),
-            }
-            plot_confusion(result.confusion, result.classes, out=figures / "confusion.png",
-                           title=f"{result.model_id}: cross-validated, macro F1 {result.macro_f1:.2f}")
-        fitted_outliers = []
-        if opts.get("outliers", True):
-            fitted_outliers = [fit_outliers(cat, "isolation_forest", "space", seed=seed),
-                               fit_outliers(cat, "recon_loss", "all", seed=seed)]
-        scores = [table for table, _ in fitted_outliers]
-        xy, map_model = fit_map_model(cat, seed=seed) if opts.get("map", True) else (None, None)
-        if xy is not None and xy.num_rows:
-            labels = cat.sql("SELECT source_id, best_class_name FROM labels")
-            coloured = xy.join(labels, "source_id", join_type="left outer")
-            plot_map(coloured.column("x").to_numpy(), coloured.column("y").to_numpy(),
-                     categories=coloured.column("best_class_name").to_pylist(),
-                     out=figures / "map.png", title="latent map, coloured by DR3 class")
-    # the catalogue is closed: now write
+    model = opts.get("classifier", "hgb")
+    done = run_analyses(
+        cat_dir,
+        classifier={"labels": opts.get("labels", "labels.best_class_name"), "model": model} if n_labelled and model else None,
+        outliers=[("isolation_forest", "space"), ("recon_loss", "all")] if opts.get("outliers", True) else (),
+        map_model={} if opts.get("map", True) else None,
+        seed=config.seed, keep=False,
+    )
+    report: dict = dict(done.rows)
+    figures = cat_dir / "figures"
+    figures.mkdir(exist_ok=True)
+    result = done.classifier
     if result is not None:
-        report["predictions"] = store.write_predictions(cat_dir, result.predictions, result.model_id)
-    for table in scores:
-        method = table.column("method")[0].as_py() if table.num_rows else "none"
-        report[f"outliers_{method}"] = store.write_outlier_scores(cat_dir, table, method)
-    if xy is not None:
-        report["map"] = store.write_map(cat_dir, xy)
-    # the fitted models, so `latentcat add` can classify, score and place new sources
-    manifest = save_analysis(cat_dir, classifier=result, outliers=[m for _, m in fitted_outliers], map_model=map_model)
+        report["classifier"] = {
+            "model_id": result.model_id, "macro_f1": result.macro_f1, "left_out": result.left_out,
+            "classic_numbers": result.baseline, "per_class": result.report.to_pylist(),
+        }
+        plot_confusion(result.confusion, result.classes, out=figures / "confusion.png",
+                       title=f"{result.model_id}: cross-validated, macro F1 {result.macro_f1:.2f}")
+    if done.map is not None and done.map[0].num_rows:
+        with open_catalog(cat_dir) as cat:
+            coloured = cat.sql("SELECT m.x, m.y, l.best_class_name FROM map m LEFT JOIN labels l USING (source_id)")
+        plot_map(coloured.column("x").to_numpy(), coloured.column("y").to_numpy(),
+                 categories=coloured.column("best_class_name").to_pylist(),
+                 out=figures / "map.png", title="latent map, coloured by DR3 class")
+    manifest = done.manifest
     report["stored_models"] = {k: list(manifest.get(k, [])) for k in ("classifiers", "outliers")} | {"map": "map" in manifest}
     store.update_build_info(cat_dir, {"analyse": report})
     return report

@@ -1,7 +1,7 @@
 """Classifiers trained on the search-space vectors or latent codes of the labelled sources.
 
 The vectors come as a dict of *blocks*: the search space's parts (``xp``, ``dmdt``, ``fold``,
-``colour``; ``modality="space"``, the default, `latentcat.catalog.space`) or the latent blocks
+``colour``; ``modality="space"``, the default, `latentcat.analysis.space`) or the latent blocks
 (``xp``, ``dmdt``, ``fold``). A source may lack a block (no XP for a faint star, too few epochs
 for the light-curve blocks, no colour). Missing blocks are never filled in. Instead, with
 ``modality="space"`` or ``"all"``, each source is classified on exactly the blocks it has:
@@ -26,7 +26,7 @@ Every model is a scikit-learn Pipeline: a StandardScaler, then the classifier, w
 
 The final models are kept as a `FittedClassifier` (``ClassifyResult.fitted``): it predicts
 sources that were not in the catalogue when it was fitted by the same rule, and it is what
-`latentcat.query.analysis_models.save_analysis` stores in a catalogue's ``analysis/`` folder.
+`latentcat.analysis.store.save_analysis` stores in a catalogue's ``analysis/`` folder.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from latentcat.catalog.index import BLOCKS, SPACE, block_set_name, parse_block_set
+from latentcat.blocks import block_set_name, BLOCKS, parse_block_set, SPACE
 from latentcat.errors import LatentcatError
 
 MODELS = ("logreg", "rf", "hgb")

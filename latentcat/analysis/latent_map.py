@@ -45,7 +45,7 @@ from scipy import sparse
 from scipy.optimize import curve_fit
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from latentcat.catalog.index import SPACE, parse_block_set
+from latentcat.blocks import parse_block_set, SPACE
 from latentcat.errors import LatentcatError
 
 

@@ -4,12 +4,12 @@ Two methods:
 
 ``isolation_forest``
     scikit-learn's IsolationForest on the search-space vectors (``modality="space"``, the
-    default: latent blocks and colour, `latentcat.catalog.space`) or on the latent codes: 200 trees, each grown on 256
+    default: latent blocks and colour, `latentcat.analysis.space`) or on the latent codes: 200 trees, each grown on 256
     sources drawn at random (``max_samples=256``, the size of the original paper by Liu et
     al. 2008; fewer when fewer sources exist). The score is ``-score_samples``, i.e.
     ``2 ** (-E[h] / c(256))`` in (0, 1]: about 0.5 for ordinary sources, near 1 for sources
     that are isolated in few cuts. With ``modality="space"`` or ``"all"`` the missing-block rule of
-    `latentcat.query.classify` applies: one forest per block set, fitted on every source that
+    `latentcat.analysis.classify` applies: one forest per block set, fitted on every source that
     has those blocks, scores the sources whose blocks are exactly that set. As every forest
     draws the same number of sources per tree, the scores share one scale.
 
@@ -36,9 +36,9 @@ import numpy as np
 import pyarrow as pa
 from sklearn.ensemble import IsolationForest
 
-from latentcat.catalog.index import BLOCKS, SPACE, block_set_name, parse_block_set
+from latentcat.blocks import block_set_name, BLOCKS, parse_block_set, SPACE
 from latentcat.errors import LatentcatError
-from latentcat.query.classify import assign_block_sets, block_presence, every, features, has_blocks
+from latentcat.analysis.classify import assign_block_sets, block_presence, every, features, has_blocks
 
 METHODS = ("isolation_forest", "recon_loss")
 """Outlier methods accepted by `outlier_scores`."""

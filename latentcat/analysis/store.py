@@ -1,26 +1,22 @@
 """The fitted analysis models of a catalogue, kept in its ``analysis/`` folder.
 
 A catalogue's predictions, outlier scores and 2-D map come from models fitted on the whole
-catalogue. They are stored beside the tables they produced, so that ``latentcat add`` can
-give sources added later rows made by the very same models:
+catalogue (`latentcat.analyse`). They are stored beside the tables they produced, so that
+``latentcat add`` can give sources added later rows made by the very same models:
 
     analysis/manifest.json          what is stored: model ids, methods, classes, versions
     analysis/classifier-<model_id>.joblib
-                                    `latentcat.query.classify.FittedClassifier`
+                                    `latentcat.analysis.classify.FittedClassifier`
     analysis/outliers-<method>-<modality>.joblib
-                                    `latentcat.query.outliers.OutlierModel` (isolation forests
+                                    `latentcat.analysis.outliers.OutlierModel` (isolation forests
                                     per block set, or the median and MAD of each loss)
-    analysis/map.joblib             `latentcat.query.latent_map.FittedMap` (the torch network
+    analysis/map.joblib             `latentcat.analysis.latent_map.FittedMap` (the torch network
                                     with its standardisation and parameters)
 
 The files are written with joblib, scikit-learn's recommended persistence: they are pickles,
 so load only catalogues you trust, with the scikit-learn and torch versions the manifest
 names.
 
-    >>> with latentcat.open("cat/") as cat:
-    ...     result = cat.classify()
-    ...     scores, forests = fit_outliers(cat, "isolation_forest")
-    ...     xy, network = fit_map_model(cat)
     >>> save_analysis("cat/", classifier=result, outliers=[forests], map_model=network)
     >>> load_analysis("cat/").classifiers[result.model_id].predict(ids, blocks)
 """
@@ -33,15 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import joblib
-import numpy as np
 
-from latentcat.catalog import index as lc_index
-from latentcat.catalog.store import sql_statements
-from latentcat.provenance import software_versions
 from latentcat.errors import LatentcatError
-
-ANALYSIS_DIR = "analysis"
-"""Folder of a catalogue that holds its fitted analysis models."""
+from latentcat.layout import ANALYSIS_DIR
+from latentcat.provenance import software_versions
 
 MANIFEST = "manifest.json"
 MAP_FILE = "map.joblib"
@@ -66,88 +57,6 @@ class AnalysisModels:
     outliers: dict = field(default_factory=dict)
     map: object | None = None
     manifest: dict = field(default_factory=dict)
-
-
-def analysis_inputs(cat, space: bool = True) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """source_ids, the vectors analysed and the reconstruction losses of every catalogue source.
-
-    Parameters
-    ----------
-    cat : latentcat.query.Catalog
-        An open catalogue.
-    space : bool
-        The search-space parts (`latentcat.catalog.space`); False: the latent blocks.
-
-    Returns
-    -------
-    ids : int64 (n,)
-        In source_id order.
-    blocks : dict of float32 (n, d)
-        The parts ``xp``, ``dmdt``, ``fold``, ``colour`` (or the blocks ``xp``, ``dmdt``,
-        ``fold``); rows of a missing part are NaN.
-    losses : dict of float32 (n,)
-        ``recon_loss_<block>``; NaN where missing.
-    """
-    from latentcat.catalog.space import vectors_of
-
-    if space:
-        table = cat.sql(sql_statements("query")["analysis_space"])
-        ids, blocks = table.column("source_id").to_numpy().astype(np.int64), vectors_of(table)
-    else:
-        table = cat.sql(sql_statements("query")["analysis_codes"])
-        ids, blocks = lc_index.codes_to_numpy(table)
-    losses = {
-        b: table.column(f"recon_loss_{b}").to_numpy(zero_copy_only=False).astype(np.float32)
-        for b in lc_index.BLOCKS
-    }
-    return ids, blocks, losses
-
-
-def fit_outliers(cat, method: str = "isolation_forest", modality: str = "space", seed: int = 0):
-    """Fit an outlier model on a catalogue and rank its sources.
-
-    Parameters
-    ----------
-    cat : latentcat.query.Catalog
-        An open catalogue.
-    method, modality, seed
-        See `latentcat.query.outliers.outlier_scores`.
-
-    Returns
-    -------
-    scores : pyarrow.Table
-        The same table as ``cat.outliers(modality, method=method, seed=seed)``.
-    model : OutlierModel
-        The fitted model, for `save_analysis`.
-    """
-    from latentcat.query.outliers import OutlierModel
-
-    ids, blocks, losses = analysis_inputs(cat, space=modality == lc_index.SPACE)
-    model = OutlierModel(method, modality, seed).fit(blocks, losses)
-    return model.rank(ids, blocks, losses), model
-
-
-def fit_map_model(cat, modality: str = "space", seed: int = 0, **params):
-    """Fit the 2-D map on a catalogue and place its sources.
-
-    Parameters
-    ----------
-    cat : latentcat.query.Catalog
-        An open catalogue.
-    modality, seed, **params
-        See `latentcat.query.Catalog.fit_map`.
-
-    Returns
-    -------
-    xy : pyarrow.Table
-        The same table as ``cat.fit_map(modality, seed, **params)``.
-    model : FittedMap
-        The fitted network, for `save_analysis`.
-    """
-    from latentcat.query.latent_map import map_blocks
-
-    ids, blocks, _ = analysis_inputs(cat, space=modality == lc_index.SPACE)
-    return map_blocks(ids, blocks, modality, seed, **params)
 
 
 def _outlier_file(key: str) -> str:
@@ -269,7 +178,4 @@ def load_analysis(cat_dir: Path) -> AnalysisModels | None:
     return models
 
 
-__all__ = [
-    "ANALYSIS_DIR", "AnalysisModels", "analysis_inputs", "fit_map_model", "fit_outliers",
-    "load_analysis", "save_analysis",
-]
+__all__ = ["AnalysisModels", "load_analysis", "save_analysis"]
