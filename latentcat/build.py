@@ -32,7 +32,7 @@ from typing import Callable
 
 from rich.console import Console
 
-from latentcat.catalog.atomic import swap_in
+from latentcat.atomic import swap_in
 from latentcat.config import BuildConfig
 from latentcat.errors import LatentcatError
 from latentcat.layout import EMBEDDINGS_DIR, FEATURES_DIR, HATS_DIR, INDEX_DIR, MODELS_DIR, STAGE_DIR

@@ -16,7 +16,7 @@ import numpy as np
 import typer
 
 from latentcat import __version__
-from latentcat.catalog.atomic import write_file
+from latentcat.atomic import write_file
 from latentcat.errors import LatentcatError
 
 app = typer.Typer(

@@ -68,7 +68,7 @@ import pyarrow.parquet as pq
 
 from latentcat.blocks import BLOCK_DIM, BLOCK_SETS, BLOCKS, parse_block_set, SPACE
 from latentcat.catalog import index as lc_index
-from latentcat.catalog.atomic import swap_in
+from latentcat.atomic import swap_in
 from latentcat.catalog.hats import write_embeddings_hats
 from latentcat.analysis.space import PARTS, SearchSpace, present_sets, space_parts, space_rows, vectors_of
 from latentcat.catalog.store import (

@@ -70,7 +70,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from latentcat.catalog.atomic import write_file
+from latentcat.atomic import write_file
 from latentcat.errors import InputError
 from latentcat.gaia import simulate_lc as lc
 from latentcat.gaia.readers import TRUTH_ROLE
