@@ -37,6 +37,7 @@ from latentcat.config import BuildConfig
 from latentcat.errors import LatentcatError
 from latentcat.layout import EMBEDDINGS_DIR, FEATURES_DIR, HATS_DIR, INDEX_DIR, MODELS_DIR, STAGE_DIR
 from latentcat.provenance import input_checksums, input_fingerprint, software_versions
+from latentcat.features import MIN_EPOCHS, SHARD_SIZE
 
 STAGES = ("ingest", "features", "train", "embed", "catalog", "analyse")
 
@@ -157,8 +158,8 @@ def build(config: BuildConfig, out: Path | None = None, resume: bool = False) ->
         state, "features", 2,
         lambda: extract_features(
             stage_dir, features_dir,
-            shard_size=int(config.features.get("shard_size", 20_000)),
-            min_epochs=int(config.features.get("min_epochs", 10)),
+            shard_size=int(config.features.get("shard_size", SHARD_SIZE)),
+            min_epochs=int(config.features.get("min_epochs", MIN_EPOCHS)),
             resume=True,
             **compute,
         ),

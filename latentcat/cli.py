@@ -19,6 +19,7 @@ import typer
 from latentcat import __version__
 from latentcat.atomic import write_file
 from latentcat.errors import LatentcatError
+from latentcat.features import MIN_EPOCHS, SHARD_SIZE
 
 app = typer.Typer(
     name="latentcat",
@@ -94,6 +95,16 @@ def _open_catalog(path: Optional[Path], allow_external_access: bool = False):
     import latentcat
 
     return latentcat.open(path or Path("catalog"), allow_external_access=allow_external_access)
+
+
+def _catalogue_to_write(path: Optional[Path], output: Optional[Path], force: bool) -> Path:
+    """The catalogue folder an analysis command writes into; its --output is refused before
+    anything is computed or written."""
+    with _open_catalog(path) as cat:
+        cat_dir = cat.path
+    if output is not None:
+        _checked_output(output, cat_dir, force)
+    return cat_dir
 
 
 def _checked_output(output: Path, protect: Optional[Path], force: bool) -> Path:
@@ -249,9 +260,9 @@ def fetch(
 def features(
     stage_dir: Path = typer.Argument(..., help="Staging folder written by `latentcat ingest`."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the feature shards."),
-    shard_size: int = typer.Option(20_000, "--shard-size", help="Sources per shard."),
+    shard_size: int = typer.Option(SHARD_SIZE, "--shard-size", help="Sources per shard."),
     workers: int = typer.Option(1, "--workers", "-j", help="Worker processes."),
-    min_epochs: int = typer.Option(10, "--min-epochs", help="Fewer cleaned G epochs than this: no light-curve features."),
+    min_epochs: int = typer.Option(MIN_EPOCHS, "--min-epochs", help="Fewer cleaned G epochs than this: no light-curve features."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Keep shards finished by an earlier run."),
     scheduler: str = typer.Option("processes", "--scheduler", help="processes (this machine) or dask (docs/dask.md)."),
     address: str = typer.Option("", "--address", help="A running Dask scheduler (tcp://host:8786); empty: a LocalCluster."),
@@ -427,10 +438,7 @@ def classify(
     from latentcat.analyse import analyse
     from latentcat.plots import plot_confusion
 
-    with _open_catalog(catalog) as cat:
-        cat_dir = cat.path
-    if output is not None:  # refused before anything is computed or written
-        _checked_output(output, cat_dir, force)
+    cat_dir = _catalogue_to_write(catalog, output, force)
     done = analyse(cat_dir, classifier={"labels": labels, "model": model, "modality": modality,
                                         "min_per_class": min_per_class}, seed=seed)
     result, n = done.classifier, done.rows["predictions"]
@@ -466,10 +474,7 @@ def outliers(
     """Rank every source by how unusual it is, store the scores, show the top ones with metadata."""
     from latentcat.analyse import analyse
 
-    with _open_catalog(catalog) as cat:
-        cat_dir = cat.path
-    if output is not None:  # refused before anything is computed or written
-        _checked_output(output, cat_dir, force)
+    cat_dir = _catalogue_to_write(catalog, output, force)
     done = analyse(cat_dir, outliers=[(method, modality)], seed=seed)
     key = done.outliers[0][1].key
     with _open_catalog(cat_dir) as cat:

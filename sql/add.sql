@@ -56,24 +56,3 @@ LIMIT $n;
 -- The BP - RP colour of the sources in _new_rows (NULL where gaia_source gives none), in their order.
 SELECT n.source_id, s.bp_rp FROM _new_rows AS n LEFT JOIN sources AS s USING (source_id)
 ORDER BY n.source_id;
-
--- name: insert_predictions
-INSERT INTO predictions SELECT source_id, class, probability, model_id FROM _new_rows;
-
--- name: insert_outlier_scores
--- The ranks are set by rerank_outlier_scores once the rows are in.
-INSERT INTO outlier_scores SELECT source_id, score, 0, $key FROM _new_rows;
-
--- name: rerank_outlier_scores
--- Rank every row of one method again: 1 = highest score, ties in source_id order, as in
--- write.sql's insert_outlier_scores.
-UPDATE outlier_scores AS o SET rank = r.rank
-FROM (
-    SELECT source_id,
-           row_number() OVER (ORDER BY score DESC, source_id) AS rank
-    FROM outlier_scores WHERE method = $key
-) AS r
-WHERE o.method = $key AND o.source_id = r.source_id;
-
--- name: insert_map
-INSERT INTO map SELECT source_id, x, y, blocks FROM _new_rows;

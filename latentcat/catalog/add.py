@@ -77,6 +77,7 @@ from latentcat.catalog.store import (
 from latentcat.errors import InputError, LatentcatError
 from latentcat.layout import DB_NAME, EMBEDDINGS_DIR, FEATURES_DIR, HATS_DIR, INDEX_DIR, MODELS_DIR, STAGE_DIR
 from latentcat.analysis.store import AnalysisModels, load_analysis
+from latentcat.features import MIN_EPOCHS, SHARD_SIZE
 
 
 DERIVED_TABLES = ("predictions", "outlier_scores", "map")
@@ -110,8 +111,8 @@ def feature_settings(cat_dir: Path, build_info: dict) -> dict:
     plan_path = Path(cat_dir) / FEATURES_DIR / "_features_plan.json"
     plan = json.loads(plan_path.read_text()) if plan_path.exists() else {}
     return {
-        "min_epochs": int(plan.get("min_epochs", features.get("min_epochs", 10))),
-        "shard_size": int(plan.get("shard_size", features.get("shard_size", 20_000))),
+        "min_epochs": int(plan.get("min_epochs", features.get("min_epochs", MIN_EPOCHS))),
+        "shard_size": int(plan.get("shard_size", features.get("shard_size", SHARD_SIZE))),
         "keep_variability_rejected": bool((config.get("inputs") or {}).get("keep_variability_rejected", False)),
         "device": str((config.get("models") or {}).get("device", "auto")),
     }
@@ -401,7 +402,7 @@ def _reproduces(con: duckdb.DuckDBPyConnection, table: str, key: str, model) -> 
 
 def _insert(con: duckdb.DuckDBPyConnection, statement: str, rows: pa.Table, key: str | None = None) -> None:
     con.register("_new_rows", rows)
-    con.execute(sql_statements("add")[statement], None if key is None else {"key": key})
+    con.execute(sql_statements("write")[statement], None if key is None else {"key": key})
     con.unregister("_new_rows")
 
 
@@ -445,7 +446,7 @@ def refresh_derived(con: duckdb.DuckDBPyConnection, models: AnalysisModels | Non
             ids, blocks, losses = _arrays(added, getattr(model, "modality", None) == SPACE)
             if table == "predictions":
                 rows = model.predict(ids, blocks)
-                _insert(con, "insert_predictions", rows)
+                _insert(con, "insert_predictions", rows, key)
                 refreshed[table][key] = rows.num_rows
             elif table == "outlier_scores":
                 score, _ = model.score(blocks, losses)
@@ -453,7 +454,7 @@ def refresh_derived(con: duckdb.DuckDBPyConnection, models: AnalysisModels | Non
                 _insert(con, "insert_outlier_scores",
                         pa.table({"source_id": pa.array(ids[ok], pa.int64()),
                                   "score": pa.array(score[ok], pa.float32())}), key)
-                con.execute(sql_statements("add")["rerank_outlier_scores"], {"key": key})
+                con.execute(sql_statements("write")["rank_outlier_scores"], {"key": key})
                 refreshed[table][key] = {"scored": int(ok.sum()), "unscored": int((~ok).sum())}
             else:
                 rows = model.place(ids, blocks)

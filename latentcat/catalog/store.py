@@ -316,6 +316,8 @@ def _replace_rows(cat_dir: Path, table: pa.Table, name: str, key: str | None) ->
         try:
             con.execute(statements[f"delete_{name}"], params)
             con.execute(statements[f"insert_{name}"], params)
+            if name == "outlier_scores":
+                con.execute(statements["rank_outlier_scores"], params)
         except duckdb.Error:
             con.execute("ROLLBACK")
             raise

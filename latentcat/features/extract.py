@@ -34,7 +34,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from latentcat.compute import check_folders, check_scheduler, check_written, shard_runner, write_parquet
 from latentcat.errors import InputError
-from latentcat.features import clean, dmdt, fold, period, stats, xp
+from latentcat.features import MIN_EPOCHS, SHARD_SIZE, clean, dmdt, fold, period, stats, xp
 from latentcat.features.ragged import compact, list_lengths, pad_lists, to_list_array
 
 FEATURES_SCHEMA = pa.schema(
@@ -81,10 +81,10 @@ def shard_name(index: int) -> str:
 def extract_features(
     stage_dir: Path,
     out: Path,
-    shard_size: int = 20_000,
+    shard_size: int = SHARD_SIZE,
     n_workers: int = 1,
     resume: bool = True,
-    min_epochs: int = 10,
+    min_epochs: int = MIN_EPOCHS,
     scheduler: str = "processes",
     address: str | None = None,
 ) -> dict:
@@ -194,7 +194,7 @@ def extract_features(
     return report
 
 
-def compute_shard(stage_dir: Path, lo: int, hi: int, min_epochs: int = 10) -> pa.Table:
+def compute_shard(stage_dir: Path, lo: int, hi: int, min_epochs: int = MIN_EPOCHS) -> pa.Table:
     """Features of the sources with ``lo <= source_id <= hi``, as a table in FEATURES_SCHEMA.
 
     Parameters
@@ -223,7 +223,7 @@ def compute_shard(stage_dir: Path, lo: int, hi: int, min_epochs: int = 10) -> pa
     return pa.table([columns[f.name] for f in FEATURES_SCHEMA], schema=FEATURES_SCHEMA) if n else FEATURES_SCHEMA.empty_table()
 
 
-def light_curve_features(time: np.ndarray, mag: np.ndarray, err: np.ndarray, min_epochs: int = 10) -> dict[str, np.ndarray]:
+def light_curve_features(time: np.ndarray, mag: np.ndarray, err: np.ndarray, min_epochs: int = MIN_EPOCHS) -> dict[str, np.ndarray]:
     """All light-curve features of a batch of NaN-padded G light curves.
 
     Parameters

@@ -39,6 +39,7 @@ import pyarrow.parquet as pq
 from latentcat.blocks import block_set_name, BLOCKS, parse_block_set, SPACE
 from latentcat.errors import InputError, LatentcatError
 from latentcat.layout import MODELS_DIR
+from latentcat.features import MIN_EPOCHS
 
 TIME_FORMATS = ("gaia", "bjd", "jd", "mjd")
 """Accepted ``time_format`` values."""
@@ -172,7 +173,7 @@ def _stage_query(stage: Path, light_curve, xp) -> None:
         pq.write_table(pa.table(cols), stage / "xp.parquet")
 
 
-def encode_query(cat_dir: Path, light_curve=None, xp=None, min_epochs: int = 10) -> tuple[dict, dict]:
+def encode_query(cat_dir: Path, light_curve=None, xp=None, min_epochs: int = MIN_EPOCHS) -> tuple[dict, dict]:
     """Features and latent codes of one query source, through the catalogue's own pipeline.
 
     Parameters
