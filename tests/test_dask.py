@@ -208,7 +208,7 @@ def test_a_bad_input_file_on_a_worker_is_the_same_one_line_error(real_inputs, cl
 
 def test_a_worker_that_cannot_see_the_ingest_folders_says_so(tmp_path):
     from latentcat.gaia.ingest import _read_one
-    from latentcat.gaia.readers import InputFile
+    from latentcat.gaia.formats import InputFile
 
     f = InputFile(DATA / "epoch_photometry_8_sources_labels.csv", "labels.csv", "csv", False, str(DATA))
     (tmp_path / "parts").mkdir()

@@ -27,8 +27,9 @@ from latentcat.catalog import store
 from latentcat.catalog.hats import MAX_SOURCE_ID, healpix29, write_embeddings_hats
 from latentcat.layout import HATS_DIR
 from latentcat.errors import InputError, LatentcatError
-from latentcat.gaia import readers
+from latentcat.gaia.formats import read_columns
 from latentcat.gaia.ingest import ingest
+from latentcat.gaia.inputs import find_inputs
 
 DATA = Path(__file__).parent / "data" / "gaia_dr3"
 VOT = DATA / "epoch_photometry_datalink_8_sources.vot.xml"
@@ -131,7 +132,7 @@ def test_hats_light_curves_equal_the_original_file(tmp_path, catalogues, expecte
 def test_a_collection_reads_its_catalogue_and_lists_its_margin_as_ignored(tmp_path, catalogues):
     collection = catalogues["arrays"]
     assert (collection / "collection.properties").exists()
-    files, ignored = readers.find_inputs([collection.parent], tmp_path)
+    files, ignored = find_inputs([collection.parent], tmp_path)
     text = (collection / "collection.properties").read_text().splitlines()
     primary = collection / dict(line.split("=", 1) for line in text if "=" in line)["hats_primary_table_url"]
     roots = {Path(f.bundle) for f in files}  # the catalogue folder of each leaf
@@ -140,12 +141,12 @@ def test_a_collection_reads_its_catalogue_and_lists_its_margin_as_ignored(tmp_pa
     assert len(margins) == 1 and Path(margins[0]).parent == collection
     assert not any("_metadata" in p or "properties" in p or "partition_info" in p for p in ignored)
     with pytest.raises(InputError, match="margin catalogue holds no rows"):
-        readers.find_inputs([Path(margins[0])], tmp_path)
+        find_inputs([Path(margins[0])], tmp_path)
 
 
 def test_hats_columns_are_not_offered(tmp_path, catalogues):
-    files, _ = readers.find_inputs([catalogues["nested_wide"]], tmp_path)
-    columns = readers.read_columns(files[0])
+    files, _ = find_inputs([catalogues["nested_wide"]], tmp_path)
+    columns = read_columns(files[0])
     assert "_healpix_29" in pq.read_schema(files[0].path).names and "_healpix_29" not in columns
     assert "lc" not in columns and {"g_transit_time", "bp_obs_time", "variability_flag_rp_reject"} <= set(columns)
 
@@ -176,7 +177,7 @@ def test_leaves_with_any_suffix_are_read_and_other_files_listed(tmp_path, catalo
     leaves[1].rename(leaves[1].with_name(leaves[1].stem + ".snappy.parquet"))
     (copy / "dataset" / "notes.txt").write_text("not a leaf")
     (leaves[2].parent / "Npix=x.parquet").write_bytes(b"not a leaf either")
-    files, ignored = readers.find_inputs([copy], tmp_path / "work")
+    files, ignored = find_inputs([copy], tmp_path / "work")
     assert {Path(f.name).name for f in files} >= {zipped.name, leaves[1].stem + ".snappy.parquet"}
     assert len(files) == len(leaves)
     assert sorted(ignored) == sorted([str(copy / "dataset" / "notes.txt"), str(leaves[2].parent / "Npix=x.parquet")])

@@ -12,7 +12,12 @@ import pytest
 from astropy.table import Table
 
 from latentcat.errors import InputError
-from latentcat.gaia import readers
+from latentcat.gaia.formats import InputFile, iter_batches, read_columns
+from latentcat.gaia.inputs import find_inputs, sampled_spectrum_kind, sniff_format
+from latentcat.gaia.layouts import (
+    XP_COLUMNS, detect_layout, epoch_points, label_columns, parse_array_strings, source_columns,
+    xp_coefficients,
+)
 
 DATA = Path(__file__).parent / "data" / "gaia_dr3"
 VOT = DATA / "epoch_photometry_datalink_8_sources.vot.xml"
@@ -20,32 +25,32 @@ LABELS = DATA / "epoch_photometry_8_sources_labels.csv"
 XP_FILES = ["XP_CONTINUOUS_RAW.csv", "XP_CONTINUOUS_RAW.ecsv", "XP_CONTINUOUS_RAW.fits", "XP_CONTINUOUS_RAW.xml"]
 
 
-def _one(path: Path, tmp_path: Path) -> readers.InputFile:
-    files, _ = readers.find_inputs([path], tmp_path / "work")
+def _one(path: Path, tmp_path: Path) -> InputFile:
+    files, _ = find_inputs([path], tmp_path / "work")
     assert len(files) == 1
     return files[0]
 
 
-def _read_all(f: readers.InputFile, rows: int = 10_000) -> pa.Table:
-    return pa.concat_tables(readers.iter_batches(f, rows))
+def _read_all(f: InputFile, rows: int = 10_000) -> pa.Table:
+    return pa.concat_tables(iter_batches(f, rows))
 
 
 @pytest.mark.parametrize("name, fmt", [(VOT.name, "votable"), (LABELS.name, "csv"), (XP_FILES[1], "ecsv"),
                                        (XP_FILES[2], "fits")])
 def test_format_is_sniffed_from_content_even_when_renamed_and_gzipped(tmp_path, name, fmt):
-    plain = readers.sniff_format(DATA / name)
+    plain = sniff_format(DATA / name)
     assert plain == (fmt, False)
     hidden = tmp_path / "download.bin.gz"  # neither name nor extension says what it is
     with open(DATA / name, "rb") as src, gzip.open(hidden, "wb") as dst:
         shutil.copyfileobj(src, dst)
-    assert readers.sniff_format(hidden) == (fmt, True)
+    assert sniff_format(hidden) == (fmt, True)
 
 
 def test_long_layout_points_match_astropy(tmp_path):
     ref = Table.read(VOT, format="votable")
     f = _one(VOT, tmp_path)
-    assert readers.detect_layout(readers.read_columns(f)) == {"epoch_long"}
-    points = pa.concat_tables(readers.epoch_points(b, "epoch_long", f.name) for b in readers.iter_batches(f, 100))
+    assert detect_layout(read_columns(f)) == {"epoch_long"}
+    points = pa.concat_tables(epoch_points(b, "epoch_long", f.name) for b in iter_batches(f, 100))
     assert points.num_rows == len(ref)
     sid = 1302439147363430272
     g_ref = (ref["source_id"] == sid) & (ref["band"] == "G")
@@ -63,9 +68,9 @@ def test_long_layout_points_match_astropy(tmp_path):
 def test_xp_continuous_in_every_format_gives_the_archive_values(tmp_path, name):
     ref = Table.read(DATA / "XP_CONTINUOUS_RAW.fits")
     f = _one(DATA / name, tmp_path)
-    assert readers.detect_layout(readers.read_columns(f)) == {"xp_continuous"}
-    xp = readers.xp_coefficients(_read_all(f), f.name)
-    assert xp.schema == pa.schema(list(readers.XP_COLUMNS.items()))
+    assert detect_layout(read_columns(f)) == {"xp_continuous"}
+    xp = xp_coefficients(_read_all(f), f.name)
+    assert xp.schema == pa.schema(list(XP_COLUMNS.items()))
     assert xp["source_id"].to_pylist() == list(ref["source_id"])
     for band in ("bp", "rp"):
         np.testing.assert_array_equal(np.array(xp[f"{band}_coefficients"].to_pylist()),
@@ -78,7 +83,7 @@ def test_xp_continuous_in_every_format_gives_the_archive_values(tmp_path, name):
 @pytest.mark.parametrize("name", ["XP_CONTINUOUS_RAW_with_missing_BP.csv", "XP_CONTINUOUS_RAW_with_missing_BP.ecsv"])
 def test_missing_bp_band_is_null_not_zero(tmp_path, name):
     f = _one(DATA / name, tmp_path)
-    xp = readers.xp_coefficients(_read_all(f), f.name)
+    xp = xp_coefficients(_read_all(f), f.name)
     assert xp.num_rows == 3
     assert [v is None for v in xp["bp_coefficients"].to_pylist()] == [False, True, False]
     assert xp["bp_n_relevant_bases"][1].as_py() is None
@@ -87,34 +92,34 @@ def test_missing_bp_band_is_null_not_zero(tmp_path, name):
 
 def test_text_arrays_in_both_archive_spellings():
     arr = pa.array(["[1.0, 2.5, null]", "(3.0, NaN)", None, "[]", " [4e2] "])
-    lists = readers.parse_array_strings(arr, pa.float64()).to_pylist()
+    lists = parse_array_strings(arr, pa.float64()).to_pylist()
     assert lists[0] == [1.0, 2.5, None]
     assert lists[1][0] == 3.0 and np.isnan(lists[1][1])
     assert lists[2] is None and lists[3] is None
     assert lists[4] == [400.0]
-    flags = readers.parse_array_strings(pa.array(["[false, true]", "(True, False)"]), pa.bool_()).to_pylist()
+    flags = parse_array_strings(pa.array(["[false, true]", "(True, False)"]), pa.bool_()).to_pylist()
     assert flags == [[False, True], [True, False]]
 
 
 def test_datalink_zip_bundle_lists_its_products(tmp_path):
     zipped = DATA / "gaia_dr3_source_id_5937083312263887616_dl_products_vot.zip"
-    files, ignored = readers.find_inputs([zipped], tmp_path)
+    files, ignored = find_inputs([zipped], tmp_path)
     assert ignored == []
-    layouts = {f.name.split(":")[1].split("-")[0]: readers.detect_layout(readers.read_columns(f)) for f in files}
+    layouts = {f.name.split(":")[1].split("-")[0]: detect_layout(read_columns(f)) for f in files}
     assert layouts == {"MCMC_MSC": {"datalink_other"}, "XP_CONTINUOUS": {"xp_continuous"},
                        "XP_SAMPLED": {"xp_sampled"}}
     sampled = next(f for f in files if "XP_SAMPLED" in f.name)
-    assert readers.sampled_spectrum_kind(sampled) == "XP_SAMPLED"
+    assert sampled_spectrum_kind(sampled) == "XP_SAMPLED"
 
 
 def test_one_table_can_feed_sources_and_labels(tmp_path):
     f = _one(LABELS, tmp_path)
-    assert readers.detect_layout(readers.read_columns(f)) == {"sources", "labels"}
+    assert detect_layout(read_columns(f)) == {"sources", "labels"}
     batch = _read_all(f)
-    src = readers.source_columns(batch, f.name)
+    src = source_columns(batch, f.name)
     assert src.column_names == ["source_id", "ra", "dec", "phot_g_mean_mag", "phot_bp_mean_mag", "phot_rp_mean_mag"]
     assert src.schema.field("ra").type == pa.float64() and src.schema.field("phot_g_mean_mag").type == pa.float32()
-    labels = readers.label_columns(batch, f.name)
+    labels = label_columns(batch, f.name)
     ref = Table.read(LABELS)
     assert labels["best_class_name"].to_pylist() == list(ref["best_class_name"])
 
@@ -127,7 +132,7 @@ def test_bad_cell_names_file_column_and_row(tmp_path):
     ref.write(bad, format="csv")
     f = _one(bad, tmp_path)
     with pytest.raises(InputError, match=r"lc\.csv: column 'time', row 4: .*2016-01-01"):
-        readers.epoch_points(_read_all(f), "epoch_long", f.name)
+        epoch_points(_read_all(f), "epoch_long", f.name)
 
 
 def test_unknown_band_is_refused(tmp_path):
@@ -138,4 +143,4 @@ def test_unknown_band_is_refused(tmp_path):
     ref.write(bad, format="ascii.ecsv")
     f = _one(bad, tmp_path)
     with pytest.raises(InputError, match=r"lc\.ecsv: column 'band', row 3: unknown band 'V'"):
-        readers.epoch_points(_read_all(f), "epoch_long", f.name)
+        epoch_points(_read_all(f), "epoch_long", f.name)

@@ -1,1 +1,2 @@
-"""Gaia DR3 products: archive readers, the staging area, archive fetch and the survey simulator."""
+"""Gaia DR3 products: finding inputs, archive formats and layouts, the staging area, archive fetch
+and the survey simulator."""

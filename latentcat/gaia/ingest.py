@@ -1,7 +1,8 @@
 """The ingest stage: Gaia DR3 products in any supported layout -> the staging area.
 
-``ingest(inputs, out)`` reads every table found in ``inputs`` (files, zip bundles, folders),
-recognises its layout from its columns (:mod:`latentcat.gaia.readers`) and writes the
+``ingest(inputs, out)`` reads every table found in ``inputs`` (files, zip bundles, folders:
+:mod:`latentcat.gaia.inputs`, :mod:`latentcat.gaia.formats`), recognises its layout from its
+columns and turns it into canonical tables (:mod:`latentcat.gaia.layouts`), and writes the
 staging tables of ``docs/schemas.md``: ``light_curves.parquet``, ``xp.parquet``,
 ``sources.parquet``, ``labels.parquet`` (each only when some input had that kind of data)
 and ``ingest_report.json``.
@@ -75,7 +76,13 @@ from rich.progress import track
 
 from latentcat.compute import check_folders, check_scheduler, not_on_worker, shard_runner
 from latentcat.errors import InputError
-from latentcat.gaia import readers
+from latentcat.gaia.formats import InputFile, iter_batches, read_columns
+from latentcat.gaia.inputs import find_inputs, sampled_spectrum_kind
+from latentcat.gaia.layouts import (
+    CLASS_COLUMNS, GAIA_SOURCE_COLUMNS, SCORE_COLUMNS, WIDE_BANDS, XP_COLUMNS,
+    detect_layout, epoch_points, is_array_column, label_columns, source_columns, unknown_layout_message,
+    xp_coefficients,
+)
 
 #: Staging tables, in the order they are written.
 TABLES = ("light_curves", "xp", "sources", "labels")
@@ -153,16 +160,16 @@ def ingest(inputs: list[Path], out: Path, keep_variability_rejected: bool = Fals
 def _run(inputs: list[Path], work: Path, keep_var: bool, chunk_rows: int, compute: tuple) -> dict:
     """Read every input into part files (one job per file, on ``compute`` = (scheduler, address,
     n_workers)), then merge them into ``work/final`` here."""
-    files, ignored = readers.find_inputs(inputs, work / "inputs")
+    files, ignored = find_inputs(inputs, work / "inputs")
     if not files:
         names = ", ".join(str(p) for p in inputs)
         raise InputError(f"{names}: no table files to ingest (looked for VOTable, ECSV, CSV, FITS, Parquet and zip bundles)")
     plan = []
     for f in files:
-        columns = readers.read_columns(f)
-        layout = readers.detect_layout(columns)
+        columns = read_columns(f)
+        layout = detect_layout(columns)
         if not layout:
-            raise InputError(f"{f.name}: {readers.unknown_layout_message(columns)}")
+            raise InputError(f"{f.name}: {unknown_layout_message(columns)}")
         plan.append((f, layout, columns))
 
     xp_bundles = {f.bundle for f, layout, _ in plan if "xp_continuous" in layout}
@@ -175,7 +182,7 @@ def _run(inputs: list[Path], work: Path, keep_var: bool, chunk_rows: int, comput
             skipped.append({"file": f.name, "product": "MCMC samples", "reason": "not used by latentcat"})
             continue
         if layout == {"xp_sampled"}:
-            kind = readers.sampled_spectrum_kind(f)
+            kind = sampled_spectrum_kind(f)
             if kind == "RVS":
                 skipped.append({"file": f.name, "product": "RVS", "reason": "not used by latentcat"})
                 continue
@@ -227,7 +234,7 @@ def _run(inputs: list[Path], work: Path, keep_var: bool, chunk_rows: int, comput
     }
 
 
-def _read_one(f: readers.InputFile, index: int, layout: set[str], columns: list[str], parts: str,
+def _read_one(f: InputFile, index: int, layout: set[str], columns: list[str], parts: str,
               keep_var: bool, chunk_rows: int) -> dict:
     """Read one input in batches and write its part files; return its report entry.
 
@@ -251,11 +258,11 @@ def _read_one(f: readers.InputFile, index: int, layout: set[str], columns: list[
     heavy = "xp_continuous" in layout or ("epoch_wide" in layout and _looks_bulk(f))
     batch_rows = max(1, chunk_rows // WIDE_ROW_WEIGHT) if heavy else chunk_rows
     row0 = 0
-    for batch_no, batch in enumerate(readers.iter_batches(f, batch_rows, used)):
+    for batch_no, batch in enumerate(iter_batches(f, batch_rows, used)):
         stem = f"{index:05d}-{batch_no:06d}.parquet"
         if "epoch_long" in layout or "epoch_wide" in layout:
             kind = "epoch_long" if "epoch_long" in layout else "epoch_wide"
-            points = readers.epoch_points(batch, kind, f.name, row0)
+            points = epoch_points(batch, kind, f.name, row0)
             kept, seen, counts = clean_points(points, keep_var)
             for reason, n in counts.items():
                 if reason == "empty_slot":
@@ -267,15 +274,15 @@ def _read_one(f: readers.InputFile, index: int, layout: set[str], columns: list[
         if "xp_continuous" in layout:
             from latentcat.gaia.xp import convert_xp
 
-            xp = convert_xp(readers.xp_coefficients(batch, f.name, row0))
+            xp = convert_xp(xp_coefficients(batch, f.name, row0))
             _write(parts / "xp", stem, _tag(xp, index))
         if "sources" in layout:
-            sources = readers.source_columns(batch, f.name, row0)
+            sources = source_columns(batch, f.name, row0)
             if layout & {"epoch_long", "epoch_wide"}:  # a row per epoch or transit repeats the source's values
                 sources = sources.group_by(sources.column_names).aggregate([])
             _write(parts / "sources", stem, _tag(sources, index))
         if "labels" in layout:
-            _write(parts / "labels", stem, _tag(readers.label_columns(batch, f.name, row0), index))
+            _write(parts / "labels", stem, _tag(label_columns(batch, f.name, row0), index))
         entry["rows"] += batch.num_rows
         row0 += batch.num_rows
     if entry["rows"] == 0:
@@ -290,20 +297,20 @@ def _used_columns(layout: set[str], columns: list[str]) -> list[str]:
         used |= {"band", "time", "mag", "mag_err", "flux", "flux_error", "rejected_by_photometry",
                  "rejected_by_variability"}
     if "epoch_wide" in layout:
-        used |= {c for cols in readers.WIDE_BANDS.values() for c in cols} | {"rejected_by_photometry"}
+        used |= {c for cols in WIDE_BANDS.values() for c in cols} | {"rejected_by_photometry"}
     if "xp_continuous" in layout:
-        used |= set(readers.XP_COLUMNS)
+        used |= set(XP_COLUMNS)
     if "sources" in layout:
-        used |= set(readers.GAIA_SOURCE_COLUMNS)
+        used |= set(GAIA_SOURCE_COLUMNS)
     if "labels" in layout:
-        used |= set(readers.CLASS_COLUMNS) | set(readers.SCORE_COLUMNS)
+        used |= set(CLASS_COLUMNS) | set(SCORE_COLUMNS)
     return [c for c in columns if c in used]
 
 
-def _looks_bulk(f: readers.InputFile) -> bool:
+def _looks_bulk(f: InputFile) -> bool:
     """Whether a wide epoch table holds one row per source (array columns)."""
-    for batch in readers.iter_batches(f, 16, ["g_transit_time"]):
-        return readers.is_array_column(batch.column("g_transit_time"))
+    for batch in iter_batches(f, 16, ["g_transit_time"]):
+        return is_array_column(batch.column("g_transit_time"))
     return False
 
 
@@ -313,7 +320,7 @@ def clean_points(points: pa.Table, keep_variability_rejected: bool = False) -> t
     Parameters
     ----------
     points : pyarrow.Table
-        :data:`latentcat.gaia.readers.POINT_SCHEMA` rows.
+        :data:`latentcat.gaia.layouts.POINT_SCHEMA` rows.
     keep_variability_rejected : bool
         Keep points flagged ``rejected_by_variability``.
 

@@ -73,7 +73,7 @@ import pyarrow.parquet as pq
 from latentcat.atomic import write_file
 from latentcat.errors import InputError
 from latentcat.gaia import simulate_lc as lc
-from latentcat.gaia.readers import TRUTH_ROLE
+from latentcat.gaia.inputs import TRUTH_ROLE
 from latentcat.gaia.simulate_lc import BP_TIME_OFFSET, CLASSES, RP_TIME_OFFSET, ZP_BP, ZP_G, ZP_RP
 
 #: solution_id of the DR3 variability and epoch photometry tables.

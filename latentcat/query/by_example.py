@@ -331,13 +331,15 @@ def similar_to_data(cat, light_curve=None, xp=None, k: int = 10, modality: str =
 
 def _plain_csv(path: Path, name: str, time_format: str) -> QueryData:
     """Read a plain time,mag,mag_err CSV (G band) into a QueryData."""
-    from latentcat.gaia import readers
+    from latentcat.gaia.formats import iter_batches
+    from latentcat.gaia.inputs import find_inputs
+    from latentcat.gaia.layouts import cast_column
 
-    files, _ = readers.find_inputs([path], path.parent)
+    files, _ = find_inputs([path], path.parent)
     parts = []
     row0 = 0
-    for batch in readers.iter_batches(files[0], 100_000):
-        parts.append([readers.cast_column(batch, c, pa.float64(), name, row0) for c in PLAIN_COLUMNS])
+    for batch in iter_batches(files[0], 100_000):
+        parts.append([cast_column(batch, c, pa.float64(), name, row0) for c in PLAIN_COLUMNS])
         row0 += batch.num_rows
     if not parts:
         raise InputError(f"{name}: no data rows")
@@ -389,8 +391,9 @@ def read_query_file(path: str | Path, time_format: str = "gaia", source_id: int 
         Unreadable file, a plain CSV with other columns, bad values (naming the row and
         column), several sources and no ``source_id``, or no usable data.
     """
-    from latentcat.gaia import readers
+    from latentcat.gaia.formats import read_columns
     from latentcat.gaia.ingest import ingest
+    from latentcat.gaia.inputs import find_inputs, sniff_format
 
     path = Path(path)
     name = str(path)
@@ -398,11 +401,11 @@ def read_query_file(path: str | Path, time_format: str = "gaia", source_id: int 
         raise InputError(f"{name}: no such file")
     if time_format not in TIME_FORMATS:
         raise InputError(f"unknown time format {time_format!r}: use one of {', '.join(TIME_FORMATS)}")
-    fmt, _ = readers.sniff_format(path, name)
+    fmt, _ = sniff_format(path, name)
     if fmt == "csv":
         with tempfile.TemporaryDirectory(prefix="latentcat-query-") as tmp:
-            files, _ = readers.find_inputs([path], Path(tmp))
-            columns = readers.read_columns(files[0])
+            files, _ = find_inputs([path], Path(tmp))
+            columns = read_columns(files[0])
         if "source_id" not in columns:
             if sorted(columns) != sorted(PLAIN_COLUMNS):
                 raise InputError(
