@@ -177,7 +177,7 @@ def fit_map_model(cat, modality: str = SPACE, seed: int = 0, **params):
     modality : str
         ``"space"`` (default): every source is on the map, the network mapping those with every
         search-space part and the others placed among their nearest mapped neighbours on the
-        parts they have (`latentcat.analysis.latent_map.FittedMap`). Otherwise only the sources
+        parts they have (`latentcat.analysis.latent_map.LatentMap`). Otherwise only the sources
         that have every named latent block (``"all"``: all three).
     seed : int
         Seed of the map.
@@ -188,7 +188,7 @@ def fit_map_model(cat, modality: str = SPACE, seed: int = 0, **params):
     -------
     xy : pyarrow.Table
         ``source_id, x, y, blocks`` (the parts that placed each source).
-    model : latentcat.analysis.latent_map.FittedMap
+    model : latentcat.analysis.latent_map.LatentMap
     """
     from latentcat.analysis.latent_map import map_blocks
 
@@ -204,7 +204,7 @@ class Analyses:
     ----------
     classifier : ClassifyResult or None
     outliers : list of (scores table, OutlierModel)
-    map : (xy table, FittedMap) or None
+    map : (xy table, LatentMap) or None
     rows : dict
         Rows written per table and key (``predictions``, ``outliers_<key>``, ``map``).
     manifest : dict

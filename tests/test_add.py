@@ -275,7 +275,7 @@ def test_added_sources_get_rows_from_the_stored_models(analysed_copy, new_archiv
 
     # predictions: exactly what the loaded classifier says for the added sources
     (model_id, classifier), = models.classifiers.items()
-    want = classifier.predict(ids[added], sub)
+    want = classifier.predict_table(ids[added], sub)
     got = pred.filter(pa.array(np.isin(pred.column("source_id").to_numpy(), ids[added])))
     assert got.num_rows == want.num_rows > 0
     assert got.column("source_id").equals(want.column("source_id"))

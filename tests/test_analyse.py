@@ -17,7 +17,7 @@ from latentcat.catalog import store
 from latentcat.catalog.index import codes_to_numpy, vectors_for
 from latentcat.errors import LatentcatError
 from latentcat.query import open as open_catalog
-from latentcat.analyse import analyse, analysis_inputs, fit_classifier, fit_map_model, fit_outliers
+from latentcat.analyse import analyse, analysis_inputs, fit_classifier, fit_map_model, fit_outliers, labels_of
 from latentcat.analysis.store import load_analysis, save_analysis
 from latentcat.analysis.latent_map import ParametricMap, fit_map
 from latentcat.analysis.outliers import OutlierModel
@@ -367,7 +367,7 @@ def test_stored_models_reproduce_the_catalogue_rows(cat, logreg, tmp_path):
     assert manifest["classifiers"][logreg.model_id]["classes"] == logreg.classes
     assert set(manifest["outliers"]) == {"isolation_forest:space", "recon_loss:all"}
     loaded = load_analysis(tmp_path)
-    assert loaded.classifiers[logreg.model_id].predict(ids, blocks).equals(logreg.predictions)
+    assert loaded.classifiers[logreg.model_id].predict_table(ids, blocks).equals(logreg.predictions)
     for model in fitted:
         again = loaded.outliers[model.key].rank(ids, blocks, losses)
         assert again.equals(model.rank(ids, blocks, losses))
@@ -408,6 +408,32 @@ def test_a_new_source_is_scored_on_the_catalogue_loss_scale(cat):
     assert names.tolist() == ["fold", "xp+dmdt+fold"]
 
 
+def test_fitted_models_are_scikit_learn_estimators(cat, logreg):
+    from sklearn.base import clone
+
+    ids, blocks, losses = analysis_inputs(cat)
+    # the classifier: a clone refitted on the same labels gives the catalogue's predictions
+    twin = clone(logreg.fitted)
+    assert twin.get_params() == {"model": "logreg", "modality": "space", "seed": 0,
+                                 "labels": "labels.best_class_name", "build_id": logreg.fitted.build_id}
+    assert not hasattr(twin, "models_")
+    names = labels_of(cat, "labels.best_class_name", ids.size).to_pylist()
+    y = [v if v in logreg.classes else None for v in names]
+    assert twin.fit(blocks, y).predict_table(ids, blocks).equals(logreg.predictions)
+    assert twin.model_id_ == logreg.model_id
+    predicted = twin.predict(blocks)
+    assert set(predicted[predicted != np.array(None)]) <= set(logreg.classes)
+    # the outlier model
+    model = OutlierModel("isolation_forest", "space", seed=4).fit(blocks, losses)
+    twin = clone(model)
+    assert twin.get_params() == {"method": "isolation_forest", "modality": "space", "seed": 4}
+    assert not hasattr(twin, "forests_")  # a clone is unfitted
+    np.testing.assert_array_equal(twin.fit(blocks, losses).score_samples(blocks, losses),
+                                  model.score_samples(blocks, losses))
+    other = clone(model).set_params(seed=5).fit(blocks, losses).score_samples(blocks, losses)
+    assert not np.allclose(other[np.isfinite(other)], model.score_samples(blocks, losses)[np.isfinite(other)])
+
+
 def test_forests_score_new_codes_and_leave_unknown_block_sets_unscored(cat):
     ids, blocks, losses = analysis_inputs(cat, "all")
     has = np.stack([~np.isnan(blocks[b][:, 0]) for b in ("xp", "dmdt", "fold")], axis=1)
@@ -427,7 +453,16 @@ def test_a_source_without_xp_is_on_the_map_among_its_class(cat, tables):
     xy, fitted = fit_map_model(cat, seed=0, n_steps=300)
     rows = {r["source_id"]: r for r in xy.to_pylist()}
     # the network maps the sources with every part; the others are placed by the parts they have
-    assert fitted.parts == ("xp", "dmdt", "fold", "colour")
+    assert fitted.parts_ == ("xp", "dmdt", "fold", "colour")
+    from sklearn.base import clone
+
+    assert clone(fitted).get_params() == {"modality": "space", "seed": 0, "map_params": {"n_steps": 300}}
+    ids_all, vectors, _ = analysis_inputs(cat)
+    on_map = fitted.transform(vectors)  # the same positions as the placed table, NaN where not placed
+    where = {sid: i for i, sid in enumerate(ids_all)}
+    np.testing.assert_array_equal(on_map[[where[s] for s in xy.column("source_id").to_pylist()]],
+                                  np.column_stack([xy.column("x").to_numpy(), xy.column("y").to_numpy()]))
+    assert np.isnan(on_map[:, 0]).sum() == len(ids_all) - xy.num_rows
     assert rows[QUERY_ID]["blocks"] == "xp+dmdt+fold+colour"
     assert rows[NO_XP_ID]["blocks"] == "dmdt+fold+colour"
     blocks = _blocks_of(tables)

@@ -24,7 +24,7 @@ really get. The predictions table holds the models fitted on all labelled source
 Every model is a scikit-learn Pipeline: a StandardScaler, then the classifier, with
 ``class_weight="balanced"`` so that rare classes are not ignored.
 
-The final models are kept as a `FittedClassifier` (``ClassifyResult.fitted``): it predicts
+The final models are kept as a `BlockSetClassifier` (``ClassifyResult.fitted``): it predicts
 sources that were not in the catalogue when it was fitted by the same rule, and it is what
 `latentcat.analysis.store.save_analysis` stores in a catalogue's ``analysis/`` folder.
 """
@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from sklearn.base import clone
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
@@ -214,42 +214,97 @@ def model_id(model: str, params: dict, labels: str, classes: list[str], seed: in
     return f"{model}-{hashlib.sha256(record.encode()).hexdigest()[:12]}"
 
 
-@dataclass(frozen=True)
-class FittedClassifier:
-    """The final per-block-set models of a `classify` run: predicts any source by its blocks.
+class BlockSetClassifier(ClassifierMixin, BaseEstimator):
+    """One scikit-learn classifier per block set: each source is classified on exactly the
+    blocks it has (the rule of the module docstring). A scikit-learn estimator: ``fit(blocks,
+    y)``, ``predict(blocks)``; ``get_params`` and ``clone`` work. ``predict_table`` gives the
+    rows of the catalogue's predictions table.
+
+    Parameters
+    ----------
+    model : {"hgb", "rf", "logreg"}
+        See `make_model`.
+    modality : str
+        ``"space"`` (the blocks are the search-space parts), ``"all"`` or a block set.
+    seed : int
+        ``random_state`` of the classifiers.
+    labels : str
+        Where the labels came from (``table.column``), recorded in the model id.
+    build_id : str
+        Identifier of the catalogue build, recorded in the model id.
 
     Attributes
     ----------
-    model_id : str
-        Key of its rows in the catalogue's predictions table.
-    model, modality, labels : str
-        The `classify` arguments it was fitted with.
-    classes : list of str
-        Class names; the pipelines predict indices into this list.
-    models : dict
-        Block-set name (``"xp+dmdt+fold"``, ``"dmdt+fold"``, ...) -> fitted Pipeline.
-    training : dict
+    classes_ : list of str
+        Class names, sorted.
+    models_ : dict
+        Block-set name (``"xp+dmdt+fold"``, ``"dmdt+fold"``, ...) -> fitted Pipeline; it
+        predicts indices into ``classes_``.
+    training_ : dict
         Block-set name -> number of labelled sources that model was fitted on (it breaks
         ties between fallback models of equal size).
+    model_id_ : str
+        Key of its rows in the catalogue's predictions table (`model_id`).
     """
 
-    model_id: str
-    model: str
-    modality: str
-    labels: str
-    classes: list[str]
-    models: dict
-    training: dict[str, int]
+    def __init__(self, model: str = "hgb", modality: str = SPACE, seed: int = 0, labels: str = "labels",
+                 build_id: str = ""):
+        self.model = model
+        self.modality = modality
+        self.seed = seed
+        self.labels = labels
+        self.build_id = build_id
 
-    def predict(self, ids: np.ndarray, blocks: dict[str, np.ndarray]) -> pa.Table:
+    def fit(self, blocks: dict[str, np.ndarray], y, sets: list[tuple[str, ...]] | None = None) -> BlockSetClassifier:
+        """Fit one model per block set.
+
+        Parameters
+        ----------
+        blocks : dict of float32 (n, d)
+            Rows of a missing block are NaN.
+        y : array_like (n,)
+            Class name per source; None where the source is not trained on.
+        sets : list of tuple, optional
+            The block sets to fit a model for (default: the sets the sources have).
+        """
+        y = np.asarray(y, dtype=object)
+        known = np.array([v is not None for v in y], bool)
+        self.classes_ = sorted({str(v) for v in y[known]})
+        code = np.full(y.size, -1, np.int64)
+        code[known] = np.searchsorted(self.classes_, y[known].astype(str))
+        has = block_presence(blocks)
+        if sets is None:
+            _, sets = assign_block_sets(has, self.modality, tuple(blocks))
+        template = make_model(self.model, self.seed)
+        fitted = _fit_per_set(template, blocks, has, code, known, sets)
+        self.models_ = {block_set_name(s): pipe for s, (pipe, _) in fitted.items()}
+        self.training_ = {block_set_name(s): n for s, (_, n) in fitted.items()}
+        self.model_id_ = model_id(self.model, template.get_params(deep=True)["clf"].get_params(), self.labels,
+                                  self.classes_, self.seed, self.modality, self.build_id)
+        return self
+
+    def _predict(self, blocks: dict[str, np.ndarray]):
+        names = tuple(blocks)
+        set_of, sets = assign_block_sets(block_presence(blocks), self.modality, names)
+        fitted = {parse_block_set(name, names): (pipe, self.training_[name]) for name, pipe in self.models_.items()}
+        return _predict_per_set(fitted, blocks, set_of, sets, set_of >= 0)
+
+    def predict(self, blocks: dict[str, np.ndarray]) -> np.ndarray:
+        """Class name per source (object array); None where no model applies."""
+        pred = self._predict(blocks)[0]
+        out = np.full(pred.size, None, dtype=object)
+        out[pred >= 0] = np.asarray(self.classes_, dtype=object)[pred[pred >= 0]]
+        return out
+
+    def predict_table(self, ids: np.ndarray, blocks: dict[str, np.ndarray]) -> pa.Table:
         """Predict sources by the block-set rule of the module docstring.
 
         Parameters
         ----------
         ids : int64 (n,)
             Gaia source_ids.
-        blocks : dict of float32 (n, 5)
-            ``xp``, ``dmdt``, ``fold`` latent blocks; rows of a missing block are NaN.
+        blocks : dict of float32 (n, d)
+            Rows of a missing block are NaN.
 
         Returns
         -------
@@ -258,16 +313,13 @@ class FittedClassifier:
             code of the fitted modality and a model for it, in the order of ``ids``.
         """
         ids = np.asarray(ids, np.int64)
-        names = tuple(blocks)
-        set_of, sets = assign_block_sets(block_presence(blocks), self.modality, names)
-        fitted = {parse_block_set(name, names): (pipe, self.training[name]) for name, pipe in self.models.items()}
-        pred, prob, used, used_names = _predict_per_set(fitted, blocks, set_of, sets, set_of >= 0)
+        pred, prob, used, used_names = self._predict(blocks)
         done = pred >= 0
         return pa.table({
             "source_id": pa.array(ids[done], pa.int64()),
-            "class": pa.array(np.asarray(self.classes, dtype=object)[pred[done]], pa.string()),
+            "class": pa.array(np.asarray(self.classes_, dtype=object)[pred[done]], pa.string()),
             "probability": pa.array(prob[done], pa.float32()),
-            "model_id": pa.array([self.model_id] * int(done.sum()), pa.string()),
+            "model_id": pa.array([self.model_id_] * int(done.sum()), pa.string()),
             "blocks": pa.DictionaryArray.from_arrays(
                 pa.array(used[done], pa.int32()), pa.array(used_names, pa.string())
             ).cast(pa.string()),
@@ -313,7 +365,7 @@ class ClassifyResult:
         alone. ``n`` (labelled sources of the kept classes that have them), ``macro_f1`` (this
         classifier's out-of-fold macro F1 on exactly those sources) and ``baseline_macro_f1``
         (the classifier on the baseline numbers): what the latents add.
-    fitted : FittedClassifier
+    fitted : BlockSetClassifier
         The final models, to predict new sources or store with the catalogue.
     """
 
@@ -332,7 +384,7 @@ class ClassifyResult:
     n_unscored: int
     training: dict[str, int] = field(default_factory=dict)
     baseline: dict | None = None
-    fitted: FittedClassifier | None = field(default=None, repr=False, compare=False)
+    fitted: BlockSetClassifier | None = field(default=None, repr=False, compare=False)
 
 
 def classify(
@@ -390,87 +442,24 @@ def classify(
     """
     if int(cv) < 2:
         raise LatentcatError(f"cv must be at least 2, got {cv}")
-    template = make_model(model, seed)
-    has = block_presence(blocks)
-    set_of, sets = assign_block_sets(has, modality, tuple(blocks))
+    template = make_model(model, seed)  # an unknown model name fails here, before any work
+    estimator = BlockSetClassifier(model, modality, seed, labels_name, build_id)
+    set_of, sets = assign_block_sets(block_presence(blocks), modality, tuple(blocks))
     usable = set_of >= 0
-
-    encoded = pc.cast(pa.array(labels), pa.string()).dictionary_encode()
-    code = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-    names = np.asarray(encoded.dictionary.to_pylist(), dtype=object)
-    labelled = (code >= 0) & usable
-    counts = np.bincount(code[labelled], minlength=names.size)
-    need = max(int(min_per_class), int(cv))
-    keep = counts >= need
-    classes = sorted(names[keep].tolist())
-    left_out = {str(c): int(m) for c, m in sorted(zip(names, counts)) if 0 < m < need}
-    if len(classes) < 2:
-        seen = {str(c): int(m) for c, m in zip(names, counts) if m > 0}
-        raise LatentcatError(
-            f"{labels_name}: fewer than two classes with at least {need} labelled sources "
-            f"that have a {modality} code (counts: {seen})"
-        )
-    # class code of each dictionary entry in the sorted class list; -1 for left-out classes
-    to_class = np.full(names.size + 1, -1, np.int64)
-    to_class[np.flatnonzero(keep)] = np.searchsorted(classes, names[keep].astype(str))
-    y = np.where(labelled, to_class[code], -1)
+    y, classes, left_out = _class_codes(labels, usable, max(int(min_per_class), int(cv)), labels_name, modality)
     known = y >= 0
+    y_names = np.full(ids.size, None, dtype=object)
+    y_names[known] = np.asarray(classes, dtype=object)[y[known]]
 
-    # cross-validated predictions of every labelled source of the kept classes
-    oof = np.full(ids.size, -1, np.int64)
-    oof_base = np.full(ids.size, -1, np.int64)
-    has_base = np.isfinite(baseline).all(axis=1) if baseline is not None else np.zeros(ids.size, bool)
-    folds = StratifiedKFold(n_splits=int(cv), shuffle=True, random_state=seed)
-    known_rows = np.flatnonzero(known)
-    for train_idx, test_idx in folds.split(known_rows, y[known_rows]):
-        train = np.zeros(ids.size, bool)
-        train[known_rows[train_idx]] = True
-        test = np.zeros(ids.size, bool)
-        test[known_rows[test_idx]] = True
-        fitted = _fit_per_set(template, blocks, has, y, train, sets)
-        pred, _, _, _ = _predict_per_set(fitted, blocks, set_of, sets, test)
-        oof[test] = pred[test]
-        fit_rows, test_rows = train & has_base, test & has_base
-        if test_rows.any() and np.unique(y[fit_rows]).size >= 2:
-            base = clone(template).fit(baseline[fit_rows], y[fit_rows])
-            oof_base[test_rows] = base.predict(baseline[test_rows])
+    oof, oof_base = _out_of_fold(estimator, template, blocks, y, y_names, classes, sets, baseline, cv, seed)
     scored = known & (oof >= 0)
-    k = np.arange(len(classes))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y[scored], oof[scored], labels=k, zero_division=0
-    )
-    confusion = confusion_matrix(y[scored], oof[scored], labels=k)
-    report = pa.table({
-        "class": pa.array(classes, pa.string()),
-        "precision": pa.array(precision, pa.float32()),
-        "recall": pa.array(recall, pa.float32()),
-        "f1": pa.array(f1, pa.float32()),
-        "support": pa.array(support, pa.int64()),
-    })
+    report, confusion, f1 = _scores(y[scored], oof[scored], classes)
 
     # final models on every labelled source, predictions for every source with a code
-    fitted = _fit_per_set(template, blocks, has, y, known, sets)
-    mid = model_id(model, template.get_params(deep=True)["clf"].get_params(), labels_name,
-                   classes, seed, modality, build_id)
-    final = FittedClassifier(
-        model_id=mid, model=model, modality=modality, labels=labels_name, classes=classes,
-        models={block_set_name(s): pipe for s, (pipe, _) in fitted.items()},
-        training={block_set_name(s): n for s, (_, n) in fitted.items()},
-    )
-    predictions = final.predict(ids, blocks)
-    compared = None
-    both = scored & (oof_base >= 0)
-    if both.any():
-        k_both = np.unique(y[both])
-        compared = {
-            "n": int(both.sum()),
-            "macro_f1": float(np.mean(precision_recall_fscore_support(
-                y[both], oof[both], labels=k_both, zero_division=0)[2])),
-            "baseline_macro_f1": float(np.mean(precision_recall_fscore_support(
-                y[both], oof_base[both], labels=k_both, zero_division=0)[2])),
-        }
+    final = clone(estimator).fit(blocks, y_names, sets=sets)
+    predictions = final.predict_table(ids, blocks)
     return ClassifyResult(
-        model_id=mid,
+        model_id=final.model_id_,
         model=model,
         modality=modality,
         labels=labels_name,
@@ -483,13 +472,88 @@ def classify(
         n_without_code=int((~usable).sum()),
         n_without_model=int(usable.sum()) - predictions.num_rows,
         n_unscored=int((known & ~scored).sum()),
-        training=dict(final.training),
-        baseline=compared,
+        training=dict(final.training_),
+        baseline=_against_baseline(y, oof, oof_base, scored),
         fitted=final,
     )
 
 
+def _class_codes(labels, usable: np.ndarray, need: int, labels_name: str, modality: str):
+    """(class code per source, -1 where unlabelled, unusable or of a left-out class; the kept
+    classes, sorted; the left-out classes with their counts)."""
+    encoded = pc.cast(pa.array(labels), pa.string()).dictionary_encode()
+    code = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    names = np.asarray(encoded.dictionary.to_pylist(), dtype=object)
+    labelled = (code >= 0) & usable
+    counts = np.bincount(code[labelled], minlength=names.size)
+    keep = counts >= need
+    classes = sorted(names[keep].tolist())
+    left_out = {str(c): int(m) for c, m in sorted(zip(names, counts)) if 0 < m < need}
+    if len(classes) < 2:
+        seen = {str(c): int(m) for c, m in zip(names, counts) if m > 0}
+        raise LatentcatError(
+            f"{labels_name}: fewer than two classes with at least {need} labelled sources "
+            f"that have a {modality} code (counts: {seen})"
+        )
+    # class code of each dictionary entry in the sorted class list; -1 for left-out classes
+    to_class = np.full(names.size + 1, -1, np.int64)
+    to_class[np.flatnonzero(keep)] = np.searchsorted(classes, names[keep].astype(str))
+    return np.where(labelled, to_class[code], -1), classes, left_out
+
+
+def _out_of_fold(estimator, template, blocks, y, y_names, classes, sets, baseline, cv: int, seed: int):
+    """Cross-validated class codes of every labelled source of the kept classes (-1: none):
+    from the block-set classifier, and from the same classifier on ``baseline``."""
+    n = y.size
+    oof = np.full(n, -1, np.int64)
+    oof_base = np.full(n, -1, np.int64)
+    has_base = np.isfinite(baseline).all(axis=1) if baseline is not None else np.zeros(n, bool)
+    folds = StratifiedKFold(n_splits=int(cv), shuffle=True, random_state=seed)
+    known_rows = np.flatnonzero(y >= 0)
+    for train_idx, test_idx in folds.split(known_rows, y[known_rows]):
+        train = np.zeros(n, bool)
+        train[known_rows[train_idx]] = True
+        test = np.zeros(n, bool)
+        test[known_rows[test_idx]] = True
+        fold = clone(estimator).fit(blocks, np.where(train, y_names, None), sets=sets)
+        got = fold.predict({b: v[test] for b, v in blocks.items()})
+        rows, ok = np.flatnonzero(test), np.array([g is not None for g in got], bool)
+        oof[rows[ok]] = np.searchsorted(classes, got[ok].astype(str))
+        fit_rows, test_rows = train & has_base, test & has_base
+        if test_rows.any() and np.unique(y[fit_rows]).size >= 2:
+            base = clone(template).fit(baseline[fit_rows], y[fit_rows])
+            oof_base[test_rows] = base.predict(baseline[test_rows])
+    return oof, oof_base
+
+
+def _scores(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]):
+    """(per-class report table, confusion matrix, per-class F1) of cross-validated predictions."""
+    k = np.arange(len(classes))
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=k, zero_division=0)
+    report = pa.table({
+        "class": pa.array(classes, pa.string()),
+        "precision": pa.array(precision, pa.float32()),
+        "recall": pa.array(recall, pa.float32()),
+        "f1": pa.array(f1, pa.float32()),
+        "support": pa.array(support, pa.int64()),
+    })
+    return report, confusion_matrix(y_true, y_pred, labels=k), f1
+
+
+def _against_baseline(y, oof, oof_base, scored) -> dict | None:
+    """``ClassifyResult.baseline``: both classifiers' macro F1 on the sources both scored."""
+    both = scored & (oof_base >= 0)
+    if not both.any():
+        return None
+    k_both = np.unique(y[both])
+
+    def macro_f1(pred):
+        return float(np.mean(precision_recall_fscore_support(y[both], pred[both], labels=k_both, zero_division=0)[2]))
+
+    return {"n": int(both.sum()), "macro_f1": macro_f1(oof), "baseline_macro_f1": macro_f1(oof_base)}
+
+
 __all__ = [
-    "MODELS", "ClassifyResult", "FittedClassifier", "assign_block_sets", "block_presence",
+    "MODELS", "BlockSetClassifier", "ClassifyResult", "assign_block_sets", "block_presence",
     "classify", "features", "has_blocks", "make_model", "model_id",
 ]

@@ -27,15 +27,13 @@ to gain from more, and on a busy machine extra threads cost many times the work.
 
 Sources missing a block: on the default search space (``modality="space"``) every source is
 on the map: the network maps the sources with every part, and the others are placed among
-their nearest neighbours on the parts they have (`FittedMap`, which records which parts
+their nearest neighbours on the parts they have (`LatentMap`, which records which parts
 placed each source). On a latent modality (``"all"``, ``"xp"``, ...) only the sources with
-every block of it are mapped. `FittedMap` keeps the network and its references, so that
+every block of it are mapped. `LatentMap` keeps the network and its references, so that
 sources added to the catalogue later are placed on the same map.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass, field
 
 import faiss
 import numpy as np
@@ -277,7 +275,7 @@ def fit_map(codes, seed: int = 0, **params) -> tuple[np.ndarray, np.ndarray]:
     return xy[:, 0].copy(), xy[:, 1].copy()
 
 
-#: Above this many sources with the fitted parts, ``FittedMap`` keeps a random sample of them
+#: Above this many sources with the fitted parts, ``LatentMap`` keeps a random sample of them
 #: (with their map positions) as the references that place the other sources.
 MAX_REFERENCES = 200_000
 #: A source without every fitted part is placed at the mean position of this many references.
@@ -287,36 +285,72 @@ N_PLACE = 10
 MIN_FIT = 200
 
 
-@dataclass
-class FittedMap:
-    """A fitted `ParametricMap`, the parts it maps, and the references that place the rest.
+class LatentMap(BaseEstimator):
+    """The catalogue's 2-D map: a `ParametricMap`, the parts it maps, and the references that
+    place the rest. A scikit-learn estimator: ``fit(blocks)``, then ``transform(blocks)`` or
+    ``place(ids, blocks)``; ``get_params`` and ``clone`` work.
 
     With ``modality="space"`` every source is on the map: the network maps the sources that
-    have every part in ``parts`` (``fit_parts``: all the catalogue's parts, unless fewer than
+    have every part in ``parts_`` (``fit_parts``: all the catalogue's parts, unless fewer than
     ``MIN_FIT`` sources have them all); a source that lacks one of them (no XP, say) is placed
     at the mean map position of its ``N_PLACE`` nearest references, nearest on the parts it
     shares with them. With a latent modality (``"all"``, ``"xp"``, ...) only the sources with
     every block of it are on the map, as the network places them.
 
-    Attributes
+    Parameters
     ----------
     modality : str
         ``"space"``, ``"all"`` or a block set.
-    network : ParametricMap
+    seed : int
+        Seed of the network and of the reference sample.
+    map_params : dict, optional
+        Other `ParametricMap` parameters (``n_steps``, ``max_fit``, ...).
+
+    Attributes
+    ----------
+    network_ : ParametricMap
         The fitted map.
-    parts : tuple of str
+    parts_ : tuple of str
         The blocks (parts) the network takes.
-    ref_vectors : dict
+    ref_vectors_ : dict
         Part -> float32 (m, d): the references' vectors (``"space"`` only; empty otherwise).
-    ref_xy : float32 (m, 2)
+    ref_xy_ : float32 (m, 2)
         The references' map positions.
     """
 
-    modality: str
-    network: ParametricMap
-    parts: tuple[str, ...] = ()
-    ref_vectors: dict = field(default_factory=dict)
-    ref_xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
+    def __init__(self, modality: str = SPACE, seed: int = 0, map_params: dict | None = None):
+        self.modality = modality
+        self.seed = seed
+        self.map_params = map_params
+
+    def fit(self, blocks: dict[str, np.ndarray], y=None) -> LatentMap:
+        """Fit the network on the sources with every fitted part and keep the references.
+
+        Parameters
+        ----------
+        blocks : dict of float32 (n, d)
+            The search-space parts (``modality="space"``) or the latent blocks, NaN rows where missing.
+        """
+        try:
+            parts = fit_parts(blocks) if self.modality == SPACE else parse_block_set(self.modality)
+        except ValueError as err:
+            raise LatentcatError(str(err)) from None
+        rows = np.all([~np.isnan(blocks[b][:, 0]) for b in parts], axis=0)
+        self.parts_ = parts
+        self.network_ = ParametricMap(seed=self.seed, **(self.map_params or {})).fit(
+            np.hstack([blocks[b][rows] for b in parts]))
+        self.ref_vectors_, self.ref_xy_ = {}, np.zeros((0, 2), np.float32)
+        if self.modality == SPACE:
+            refs = np.flatnonzero(rows)
+            if len(refs) > MAX_REFERENCES:
+                refs = np.sort(np.random.default_rng(self.seed).choice(refs, MAX_REFERENCES, replace=False))
+            self.ref_vectors_ = {b: np.ascontiguousarray(blocks[b][refs], np.float32) for b in parts}
+            self.ref_xy_ = self.network_.transform(np.hstack([blocks[b][refs] for b in parts])).astype(np.float32)
+        return self
+
+    def transform(self, blocks: dict[str, np.ndarray]) -> np.ndarray:
+        """Map positions, float32 (n, 2); NaN for a source that is not placed."""
+        return self._positions(blocks)[0]
 
     def place(self, ids: np.ndarray, blocks: dict[str, np.ndarray]) -> pa.Table:
         """Map positions of ``ids`` (see the class docstring for who is placed and how).
@@ -335,16 +369,28 @@ class FittedMap:
             e.g. "xp+dmdt+fold+colour" by the network, "dmdt+fold+colour" by its neighbours),
             in the order of ``ids``.
         """
-        parts = self.parts or parse_block_set(self.modality)
         ids = np.asarray(ids, np.int64)
+        xy, used = self._positions(blocks)
+        placed = np.isfinite(xy[:, 0])
+        return pa.table({
+            "source_id": pa.array(ids[placed], pa.int64()),
+            "x": pa.array(xy[placed, 0], pa.float32()),
+            "y": pa.array(xy[placed, 1], pa.float32()),
+            "blocks": pa.array(used[placed].tolist(), pa.string()),
+        })
+
+    def _positions(self, blocks: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(xy float32 (n, 2), NaN where not placed; the parts that placed each source)."""
+        parts = self.parts_
+        n = len(next(iter(blocks.values())))
         has = {b: ~np.isnan(blocks[b][:, 0]) for b in blocks}
         full = np.all([has[b] for b in parts], axis=0)
-        xy = np.full((len(ids), 2), np.nan, np.float32)
-        used = np.full(len(ids), None, dtype=object)
+        xy = np.full((n, 2), np.nan, np.float32)
+        used = np.full(n, None, dtype=object)
         if full.any():
-            xy[full] = self.network.transform(np.hstack([blocks[b][full] for b in parts]))
+            xy[full] = self.network_.transform(np.hstack([blocks[b][full] for b in parts]))
             used[full] = "+".join(parts)
-        if self.ref_vectors:
+        if self.ref_vectors_:
             rest = ~full
             pattern = np.stack([has[b][rest] for b in parts], axis=1)
             for row in np.unique(pattern, axis=0):
@@ -354,21 +400,15 @@ class FittedMap:
                 sel = np.flatnonzero(rest)[(pattern == row).all(axis=1)]
                 xy[sel] = self._from_neighbours(shared, np.hstack([blocks[b][sel] for b in shared]))
                 used[sel] = "+".join(shared)
-        placed = np.isfinite(xy[:, 0])
-        return pa.table({
-            "source_id": pa.array(ids[placed], pa.int64()),
-            "x": pa.array(xy[placed, 0], pa.float32()),
-            "y": pa.array(xy[placed, 1], pa.float32()),
-            "blocks": pa.array(used[placed].tolist(), pa.string()),
-        })
+        return xy, used
 
     def _from_neighbours(self, shared: tuple[str, ...], x: np.ndarray) -> np.ndarray:
         """Mean map position of the N_PLACE references nearest to ``x`` on the ``shared`` parts."""
-        refs = np.ascontiguousarray(np.hstack([self.ref_vectors[b] for b in shared]), np.float32)
+        refs = np.ascontiguousarray(np.hstack([self.ref_vectors_[b] for b in shared]), np.float32)
         index = faiss.IndexFlatL2(refs.shape[1])
         index.add(refs)
         _, nn = index.search(np.ascontiguousarray(x, np.float32), min(N_PLACE, len(refs)))
-        return self.ref_xy[nn].mean(axis=1)
+        return self.ref_xy_[nn].mean(axis=1)
 
 
 def fit_parts(blocks: dict[str, np.ndarray]) -> tuple[str, ...]:
@@ -388,8 +428,8 @@ def fit_parts(blocks: dict[str, np.ndarray]) -> tuple[str, ...]:
 
 
 def map_blocks(ids: np.ndarray, blocks: dict[str, np.ndarray], modality: str = SPACE,
-               seed: int = 0, **params) -> tuple[pa.Table, FittedMap]:
-    """Fit the map and place the sources (see `FittedMap` for which).
+               seed: int = 0, **params) -> tuple[pa.Table, LatentMap]:
+    """Fit the map and place the sources (see `LatentMap` for which).
 
     Parameters
     ----------
@@ -408,23 +448,11 @@ def map_blocks(ids: np.ndarray, blocks: dict[str, np.ndarray], modality: str = S
     -------
     xy : pyarrow.Table
         ``source_id, x, y, blocks``, ready for `latentcat.catalog.store.write_map`.
-    fitted : FittedMap
+    fitted : LatentMap
         The network and references, to place later sources or store with the catalogue.
     """
-    try:
-        parts = fit_parts(blocks) if modality == SPACE else parse_block_set(modality)
-    except ValueError as err:
-        raise LatentcatError(str(err)) from None
-    rows = np.all([~np.isnan(blocks[b][:, 0]) for b in parts], axis=0)
-    network = ParametricMap(seed=seed, **params).fit(np.hstack([blocks[b][rows] for b in parts]))
-    fitted = FittedMap(modality, network, parts)
-    if modality == SPACE:
-        refs = np.flatnonzero(rows)
-        if len(refs) > MAX_REFERENCES:
-            refs = np.sort(np.random.default_rng(seed).choice(refs, MAX_REFERENCES, replace=False))
-        fitted.ref_vectors = {b: np.ascontiguousarray(blocks[b][refs], np.float32) for b in parts}
-        fitted.ref_xy = network.transform(np.hstack([blocks[b][refs] for b in parts])).astype(np.float32)
+    fitted = LatentMap(modality, seed, params or None).fit(blocks)
     return fitted.place(ids, blocks), fitted
 
 
-__all__ = ["FittedMap", "ParametricMap", "ab_params", "fit_map", "fit_parts", "fuzzy_graph", "knn", "map_blocks"]
+__all__ = ["LatentMap", "ParametricMap", "ab_params", "fit_map", "fit_parts", "fuzzy_graph", "knn", "map_blocks"]

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+from sklearn.base import BaseEstimator
 from sklearn.ensemble import IsolationForest
 
 from latentcat.blocks import block_set_name, BLOCKS, parse_block_set, SPACE
@@ -63,8 +64,11 @@ def _robust_scale(x: np.ndarray) -> tuple[float, float]:
     return med, mad
 
 
-class OutlierModel:
+class OutlierModel(BaseEstimator):
     """A fitted outlier score: isolation forests per block set, or robust loss statistics.
+
+    A scikit-learn estimator (``get_params``, ``clone``): ``fit(blocks, losses)``, then
+    ``score_samples(blocks, losses)``, ``score`` or ``rank``.
 
     Parameters
     ----------
@@ -120,6 +124,10 @@ class OutlierModel:
                 if np.isfinite(x).any():
                     self.robust_[b] = _robust_scale(x[np.isfinite(x)])
         return self
+
+    def score_samples(self, blocks: dict[str, np.ndarray], losses: dict[str, np.ndarray]) -> np.ndarray:
+        """Outlier score of each source (higher = more unusual; NaN: not scored), as `score`."""
+        return self.score(blocks, losses)[0]
 
     def score(self, blocks: dict[str, np.ndarray], losses: dict[str, np.ndarray]
               ) -> tuple[np.ndarray, np.ndarray]:
@@ -231,7 +239,7 @@ def recon_loss_scores(losses: dict[str, np.ndarray], modality: str = "all") -> n
     float32 (n,)
         Higher = worse reconstructed than usual; NaN where no requested loss exists.
     """
-    return OutlierModel("recon_loss", modality).fit({}, losses).score({}, losses)[0]
+    return OutlierModel("recon_loss", modality).fit({}, losses).score_samples({}, losses)
 
 
 def ranked(ids: np.ndarray, score: np.ndarray, method: str, blocks: np.ndarray | None = None,

@@ -6,11 +6,11 @@ catalogue (`latentcat.analyse`). They are stored beside the tables they produced
 
     analysis/manifest.json          what is stored: model ids, methods, classes, versions
     analysis/classifier-<model_id>.joblib
-                                    `latentcat.analysis.classify.FittedClassifier`
+                                    `latentcat.analysis.classify.BlockSetClassifier`
     analysis/outliers-<method>-<modality>.joblib
                                     `latentcat.analysis.outliers.OutlierModel` (isolation forests
                                     per block set, or the median and MAD of each loss)
-    analysis/map.joblib             `latentcat.analysis.latent_map.FittedMap` (the torch network
+    analysis/map.joblib             `latentcat.analysis.latent_map.LatentMap` (the torch network
                                     with its standardisation and parameters)
 
 The files are written with joblib, scikit-learn's recommended persistence: they are pickles,
@@ -18,7 +18,7 @@ so load only catalogues you trust, with the scikit-learn and torch versions the 
 names.
 
     >>> save_analysis("cat/", classifier=result, outliers=[forests], map_model=network)
-    >>> load_analysis("cat/").classifiers[result.model_id].predict(ids, blocks)
+    >>> load_analysis("cat/").classifiers[result.model_id].predict_table(ids, blocks)
 """
 
 from __future__ import annotations
@@ -45,10 +45,10 @@ class AnalysisModels:
     Attributes
     ----------
     classifiers : dict
-        model_id (the predictions model_id column) -> FittedClassifier.
+        model_id (the predictions model_id column) -> BlockSetClassifier.
     outliers : dict
         ``"<method>:<modality>"`` (the outlier_scores method column) -> OutlierModel.
-    map : FittedMap or None
+    map : LatentMap or None
     manifest : dict
         The contents of ``analysis/manifest.json``.
     """
@@ -84,11 +84,11 @@ def save_analysis(cat_dir: Path, classifier=None, outliers=(), map_model=None, k
     ----------
     cat_dir : Path
         The catalogue folder.
-    classifier : ClassifyResult or FittedClassifier, optional
+    classifier : ClassifyResult or BlockSetClassifier, optional
         The classifier whose predictions were written to the catalogue.
     outliers : iterable of OutlierModel
         The fitted models whose scores were written (one per method key).
-    map_model : FittedMap, optional
+    map_model : LatentMap, optional
         The map network whose coordinates were written.
     keep : bool
         Keep the models already stored (those of the same key are replaced).
@@ -108,12 +108,12 @@ def save_analysis(cat_dir: Path, classifier=None, outliers=(), map_model=None, k
         manifest["map"] = before["map"]
     fitted = getattr(classifier, "fitted", classifier)
     if fitted is not None:
-        name = f"classifier-{fitted.model_id}.joblib"
+        name = f"classifier-{fitted.model_id_}.joblib"
         _dump(fitted, folder / name)
-        manifest["classifiers"][fitted.model_id] = {
+        manifest["classifiers"][fitted.model_id_] = {
             "file": name, "model": fitted.model,
-            "modality": fitted.modality, "labels": fitted.labels, "classes": list(fitted.classes),
-            "training": dict(fitted.training),
+            "modality": fitted.modality, "labels": fitted.labels, "classes": list(fitted.classes_),
+            "training": dict(fitted.training_),
         }
     for model in outliers:
         name = _outlier_file(model.key)
@@ -126,7 +126,7 @@ def save_analysis(cat_dir: Path, classifier=None, outliers=(), map_model=None, k
     if map_model is not None:
         _dump(map_model, folder / MAP_FILE)
         manifest["map"] = {"file": MAP_FILE, "modality": map_model.modality,
-                           "params": map_model.network.get_params()}
+                           "params": map_model.network_.get_params()}
     tmp = folder / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=2, default=str))
     os.replace(tmp, folder / MANIFEST)
