@@ -35,7 +35,7 @@ from rich.console import Console
 from latentcat.atomic import swap_in
 from latentcat.config import BuildConfig
 from latentcat.errors import LatentcatError
-from latentcat.layout import EMBEDDINGS_DIR, FEATURES_DIR, HATS_DIR, INDEX_DIR, MODELS_DIR, STAGE_DIR
+from latentcat.layout import DB_NAME, EMBEDDINGS_DIR, FEATURES_DIR, HATS_DIR, INDEX_DIR, MODELS_DIR, STAGE_DIR
 from latentcat.provenance import input_checksums, input_fingerprint, software_versions
 from latentcat.features import MIN_EPOCHS, SHARD_SIZE
 
@@ -105,6 +105,66 @@ def _replace_dir(new: Path, target: Path) -> None:
     shutil.rmtree(new)
 
 
+def _input_paths(config: BuildConfig, work: Path) -> list[Path]:
+    """The archive files and folders a build reads: ``[inputs] paths``, or a survey it simulates
+    into ``work/simulated`` (kept there, so a resumed build does not simulate it again)."""
+    from latentcat.gaia.simulate import simulate_survey
+
+    simulate_n = int(config.inputs.get("simulate_n", 0))
+    if simulate_n > 0:
+        sim_dir = work / "simulated"
+        if not (sim_dir / "truth.parquet").exists():
+            console.print(f"simulating a survey of {simulate_n} sources (seed {config.seed})")
+            simulate_survey(n=simulate_n, seed=config.seed, out=sim_dir)
+        return [sim_dir / "archive"]
+    input_paths = config.input_paths()
+    if not input_paths:
+        raise LatentcatError(f"{config.path}: [inputs] gives neither paths nor simulate_n")
+    return input_paths
+
+
+def _write_catalogue(work: Path, config: BuildConfig, input_paths: list[Path], reports: dict) -> dict:
+    """The catalogue stage: catalog.duckdb, the indexes and the HATS copy in ``work``, with the
+    build record (configuration, input checksums, versions, stage reports) in build_info."""
+    from latentcat.catalog.add import complete_sources, staged_ids
+    from latentcat.catalog.store import write_catalog
+
+    stage_dir = work / STAGE_DIR
+    db = work / DB_NAME
+    if db.exists():  # a crash inside this stage: start it again
+        db.unlink()
+    shutil.rmtree(work / INDEX_DIR, ignore_errors=True)
+    shutil.rmtree(work / HATS_DIR, ignore_errors=True)
+    inputs = input_checksums(input_paths)
+    info = {
+        "build_id": hashlib.sha256(json.dumps([config.raw, inputs, config.seed], sort_keys=True,
+                                              default=str).encode()).hexdigest()[:12],
+        "config": config.raw,
+        "config_file": str(config.path),
+        "seed": config.seed,
+        "versions": software_versions(),
+        "inputs": inputs,
+        "stages": dict(reports),
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    # a source with a light curve or XP spectrum but no gaia_source row in the inputs gets a
+    # bare sources row (its gaia_source columns NULL: unknown), as `latentcat add` gives it
+    bare = complete_sources(stage_dir, staged_ids(stage_dir))
+    written = write_catalog(work, stage_dir, work / FEATURES_DIR, work / EMBEDDINGS_DIR, info, seed=config.seed)
+    return {**written, "bare_source_rows": bare}
+
+
+def _finish(work: Path, target: Path) -> None:
+    """Drop what the finished catalogue no longer needs and swap it in as ``target``."""
+    shutil.rmtree(work / STAGE_DIR, ignore_errors=True)  # its tables now live in catalog.duckdb
+    if (work / "simulated" / "truth.parquet").exists():  # keep the simulation's truth for evaluation
+        os.replace(work / "simulated" / "truth.parquet", work / "truth.parquet")
+    shutil.rmtree(work / "simulated", ignore_errors=True)
+    (work / "build_state.json").unlink()
+    _replace_dir(work, target)
+    console.print(f"catalogue written to {target}")
+
+
 def build(config: BuildConfig, out: Path | None = None, resume: bool = False) -> dict:
     """Run every stage of ``config`` and write the catalogue folder; returns the build report.
 
@@ -114,10 +174,8 @@ def build(config: BuildConfig, out: Path | None = None, resume: bool = False) ->
     out : the catalogue folder; default ``[output] catalog`` of the configuration, else ./catalog.
     resume : continue an interrupted build in ``<out>.partial`` instead of starting afresh.
     """
-    from latentcat.catalog.store import write_catalog
     from latentcat.features.extract import extract_features
     from latentcat.gaia.ingest import ingest
-    from latentcat.gaia.simulate import simulate_survey
     from latentcat.models.embed import embed
     from latentcat.models.trainer import train
 
@@ -127,21 +185,10 @@ def build(config: BuildConfig, out: Path | None = None, resume: bool = False) ->
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
     config_hash = hashlib.sha256(json.dumps(config.raw, sort_keys=True, default=str).encode()).hexdigest()
-    seed = config.seed
     stage_dir, features_dir = work / STAGE_DIR, work / FEATURES_DIR
     models_dir, emb_dir = work / MODELS_DIR, work / EMBEDDINGS_DIR
 
-    simulate_n = int(config.inputs.get("simulate_n", 0))
-    if simulate_n > 0:
-        sim_dir = work / "simulated"
-        if not (sim_dir / "truth.parquet").exists():
-            console.print(f"simulating a survey of {simulate_n} sources (seed {seed})")
-            simulate_survey(n=simulate_n, seed=seed, out=sim_dir)
-        input_paths = [sim_dir / "archive"]
-    else:
-        input_paths = config.input_paths()
-        if not input_paths:
-            raise LatentcatError(f"{config.path}: [inputs] gives neither paths nor simulate_n")
+    input_paths = _input_paths(config, work)
     state = BuildState(work / "build_state.json", config_hash, input_fingerprint(input_paths))
 
     compute = {"scheduler": str(config.compute.get("scheduler", "processes")),
@@ -170,41 +217,10 @@ def build(config: BuildConfig, out: Path | None = None, resume: bool = False) ->
     reports["embed"] = _run_stage(state, "embed", 4, lambda: embed(features_dir, models_dir, emb_dir, device=config.device,
                                                                     threads=config.train.threads, **compute))
 
-    def write() -> dict:
-        db = work / "catalog.duckdb"
-        if db.exists():  # a crash inside this stage: start it again
-            db.unlink()
-        shutil.rmtree(work / INDEX_DIR, ignore_errors=True)
-        shutil.rmtree(work / HATS_DIR, ignore_errors=True)
-        inputs = input_checksums(input_paths)
-        info = {
-            "build_id": hashlib.sha256(json.dumps([config.raw, inputs, seed], sort_keys=True,
-                                                  default=str).encode()).hexdigest()[:12],
-            "config": config.raw,
-            "config_file": str(config.path),
-            "seed": seed,
-            "versions": software_versions(),
-            "inputs": inputs,
-            "stages": {k: v for k, v in reports.items()},
-            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        # a source with a light curve or XP spectrum but no gaia_source row in the inputs gets a
-        # bare sources row (its gaia_source columns NULL: unknown), as `latentcat add` gives it
-        from latentcat.catalog.add import _complete_sources, _staged_ids
-
-        bare = _complete_sources(stage_dir, _staged_ids(stage_dir))
-        return {**write_catalog(work, stage_dir, features_dir, emb_dir, info, seed=seed), "bare_source_rows": bare}
-
-    reports["catalog"] = _run_stage(state, "catalog", 5, write)
+    reports["catalog"] = _run_stage(state, "catalog", 5, lambda: _write_catalogue(work, config, input_paths, reports))
     reports["analyse"] = _run_stage(state, "analyse", 6, lambda: analyse(work, config))
 
-    shutil.rmtree(stage_dir, ignore_errors=True)  # its tables now live in catalog.duckdb
-    if (work / "simulated" / "truth.parquet").exists():  # keep the simulation's truth for evaluation
-        os.replace(work / "simulated" / "truth.parquet", work / "truth.parquet")
-    shutil.rmtree(work / "simulated", ignore_errors=True)
-    (work / "build_state.json").unlink()
-    _replace_dir(work, target)
-    console.print(f"catalogue written to {target}")
+    _finish(work, target)
     return {"path": str(target), "stages": reports}
 
 

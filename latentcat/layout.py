@@ -29,6 +29,16 @@ FEATURES_DIR = "features"
 EMBEDDINGS_DIR = "embeddings"
 STAGE_DIR = "stage"
 
+STAGED_TABLES = ("light_curves", "xp", "sources", "labels")
+"""The staging tables `latentcat ingest` writes (each only when some input had that data)."""
+
+INGEST_REPORT = "ingest_report.json"
+
+
+def staged(stage_dir: Path, table: str) -> Path:
+    """The file of a staging table: ``<stage_dir>/<table>.parquet``."""
+    return Path(stage_dir) / f"{table}.parquet"
+
 
 def shards(folder: Path, prefix: str) -> list[Path]:
     """The ``<prefix>-*.parquet`` shards of a folder, in order.

@@ -75,7 +75,9 @@ from latentcat.catalog.store import (
     load_tables, sql_script, sql_statements, table_counts, write_build_info, write_space,
 )
 from latentcat.errors import InputError, LatentcatError
-from latentcat.layout import DB_NAME, EMBEDDINGS_DIR, FEATURES_DIR, HATS_DIR, INDEX_DIR, MODELS_DIR, STAGE_DIR
+from latentcat.layout import (
+    DB_NAME, EMBEDDINGS_DIR, FEATURES_DIR, HATS_DIR, INDEX_DIR, MODELS_DIR, STAGE_DIR, STAGED_TABLES, staged,
+)
 from latentcat.analysis.store import AnalysisModels, load_analysis
 from latentcat.features import MIN_EPOCHS, SHARD_SIZE
 
@@ -219,19 +221,19 @@ def _ids_of(path: Path) -> np.ndarray:
     return pq.read_table(path, columns=["source_id"]).column("source_id").to_numpy().astype(np.int64)
 
 
-def _staged_ids(stage: Path) -> np.ndarray:
+def staged_ids(stage: Path) -> np.ndarray:
     """Sources with a light curve or an XP spectrum in the staging area (those that get codes)."""
     ids = [pq.read_table(p, columns=["source_id"]).column("source_id").to_numpy()
-           for p in (stage / "light_curves.parquet", stage / "xp.parquet") if p.exists()]
+           for p in (staged(stage, "light_curves"), staged(stage, "xp")) if p.exists()]
     return np.unique(np.concatenate(ids)).astype(np.int64) if ids else np.zeros(0, np.int64)
 
 
-def _complete_sources(stage: Path, ids: np.ndarray) -> int:
+def complete_sources(stage: Path, ids: np.ndarray) -> int:
     """Give every added source a sources row: bare source_id rows where no gaia_source row came.
 
     Returns the number of bare rows written (their gaia_source columns are NULL: unknown).
     """
-    path = stage / "sources.parquet"
+    path = staged(stage, "sources")
     have = pq.read_table(path) if path.exists() else pa.table({"source_id": pa.array([], pa.int64())})
     lacking = np.setdiff1d(ids, have.column("source_id").to_numpy())
     if lacking.size or not path.exists():
@@ -385,7 +387,7 @@ def _reproduces(con: duckdb.DuckDBPyConnection, table: str, key: str, model) -> 
     space = getattr(model, "modality", None) == SPACE
     if table == "predictions":
         sample = _sample(con, "prediction_sample", key)
-        got = model.predict(*_arrays(sample, space)[:2])
+        got = model.predict_table(*_arrays(sample, space)[:2])
         return (got.column("source_id").equals(sample.column("source_id"))
                 and got.column("class").equals(sample.column("class"))
                 and _close(got.column("probability").to_numpy(), sample.column("probability").to_numpy()))
@@ -445,7 +447,7 @@ def refresh_derived(con: duckdb.DuckDBPyConnection, models: AnalysisModels | Non
                 continue
             ids, blocks, losses = _arrays(added, getattr(model, "modality", None) == SPACE)
             if table == "predictions":
-                rows = model.predict(ids, blocks)
+                rows = model.predict_table(ids, blocks)
                 _insert(con, "insert_predictions", rows, key)
                 refreshed[table][key] = rows.num_rows
             elif table == "outlier_scores":
@@ -477,6 +479,57 @@ def _stale_record(old: dict, stale_now: dict, n_added: int) -> dict | None:
         "why": "sources were added after these rows were computed and no model stored in analysis/ "
                "reproduces them; run classify / outliers / map again",
     }
+
+
+def _sources_to_add(stage: Path, catalogue_ids: np.ndarray, skip_existing: bool) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(source_ids to encode and add, those of them that replace catalogue sources, the
+    report's counts) of a staged addition. A source with no light curve and no XP is counted
+    as ``without_data``, never added."""
+    staged = staged_ids(stage)
+    listed = np.unique(np.concatenate([
+        pq.read_table(p, columns=["source_id"]).column("source_id").to_numpy()
+        for p in (staged(stage, t) for t in ("sources", "labels")) if p.exists()
+    ] or [np.zeros(0, np.int64)]))
+    existing = np.intersect1d(staged, catalogue_ids)
+    new_ids = np.setdiff1d(staged, existing) if skip_existing else staged
+    replaced = np.zeros(0, np.int64) if skip_existing else existing
+    counts = {"added": int(new_ids.size - replaced.size), "replaced": int(replaced.size),
+              "skipped_existing": int(existing.size) if skip_existing else 0,
+              "without_data": int(np.setdiff1d(listed, staged).size)}
+    return new_ids, replaced, counts
+
+
+def _add_space_rows(con: duckdb.DuckDBPyConnection, ids: np.ndarray, latents: dict) -> tuple[dict, pa.Table]:
+    """The added sources' search-space vectors, by the rule the catalogue stored, written to
+    its space table; returns (vectors per part, the rows written)."""
+    rule = SearchSpace.from_table(con.sql(sql_statements("query")["space_rule"]).to_arrow_table())
+    con.register("_new_rows", pa.table({"source_id": pa.array(ids, pa.int64())}))
+    colour = con.sql(sql_statements("add")["colour_of"]).to_arrow_table()
+    con.unregister("_new_rows")
+    bp_rp = np.full(ids.size, np.nan)
+    order = np.argsort(ids)
+    bp_rp[order[np.searchsorted(ids[order], colour.column("source_id").to_numpy())]] = (
+        colour.column("bp_rp").to_numpy(zero_copy_only=False).astype(np.float64))
+    vectors = rule.transform(space_parts(latents, bp_rp))
+    rows = space_rows(ids, vectors)
+    write_space(con, rows)
+    return vectors, rows
+
+
+def _extend_indexes(cat_dir: Path, new: Path, con: duckdb.DuckDBPyConnection, ids: np.ndarray, latents: dict,
+                    vectors: dict, replaced: np.ndarray, build_info: dict) -> dict:
+    """Append the added sources to every latent and search-space index (a set the catalogue
+    had no index for gets one) and check each finds them; returns build_info's indexes record."""
+    old_info, seed = build_info.get("indexes", {}), int(build_info.get("seed", 0))
+    space_sets = {parse_block_set(k.removeprefix(f"{SPACE}:"), PARTS) for k in old_info if k.startswith(f"{SPACE}:")}
+    space_sets = sorted(space_sets | set(present_sets(vectors)), key=lambda s: (-len(s), [PARTS.index(p) for p in s]))
+    indexes = _append_indexes(cat_dir / INDEX_DIR, new / INDEX_DIR, ids, latents, BLOCK_SETS,
+                              False, replaced, old_info, seed)
+    indexes.update(_append_indexes(cat_dir / INDEX_DIR, new / INDEX_DIR, ids, vectors, space_sets,
+                                   True, replaced, old_info, seed))
+    _verify(con, new, ids, latents, indexes, space=False)
+    _verify(con, new, ids, vectors, indexes, space=True)
+    return indexes
 
 
 def add_sources(cat_dir: Path, inputs: list[Path], skip_existing: bool = False, device: str = "cpu") -> dict:
@@ -537,35 +590,20 @@ def add_sources(cat_dir: Path, inputs: list[Path], skip_existing: bool = False, 
     try:
         stage = work / STAGE_DIR
         ingest(inputs, stage, keep_variability_rejected=settings["keep_variability_rejected"])
-        staged = _staged_ids(stage)
-        listed = np.unique(np.concatenate([
-            pq.read_table(p, columns=["source_id"]).column("source_id").to_numpy()
-            for p in (stage / f"{t}.parquet" for t in ("sources", "labels")) if p.exists()
-        ] or [np.zeros(0, np.int64)]))
-        existing = np.intersect1d(staged, old["ids"])
-        new_ids = np.setdiff1d(staged, existing) if skip_existing else staged
-        replaced = np.zeros(0, np.int64) if skip_existing else existing
-        report = {
-            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "inputs": checksums,
-            "skip_existing": bool(skip_existing),
-            "added": int(new_ids.size - replaced.size),
-            "replaced": int(replaced.size),
-            "skipped_existing": int(existing.size) if skip_existing else 0,
-            "without_data": int(np.setdiff1d(listed, staged).size),
-            "leftovers_removed": report_cleaned,
-        }
+        new_ids, replaced, counts = _sources_to_add(stage, old["ids"], skip_existing)
+        report = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "inputs": checksums,
+                  "skip_existing": bool(skip_existing), **counts, "leftovers_removed": report_cleaned}
         if new_ids.size == 0:
             return {**report, "added": 0, "counts": old["build_info"].get("counts"), "shards": [],
                     "drift": None, "stale": old["build_info"].get("stale"),
                     "seconds": round(time.perf_counter() - t0, 2)}
 
-        for table in ("light_curves", "xp", "sources", "labels"):
-            if (stage / f"{table}.parquet").exists():
-                _filter_parquet(stage / f"{table}.parquet", new_ids)
+        for table in STAGED_TABLES:
+            if staged(stage, table).exists():
+                _filter_parquet(staged(stage, table), new_ids)
         # a replaced source keeps its gaia_source and label rows unless the inputs bring new ones
-        replaced_rows = {t: np.intersect1d(replaced, _ids_of(stage / f"{t}.parquet")) for t in ("sources", "labels")}
-        report["bare_source_rows"] = _complete_sources(stage, np.setdiff1d(new_ids, replaced))
+        replaced_rows = {t: np.intersect1d(replaced, _ids_of(staged(stage, t))) for t in ("sources", "labels")}
+        report["bare_source_rows"] = complete_sources(stage, np.setdiff1d(new_ids, replaced))
         extract_features(stage, work / FEATURES_DIR, shard_size=settings["shard_size"],
                          min_epochs=settings["min_epochs"], resume=False)
         embed(work / FEATURES_DIR, cat_dir / MODELS_DIR, work / EMBEDDINGS_DIR, device=device)
@@ -584,28 +622,8 @@ def add_sources(cat_dir: Path, inputs: list[Path], skip_existing: bool = False, 
             con.execute(sql_script("macros"))  # views pick up any new gaia_source columns
 
             ids, latents = _arrays(added_emb)[:2]
-            # the added sources' search-space parts, by the rule the catalogue stored
-            rule = SearchSpace.from_table(con.sql(sql_statements("query")["space_rule"]).to_arrow_table())
-            con.register("_new_rows", pa.table({"source_id": pa.array(ids, pa.int64())}))
-            colour = con.sql(sql_statements("add")["colour_of"]).to_arrow_table()
-            con.unregister("_new_rows")
-            bp_rp = np.full(ids.size, np.nan)
-            order = np.argsort(ids)
-            bp_rp[order[np.searchsorted(ids[order], colour.column("source_id").to_numpy())]] = (
-                colour.column("bp_rp").to_numpy(zero_copy_only=False).astype(np.float64))
-            vectors = rule.transform(space_parts(latents, bp_rp))
-            added_space = space_rows(ids, vectors)
-            write_space(con, added_space)
-            old_info, seed = old["build_info"].get("indexes", {}), int(old["build_info"].get("seed", 0))
-            space_sets = {parse_block_set(k.removeprefix(f"{SPACE}:"), PARTS)
-                          for k in old_info if k.startswith(f"{SPACE}:")}
-            space_sets = sorted(space_sets | set(present_sets(vectors)), key=lambda s: (-len(s), [PARTS.index(p) for p in s]))
-            indexes = _append_indexes(cat_dir / INDEX_DIR, new / INDEX_DIR, ids, latents, BLOCK_SETS,
-                                      False, replaced, old_info, seed)
-            indexes.update(_append_indexes(cat_dir / INDEX_DIR, new / INDEX_DIR, ids, vectors, space_sets,
-                                           True, replaced, old_info, seed))
-            _verify(con, new, ids, latents, indexes, space=False)
-            _verify(con, new, ids, vectors, indexes, space=True)
+            vectors, added_space = _add_space_rows(con, ids, latents)
+            indexes = _extend_indexes(cat_dir, new, con, ids, latents, vectors, replaced, old["build_info"])
 
             added = added_emb
             for p in PARTS:

@@ -24,7 +24,7 @@ from latentcat.catalog import index as lc_index
 from latentcat.catalog.hats import write_embeddings_hats
 from latentcat.analysis.space import SearchSpace, present_sets, space_parts, space_rows
 from latentcat.errors import InputError, LatentcatError
-from latentcat.layout import DB_NAME, HATS_DIR, INDEX_DIR, shards
+from latentcat.layout import DB_NAME, HATS_DIR, INDEX_DIR, shards, staged
 from latentcat.errors import one_line as _one_line
 
 SQL_DIR = Path(str(resources.files("latentcat") / "sql"))
@@ -128,10 +128,10 @@ def load_tables(con: duckdb.DuckDBPyConnection, stage_dir: Path, features_dir: P
     InputError
         An input is missing or breaks docs/schemas.md (names the file, row and source_id).
     """
-    sources = Path(stage_dir) / "sources.parquet"
+    sources = staged(stage_dir, "sources")
     if not sources.exists():
         raise InputError(f"{sources}: not found")
-    labels = Path(stage_dir) / "labels.parquet"
+    labels = staged(stage_dir, "labels")
     tables = {
         "sources": [sources],
         "labels": [labels] if labels.exists() else [],

@@ -36,6 +36,7 @@ from latentcat.compute import check_folders, check_scheduler, check_written, sha
 from latentcat.errors import InputError
 from latentcat.features import MIN_EPOCHS, SHARD_SIZE, clean, dmdt, fold, period, stats, xp
 from latentcat.features.ragged import compact, list_lengths, pad_lists, to_list_array
+from latentcat.layout import INGEST_REPORT, staged
 
 FEATURES_SCHEMA = pa.schema(
     [
@@ -66,8 +67,8 @@ FEATURES_SCHEMA = pa.schema(
     ]
 )
 
-LC_FILE = "light_curves.parquet"
-XP_FILE = "xp.parquet"
+LC_FILE = staged(".", "light_curves").name
+XP_FILE = staged(".", "xp").name
 PLAN_FILE = "_features_plan.json"  # a leading underscore: Arrow datasets skip it
 SHARED = "stage_dir and out"  # the folders every worker must reach
 _LC_BATCH = 2_000  # light curves processed together inside a shard (bounds memory)
@@ -298,7 +299,7 @@ def light_curve_features(time: np.ndarray, mag: np.ndarray, err: np.ndarray, min
 def _check_staging(stage_dir: Path) -> None:
     """The staging folder holds what its ``ingest_report.json`` says ingest wrote: every table
     it lists, with that many rows (a table removed or replaced since is an input error)."""
-    report_path = stage_dir / "ingest_report.json"
+    report_path = stage_dir / INGEST_REPORT
     if not report_path.exists():
         return
     try:

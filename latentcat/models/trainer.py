@@ -160,6 +160,38 @@ def _evaluate(model: VAE, shards: Sequence[Path], modality: str, cfg: TrainConfi
     return total / n
 
 
+def _train_epoch(model: VAE, optimiser, batches, grad_clip: float, what: str, report) -> tuple[float, int]:
+    """One pass over the training batches; returns (summed loss, samples). ``report(size,
+    total, n)`` is called after each batch (the progress bar)."""
+    model.train()
+    total, n = 0.0, 0
+    for _, batch in batches:
+        loss = model.loss(batch)
+        if not torch.isfinite(loss):
+            raise LatentcatError(f"{what}: training loss became {loss.item()}")
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip > 0:
+            # chi^2 terms with small errors give huge early gradients; RAdam's first
+            # steps are plain momentum SGD, so cap the gradient norm
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimiser.step()
+        size = next(iter(batch.values())).shape[0]
+        total += loss.item() * size
+        n += size
+        report(size, total, n)
+    return total, n
+
+
+def _write_model_folder(out_dir: Path, state: dict, record: dict, history: list[dict], best_epoch: int) -> None:
+    """A trained model's folder: weights, config.json, versions.json and the loss curves."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.cpu() for k, v in state.items()}, out_dir / WEIGHTS)
+    (out_dir / "config.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    (out_dir / "versions.json").write_text(json.dumps(software_versions(), indent=2, sort_keys=True) + "\n")
+    _write_losses(history, best_epoch, record["modality"], out_dir)
+
+
 def train_model(shards: Sequence[Path], modality: str, cfg: TrainConfig, out_dir: Path, dev: torch.device) -> dict:
     """Train one VAE with RAdam and early stopping; write its folder. See `train`."""
     from rich.console import Console
@@ -201,28 +233,13 @@ def train_model(shards: Sequence[Path], modality: str, cfg: TrainConfig, out_dir
         task = progress.add_task(modality, total=n_train, epoch=0, loss=float("nan"), rate=0.0)
         for epoch in range(1, mc.max_epochs + 1):
             progress.reset(task, total=n_train)
-            model.train()
             t0 = time.perf_counter()
-            total, n = 0.0, 0
-            for _, batch in iter_batches(
-                shards, modality, mc.batch_size, split="train", val_fraction=cut, rng=rng,
-                in_dim=mc.in_dim or None, device=dev, sample=sample,
-            ):
-                loss = model.loss(batch)
-                if not torch.isfinite(loss):
-                    raise LatentcatError(f"{modality} VAE: training loss became {loss.item()} in epoch {epoch}")
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                if mc.grad_clip > 0:
-                    # chi^2 terms with small errors give huge early gradients; RAdam's first
-                    # steps are plain momentum SGD, so cap the gradient norm
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), mc.grad_clip)
-                optimiser.step()
-                size = next(iter(batch.values())).shape[0]
-                total += loss.item() * size
-                n += size
-                rate = n / max(time.perf_counter() - t0, 1e-9)
-                progress.update(task, advance=size, epoch=epoch, loss=total / n, rate=rate)
+            batches = iter_batches(shards, modality, mc.batch_size, split="train", val_fraction=cut, rng=rng,
+                                   in_dim=mc.in_dim or None, device=dev, sample=sample)
+            total, n = _train_epoch(model, optimiser, batches, mc.grad_clip, f"{modality} VAE, epoch {epoch}",
+                                    lambda size, total, n: progress.update(
+                                        task, advance=size, epoch=epoch, loss=total / n,
+                                        rate=n / max(time.perf_counter() - t0, 1e-9)))
             seconds = time.perf_counter() - t0
             train_seconds += seconds
             trained_samples += n
@@ -235,14 +252,10 @@ def train_model(shards: Sequence[Path], modality: str, cfg: TrainConfig, out_dir
             elif epoch - best_epoch >= mc.patience:
                 break
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.cpu() for k, v in best_state.items()}, out_dir / WEIGHTS)
     record = {"modality": modality, "seed": cfg.seed, "val_fraction": cfg.val_fraction, "val_cut": cut,
               "model": mc.__dict__.copy(),
               "train_sample": cfg.train_sample, "n_train": n_train, "n_val": n_val, "n_with_modality": n_all}
-    (out_dir / "config.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    (out_dir / "versions.json").write_text(json.dumps(software_versions(), indent=2, sort_keys=True) + "\n")
-    _write_losses(history, best_epoch, modality, out_dir)
+    _write_model_folder(out_dir, best_state, record, history, best_epoch)
     return {
         "folder": str(out_dir),
         "n_train": n_train,
