@@ -27,7 +27,7 @@
     python benchmarks/quality.py --only xp --baselines   # with the ceilings: the input itself, PCA-5, PCA-15
     python benchmarks/quality.py --only survey --seeds 21,31 --work /tmp/q   # two seeds, surveys kept
     python benchmarks/quality.py --only survey --fold-set context=none,lr_decay=none --dmdt-set context=none   # the paper's models
-    python benchmarks/quality.py --only survey --train-n 320000 --train-samples 20000,100000,300000 --epochs 20 --fold-epochs 5
+    python benchmarks/quality.py --only survey --train-n 320000 --train-samples 20000,100000,300000 --epochs 20 --fold-epochs 5 --reference-n 50000
 
 Of the 40,226 stars, 35,746 have all three labels, so at full size 5,746 are held out.
 
@@ -347,7 +347,7 @@ def survey_rows(train: dict, test: dict, seed: int, classifier: str) -> list[dic
     row("search space (default: latents + colour)", space["train"], space["test"])
     result = classify(train["source_id"][lc_tr], {b: v[lc_tr] for b, v in space["train"].items()}, train["cls"][lc_tr],
                       model=classifier, cv=2, seed=seed)
-    pred = result.fitted.predict(test["source_id"][lc_te], {b: v[lc_te] for b, v in space["test"].items()})
+    pred = result.fitted.predict_table(test["source_id"][lc_te], {b: v[lc_te] for b, v in space["test"].items()})
     got = dict(zip(pred.column("source_id").to_pylist(), pred.column("class").to_pylist()))
     rows.append({"row": f"default classifier ({classifier}) on the search space", "n_eval": int(len(lc_te)), "note": "",
                  "rf_f1": _macro_f1(test["cls"][lc_te], np.array([got.get(s, "") for s in test["source_id"][lc_te]]))})
@@ -357,8 +357,10 @@ def survey_rows(train: dict, test: dict, seed: int, classifier: str) -> list[dic
 
 
 def survey_benchmark(train_n: int, eval_n: int, seed: int, work: Path, settings: dict, classifier: str,
-                     workers: int) -> dict:
-    """(b) Train on a survey simulated with ``seed``, evaluate on one simulated with ``seed + 1000``."""
+                     workers: int, reference_n: int = 0) -> dict:
+    """(b) Train on a survey simulated with ``seed``, evaluate on one simulated with ``seed + 1000``;
+    with ``reference_n``, the classifiers and neighbour searches use a random ``reference_n`` of
+    the training survey's sources (the VAEs are trained as ``settings`` say)."""
     t0 = time.perf_counter()
     train_dir = prepare_survey(work / f"survey-{train_n}-{seed}", train_n, seed, workers)
     eval_dir = prepare_survey(work / f"survey-{eval_n}-{seed + 1000}", eval_n, seed + 1000, workers)
@@ -366,6 +368,9 @@ def survey_benchmark(train_n: int, eval_n: int, seed: int, work: Path, settings:
     summary = train_and_embed(train_dir, eval_dir, work / f"models-{tag}", settings, seed)
     train = survey_table(train_dir, work / f"models-{tag}" / "emb-train")
     test = survey_table(eval_dir, work / f"models-{tag}" / "emb-eval")
+    if reference_n and train["source_id"].size > reference_n:
+        keep = np.sort(np.random.default_rng(seed).choice(train["source_id"].size, reference_n, replace=False))
+        train = {k: v[keep] for k, v in train.items()}
     shared = np.intersect1d(train["source_id"], test["source_id"]).size
     return {"rows": survey_rows(train, test, seed, classifier), "train": summary, "shared_sources": int(shared),
             "seconds": time.perf_counter() - t0}
@@ -424,6 +429,9 @@ def main() -> None:
     parser.add_argument("--train-samples", type=lambda text: [int(v) for v in text.split(",")],
                         help="(b) comma-separated [models] train_sample sizes, e.g. 20000,100000,300000: one "
                              "training per size on the same training survey (--train-n at least the largest)")
+    parser.add_argument("--reference-n", type=int, default=0,
+                        help="(b) classifiers and neighbour searches use this many training-survey sources "
+                             "(default: all); e.g. 50000 with --train-n 120000 --train-samples ...")
     parser.add_argument("--work", type=Path, help="(b) keep the simulated surveys and trained models here and reuse them")
     parser.add_argument("--workers", type=int, default=2, help="(b) processes for ingest and features")
     parser.add_argument(
@@ -478,7 +486,7 @@ def main() -> None:
                 for sample in args.train_samples or [0]:
                     run = {**settings, "train_sample": sample} if sample else settings
                     r = survey_benchmark(train_n, eval_n, seed, args.work or work / "survey", run, args.classifier,
-                                         args.workers)
+                                         args.workers, args.reference_n)
                     if sample:
                         print(f"\n(b) [models] train_sample = {sample}: seconds per epoch (one thread) "
                               + ", ".join(f"{m} {info['n_train'] / info['train_samples_per_s']:.0f}"
