@@ -62,6 +62,7 @@ import gzip
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -321,6 +322,7 @@ def simulate_tables(n: int, seed: int | list[int], pixels: tuple[int, int] = (0,
     """
     if n < 1:
         raise InputError(f"simulate: the number of sources must be at least 1, got {n}")
+    # One generator for every step, in this order: the same seed gives the same tables.
     rng = np.random.default_rng(seed)
     cls = _class_codes(n, rng)
     params, subclass = lc.draw_parameters(cls, rng)
@@ -328,17 +330,80 @@ def simulate_tables(n: int, seed: int | list[int], pixels: tuple[int, int] = (0,
     source_id = _source_ids(n, rng, pixels)
 
     times, offsets = lc.gaia_cadence(src_info["ecl_lat"], rng)
-    counts = np.diff(offsets)
     src, _ = lc.flat_index(offsets)
-    total = times.size
     dm, amplitude = lc.light_curves(cls, params, subclass, times, offsets, rng)
+    true = _true_magnitudes(cls, src_info, src, dm)
+    rejected, bands = _observe_transits(true, rng)
+    epoch = _epoch_table(source_id, times, offsets, rejected, bands)
 
+    mean = {band: _mean_magnitude(b.flux, b.ok, _ZERO_POINTS[band], src, n) for band, b in bands.items()}
+    true_mean_g = _mean_magnitude(_mag_to_flux(true["g"], ZP_G), np.ones(times.size, bool), ZP_G, src, n)
+    has_xp = (mean["g"] < XP_G_LIMIT) | (rng.random(n) < FAINT_XP_FRACTION)
+    gaia_source = _gaia_source_table(source_id, src_info, mean, has_xp)
+    vari = _classifier_table(cls, source_id, rng)
+    truth = _truth_table(source_id, cls, subclass, params, amplitude, true_mean_g, src_info, has_xp,
+                         np.diff(offsets))
+
+    class_names = np.array(CLASSES, dtype=object)[cls]
+    xp = _simulate_xp(source_id[has_xp], class_names[has_xp], src_info["teff"][has_xp], mean["g"][has_xp],
+                      src_info["a_g"][has_xp] / 0.789, rng)
+    return {"epoch_photometry": epoch, "xp_continuous": xp, "gaia_source": gaia_source,
+            "vari_classifier_result": vari, "truth": truth}
+
+
+#: Photometric zero point of each band of :class:`_BandTransits`.
+_ZERO_POINTS = {"g": ZP_G, "bp": ZP_BP, "rp": ZP_RP}
+
+
+@dataclass
+class _BandTransits:
+    """One band's points, the transits of every source laid end to end.
+
+    Attributes
+    ----------
+    mag, flux, flux_error, flux_over_error : ndarray
+        The archive's values of each point.
+    ok : ndarray of bool
+        Whether the point exists (False: null in the archive).
+    flag : ndarray of bool
+        ``variability_flag_{band}_reject``.
+    """
+
+    mag: np.ndarray
+    flux: np.ndarray
+    flux_error: np.ndarray
+    flux_over_error: np.ndarray
+    ok: np.ndarray
+    flag: np.ndarray
+
+
+def _true_magnitudes(cls: np.ndarray, src_info: dict[str, np.ndarray], src: np.ndarray,
+                     dm: np.ndarray) -> dict[str, np.ndarray]:
+    """Noise-free G, BP and RP magnitudes of every transit: each source's reference magnitudes plus
+    its light curve ``dm``, scaled in BP and RP by its class's amplitude ratios."""
     amp_bp = np.array([CLASS_TABLE[c]["bprp_amp"][0] for c in CLASSES])[cls]
     amp_rp = np.array([CLASS_TABLE[c]["bprp_amp"][1] for c in CLASSES])[cls]
-    g_true = src_info["g_ref"][src] + dm
-    bp_true = src_info["bp_ref"][src] + amp_bp[src] * dm
-    rp_true = src_info["rp_ref"][src] + amp_rp[src] * dm
+    return {"g": src_info["g_ref"][src] + dm,
+            "bp": src_info["bp_ref"][src] + amp_bp[src] * dm,
+            "rp": src_info["rp_ref"][src] + amp_rp[src] * dm}
 
+
+def _observe_transits(true: dict[str, np.ndarray],
+                      rng: np.random.Generator) -> tuple[np.ndarray, dict[str, _BandTransits]]:
+    """What the archive holds for the true magnitudes of every transit.
+
+    Transits rejected by the photometric processing lose every band; the variability processing
+    flags outliers (their magnitudes shifted); BP and RP points also go missing without a flag;
+    each point gets an error from its magnitude and noise drawn from it.
+
+    Returns
+    -------
+    rejected : ndarray of bool
+        ``rejected_by_photometry`` per transit.
+    bands : dict of str to _BandTransits
+        ``g``, ``bp`` and ``rp``.
+    """
+    total = true["g"].size
     rejected = rng.random(total) < PHOT_REJECTED_FRACTION
     g_flag, g_shift = _outliers(total, rng)
     bp_flag, bp_shift = _outliers(total, rng)
@@ -348,62 +413,62 @@ def simulate_tables(n: int, seed: int | list[int], pixels: tuple[int, int] = (0,
     rp_ok = ~rejected & (rng.random(total) >= BAND_MISSING_FRACTION)
     bp_flag &= bp_ok
     rp_flag &= rp_ok
+    ok = {"g": ~rejected, "bp": bp_ok, "rp": rp_ok}
+    flag = {"g": g_flag, "bp": bp_flag, "rp": rp_flag}
+    shift = {"g": g_shift, "bp": np.where(bp_flag, bp_shift, 0.0), "rp": np.where(rp_flag, rp_shift, 0.0)}
 
-    g_err = lc.g_mag_error(g_true) * rng.lognormal(0.0, 0.15, total)
-    bp_err = lc.xp_mag_error(bp_true) * rng.lognormal(0.0, 0.15, total)
-    rp_err = lc.xp_mag_error(rp_true) * rng.lognormal(0.0, 0.15, total)
-    g_mag = g_true + g_err * rng.standard_normal(total) + g_shift
-    bp_mag = bp_true + bp_err * rng.standard_normal(total) + np.where(bp_flag, bp_shift, 0.0)
-    rp_mag = rp_true + rp_err * rng.standard_normal(total) + np.where(rp_flag, rp_shift, 0.0)
-    g_flux, g_flux_err, g_foe = _fluxes(g_mag, g_err, ZP_G)
-    bp_flux, bp_flux_err, bp_foe = _fluxes(bp_mag, bp_err, ZP_BP)
-    rp_flux, rp_flux_err, rp_foe = _fluxes(rp_mag, rp_err, ZP_RP)
-    g_ok = ~rejected
+    mag_error = {"g": lc.g_mag_error, "bp": lc.xp_mag_error, "rp": lc.xp_mag_error}
+    err = {band: mag_error[band](true[band]) * rng.lognormal(0.0, 0.15, total) for band in ("g", "bp", "rp")}
+    mag = {band: true[band] + err[band] * rng.standard_normal(total) + shift[band] for band in ("g", "bp", "rp")}
+    return rejected, {band: _BandTransits(mag[band], *_fluxes(mag[band], err[band], _ZERO_POINTS[band]),
+                                          ok[band], flag[band]) for band in ("g", "bp", "rp")}
 
+
+def _epoch_table(source_id: np.ndarray, times: np.ndarray, offsets: np.ndarray, rejected: np.ndarray,
+                 bands: dict[str, _BandTransits]) -> pa.Table:
+    """The epoch_photometry table in DR3's bulk layout: one row per source, list columns."""
     transit_id = np.rint(times * _TRANSIT_ID_PER_DAY + _TRANSIT_ID_ZERO).astype(np.int64)
     off32 = pa.array(offsets.astype(np.int32))
-    f64, f32 = pa.float64(), pa.float32()
-    epoch = pa.table({
-        "solution_id": pa.array(np.full(n, DR3_VARI_SOLUTION_ID, dtype=np.int64)),
+    return pa.table({
+        "solution_id": pa.array(np.full(source_id.size, DR3_VARI_SOLUTION_ID, dtype=np.int64)),
         "source_id": pa.array(source_id),
-        "n_transits": pa.array(counts.astype(np.int16)),
+        "n_transits": pa.array(np.diff(offsets).astype(np.int16)),
         "transit_id": _list_array(transit_id, off32),
-        "g_transit_time": _list_array(times, off32, type_=f64),
-        "g_transit_flux": _list_array(g_flux, off32, g_ok, f64),
-        "g_transit_flux_error": _list_array(g_flux_err, off32, g_ok, f64),
-        "g_transit_flux_over_error": _list_array(g_foe, off32, g_ok, f32),
-        "g_transit_mag": _list_array(g_mag, off32, g_ok, f64),
-        "bp_obs_time": _list_array(times + BP_TIME_OFFSET, off32, type_=f64),
-        "bp_flux": _list_array(bp_flux, off32, bp_ok, f64),
-        "bp_flux_error": _list_array(bp_flux_err, off32, bp_ok, f64),
-        "bp_flux_over_error": _list_array(bp_foe, off32, bp_ok, f32),
-        "bp_mag": _list_array(bp_mag, off32, bp_ok, f64),
-        "rp_obs_time": _list_array(times + RP_TIME_OFFSET, off32, type_=f64),
-        "rp_flux": _list_array(rp_flux, off32, rp_ok, f64),
-        "rp_flux_error": _list_array(rp_flux_err, off32, rp_ok, f64),
-        "rp_flux_over_error": _list_array(rp_foe, off32, rp_ok, f32),
-        "rp_mag": _list_array(rp_mag, off32, rp_ok, f64),
-        "variability_flag_g_reject": _list_array(g_flag, off32),
-        "variability_flag_bp_reject": _list_array(bp_flag, off32),
-        "variability_flag_rp_reject": _list_array(rp_flag, off32),
+        **_band_columns("g_transit_time", "g_transit_", times, bands["g"], off32),
+        **_band_columns("bp_obs_time", "bp_", times + BP_TIME_OFFSET, bands["bp"], off32),
+        **_band_columns("rp_obs_time", "rp_", times + RP_TIME_OFFSET, bands["rp"], off32),
+        "variability_flag_g_reject": _list_array(bands["g"].flag, off32),
+        "variability_flag_bp_reject": _list_array(bands["bp"].flag, off32),
+        "variability_flag_rp_reject": _list_array(bands["rp"].flag, off32),
         "rejected_by_photometry": _list_array(rejected, off32),
     })
 
-    # Mean magnitudes as DR3 computes them: from the mean flux of the usable transits.
-    def mean_mag(flux: np.ndarray, ok: np.ndarray, zp: float) -> np.ndarray:
-        s = np.bincount(src, weights=np.where(ok, flux, 0.0), minlength=n)
-        k = np.bincount(src, weights=ok.astype(float), minlength=n)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(k > 0, zp - 2.5 * np.log10(s / k), np.nan)
 
-    g_mean = mean_mag(g_flux, g_ok, ZP_G)
-    bp_mean = mean_mag(bp_flux, bp_ok, ZP_BP)
-    rp_mean = mean_mag(rp_flux, rp_ok, ZP_RP)
-    true_mean_g = mean_mag(_mag_to_flux(g_true, ZP_G), np.ones(total, bool), ZP_G)
-    has_xp = (g_mean < XP_G_LIMIT) | (rng.random(n) < FAINT_XP_FRACTION)
+def _band_columns(time_column: str, prefix: str, times: np.ndarray, band: _BandTransits,
+                  off32: pa.Array) -> dict[str, pa.ListArray]:
+    """One band's time, flux, flux error, flux over error and magnitude list columns."""
+    f64, f32 = pa.float64(), pa.float32()
+    return {
+        time_column: _list_array(times, off32, type_=f64),
+        f"{prefix}flux": _list_array(band.flux, off32, band.ok, f64),
+        f"{prefix}flux_error": _list_array(band.flux_error, off32, band.ok, f64),
+        f"{prefix}flux_over_error": _list_array(band.flux_over_error, off32, band.ok, f32),
+        f"{prefix}mag": _list_array(band.mag, off32, band.ok, f64),
+    }
 
-    class_names = np.array(CLASSES, dtype=object)[cls]
-    gaia_source = pa.table({
+
+def _mean_magnitude(flux: np.ndarray, ok: np.ndarray, zp: float, src: np.ndarray, n: int) -> np.ndarray:
+    """Mean magnitude per source as DR3 computes it: from the mean flux of the usable transits."""
+    s = np.bincount(src, weights=np.where(ok, flux, 0.0), minlength=n)
+    k = np.bincount(src, weights=ok.astype(float), minlength=n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(k > 0, zp - 2.5 * np.log10(s / k), np.nan)
+
+
+def _gaia_source_table(source_id: np.ndarray, src_info: dict[str, np.ndarray], mean: dict[str, np.ndarray],
+                       has_xp: np.ndarray) -> pa.Table:
+    """The gaia_source columns of the simulated sources (``mean``: mean magnitude per band)."""
+    return pa.table({
         "source_id": pa.array(source_id),
         "ra": pa.array(src_info["ra"]),
         "dec": pa.array(src_info["dec"]),
@@ -413,20 +478,24 @@ def simulate_tables(n: int, seed: int | list[int], pixels: tuple[int, int] = (0,
         "parallax_error": pa.array(src_info["parallax_error"].astype(np.float32)),
         "pmra": pa.array(src_info["pmra"]),
         "pmdec": pa.array(src_info["pmdec"]),
-        "phot_g_mean_mag": pa.array(g_mean.astype(np.float32)),
-        "phot_bp_mean_mag": pa.array(bp_mean.astype(np.float32)),
-        "phot_rp_mean_mag": pa.array(rp_mean.astype(np.float32)),
-        "bp_rp": pa.array((bp_mean - rp_mean).astype(np.float32)),
+        "phot_g_mean_mag": pa.array(mean["g"].astype(np.float32)),
+        "phot_bp_mean_mag": pa.array(mean["bp"].astype(np.float32)),
+        "phot_rp_mean_mag": pa.array(mean["rp"].astype(np.float32)),
+        "bp_rp": pa.array((mean["bp"] - mean["rp"]).astype(np.float32)),
         "has_xp_continuous": pa.array(has_xp),
-        "has_epoch_photometry": pa.array(np.ones(n, bool)),
+        "has_epoch_photometry": pa.array(np.ones(source_id.size, bool)),
     })
 
+
+def _classifier_table(cls: np.ndarray, source_id: np.ndarray, rng: np.random.Generator) -> pa.Table:
+    """vari_classifier_result: DR3-like labels and scores of every source but the CONST ones."""
+    n = cls.size
     labels = _classify(cls, rng)
     listed = labels != None  # noqa: E711  (CONST sources are not classified)
     right = labels == np.array([_coarse_truth(c) for c in CLASSES], dtype=object)[cls]
     score = np.where(right, rng.beta(6.0, 2.0, n), rng.beta(2.5, 3.0, n))
     score = np.clip(score, 1e-3, 1.0).astype(np.float32)
-    vari = pa.table({
+    return pa.table({
         "solution_id": pa.array(np.full(int(listed.sum()), DR3_VARI_SOLUTION_ID, dtype=np.int64)),
         "source_id": pa.array(source_id[listed]),
         "classifier_name": pa.array([CLASSIFIER_NAME] * int(listed.sum()), pa.string()),
@@ -434,16 +503,21 @@ def simulate_tables(n: int, seed: int | list[int], pixels: tuple[int, int] = (0,
         "best_class_score": pa.array(score[listed]),
     })
 
+
+def _truth_table(source_id: np.ndarray, cls: np.ndarray, subclass: np.ndarray, params: dict[str, np.ndarray],
+                 amplitude: np.ndarray, true_mean_g: np.ndarray, src_info: dict[str, np.ndarray],
+                 has_xp: np.ndarray, n_transits: np.ndarray) -> pa.Table:
+    """The simulated truth per source, marked with :data:`TRUTH_ROLE` so ingest never reads it."""
     truth_cols = {
         "source_id": pa.array(source_id),
-        "class": pa.array(class_names.tolist(), pa.string()),
+        "class": pa.array(np.array(CLASSES, dtype=object)[cls].tolist(), pa.string()),
         "subclass": pa.array(subclass.tolist(), pa.string()),
         "period": pa.array(params["period"]),
         "amplitude": pa.array(amplitude.astype(np.float32)),
         "mean_g": pa.array(true_mean_g.astype(np.float32)),
         "teff": pa.array(src_info["teff"].astype(np.float32)),
         "has_xp": pa.array(has_xp),
-        "n_g_transits": pa.array(counts.astype(np.int32)),
+        "n_g_transits": pa.array(n_transits.astype(np.int32)),
         "t0": pa.array(params["t0"]),
         "a_g": pa.array(src_info["a_g"].astype(np.float32)),
         "parallax_true": pa.array(src_info["parallax_true"].astype(np.float32)),
@@ -451,12 +525,7 @@ def simulate_tables(n: int, seed: int | list[int], pixels: tuple[int, int] = (0,
     for key in lc.PARAM_COLUMNS:
         if key not in ("period", "amplitude", "t0"):
             truth_cols[key] = pa.array(params[key].astype(np.float32))
-    truth = pa.table(truth_cols).replace_schema_metadata({TRUTH_ROLE[0]: TRUTH_ROLE[1]})
-
-    xp = _simulate_xp(source_id[has_xp], class_names[has_xp], src_info["teff"][has_xp], g_mean[has_xp],
-                      src_info["a_g"][has_xp] / 0.789, rng)
-    return {"epoch_photometry": epoch, "xp_continuous": xp, "gaia_source": gaia_source,
-            "vari_classifier_result": vari, "truth": truth}
+    return pa.table(truth_cols).replace_schema_metadata({TRUTH_ROLE[0]: TRUTH_ROLE[1]})
 
 
 def _coarse_truth(name: str) -> str | None:
