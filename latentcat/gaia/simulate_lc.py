@@ -407,129 +407,213 @@ def draw_parameters(cls: np.ndarray, rng: np.random.Generator) -> tuple[dict[str
     p = {name: np.full(n, np.nan) for name in PARAM_COLUMNS}
     subclass = np.full(n, None, dtype=object)
     p["t0"] = rng.uniform(DR3_START, DR3_START + 1000.0, n)
-    for code, name in enumerate(CLASSES):
+    for code, name in enumerate(CLASSES):  # one class after another, in the order of CLASSES
         idx = np.flatnonzero(cls == code)
-        m = idx.size
-        if m == 0:
+        if idx.size == 0:
             continue
-
-        def put(key: str, values: np.ndarray) -> None:
-            p[key][idx] = values
-
-        if name == "RRAB":
-            per = np.clip(0.57 * rng.lognormal(0.0, 0.12, m), 0.42, 0.9)
-            put("period", per)
-            put("amplitude", np.clip(0.85 - 3.0 * (np.log10(per) + 0.24) + rng.normal(0, 0.1, m), 0.3, 1.3))
-            feh = np.clip(rng.normal(-1.5, 0.35, m), -2.5, -0.3)
-            phi21 = rng.normal(2.40, 0.10, m)
-            put("r21", np.clip(rng.normal(0.48, 0.04, m), 0.35, 0.6))
-            put("r31", np.clip(rng.normal(0.33, 0.04, m), 0.2, 0.45))
-            put("r41", np.clip(rng.normal(0.21, 0.04, m), 0.1, 0.3))
-            put("phi21", phi21)
-            put("phi31", (feh + 5.038 + 5.394 * per) / 1.345 + rng.normal(0.0, 0.1, m))
-            put("phi41", (3.0 * phi21 + rng.normal(0.0, 0.2, m)) % (2.0 * np.pi))
-        elif name == "RRC":
-            put("period", np.clip(rng.normal(0.32, 0.04, m), 0.22, 0.42))
-            put("amplitude", rng.uniform(0.15, 0.5, m))
-            put("r21", np.clip(rng.normal(0.15, 0.04, m), 0.03, 0.3))
-            put("r31", np.clip(rng.normal(0.07, 0.03, m), 0.0, 0.15))
-            put("r41", np.zeros(m))
-            put("phi21", rng.normal(3.1, 0.25, m))
-            put("phi31", rng.normal(6.0, 0.4, m))
-            put("phi41", np.zeros(m))
-        elif name == "DCEP":
-            per = 10.0 ** np.clip(rng.normal(0.7, 0.3, m), 0.0, 1.78)
-            put("period", per)
-            put("amplitude", rng.uniform(0.2, 1.0, m))
-            put("rise", rng.uniform(0.2, 0.35, m))
-            put("bump_phase", np.clip(0.08 * (10.0 - per), -0.15, 0.35))
-            put("bump_amp", 0.25 * np.exp(-0.5 * ((np.log10(per) - 1.0) / 0.12) ** 2))
-        elif name == "T2CEP":
-            per = _loguniform(rng, 1.0, 25.0, m)
-            put("period", per)
-            put("amplitude", rng.uniform(0.3, 0.9, m))
-            put("rise", rng.uniform(0.25, 0.4, m))
-            subclass[idx] = np.where(per < 4.0, "BL_HER", np.where(per < 20.0, "W_VIR", "RV_TAU"))
-        elif name == "EA":
-            per = _loguniform(rng, 0.5, 20.0, m)
-            put("period", per)
-            d1 = rng.uniform(0.1, 1.0, m)
-            put("depth_primary", d1)
-            put("depth_secondary", d1 * rng.uniform(0.05, 0.8, m))
-            put("eclipse_width", np.clip(0.05 * per ** (-1.0 / 3.0) * rng.uniform(0.7, 1.4, m), 0.02, 0.08))
-            put("secondary_phase", 0.5 + rng.uniform(-0.03, 0.03, m))
-            put("amplitude", d1)
-        elif name == "EB":
-            put("period", _loguniform(rng, 0.3, 5.0, m))
-            d1 = rng.uniform(0.15, 0.8, m)
-            put("depth_primary", d1)
-            put("depth_secondary", d1 * rng.uniform(0.3, 0.8, m))
-            put("shape_power", rng.uniform(1.5, 3.0, m))
-            put("amplitude", d1)
-        elif name == "EW":
-            put("period", np.clip(0.37 * rng.lognormal(0.0, 0.2, m), 0.25, 0.8))
-            d = rng.uniform(0.1, 0.7, m)
-            put("depth_primary", d)
-            put("depth_secondary", d)
-            put("shape_power", rng.uniform(1.2, 2.0, m))
-            put("amplitude", d)
-        elif name == "ELL":
-            put("period", _loguniform(rng, 0.5, 10.0, m))
-            a = rng.uniform(0.02, 0.15, m)
-            put("amplitude2", a * rng.uniform(0.05, 0.3, m))  # unequal-minima term
-            put("amplitude", a)
-        elif name == "MIRA":
-            put("period", np.clip(300.0 * rng.lognormal(0.0, 0.35, m), 100.0, 1000.0))
-            put("amplitude", rng.uniform(1.5, 4.0, m))
-            put("rise", rng.uniform(0.35, 0.45, m))
-            put("drw_tau", rng.uniform(200.0, 600.0, m))
-            put("drw_sf_inf", rng.uniform(0.05, 0.2, m))
-        elif name == "SR":
-            irregular = rng.random(m) < 0.4
-            subclass[idx] = np.where(irregular, "IRREGULAR", "SEMIREGULAR")
-            per = np.clip(80.0 * rng.lognormal(0.0, 0.5, m), 20.0, 300.0)
-            put("period", np.where(irregular, np.nan, per))
-            put("period2", np.where(irregular, np.nan, per * rng.uniform(1.3, 3.0, m)))
-            a = np.clip(0.15 * rng.lognormal(0.0, 0.5, m), 0.08, 1.5)
-            put("amplitude", a)
-            put("amplitude2", np.where(irregular, np.nan, a * rng.uniform(0.2, 0.7, m)))
-            put("drw_tau", np.where(irregular, rng.uniform(30.0, 300.0, m), rng.uniform(100.0, 500.0, m)))
-            put("drw_sf_inf", np.where(irregular, np.sqrt(2.0) * a / 3.3, np.nan))  # p95 - p5 of a Gaussian: 3.3 sigma
-        elif name == "DSCT":
-            per = np.clip(0.055 * rng.lognormal(0.0, 0.4, m), 0.02, 0.25)
-            put("period", per)
-            put("period2", per * rng.uniform(0.756, 0.787, m))
-            a = np.clip(0.17 * rng.lognormal(0.0, 0.6, m), 0.01, 0.8)
-            put("amplitude", a)
-            put("amplitude2", a * rng.uniform(0.0, 0.4, m))
-            hads = np.clip(a / 0.3, 0.0, 1.0)  # how far the shape is that of a HADS
-            phi21 = rng.normal(2.40, 0.15, m)
-            put("r21", 0.40 * hads * rng.uniform(0.8, 1.2, m))
-            put("r31", 0.22 * hads * rng.uniform(0.8, 1.2, m))
-            put("r41", 0.10 * hads * rng.uniform(0.8, 1.2, m))
-            put("phi21", phi21)
-            put("phi31", (2.0 * phi21 + 0.2 + rng.normal(0.0, 0.2, m)) % (2.0 * np.pi))
-            put("phi41", (3.0 * phi21 + rng.normal(0.0, 0.2, m)) % (2.0 * np.pi))
-        elif name == "ROT":
-            per = np.clip(5.0 * rng.lognormal(0.0, 0.8, m), 0.3, 30.0)
-            put("period", per)
-            put("period2", per * (1.0 + rng.uniform(0.005, 0.05, m)))
-            a = rng.uniform(0.01, 0.12, m)
-            put("amplitude", a)
-            put("amplitude2", a * rng.uniform(0.3, 1.0, m))
-            put("drw_tau", rng.uniform(50.0, 300.0, m))
-        elif name == "YSO":
-            put("drw_tau", rng.uniform(5.0, 50.0, m))
-            put("drw_sf_inf", rng.uniform(0.05, 0.2, m))
-            put("event_tau", rng.uniform(1.0, 5.0, m))
-            put("event_amp", rng.uniform(0.3, 1.5, m))
-            subclass[idx] = np.where(rng.random(m) < 0.6, "DIPPER", "BURSTER")
-        elif name == "QSO":
-            put("drw_tau", np.clip(200.0 * rng.lognormal(0.0, 0.6, m), 50.0, 1000.0))
-            put("drw_sf_inf", rng.uniform(0.1, 0.3, m))
-        elif name == "CONST":
-            put("amplitude", np.zeros(m))
+        values, sub = _CLASS_PARAMETERS[name](idx.size, rng)
+        for key, value in values.items():
+            p[key][idx] = value
+        if sub is not None:
+            subclass[idx] = sub
     return p, subclass
+
+
+def _rrab_parameters(m: int, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """Fundamental-mode RR Lyrae: period and amplitude on the Bailey diagram, Fourier parameters from [Fe/H]."""
+    values = {}
+    per = np.clip(0.57 * rng.lognormal(0.0, 0.12, m), 0.42, 0.9)
+    values["period"] = per
+    values["amplitude"] = np.clip(0.85 - 3.0 * (np.log10(per) + 0.24) + rng.normal(0, 0.1, m), 0.3, 1.3)
+    feh = np.clip(rng.normal(-1.5, 0.35, m), -2.5, -0.3)
+    phi21 = rng.normal(2.40, 0.10, m)
+    values["r21"] = np.clip(rng.normal(0.48, 0.04, m), 0.35, 0.6)
+    values["r31"] = np.clip(rng.normal(0.33, 0.04, m), 0.2, 0.45)
+    values["r41"] = np.clip(rng.normal(0.21, 0.04, m), 0.1, 0.3)
+    values["phi21"] = phi21
+    values["phi31"] = (feh + 5.038 + 5.394 * per) / 1.345 + rng.normal(0.0, 0.1, m)
+    values["phi41"] = (3.0 * phi21 + rng.normal(0.0, 0.2, m)) % (2.0 * np.pi)
+    return values, None
+
+
+def _rrc_parameters(m: int, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """First-overtone RR Lyrae: nearly sinusoidal."""
+    values = {}
+    values["period"] = np.clip(rng.normal(0.32, 0.04, m), 0.22, 0.42)
+    values["amplitude"] = rng.uniform(0.15, 0.5, m)
+    values["r21"] = np.clip(rng.normal(0.15, 0.04, m), 0.03, 0.3)
+    values["r31"] = np.clip(rng.normal(0.07, 0.03, m), 0.0, 0.15)
+    values["r41"] = np.zeros(m)
+    values["phi21"] = rng.normal(3.1, 0.25, m)
+    values["phi31"] = rng.normal(6.0, 0.4, m)
+    values["phi41"] = np.zeros(m)
+    return values, None
+
+
+def _dcep_parameters(m: int, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """Classical Cepheids, with the Hertzsprung-progression bump."""
+    values = {}
+    per = 10.0 ** np.clip(rng.normal(0.7, 0.3, m), 0.0, 1.78)
+    values["period"] = per
+    values["amplitude"] = rng.uniform(0.2, 1.0, m)
+    values["rise"] = rng.uniform(0.2, 0.35, m)
+    values["bump_phase"] = np.clip(0.08 * (10.0 - per), -0.15, 0.35)
+    values["bump_amp"] = 0.25 * np.exp(-0.5 * ((np.log10(per) - 1.0) / 0.12) ** 2)
+    return values, None
+
+
+def _t2cep_parameters(m: int, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """Type II Cepheids; subclass BL_HER, W_VIR or RV_TAU by period."""
+    values = {}
+    per = _loguniform(rng, 1.0, 25.0, m)
+    values["period"] = per
+    values["amplitude"] = rng.uniform(0.3, 0.9, m)
+    values["rise"] = rng.uniform(0.25, 0.4, m)
+    subclass = np.where(per < 4.0, "BL_HER", np.where(per < 20.0, "W_VIR", "RV_TAU"))
+    return values, subclass
+
+
+def _ea_parameters(m: int, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """Detached eclipsing binaries: two eclipses, flat between them."""
+    values = {}
+    per = _loguniform(rng, 0.5, 20.0, m)
+    values["period"] = per
+    d1 = rng.uniform(0.1, 1.0, m)
+    values["depth_primary"] = d1
+    values["depth_secondary"] = d1 * rng.uniform(0.05, 0.8, m)
+    values["eclipse_width"] = np.clip(0.05 * per ** (-1.0 / 3.0) * rng.uniform(0.7, 1.4, m), 0.02, 0.08)
+    values["secondary_phase"] = 0.5 + rng.uniform(-0.03, 0.03, m)
+    values["amplitude"] = d1
+    return values, None
+
+
+def _eb_parameters(m: int, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """Beta Lyrae binaries: continuous variation, unequal minima."""
+    values = {}
+    values["period"] = _loguniform(rng, 0.3, 5.0, m)
+    d1 = rng.uniform(0.15, 0.8, m)
+    values["depth_primary"] = d1
+    values["depth_secondary"] = d1 * rng.uniform(0.3, 0.8, m)
+    values["shape_power"] = rng.uniform(1.5, 3.0, m)
+    values["amplitude"] = d1
+    return values, None
+
+
+def _ew_parameters(m: int, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """W UMa contact binaries: equal minima."""
+    values = {}
+    values["period"] = np.clip(0.37 * rng.lognormal(0.0, 0.2, m), 0.25, 0.8)
+    d = rng.uniform(0.1, 0.7, m)
+    values["depth_primary"] = d
+    values["depth_secondary"] = d
+    values["shape_power"] = rng.uniform(1.2, 2.0, m)
+    values["amplitude"] = d
+    return values, None
+
+
+def _ell_parameters(m: int, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """Ellipsoidal variables: two unequal sinusoidal minima per orbit."""
+    values = {}
+    values["period"] = _loguniform(rng, 0.5, 10.0, m)
+    a = rng.uniform(0.02, 0.15, m)
+    values["amplitude2"] = a * rng.uniform(0.05, 0.3, m)  # unequal-minima term
+    values["amplitude"] = a
+    return values, None
+
+
+def _mira_parameters(m: int, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """Miras: long period, large amplitude, slow changes of the mean."""
+    values = {}
+    values["period"] = np.clip(300.0 * rng.lognormal(0.0, 0.35, m), 100.0, 1000.0)
+    values["amplitude"] = rng.uniform(1.5, 4.0, m)
+    values["rise"] = rng.uniform(0.35, 0.45, m)
+    values["drw_tau"] = rng.uniform(200.0, 600.0, m)
+    values["drw_sf_inf"] = rng.uniform(0.05, 0.2, m)
+    return values, None
+
+
+def _sr_parameters(m: int, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """Semi-regular and irregular long-period variables; subclass SEMIREGULAR or IRREGULAR."""
+    values = {}
+    irregular = rng.random(m) < 0.4
+    subclass = np.where(irregular, "IRREGULAR", "SEMIREGULAR")
+    per = np.clip(80.0 * rng.lognormal(0.0, 0.5, m), 20.0, 300.0)
+    values["period"] = np.where(irregular, np.nan, per)
+    values["period2"] = np.where(irregular, np.nan, per * rng.uniform(1.3, 3.0, m))
+    a = np.clip(0.15 * rng.lognormal(0.0, 0.5, m), 0.08, 1.5)
+    values["amplitude"] = a
+    values["amplitude2"] = np.where(irregular, np.nan, a * rng.uniform(0.2, 0.7, m))
+    values["drw_tau"] = np.where(irregular, rng.uniform(30.0, 300.0, m), rng.uniform(100.0, 500.0, m))
+    values["drw_sf_inf"] = np.where(irregular, np.sqrt(2.0) * a / 3.3, np.nan)  # p95 - p5 of a Gaussian: 3.3 sigma
+    return values, subclass
+
+
+def _dsct_parameters(m: int, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """Delta Scuti stars: the larger the amplitude, the more HADS-like the shape; a second mode."""
+    values = {}
+    per = np.clip(0.055 * rng.lognormal(0.0, 0.4, m), 0.02, 0.25)
+    values["period"] = per
+    values["period2"] = per * rng.uniform(0.756, 0.787, m)
+    a = np.clip(0.17 * rng.lognormal(0.0, 0.6, m), 0.01, 0.8)
+    values["amplitude"] = a
+    values["amplitude2"] = a * rng.uniform(0.0, 0.4, m)
+    hads = np.clip(a / 0.3, 0.0, 1.0)  # how far the shape is that of a HADS
+    phi21 = rng.normal(2.40, 0.15, m)
+    values["r21"] = 0.40 * hads * rng.uniform(0.8, 1.2, m)
+    values["r31"] = 0.22 * hads * rng.uniform(0.8, 1.2, m)
+    values["r41"] = 0.10 * hads * rng.uniform(0.8, 1.2, m)
+    values["phi21"] = phi21
+    values["phi31"] = (2.0 * phi21 + 0.2 + rng.normal(0.0, 0.2, m)) % (2.0 * np.pi)
+    values["phi41"] = (3.0 * phi21 + rng.normal(0.0, 0.2, m)) % (2.0 * np.pi)
+    return values, None
+
+
+def _rot_parameters(m: int, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """Spotted rotators: two spot groups with differential rotation."""
+    values = {}
+    per = np.clip(5.0 * rng.lognormal(0.0, 0.8, m), 0.3, 30.0)
+    values["period"] = per
+    values["period2"] = per * (1.0 + rng.uniform(0.005, 0.05, m))
+    a = rng.uniform(0.01, 0.12, m)
+    values["amplitude"] = a
+    values["amplitude2"] = a * rng.uniform(0.3, 1.0, m)
+    values["drw_tau"] = rng.uniform(50.0, 300.0, m)
+    return values, None
+
+
+def _yso_parameters(m: int, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """Young stellar objects: a damped random walk plus dips or bursts; subclass DIPPER or BURSTER."""
+    values = {}
+    values["drw_tau"] = rng.uniform(5.0, 50.0, m)
+    values["drw_sf_inf"] = rng.uniform(0.05, 0.2, m)
+    values["event_tau"] = rng.uniform(1.0, 5.0, m)
+    values["event_amp"] = rng.uniform(0.3, 1.5, m)
+    subclass = np.where(rng.random(m) < 0.6, "DIPPER", "BURSTER")
+    return values, subclass
+
+
+def _qso_parameters(m: int, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """Quasars: a damped random walk."""
+    values = {}
+    values["drw_tau"] = np.clip(200.0 * rng.lognormal(0.0, 0.6, m), 50.0, 1000.0)
+    values["drw_sf_inf"] = rng.uniform(0.1, 0.3, m)
+    return values, None
+
+
+def _const_parameters(m: int, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """Constant stars: no variability."""
+    values = {}
+    values["amplitude"] = np.zeros(m)
+    return values, None
+
+
+#: The parameter draw of each class: (number of sources, rng) -> (values per PARAM_COLUMNS key, subclass or None).
+_CLASS_PARAMETERS = {
+    "RRAB": _rrab_parameters, "RRC": _rrc_parameters, "DCEP": _dcep_parameters, "T2CEP": _t2cep_parameters,
+    "EA": _ea_parameters, "EB": _eb_parameters, "EW": _ew_parameters, "ELL": _ell_parameters,
+    "MIRA": _mira_parameters, "SR": _sr_parameters, "DSCT": _dsct_parameters, "ROT": _rot_parameters,
+    "YSO": _yso_parameters, "QSO": _qso_parameters, "CONST": _const_parameters,
+}
 
 
 _N_HARM = {"DCEP": 6, "T2CEP": 5, "MIRA": 3}  # the sawtooth pulsators (skewed_wave)
