@@ -40,6 +40,7 @@ covariance.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -290,9 +291,67 @@ def _simulate_block(source_id, is_qso, is_lpv, is_yso, teff, g_mag, rng, redshif
     precomputed matrix (LSF and pseudo-inverse) applied in float64.
     """
     n = source_id.size
-    f32 = np.float32
+    # Every draw is made for all sources, in a fixed order, so results depend only on the seed:
+    # the model parameters first, then the noise of BP, then that of RP.
+    sed = _draw_seds(is_qso, is_lpv, is_yso, teff, rng, redshift, a_v)
+    lines = _spectral_lines(sed, is_yso)
+    inst = _instrument()
+    band_flux, projected = {}, {}
+    for band in BANDS:
+        spectrum = _band_spectrum(band, sed, lines)
+        band_flux[band] = spectrum.sum(axis=1, dtype=np.float64) * inst[band]["du"]
+        projected[band] = spectrum.astype(np.float64) @ inst[band]["fit"]
+    scale = _g_flux_scale(band_flux, g_mag)
 
-    # Every draw is made for all sources, in a fixed order, so results depend only on the seed.
+    columns: dict[str, pa.Array] = {
+        "source_id": pa.array(source_id, type=pa.int64()),
+        "solution_id": pa.array(np.full(n, DR3_XP_SOLUTION_ID, dtype=np.int64)),
+    }
+    for band in BANDS:
+        columns.update(_observed_band(band, band_flux[band] * scale, projected[band] * scale[:, None], rng))
+    return pa.table(columns)
+
+
+@dataclass
+class _Seds:
+    """The model SED parameters of one block of sources.
+
+    Attributes
+    ----------
+    is_qso : ndarray of bool
+    star_teff : ndarray
+        Effective temperature (K); 5000 for QSOs, whose continuum is a power law.
+    alpha, z : ndarray
+        QSO power-law index and redshift.
+    a_v : ndarray
+        Interstellar plus (YSO) circumstellar V-band extinction (mag).
+    ha_ew : ndarray
+        YSO H-alpha emission equivalent width (nm).
+    cool : ndarray of int
+        The rows with molecular bands (below 4000 K), and ``tio`` and ``vo``, float32, their
+        TiO and VO band strengths.
+    """
+
+    is_qso: np.ndarray
+    star_teff: np.ndarray
+    alpha: np.ndarray
+    z: np.ndarray
+    a_v: np.ndarray
+    ha_ew: np.ndarray
+    cool: np.ndarray
+    tio: np.ndarray
+    vo: np.ndarray
+
+    def continuum(self, rows: np.ndarray, lam0) -> np.ndarray:
+        """Continuum F_lambda of ``rows`` at wavelengths lam0 (nm, one per row or one for all), float64."""
+        return _continuum(lam0, self.star_teff[rows], self.alpha[rows], self.is_qso[rows], self.a_v[rows])
+
+
+def _draw_seds(is_qso, is_lpv, is_yso, teff, rng, redshift, a_v) -> _Seds:
+    """Draw the SED parameters of a block: redshift and power-law index (QSOs), extinction and
+    H-alpha (YSOs); a given ``redshift`` or ``a_v`` is used as it is, without a draw."""
+    n = is_qso.size
+    f32 = np.float32
     z = rng.uniform(0.3, 3.0, n) if redshift is None else redshift
     alpha = rng.normal(-0.5, 0.3, n)
     a_v_ism = rng.exponential(np.where(is_qso, 0.1, 0.3)) if a_v is None else a_v
@@ -300,84 +359,85 @@ def _simulate_block(source_id, is_qso, is_lpv, is_yso, teff, g_mag, rng, redshif
     ha_ew = rng.uniform(2.0, 8.0, n)
     a_v_total = a_v_ism + np.where(is_yso, a_v_yso, 0.0)
     star_teff = np.where(is_qso, 5000.0, teff)
-
-    inst = _instrument()
-    qso = np.flatnonzero(is_qso)
     cool = np.flatnonzero(~is_qso & (star_teff < 4000.0))
-    yso = np.flatnonzero(is_yso)
-    balmer = np.exp(-0.5 * ((star_teff - 9000.0) / 2000.0) ** 2)
-    hot = np.flatnonzero(~is_qso & (balmer > 1e-3))
     tio = (np.clip((4000.0 - star_teff[cool]) / 1000.0, 0.0, 2.0) * np.where(is_lpv[cool], 3.0, 0.7)).astype(f32)
     vo = (np.clip((3300.0 - star_teff[cool]) / 600.0, 0.0, 1.5) * np.where(is_lpv[cool], 1.5, 0.3)).astype(f32)
+    return _Seds(is_qso, star_teff, alpha, z, a_v_total, ha_ew, cool, tio, vo)
 
-    def continuum(rows, lam0):
-        """Continuum F_lambda of ``rows`` at wavelengths lam0 (nm, one per row or one for all), float64."""
-        return _continuum(lam0, star_teff[rows], alpha[rows], is_qso[rows], a_v_total[rows])
 
-    # Lines: (rows, centre nm, integrated F_lambda flux, width sigma nm), the same for both bands.
+def _spectral_lines(sed: _Seds, is_yso: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """The lines of a block, the same for both bands: (rows, centre nm, integrated F_lambda flux,
+    width sigma nm) for the broad QSO lines, Balmer absorption (peaking near 9000 K) and YSO H-alpha."""
+    qso = np.flatnonzero(sed.is_qso)
+    yso = np.flatnonzero(is_yso)
+    balmer = np.exp(-0.5 * ((sed.star_teff - 9000.0) / 2000.0) ** 2)
+    hot = np.flatnonzero(~sed.is_qso & (balmer > 1e-3))
     lines = []
     for rest, ew in _QSO_LINES:  # broad, 4000 km/s FWHM
-        lam0 = rest * (1 + z[qso])
-        lines.append((qso, lam0, ew * (1 + z[qso]) * continuum(qso, lam0), lam0 * 4000.0 / 2.998e5 / 2.355))
+        lam0 = rest * (1 + sed.z[qso])
+        lines.append((qso, lam0, ew * (1 + sed.z[qso]) * sed.continuum(qso, lam0), lam0 * 4000.0 / 2.998e5 / 2.355))
     for rest, ew in _BALMER:  # absorption, peaking near 9000 K
-        lines.append((hot, np.array([rest]), -balmer[hot] * ew * continuum(hot, np.array(rest)), np.array([1.5])))
-    lines.append((yso, np.array([656.3]), ha_ew[yso] * continuum(yso, np.array(656.3)), np.array([0.5])))
+        lines.append((hot, np.array([rest]), -balmer[hot] * ew * sed.continuum(hot, np.array(rest)), np.array([1.5])))
+    lines.append((yso, np.array([656.3]), sed.ha_ew[yso] * sed.continuum(yso, np.array(656.3)), np.array([0.5])))
+    return lines
 
-    band_flux, projected = {}, {}
-    for band in BANDS:
-        b = inst[band]
-        spectrum = _continuum(b["lam32"][None, :], star_teff.astype(f32)[:, None], alpha.astype(f32)[:, None],
-                              is_qso[:, None], a_v_total.astype(f32)[:, None])
-        spectrum[cool] *= np.exp(-np.multiply.outer(tio, b["tio32"]) - np.multiply.outer(vo, b["vo32"]))
-        if qso.size:  # Ly-alpha forest (Madau-like optical depth) and the Lyman limit
-            edge = (1 + z[qso].astype(f32))[:, None]
-            tau = np.where(b["lam32"][None, :] < 121.6 * edge, b["forest32"][None, :], f32(0.0))
-            tau += np.where(b["lam32"][None, :] < 91.2 * edge, f32(3.0), f32(0.0))
-            spectrum[qso] *= np.exp(-tau)
-        spectrum *= b["factor32"][None, :]
-        for rows, lam0, flux, sigma_nm in lines:  # added only where the line falls in the band
-            if rows.size == 0:
-                continue
-            seen, profile = _line_profiles(band, lam0, sigma_nm)
-            if lam0.size == 1:  # one centre, one profile for all rows
-                if seen[0]:
-                    spectrum[rows] += flux.astype(f32)[:, None] * profile
-            else:
-                spectrum[rows[seen]] += flux[seen].astype(f32)[:, None] * profile
-        np.clip(spectrum, 0.0, None, out=spectrum)
-        band_flux[band] = spectrum.sum(axis=1, dtype=np.float64) * b["du"]
-        projected[band] = spectrum.astype(np.float64) @ b["fit"]
 
-    # Scale to the G magnitude: BP+RP photon flux = k(BP-RP) * G flux.
+def _band_spectrum(band: str, sed: _Seds, lines: list) -> np.ndarray:
+    """The photon spectra of a block in one band on ``_U_FINE`` (float32, sources x grid, >= 0)."""
+    f32 = np.float32
+    b = _instrument()[band]
+    spectrum = _continuum(b["lam32"][None, :], sed.star_teff.astype(f32)[:, None], sed.alpha.astype(f32)[:, None],
+                          sed.is_qso[:, None], sed.a_v.astype(f32)[:, None])
+    spectrum[sed.cool] *= np.exp(-np.multiply.outer(sed.tio, b["tio32"]) - np.multiply.outer(sed.vo, b["vo32"]))
+    qso = np.flatnonzero(sed.is_qso)
+    if qso.size:  # Ly-alpha forest (Madau-like optical depth) and the Lyman limit
+        edge = (1 + sed.z[qso].astype(f32))[:, None]
+        tau = np.where(b["lam32"][None, :] < 121.6 * edge, b["forest32"][None, :], f32(0.0))
+        tau += np.where(b["lam32"][None, :] < 91.2 * edge, f32(3.0), f32(0.0))
+        spectrum[qso] *= np.exp(-tau)
+    spectrum *= b["factor32"][None, :]
+    for rows, lam0, flux, sigma_nm in lines:  # added only where the line falls in the band
+        if rows.size == 0:
+            continue
+        seen, profile = _line_profiles(band, lam0, sigma_nm)
+        if lam0.size == 1:  # one centre, one profile for all rows
+            if seen[0]:
+                spectrum[rows] += flux.astype(f32)[:, None] * profile
+        else:
+            spectrum[rows[seen]] += flux[seen].astype(f32)[:, None] * profile
+    np.clip(spectrum, 0.0, None, out=spectrum)
+    return spectrum
+
+
+def _g_flux_scale(band_flux: dict[str, np.ndarray], g_mag: np.ndarray) -> np.ndarray:
+    """The factor that scales each model to its G magnitude: BP+RP photon flux = k(BP-RP) * G flux."""
     tiny = 1e-300
     bp_rp = -2.5 * np.log10((band_flux["bp"] + tiny) / (band_flux["rp"] + tiny)) + BP_ZERO_POINT - RP_ZERO_POINT
     ratio = 1.15 + 0.12 * np.clip(bp_rp, 0.0, 5.0)
-    scale = ratio * 10 ** (-0.4 * (g_mag - G_ZERO_POINT)) / (band_flux["bp"] + band_flux["rp"])
+    return ratio * 10 ** (-0.4 * (g_mag - G_ZERO_POINT)) / (band_flux["bp"] + band_flux["rp"])
 
-    columns: dict[str, pa.Array] = {
-        "source_id": pa.array(source_id, type=pa.int64()),
-        "solution_id": pa.array(np.full(n, DR3_XP_SOLUTION_ID, dtype=np.int64)),
+
+def _observed_band(band: str, flux: np.ndarray, true: np.ndarray, rng: np.random.Generator) -> dict[str, pa.Array]:
+    """One band's archive columns: the true coefficients ``true`` of sources of band flux ``flux``
+    (e-/s) with errors, correlated noise drawn from exactly the published covariance, and counts."""
+    n = flux.size
+    sigma0 = np.sqrt((4e-5 * flux) ** 2 + 3e-5 * flux + 0.38**2) * 10 ** rng.normal(0.0, 0.25, n)
+    errors = sigma0[:, None] * _ERROR_PROFILE[None, :]
+    factors = rng.normal(0.0, 0.25, (2, n, N_COEFFICIENTS))  # rank-2 correlation factors B
+    norm = 1.0 / np.sqrt(1.0 + factors[0] ** 2 + factors[1] ** 2)
+    scaled = factors * norm  # S B
+    mix = rng.standard_normal((2, n, 1))
+    unit = norm * rng.standard_normal((n, N_COEFFICIENTS)) + scaled[0] * mix[0] + scaled[1] * mix[1]
+    coefficients = true + errors * unit
+    significant = np.abs(true) > 3.0 * errors
+    n_relevant = np.where(significant.any(axis=1),
+                          N_COEFFICIENTS - np.argmax(significant[:, ::-1], axis=1), 0)
+    return {
+        f"{band}_basis_function_id": pa.array(np.full(n, basis_function_id(band), dtype=np.int64)),
+        f"{band}_n_parameters": pa.array(np.full(n, N_COEFFICIENTS, dtype=np.int16)),
+        f"{band}_standard_deviation": pa.array(np.clip(rng.normal(1.05, 0.05, n), 0.9, None).astype(np.float32)),
+        f"{band}_coefficients": _list_column(coefficients, np.float64),
+        f"{band}_coefficient_errors": _list_column(errors, np.float32),
+        f"{band}_coefficient_correlations": _list_column(_correlations(scaled), np.float32),
+        f"{band}_n_relevant_bases": pa.array(n_relevant.astype(np.int16)),
     }
-    for band in BANDS:
-        flux = band_flux[band] * scale
-        true = projected[band] * scale[:, None]
-        sigma0 = np.sqrt((4e-5 * flux) ** 2 + 3e-5 * flux + 0.38**2) * 10 ** rng.normal(0.0, 0.25, n)
-        errors = sigma0[:, None] * _ERROR_PROFILE[None, :]
-        factors = rng.normal(0.0, 0.25, (2, n, N_COEFFICIENTS))  # rank-2 correlation factors B
-        norm = 1.0 / np.sqrt(1.0 + factors[0] ** 2 + factors[1] ** 2)
-        scaled = factors * norm  # S B
-        mix = rng.standard_normal((2, n, 1))
-        unit = norm * rng.standard_normal((n, N_COEFFICIENTS)) + scaled[0] * mix[0] + scaled[1] * mix[1]
-        coefficients = true + errors * unit
-        significant = np.abs(true) > 3.0 * errors
-        n_relevant = np.where(significant.any(axis=1),
-                              N_COEFFICIENTS - np.argmax(significant[:, ::-1], axis=1), 0)
-        columns[f"{band}_basis_function_id"] = pa.array(np.full(n, basis_function_id(band), dtype=np.int64))
-        columns[f"{band}_n_parameters"] = pa.array(np.full(n, N_COEFFICIENTS, dtype=np.int16))
-        columns[f"{band}_standard_deviation"] = pa.array(
-            np.clip(rng.normal(1.05, 0.05, n), 0.9, None).astype(np.float32))
-        columns[f"{band}_coefficients"] = _list_column(coefficients, np.float64)
-        columns[f"{band}_coefficient_errors"] = _list_column(errors, np.float32)
-        columns[f"{band}_coefficient_correlations"] = _list_column(_correlations(scaled), np.float32)
-        columns[f"{band}_n_relevant_bases"] = pa.array(n_relevant.astype(np.int16))
-    return pa.table(columns)
