@@ -3,9 +3,7 @@
 import warnings
 
 import numpy as np
-import pytest
 
-from latentcat.gaia import simulate_lc as lc
 from latentcat.gaia.simulate_xp import _ccm_extinction, _continuum, _correlations, _instrument, simulate_xp_continuous
 from latentcat.gaia.xp import convert_xp
 
