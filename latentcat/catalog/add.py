@@ -485,17 +485,17 @@ def _sources_to_add(stage: Path, catalogue_ids: np.ndarray, skip_existing: bool)
     """(source_ids to encode and add, those of them that replace catalogue sources, the
     report's counts) of a staged addition. A source with no light curve and no XP is counted
     as ``without_data``, never added."""
-    staged = staged_ids(stage)
+    with_data = staged_ids(stage)
     listed = np.unique(np.concatenate([
         pq.read_table(p, columns=["source_id"]).column("source_id").to_numpy()
         for p in (staged(stage, t) for t in ("sources", "labels")) if p.exists()
     ] or [np.zeros(0, np.int64)]))
-    existing = np.intersect1d(staged, catalogue_ids)
-    new_ids = np.setdiff1d(staged, existing) if skip_existing else staged
+    existing = np.intersect1d(with_data, catalogue_ids)
+    new_ids = np.setdiff1d(with_data, existing) if skip_existing else with_data
     replaced = np.zeros(0, np.int64) if skip_existing else existing
     counts = {"added": int(new_ids.size - replaced.size), "replaced": int(replaced.size),
               "skipped_existing": int(existing.size) if skip_existing else 0,
-              "without_data": int(np.setdiff1d(listed, staged).size)}
+              "without_data": int(np.setdiff1d(listed, with_data).size)}
     return new_ids, replaced, counts
 
 
