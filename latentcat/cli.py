@@ -534,6 +534,27 @@ def report(
 
 
 @command()
+def serve(
+    catalog: Optional[Path] = CATALOG_OPTION,
+    port: int = typer.Option(8765, "--port", help="Port to listen on (0: a free one)."),
+    host: str = typer.Option("127.0.0.1", "--host",
+                             help="Address to listen on: 127.0.0.1 (this machine only, the default); 0.0.0.0 opens it "
+                                  "to the network."),
+    stage: Optional[Path] = typer.Option(None, "--stage", help="A `latentcat ingest` staging folder: source pages then "
+                                         "show the raw G epochs, which the catalogue does not keep."),
+    max_upload_mb: float = typer.Option(5.0, "--max-upload-mb", help="Largest light-curve file accepted (MiB)."),
+) -> None:
+    """Start a local read-only web explorer of a catalogue: the map, a page per source with its
+    neighbours, your own light curve's neighbours, outliers and classes (Ctrl-C stops it)."""
+    from latentcat.serve import serve as run_serve
+
+    if not 0 < max_upload_mb <= 1024:
+        raise LatentcatError(f"--max-upload-mb must be between 0 and 1024, got {max_upload_mb}")
+    run_serve(catalog or Path("catalog"), host=host, port=port, stage=stage,
+              max_upload=int(max_upload_mb * 1024 * 1024), announce=typer.echo)
+
+
+@command()
 def demo(
     out: Path = typer.Option(Path("demo_catalog"), "--out", "-o", help="Catalogue folder to write."),
     n: int = typer.Option(20_000, "--n", help="Number of simulated sources."),

@@ -21,7 +21,7 @@ LAYERS = (
     ("query",),                 # the read-only Catalog
     ("analyse", "build", "plots"),
     ("report", "demo"),
-    ("cli",),
+    ("cli", "serve"),           # the command line; the web explorer (only the CLI imports it)
 )
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 
