@@ -16,7 +16,8 @@ import distributed  # noqa: E402  (a declared dependency)
 from latentcat import compute  # noqa: E402
 from latentcat.errors import InputError  # noqa: E402
 from latentcat.features.extract import extract_features, shard_name  # noqa: E402
-from latentcat.gaia.ingest import TABLES, ingest  # noqa: E402
+from latentcat.gaia.ingest import ingest  # noqa: E402
+from latentcat.layout import STAGED_TABLES as TABLES  # noqa: E402
 from latentcat.gaia.simulate import simulate_survey  # noqa: E402
 from latentcat.models.config import TrainConfig  # noqa: E402
 from latentcat.models.embed import embed  # noqa: E402

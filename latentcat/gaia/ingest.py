@@ -83,10 +83,8 @@ from latentcat.gaia.layouts import (
     detect_layout, epoch_points, is_array_column, label_columns, source_columns, unknown_layout_message,
     xp_coefficients,
 )
+from latentcat.layout import INGEST_REPORT, STAGED_TABLES, staged
 
-#: Staging tables, in the order they are written.
-TABLES = ("light_curves", "xp", "sources", "labels")
-REPORT = "ingest_report.json"
 #: Folders of part files inside the temporary parts folder.
 PART_KINDS = ("points", "seen", "xp", "sources", "labels")
 
@@ -222,12 +220,12 @@ def _run(inputs: list[Path], work: Path, keep_var: bool, chunk_rows: int, comput
 
     for entry in entries:
         entry["sources"] = per_file.get(entry.pop("_index"), 0)
-    missing = {t: "no input had this kind of data" for t in TABLES if t not in written}
+    missing = {t: "no input had this kind of data" for t in STAGED_TABLES if t not in written}
     return {
         "inputs": entries,
         "skipped": skipped,
         "ignored_files": ignored,
-        "tables": {t: {"file": f"{t}.parquet", "rows": n} for t, n in written.items()},
+        "tables": {t: {"file": staged(".", t).name, "rows": n} for t, n in written.items()},
         "tables_not_written": missing,
         "duplicates": duplicates,
         "keep_variability_rejected": keep_var,
@@ -537,7 +535,7 @@ def _merge_light_curves(con: duckdb.DuckDBPyConnection, parts: Path, final: Path
     ranges = source_ranges(con, [points.paths, seen.paths], budget) or [(0, -1)]  # (0, -1): schema only
     duplicates = conflicts = multi = 0
     counts = {}
-    with _Appender(final / "light_curves.parquet") as out:
+    with _Appender(staged(final, "light_curves")) as out:
         for lo, hi in ranges:
             bounds = {"lo": lo, "hi": hi}
             p, s = {"points": points.files(lo, hi), **bounds}, {"seen": seen.files(lo, hi), **bounds}
@@ -569,7 +567,7 @@ def _merge_rows(con: duckdb.DuckDBPyConnection, folder: Path, final: Path, table
     ranges = source_ranges(con, [parts.paths], budget) or [(0, -1)]  # (0, -1): schema only
     n_in = 0
     counts = {}
-    with _Appender(final / f"{table}.parquet") as out:
+    with _Appender(staged(final, table)) as out:
         for lo, hi in ranges:
             hit = parts.overlapping(lo, hi)
             present = set().union(*(parts.columns[i] for i in hit))
@@ -608,10 +606,10 @@ def _refuse_conflicts(con: duckdb.DuckDBPyConnection, src: str, bind: dict, valu
 
 def _commit(final: Path, out: Path, report: dict) -> None:
     """Move the finished tables into ``out``, replacing those of an earlier ingest all at once."""
-    (final / REPORT).write_text(json.dumps(report, indent=2, sort_keys=True))
+    (final / INGEST_REPORT).write_text(json.dumps(report, indent=2, sort_keys=True))
     old = final.parent / "previous"
     old.mkdir()
-    names = [f"{t}.parquet" for t in TABLES] + [REPORT]
+    names = [staged(".", t).name for t in STAGED_TABLES] + [INGEST_REPORT]
     moved_old, moved_new = [], []
     try:
         for name in names:
