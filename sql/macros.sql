@@ -31,11 +31,11 @@ CREATE OR REPLACE MACRO similar_to(qid, k) AS TABLE
     WITH q AS (SELECT s_xp, s_dmdt, s_fold, s_colour, parts FROM space WHERE source_id = qid)
     SELECT e.source_id,
            list_distance(
-               list_concat(CASE WHEN q.s_xp IS NOT NULL THEN e.s_xp END,
-                           CASE WHEN q.s_dmdt IS NOT NULL THEN e.s_dmdt END,
-                           CASE WHEN q.s_fold IS NOT NULL THEN e.s_fold END,
+               list_concat(list_concat(list_concat(CASE WHEN q.s_xp IS NOT NULL THEN e.s_xp END,
+                                                   CASE WHEN q.s_dmdt IS NOT NULL THEN e.s_dmdt END),
+                                       CASE WHEN q.s_fold IS NOT NULL THEN e.s_fold END),
                            CASE WHEN q.s_colour IS NOT NULL THEN e.s_colour END),
-               list_concat(q.s_xp, q.s_dmdt, q.s_fold, q.s_colour)) AS distance,
+               list_concat(list_concat(list_concat(q.s_xp, q.s_dmdt), q.s_fold), q.s_colour)) AS distance,
            q.parts AS parts
     FROM space AS e, q
     WHERE e.source_id <> qid
@@ -86,10 +86,10 @@ CREATE OR REPLACE MACRO similar_to_available(qid, k) AS TABLE
     WITH q AS (SELECT z_xp, z_dmdt, z_fold FROM embeddings WHERE source_id = qid)
     SELECT e.source_id,
            list_distance(
-               list_concat(CASE WHEN q.z_xp IS NOT NULL THEN e.z_xp END,
-                           CASE WHEN q.z_dmdt IS NOT NULL THEN e.z_dmdt END,
+               list_concat(list_concat(CASE WHEN q.z_xp IS NOT NULL THEN e.z_xp END,
+                                       CASE WHEN q.z_dmdt IS NOT NULL THEN e.z_dmdt END),
                            CASE WHEN q.z_fold IS NOT NULL THEN e.z_fold END),
-               list_concat(q.z_xp, q.z_dmdt, q.z_fold)) AS distance,
+               list_concat(list_concat(q.z_xp, q.z_dmdt), q.z_fold)) AS distance,
            concat_ws('+', CASE WHEN q.z_xp IS NOT NULL THEN 'xp' END,
                           CASE WHEN q.z_dmdt IS NOT NULL THEN 'dmdt' END,
                           CASE WHEN q.z_fold IS NOT NULL THEN 'fold' END) AS blocks
