@@ -11,12 +11,20 @@ SELECT z_xp, z_dmdt, z_fold FROM embeddings WHERE source_id = {source_id};
 -- A source's search-space parts (latentcat/analysis/space.py); the source_id is a literal as in codes_of.
 SELECT s_xp, s_dmdt, s_fold, s_colour FROM space WHERE source_id = {source_id};
 
--- name: meta_of_ids
--- The source_meta rows of a neighbour list, their source_ids written in as integer literals
--- (as in codes_of: constants let the zone maps of the source_id-ordered tables skip all but
--- the row groups that hold them, so the cost hardly grows with the catalogue). The Catalog
--- puts them in rank order; joining there is cheaper than an unnest join here.
-SELECT * FROM source_meta WHERE source_id IN ({id_list});
+-- name: source_meta_all
+-- The source_meta view in source_id order, read once per Catalog: neighbour lists take their
+-- metadata from it by row (a sorted source_id array and np.searchsorted), not by a query each.
+SELECT * FROM source_meta ORDER BY source_id;
+
+-- name: space_all
+-- Every source's search-space parts in source_id order, read once per Catalog: the query
+-- vectors of source_ids, and the vectors Catalog.like ranks.
+SELECT source_id, s_xp, s_dmdt, s_fold, s_colour FROM space ORDER BY source_id;
+
+-- name: codes_all
+-- Every source's latent blocks in source_id order, read once per Catalog (modality "all" and
+-- the single blocks).
+SELECT source_id, z_xp, z_dmdt, z_fold FROM embeddings ORDER BY source_id;
 
 -- name: build_info
 SELECT key, value::VARCHAR AS value FROM build_info ORDER BY key;

@@ -22,8 +22,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import threading
+from collections import OrderedDict
 from pathlib import Path
+from typing import NamedTuple
 
 import duckdb
 import numpy as np
@@ -37,7 +40,16 @@ from latentcat.errors import one_line as _one_line
 from latentcat.layout import DB_NAME, INDEX_DIR
 
 MAX_K = 10_000
-"""Most neighbours one `Catalog.similar` call returns."""
+"""Most neighbours one `Catalog.similar` call returns per query."""
+
+CHUNK = 1024
+"""Queries of a batch searched by one FAISS call (per part set) and given their metadata at once."""
+
+FILTER_CACHE = 16
+"""``where`` filters a Catalog keeps evaluated (their source_ids and FAISS selector), most recently
+used first; together they hold at most `FILTER_CACHE_IDS` ids (8 bytes each)."""
+
+FILTER_CACHE_IDS = 20_000_000
 
 MODALITIES = ("space", "all", "xp", "dmdt", "fold")
 """``space``: the search space (latent blocks and colour, `latentcat.analysis.space`), the
@@ -56,6 +68,75 @@ def _modality(modality: str) -> tuple[bool, tuple[str, ...], str]:
     return False, BLOCKS, modality
 
 
+class _Vectors(NamedTuple):
+    """Every source's search-space parts or latent blocks, in source_id order."""
+
+    ids: np.ndarray
+    """int64 (n,), sorted."""
+    parts: dict[str, np.ndarray]
+    """part or block -> float32 (n, dim), NaN rows where a source lacks it."""
+    names: tuple[str, ...]
+
+
+class _Batch(NamedTuple):
+    """Queries resolved for searching (`Catalog._batch`)."""
+
+    query_id: np.ndarray
+    """int64 (n,): the source_id, or the row number of a vector."""
+    exclude: np.ndarray
+    """int64 (n,): the source each query must not return (itself), -1 for a vector."""
+    code: np.ndarray
+    """(n,): key of each query's part set in ``sets``."""
+    sets: dict[int, tuple[str, ...]]
+    space: bool
+    vectors: _Vectors | None
+    """Where source_id queries take their vectors (row ``rows[i]``)."""
+    rows: np.ndarray | None
+    x: np.ndarray | None
+    """float32 (n, d): vector queries."""
+
+
+def _as_batch(query) -> np.ndarray | None:
+    """Many queries as an int64 array of source_ids or a float (n, d) array of vectors; None for
+    one source_id or one vector. A sequence of integers is a batch of source_ids (a vector is
+    given as floats)."""
+    if isinstance(query, (int, np.integer)):
+        return None
+    if isinstance(query, (pa.Array, pa.ChunkedArray)):
+        if not pa.types.is_integer(query.type):
+            return None
+        if query.null_count:
+            raise LatentcatError("the batch of source_ids holds nulls")
+        return np.asarray(query.to_numpy(), dtype=np.int64)
+    if isinstance(query, (list, tuple)):
+        if len(query) == 0:
+            return np.empty(0, np.int64)
+        if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in query):
+            return np.asarray(query, dtype=np.int64)
+    array = np.asarray(query)
+    if array.ndim == 2:
+        return array.astype(np.float32)
+    if array.ndim == 1 and array.dtype.kind in "iu":
+        return array.astype(np.int64)
+    return None
+
+
+def _refuse(ids: np.ndarray, bad: np.ndarray, message: str, single: bool) -> None:
+    """Fail on the first query marked ``bad``, saying how many more there are in a batch."""
+    if bad.any():
+        text = message.format(int(ids[np.flatnonzero(bad)[0]]))
+        more = int(bad.sum()) - 1
+        if more and not single:
+            text += f" (and {more} more of the {ids.size} queries)"
+        raise LatentcatError(text)
+
+
+def _checked_k(k, name: str = "k") -> int:
+    if not 1 <= int(k) <= MAX_K:
+        raise LatentcatError(f"{name} must be between 1 and {MAX_K}, got {k}")
+    return int(k)
+
+
 def _jsonable(value):
     """numpy values in a query_info record, as JSON."""
     return value.tolist() if hasattr(value, "tolist") else str(value)
@@ -68,6 +149,10 @@ class Catalog:
         self.path = Path(path)
         self._con = con
         self._local = threading.local()
+        self._lock = threading.RLock()
+        self._loaded: dict[str, object] = {}  # source_meta and the vectors, on first use
+        self._filters: OrderedDict[str, lc_index.Allowed] = OrderedDict()
+        self._schemas: dict[tuple, pa.Schema] = {}  # of neighbour tables with metadata
         self._indexes: dict[tuple, object] = {}
         for file in sorted((self.path / INDEX_DIR).glob("*.faiss")):  # the snapshot: every index now
             space = file.stem.startswith(f"{SPACE}_")
@@ -90,6 +175,8 @@ class Catalog:
     def close(self) -> None:
         """Close the DuckDB connection and drop the loaded indexes."""
         self._indexes.clear()
+        self._loaded.clear()
+        self._filters.clear()
         self._con.close()
 
     def _cursor(self, user: bool = False) -> duckdb.DuckDBPyConnection:
@@ -204,64 +291,230 @@ class Catalog:
             for b in BLOCKS
         }
 
-    def _resolve(self, query, modality: str) -> tuple[np.ndarray, tuple[str, ...], int | None]:
-        """The query vector, the block (or part) set searched and the query's own source_id."""
-        from latentcat.analysis.space import PART_DIM
+    # -----------------------------------------------------------------------------------
+    # what the searches read, loaded once per Catalog (the Catalog is a snapshot)
 
-        space, names, spec = _modality(modality)
-        try:
-            wanted = parse_block_set(spec, names)
-        except ValueError as err:
-            raise LatentcatError(f"{err}, or 'space', the default") from None
-        dims = PART_DIM if space else dict.fromkeys(names, BLOCK_DIM)
-        if isinstance(query, (int, np.integer)):
-            source_id = int(query)
-            codes = self.space_vector(source_id) if space else self.codes(source_id)
-            have = tuple(b for b in wanted if codes[b] is not None)
-            if spec == "all":
-                blocks = have  # compare on the blocks the query has
-            elif have != wanted:
-                missing = "+".join(b for b in wanted if codes[b] is None)
-                raise LatentcatError(f"source_id {source_id} has no {missing} {'part' if space else 'code'}")
-            else:
-                blocks = wanted
-            if not blocks:
-                raise LatentcatError(f"source_id {source_id} has no latent code")
-            return np.concatenate([codes[b] for b in blocks]), blocks, source_id
-        vector = np.asarray(query, dtype=np.float32).ravel()
-        dim = sum(dims[b] for b in wanted)
-        if vector.size != dim:
-            raise LatentcatError(
-                f"a {modality} query vector has {dim} values, got {vector.size}"
-            )
-        if not np.all(np.isfinite(vector)):
-            raise LatentcatError("the query vector holds NaN or infinite values")
-        return vector, wanted, None
+    def _once(self, key: str, load):
+        """A value loaded on first use and kept for the Catalog's life."""
+        value = self._loaded.get(key)
+        if value is None:
+            with self._lock:
+                value = self._loaded.get(key)
+                if value is None:
+                    value = self._loaded[key] = load()
+        return value
 
-    def _allowed_ids(self, where: str) -> np.ndarray:
+    def _meta_rows(self) -> tuple[np.ndarray, pa.RecordBatch | pa.Table]:
+        """The source_meta view in source_id order, loaded once: its sorted source_ids and its
+        columns. A neighbour list's metadata is then a `np.searchsorted` and an Arrow ``take``
+        (microseconds), not a query."""
+        def load():
+            table = self._query(sql_statements("query")["source_meta_all"]).combine_chunks()
+            ids = table.column("source_id").to_numpy().astype(np.int64, copy=False)
+            columns = table.drop_columns(["source_id"])
+            return ids, columns.to_batches()[0] if columns.num_rows else columns  # one batch: the cheapest take
+
+        return self._once("meta", load)
+
+    def _vectors(self, space: bool) -> _Vectors:
+        """Every source's search-space parts (or latent blocks), loaded once, in source_id order."""
+        def load():
+            from latentcat.analysis.space import PARTS, vectors_of
+
+            if space:
+                table = self._query(sql_statements("query")["space_all"])
+                return _Vectors(table.column("source_id").to_numpy().astype(np.int64, copy=False),
+                                vectors_of(table), PARTS)
+            ids, blocks = lc_index.codes_to_numpy(self._query(sql_statements("query")["codes_all"]))
+            return _Vectors(ids, blocks, BLOCKS)
+
+        return self._once("space" if space else "codes", load)
+
+    def _filter(self, where: str) -> lc_index.Allowed:
         """The source_ids passing ``where``: one boolean SQL expression over source_meta, parsed
-        as an expression (DuckDB's relational filter), never pasted into a statement."""
+        as an expression (DuckDB's relational filter), never pasted into a statement. Evaluated
+        once per filter text and kept (with its FAISS selector) for the Catalog's life, the
+        `FILTER_CACHE` most recently used filters of at most `FILTER_CACHE_IDS` ids in all."""
         if not isinstance(where, str) or not where.strip():
             raise LatentcatError(f"bad where filter {where!r}: give one SQL boolean expression")
+        with self._lock:
+            allowed = self._filters.get(where)
+            if allowed is not None:
+                self._filters.move_to_end(where)
+                return allowed
         try:
             ids = self._cursor().table("source_meta").filter(where).select("source_id").to_arrow_table()
         except duckdb.Error as err:
             reason = _one_line(err).split(" LINE ")[0]
             raise LatentcatError(f"bad where filter {where!r}: {reason}") from err
-        return ids.column("source_id").to_numpy().astype(np.int64, copy=False)
+        allowed = lc_index.Allowed(ids.column("source_id").to_numpy())
+        with self._lock:
+            self._filters[where] = allowed
+            self._filters.move_to_end(where)
+            while len(self._filters) > 1 and (
+                    len(self._filters) > FILTER_CACHE
+                    or sum(len(a) for a in self._filters.values()) > FILTER_CACHE_IDS):
+                self._filters.popitem(last=False)
+        return allowed
+
+    # -----------------------------------------------------------------------------------
+    # nearest neighbours
+
+    def _batch(self, queries, modality: str, single: bool) -> _Batch:
+        """Resolve source_ids (an int64 array) or vectors (float (n, d)) into query vectors: the
+        part set each is searched on, and the source each must not return. Every query is
+        checked before any is searched, so a bad one fails the call before anything is answered."""
+        space, names, spec = _modality(modality)
+        try:
+            wanted = parse_block_set(spec, names)
+        except ValueError as err:
+            raise LatentcatError(f"{err}, or 'space', the default") from None
+        if queries.dtype.kind in "iu":
+            ids = queries.astype(np.int64, copy=False).ravel()
+            vec = self._vectors(space)
+            if ids.size == 1:  # one source: the same checks on plain values
+                sid = int(ids[0])
+                row = int(np.searchsorted(vec.ids, sid))
+                if row >= vec.ids.size or vec.ids[row] != sid:
+                    raise LatentcatError(f"source_id {sid} is not in the catalogue")
+                have = tuple(b for b in wanted if not math.isnan(vec.parts[b][row, 0]))
+                if spec != "all" and have != wanted:
+                    missing = "+".join(b for b in wanted if b not in have)
+                    raise LatentcatError(f"source_id {sid} has no {missing} {'part' if space else 'code'}")
+                if not have:
+                    raise LatentcatError(f"source_id {sid} has no latent code")
+                return _Batch(ids, ids, np.zeros(1, np.int64), {0: have}, space, vec, np.array([row]), None)
+            rows = np.searchsorted(vec.ids, ids) if vec.ids.size else np.zeros(ids.size, np.int64)
+            rows = np.minimum(rows, max(vec.ids.size - 1, 0))
+            known = (vec.ids[rows] == ids) if vec.ids.size else np.zeros(ids.size, bool)
+            _refuse(ids, ~known, "source_id {} is not in the catalogue", single)
+            have = np.stack([np.isfinite(vec.parts[b][rows, 0]) for b in wanted], axis=1)
+            if spec != "all":
+                lacking = ~have.all(axis=1)
+                if lacking.any():
+                    first = int(np.flatnonzero(lacking)[0])
+                    missing = "+".join(b for b, h in zip(wanted, have[first]) if not h)
+                    _refuse(ids, lacking, f"source_id {{}} has no {missing} {'part' if space else 'code'}", single)
+            _refuse(ids, ~have.any(axis=1), "source_id {} has no latent code", single)
+            code = have @ (1 << np.arange(len(wanted)))  # the part set of each query, as bits
+            sets = {int(c): tuple(b for j, b in enumerate(wanted) if c >> j & 1) for c in np.unique(code)}
+            return _Batch(ids, ids, code, sets, space, vec, rows, None)
+        from latentcat.analysis.space import PART_DIM
+
+        dims = PART_DIM if space else dict.fromkeys(names, BLOCK_DIM)
+        dim = sum(dims[b] for b in wanted)
+        x = np.asarray(queries, dtype=np.float32)
+        if x.shape[-1] != dim:
+            raise LatentcatError(f"a {modality} query vector has {dim} values, got {x.shape[-1]}")
+        bad = ~np.isfinite(x).all(axis=1)
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            raise LatentcatError("the query vector holds NaN or infinite values" if single else
+                                 f"query vector {first} holds NaN or infinite values")
+        n = len(x)
+        return _Batch(np.arange(n, dtype=np.int64), np.full(n, -1, np.int64), np.zeros(n, np.int64),
+                      {0: wanted}, space, None, None, np.ascontiguousarray(x))
+
+    def _answer(self, batch: _Batch, pos: np.ndarray, k: int, allowed, with_meta: bool,
+                with_query_id: bool) -> pa.Table:
+        """The neighbours of the queries at positions ``pos`` of a batch: one FAISS call per part
+        set among them, the metadata of all their neighbours taken at once."""
+        parts = []
+        for code, blocks in batch.sets.items():
+            sel = pos if len(batch.sets) == 1 else pos[batch.code[pos] == code]
+            if sel.size == 0:
+                continue
+            if batch.x is not None:
+                x = batch.x[sel]
+            else:
+                rows = batch.rows[sel]
+                x = np.hstack([batch.vectors.parts[b][rows] for b in blocks])
+            dist, ids = lc_index.search_many(self._index(blocks, batch.space), x, k, allowed, batch.exclude[sel])
+            if sel.size == 1:
+                m = int(np.count_nonzero(ids[0] >= 0))  # found ids come first
+                parts.append((np.repeat(sel, m), np.arange(1, m + 1), ids[0, :m], dist[0, :m], np.full(m, code)))
+                continue
+            r, c = np.nonzero(ids >= 0)  # row by row, in rank order
+            parts.append((sel[r], c + 1, ids[r, c], dist[r, c], np.full(r.size, code)))
+        if not parts:
+            parts = [(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64),
+                      np.empty(0, np.float32), np.empty(0, np.int64))]
+        q, rank, ids, dist, code = (np.concatenate(a) for a in zip(*parts)) if len(parts) > 1 else parts[0]
+        if len(parts) > 1:  # back to query order
+            order = np.lexsort((rank, q))
+            q, rank, ids, dist, code = q[order], rank[order], ids[order], dist[order], code[order]
+        keys = sorted(batch.sets)
+        names = pa.array([lc_index.index_key(batch.sets[c], batch.space) for c in keys], pa.string())
+        head = {}
+        if with_query_id:
+            head["query_id"] = pa.array(batch.query_id[q], pa.int64())
+        head["rank"] = pa.array(rank.astype(np.int32))
+        head["source_id"] = pa.array(ids, pa.int64())
+        head["distance"] = pa.array(dist, pa.float32())
+        if len(keys) == 1:
+            head["blocks"] = pa.array([names[0].as_py()] * len(code), pa.string())
+        else:
+            head["blocks"] = names.take(np.searchsorted(keys, code))
+        if not with_meta:
+            return pa.table(head)
+        return self._with_meta(head, ids)
+
+    def _with_meta(self, head: dict, ids: np.ndarray) -> pa.Table:
+        """``head`` (the neighbour columns) followed by the source_meta columns of ``ids``, taken by
+        row from the loaded source_meta (null where a row is missing)."""
+        meta_ids, meta = self._meta_rows()
+        pos = np.minimum(np.searchsorted(meta_ids, ids), max(meta_ids.size - 1, 0))
+        there = meta_ids[pos] == ids if meta_ids.size else np.zeros(ids.size, bool)
+        rows = meta.take(pos if there.all() else pa.array(pos, pa.int64(), mask=~there))
+        key = tuple(head)
+        schema = self._schemas.get(key)
+        if schema is None:
+            schema = self._schemas[key] = pa.schema([pa.field(n, c.type) for n, c in head.items()]
+                                                    + list(meta.schema))
+        return pa.Table.from_arrays([*head.values(), *rows.columns], schema=schema)
+
+    def iter_similar(self, queries, k: int = 10, modality: str = "space", where: str | None = None, *,
+                     with_meta: bool = True, chunk_size: int = CHUNK):
+        """`similar` for many queries, one Arrow table per chunk of ``chunk_size`` queries, for
+        streaming large batches (``latentcat similar --ids-file`` writes them as they come).
+
+        Every query is checked first: an unknown source_id, or one without the requested part,
+        fails the call before any table is produced. Each chunk costs one FAISS call per part
+        set among its queries and one metadata lookup. Parameters and columns as `similar` with
+        a batch (``query_id`` first); a batch without queries gives one empty table.
+
+        Returns
+        -------
+        iterator of pyarrow.Table
+        """
+        k = _checked_k(k)
+        batch = self._batch(_as_batch(queries), modality, single=False)
+        allowed = self._filter(where) if where is not None else None
+        chunk_size = max(1, int(chunk_size))
+
+        def tables():
+            n = len(batch.query_id)
+            for start in range(0, max(n, 1), chunk_size):
+                pos = np.arange(start, min(n, start + chunk_size))
+                yield self._answer(batch, pos, k, allowed, with_meta, with_query_id=True)
+
+        return tables()
 
     def similar(self, query=None, k: int = 10, modality: str = "space", where: str | None = None, *,
                 light_curve=None, xp=None, time_format: str = "gaia", bp_rp: float | None = None,
                 with_meta: bool = True) -> pa.Table:
-        """The k catalogue sources nearest to a source, a latent vector, or raw data.
+        """The k catalogue sources nearest to a source, a latent vector, or raw data; or to each
+        of many sources or vectors at once.
 
         Parameters
         ----------
-        query : int or array_like, optional
+        query : int, array_like or a batch, optional
             A Gaia source_id (the source itself is left out of the answer) or a vector:
             16 search-space values for ``"space"`` (all four parts), 15 latent values for
-            ``"all"``, 5 per block otherwise. Leave it out to search with ``light_curve``
-            and/or ``xp`` instead.
+            ``"all"``, 5 per block otherwise. A batch: a sequence (list, numpy or Arrow array)
+            of integer source_ids, or a 2-D array of vectors, one per row; give a single vector
+            as floats, since a sequence of integers is a batch of source_ids. Leave it out to
+            search with ``light_curve`` and/or ``xp`` instead.
         light_curve : (time, mag, mag_err), optional
             A G-band light curve not in the catalogue; it goes through the catalogue's own
             feature extraction and trained encoders (`latentcat.query.by_example`). The
@@ -276,9 +529,9 @@ class Catalog:
             colour part is compared too (data alone carries none).
         with_meta : bool
             Join the neighbours to the catalogue's metadata (default). False returns only
-            rank, source_id, distance and blocks: the fastest answer, for bulk queries.
+            rank, source_id, distance and blocks.
         k : int
-            Number of neighbours.
+            Number of neighbours (per query).
         modality : {"space", "all", "xp", "dmdt", "fold"} or a block set such as "dmdt+fold"
             What is compared. ``"space"`` (the default): the search space, the latent blocks
             and the BP - RP colour standardised by the catalogue's stored rule
@@ -288,14 +541,18 @@ class Catalog:
             every block the query has. Otherwise the named latent blocks.
         where : str, optional
             SQL condition on the source_meta view (gaia_source, label and feature columns,
-            e.g. ``"phot_g_mean_mag < 16 AND best_class_name = 'RRAB'"``), applied before
-            the top-k cut, so k rows come back whenever k sources pass it.
+            e.g. ``"phot_g_mean_mag < 16 AND best_class_name = 'RRAB'"``), applied inside the
+            search (a FAISS IDSelector), so k rows come back whenever k sources pass it. It is
+            evaluated once per Catalog and filter text and kept (`FILTER_CACHE`).
 
         Returns
         -------
         pyarrow.Table
             rank (1 = nearest), source_id, distance (Euclidean), blocks (what was compared,
-            e.g. "space:dmdt+fold+colour" or "dmdt+fold"), then the source_meta columns.
+            e.g. "space:dmdt+fold+colour" or "dmdt+fold"), then the source_meta columns. A
+            batch gives one table for all its queries, ``query_id`` first (the query's
+            source_id, or its row number for vectors), in query order and rank order within
+            each; for large batches `iter_similar` streams it chunk by chunk.
 
         Raises
         ------
@@ -314,50 +571,18 @@ class Catalog:
             return table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
         if query is None:
             raise LatentcatError("similar() needs a source_id, a latent vector, or light_curve/xp data")
-        if not 1 <= int(k) <= MAX_K:
-            raise LatentcatError(f"k must be between 1 and {MAX_K}, got {k}")
-        k = int(k)
-        vector, blocks, self_id = self._resolve(query, modality)
-        space = _modality(modality)[0]
-        index = self._index(blocks, space)
-        allowed = None
-        if where is not None:
-            allowed = self._allowed_ids(where)
-            if self_id is not None:
-                allowed = allowed[allowed != self_id]
-        if allowed is not None and allowed.size == 0:
-            dist, ids = np.empty(0, np.float32), np.empty(0, np.int64)
+        queries = _as_batch(query)
+        if queries is not None:
+            tables = list(self.iter_similar(queries, k, modality, where, with_meta=with_meta))
+            return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+        k = _checked_k(k)
+        if isinstance(query, (int, np.integer)):
+            one = np.array([int(query)], np.int64)
         else:
-            extra = 1 if self_id is not None and allowed is None else 0
-            dist, ids = lc_index.search(index, vector, k + extra, allowed)
-            keep = ids != self_id if self_id is not None else np.ones(ids.size, bool)
-            dist, ids = dist[keep][:k], ids[keep][:k]
-        name = lc_index.index_key(blocks, space)
-        if not with_meta:
-            return pa.table({
-                "rank": pa.array(np.arange(1, ids.size + 1, dtype=np.int32)),
-                "source_id": pa.array(ids, pa.int64()),
-                "distance": pa.array(dist, pa.float32()),
-                "blocks": pa.array([name] * ids.size, pa.string()),
-            })
-        return self._with_meta(ids, dist, name)
-
-    def _with_meta(self, ids: np.ndarray, dist: np.ndarray, blocks: str) -> pa.Table:
-        """The neighbours in rank order with their source_meta columns (null where a row is missing)."""
-        ids = ids.astype(np.int64).tolist()
-        sql = sql_statements("query")["meta_of_ids"].format(id_list=",".join(map(str, ids)) or "NULL")
-        meta = self._query(sql)
-        row_of = dict(zip(meta.column("source_id").to_pylist(), range(meta.num_rows)))
-        table = meta.take(pa.array([row_of.get(i) for i in ids], pa.int64())).drop_columns(["source_id"])
-        head = {
-            "rank": pa.array(np.arange(1, len(ids) + 1, dtype=np.int32)),
-            "source_id": pa.array(ids, pa.int64()),
-            "distance": pa.array(dist, pa.float32()),
-            "blocks": pa.array([blocks] * len(ids), pa.string()),
-        }
-        for position, (name, column) in enumerate(head.items()):
-            table = table.add_column(position, name, column)
-        return table
+            one = np.asarray(query, dtype=np.float32).reshape(1, -1)
+        batch = self._batch(one, modality, single=True)
+        allowed = self._filter(where) if where is not None else None
+        return self._answer(batch, np.arange(1), k, allowed, with_meta, with_query_id=False)
 
     # -----------------------------------------------------------------------------------
     # analyses on the latent codes (scikit-learn and torch are imported on first use)
