@@ -71,11 +71,11 @@ CREATE OR REPLACE MACRO similar_to_many(qids, k) AS TABLE
     pairs AS (
         SELECT q.query_id, q.parts, e.source_id,
                list_distance(
-                   list_concat(CASE WHEN q.s_xp IS NOT NULL THEN e.s_xp::FLOAT[] END,
-                               CASE WHEN q.s_dmdt IS NOT NULL THEN e.s_dmdt::FLOAT[] END,
-                               CASE WHEN q.s_fold IS NOT NULL THEN e.s_fold::FLOAT[] END,
+                   list_concat(list_concat(list_concat(CASE WHEN q.s_xp IS NOT NULL THEN e.s_xp::FLOAT[] END,
+                                                       CASE WHEN q.s_dmdt IS NOT NULL THEN e.s_dmdt::FLOAT[] END),
+                                           CASE WHEN q.s_fold IS NOT NULL THEN e.s_fold::FLOAT[] END),
                                CASE WHEN q.s_colour IS NOT NULL THEN e.s_colour::FLOAT[] END),
-                   list_concat(q.s_xp, q.s_dmdt, q.s_fold, q.s_colour)) AS distance
+                   list_concat(list_concat(list_concat(q.s_xp, q.s_dmdt), q.s_fold), q.s_colour)) AS distance
         FROM q JOIN space AS e
           ON e.source_id <> q.query_id
          AND (q.s_xp IS NULL OR e.s_xp IS NOT NULL)

@@ -219,3 +219,28 @@ def test_similar_to_many_macro_matches_similar_to(query_catalog):
     # the FAISS path gives the same neighbours (the index is exact here)
     assert [(r[0], r[2]) for r in many if r[0] in (QUERY_ID, NO_XP_ID)] == \
         list(zip(api.column("query_id").to_pylist(), api.column("source_id").to_pylist()))
+
+
+def test_similar_to_many_in_the_duckdb_shell(query_catalog):
+    """The 1.x shell runs the macro over many ids (its CASE takes lists, not arrays, over many rows)."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    beside = Path(sys.executable).parent / "duckdb"
+    shell = str(beside) if beside.is_file() else shutil.which("duckdb")
+    if shell is None:
+        pytest.fail("the `duckdb` shell is not installed: `python3 -m pip install -e .` brings it (duckdb-cli)")
+    sql = ("SELECT n.query_id, n.rank, n.source_id FROM similar_to_many((SELECT list(source_id) FROM labels), 3) AS n "
+           "JOIN sources AS s USING (source_id) ORDER BY n.query_id, n.rank")
+    run = subprocess.run([shell, "-readonly", "-csv", "-noheader", str(query_catalog / "catalog.duckdb"), "-c", sql],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and not run.stderr.strip(), run.stderr
+    rows = [tuple(map(int, line.split(","))) for line in run.stdout.splitlines() if line]
+    con = duckdb.connect(str(query_catalog / "catalog.duckdb"), read_only=True)
+    try:
+        assert rows == con.execute(sql).fetchall()
+    finally:
+        con.close()
+    assert len(rows) > 3 * 200
