@@ -21,6 +21,7 @@ in the Catalog's own queries.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import threading
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import duckdb
+import faiss
 import numpy as np
 import pyarrow as pa
 
@@ -40,7 +42,7 @@ from latentcat.errors import one_line as _one_line
 from latentcat.layout import DB_NAME, INDEX_DIR
 
 MAX_K = 10_000
-"""Most neighbours one `Catalog.similar` call returns per query."""
+"""Most neighbours one `Catalog.similar` call returns per query (and most rows of `Catalog.like`)."""
 
 CHUNK = 1024
 """Queries of a batch searched by one FAISS call (per part set) and given their metadata at once."""
@@ -50,6 +52,15 @@ FILTER_CACHE = 16
 used first; together they hold at most `FILTER_CACHE_IDS` ids (8 bytes each)."""
 
 FILTER_CACHE_IDS = 20_000_000
+
+LIKE_M = 5
+"""`Catalog.like` scores a source by its mean distance to its m = min(LIKE_M, set size) nearest members."""
+
+LIKE_HOLDOUT = 0.2
+"""Share of the set `Catalog.like` holds out for its self-check (at least one member)."""
+
+LIKE_TOP_SHARE = 0.01
+"""The self-check counts the held-out members ranked within this share of the catalogue."""
 
 MODALITIES = ("space", "all", "xp", "dmdt", "fold")
 """``space``: the search space (latent blocks and colour, `latentcat.analysis.space`), the
@@ -135,6 +146,69 @@ def _checked_k(k, name: str = "k") -> int:
     if not 1 <= int(k) <= MAX_K:
         raise LatentcatError(f"{name} must be between 1 and {MAX_K}, got {k}")
     return int(k)
+
+
+def _set_scores(x: np.ndarray, members: np.ndarray, m: int, chunk: int = 1 << 18):
+    """Each row's mean Euclidean distance to its m nearest ``members`` (exact, FAISS brute
+    force in chunks of rows), and the position of the nearest member."""
+    members = np.ascontiguousarray(members, np.float32)
+    score = np.empty(len(x), np.float32)
+    nearest = np.empty(len(x), np.int64)
+    for start in range(0, len(x), chunk):
+        d2, i = faiss.knn(np.ascontiguousarray(x[start:start + chunk], np.float32), members, m)
+        score[start:start + chunk] = np.sqrt(np.maximum(d2, 0)).mean(axis=1)
+        nearest[start:start + chunk] = i[:, 0]
+    return score, nearest
+
+
+def _like_parts(have: dict[str, np.ndarray], space: bool) -> tuple[str, ...]:
+    """The parts `Catalog.like` compares a set on: the parts every member has, when they hold a
+    latent block; otherwise (a member without a light curve in a set of light curves, say) the
+    combination that compares the most member values, (members that have all of it) x (its
+    values), ties to more parts, the members without it set aside. Empty when no member has
+    any part."""
+    from latentcat.analysis.space import PART_DIM
+
+    names = tuple(have)
+    shared = tuple(b for b in names if have[b].all())
+    if any(b != "colour" for b in shared):
+        return shared
+    best, best_key = (), (0, 0)
+    for r in range(1, len(names) + 1):
+        for combo in itertools.combinations(names, r):
+            n = int(np.logical_and.reduce([have[b] for b in combo]).sum())
+            key = (n * sum(PART_DIM[b] if space else BLOCK_DIM for b in combo), r)
+            if key[0] and key > best_key:
+                best, best_key = combo, key
+    return best
+
+
+def _top(score: np.ndarray, ids: np.ndarray, eligible: np.ndarray, top: int) -> np.ndarray:
+    """Positions of the ``top`` eligible rows by (score, source_id)."""
+    pos = np.flatnonzero(eligible)
+    if pos.size > top:
+        cut = np.partition(score[pos], top - 1)[top - 1]
+        pos = pos[score[pos] <= cut]
+    return pos[np.lexsort((ids[pos], score[pos]))][:top]
+
+
+def _self_check(x: np.ndarray, member_at: np.ndarray, seed: int) -> dict | None:
+    """`Catalog.like`'s self-check: hold out a random fifth of the members (``seed``), rank every
+    other source by the rest, and count the held-out members within the top `LIKE_TOP_SHARE`."""
+    n = member_at.size
+    if n < 2:
+        return None
+    held = np.random.default_rng(seed).choice(n, max(1, round(n * LIKE_HOLDOUT)), replace=False)
+    train, out = np.delete(member_at, held), member_at[held]
+    m = min(LIKE_M, train.size)
+    score, _ = _set_scores(x, x[train], m)
+    ranked = np.ones(len(x), bool)
+    ranked[train] = False
+    top = max(1, math.ceil(LIKE_TOP_SHARE * ranked.sum()))
+    ranks = np.searchsorted(np.sort(score[ranked]), score[out], side="left") + 1
+    return {"held_out": int(out.size), "seed": int(seed), "m": m, "ranked": int(ranked.sum()),
+            "top_1pct": top, "recall": round(float(np.mean(ranks <= top)), 4), "chance": LIKE_TOP_SHARE,
+            "median_rank": float(np.median(ranks))}
 
 
 def _jsonable(value):
@@ -583,6 +657,111 @@ class Catalog:
         batch = self._batch(one, modality, single=True)
         allowed = self._filter(where) if where is not None else None
         return self._answer(batch, np.arange(1), k, allowed, with_meta, with_query_id=False)
+
+    def like(self, ids, top: int = 100, where: str | None = None, modality: str = "space", *,
+             with_meta: bool = True, seed: int = 0) -> pa.Table:
+        """More like these: every other source ranked by its similarity to a set of sources.
+
+        The rule: a source's ``score`` is its mean Euclidean distance to its m nearest members
+        of the set, m = min(`LIKE_M`, members used), in the search space (or ``modality``).
+        The set is compared on the parts every member has, as `similar` compares one source on
+        the parts it has: a set with members without XP on dm-dt, fold and colour. When those
+        hold no latent block (a member without a light curve in a set of light curves, say), on
+        the combination of parts that compares the most member values, (members that have all
+        of it) x (its number of values), and the members without it are set aside
+        (``like_info`` names them). Sources that lack one of the parts are not ranked, and
+        nothing is filled in. Lower is more alike; the ranking is exact, over every source with
+        those parts except the set's own members.
+
+        It also checks itself: a random fifth of the members used (at least one; ``seed``) is
+        held out, the rest ranks the catalogue by the same rule (held-out members among the
+        candidates, ``where`` not applied), and the share of held-out members that land in the
+        top 1% is its recall (chance: 1%).
+
+        Parameters
+        ----------
+        ids : sequence of int
+            The set's source_ids (repeats count once).
+        top : int
+            Rows returned (at most `MAX_K`).
+        where : str, optional
+            SQL condition on source_meta that the ranked sources must pass (as in `similar`).
+        modality : str
+            As in `similar`: ``"space"`` (the default), ``"all"`` (the latent blocks), or named
+            parts or blocks (``"space:dmdt+fold+colour"``, ``"fold"``), which are then used as
+            given (e.g. to rank the sources without XP too when every member has it).
+        with_meta : bool
+            Join the source_meta columns (default).
+        seed : int
+            Seed of the held-out fifth.
+
+        Returns
+        -------
+        pyarrow.Table
+            rank, source_id, score, nearest_member (the closest member's source_id), blocks,
+            then the source_meta columns. ``table.schema.metadata[b"like_info"]`` (JSON):
+            ``members`` (given), ``used``, ``set_aside`` (up to 20 source_ids lacking a compared
+            part), ``m``, ``blocks``, ``rule``, ``ranked`` (sources ranked), and ``self_check``
+            (held_out, seed, m, ranked, top_1pct (rows), recall, chance, median_rank), null when
+            fewer than two members are used.
+
+        Raises
+        ------
+        LatentcatError
+            An empty set, an unknown source_id, no member with the named parts (or with any
+            part), or a bad ``where`` filter.
+        """
+        top = _checked_k(top, "top")
+        given = _as_batch([ids] if isinstance(ids, (int, np.integer)) else ids)
+        if given is None or given.dtype.kind not in "iu":
+            raise LatentcatError("like() takes source_ids (integers)")
+        members = np.unique(given.astype(np.int64))
+        if members.size == 0:
+            raise LatentcatError("like() needs at least one source_id")
+        space, names, spec = _modality(modality)
+        try:
+            wanted = parse_block_set(spec, names)
+        except ValueError as err:
+            raise LatentcatError(f"{err}, or 'space', the default") from None
+        vec = self._vectors(space)
+        rows = np.minimum(np.searchsorted(vec.ids, members), max(vec.ids.size - 1, 0))
+        known = vec.ids[rows] == members if vec.ids.size else np.zeros(members.size, bool)
+        _refuse(members, ~known, "source_id {} is not in the catalogue", single=members.size == 1)
+        have = {b: np.isfinite(vec.parts[b][rows, 0]) for b in wanted}
+        use = _like_parts(have, space) if spec == "all" else wanted
+        used = np.logical_and.reduce([have[b] for b in use]) if use else np.zeros(members.size, bool)
+        if not used.any():
+            raise LatentcatError(f"no source of the set has {'+'.join(use or wanted)}"
+                                 + ("" if spec == "all" else ": give a modality naming parts its members have"))
+        has = np.ones(vec.ids.size, bool)
+        for b in use:
+            has &= np.isfinite(vec.parts[b][:, 0])
+        cand = np.flatnonzero(has)  # the rows that can be compared on those parts
+        x = np.hstack([vec.parts[b][cand] for b in use])
+        member_at = np.searchsorted(cand, rows[used])  # the members' positions among them
+        m = min(LIKE_M, int(used.sum()))
+        score, nearest = _set_scores(x, x[member_at], m)
+        ranked = np.ones(cand.size, bool)
+        ranked[member_at] = False  # no member is ranked (those set aside lack a part: not candidates)
+        if where is not None:
+            ranked &= self._filter(where).contains(vec.ids[cand])
+        pick = _top(score, vec.ids[cand], ranked, top)
+        found = vec.ids[cand[pick]]
+        name = lc_index.index_key(use, space)
+        head = {
+            "rank": pa.array(np.arange(1, pick.size + 1, dtype=np.int32)),
+            "source_id": pa.array(found, pa.int64()),
+            "score": pa.array(score[pick], pa.float32()),
+            "nearest_member": pa.array(members[used][nearest[pick]], pa.int64()),
+            "blocks": pa.array([name] * pick.size, pa.string()),
+        }
+        table = self._with_meta(head, found) if with_meta else pa.table(head)
+        info = {"members": int(members.size), "used": int(used.sum()),
+                "set_aside": members[~used][:20].tolist(), "m": m, "blocks": name,
+                "rule": f"mean distance to the {m} nearest members", "ranked": int(ranked.sum()),
+                "self_check": _self_check(x, member_at, seed)}
+        meta = {b"like_info": json.dumps(info).encode()}
+        return table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
 
     # -----------------------------------------------------------------------------------
     # analyses on the latent codes (scikit-learn and torch are imported on first use)
