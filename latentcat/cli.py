@@ -176,11 +176,80 @@ SIMILAR_TABLE_COLUMNS = ("rank", "source_id", "distance", "blocks", "best_class_
 """Columns `latentcat similar` shows as a terminal table (csv/json/parquet carry them all)."""
 
 
+LIKE_TABLE_COLUMNS = ("rank", "source_id", "score", "nearest_member", "blocks", "best_class_name",
+                      "phot_g_mean_mag", "bp_rp", "period", "g_amplitude", "n_obs")
+"""Columns `latentcat like` shows as a terminal table."""
+
+
 def _emit_neighbours(table, fmt: OutputFormat, output: Optional[Path], protect: Optional[Path] = None,
-                     force: bool = False) -> None:
+                     force: bool = False, columns: tuple[str, ...] = SIMILAR_TABLE_COLUMNS) -> None:
     if fmt is OutputFormat.table:
-        table = table.select([c for c in SIMILAR_TABLE_COLUMNS if c in table.column_names])
+        table = table.select([c for c in columns if c in table.column_names])
     _emit(table, fmt, output, protect, force)
+
+
+def _read_ids(path: Path) -> np.ndarray:
+    """The source_ids of a text file, one per line; blank lines, ``#`` comments and a first line
+    ``source_id`` (a CSV header) are skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise LatentcatError(f"{path}: no such file")
+    ids = []
+    with open(path) as fh:
+        for number, line in enumerate(fh, 1):
+            text = line.split("#", 1)[0].strip()
+            if not text or (not ids and text.lower() == "source_id"):
+                continue
+            try:
+                ids.append(int(text))
+            except ValueError:
+                raise LatentcatError(f"{path} line {number}: not a source_id: {text[:40]!r}") from None
+    return np.array(ids, dtype=np.int64)
+
+
+def _similar_many(cat, ids_file: Path, output: Optional[Path], fmt: OutputFormat, force: bool, **query) -> None:
+    """`latentcat similar --ids-file`: the neighbours of every source of a file, streamed chunk by
+    chunk to a Parquet or CSV file (written under a temporary name, then renamed) behind a
+    progress bar on stderr."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    if output is None:
+        raise LatentcatError("--ids-file writes its answer to --output FILE (.parquet or .csv)")
+    if fmt is OutputFormat.table:  # not chosen: by the file name
+        fmt = OutputFormat.csv if output.suffix.lower() == ".csv" else OutputFormat.parquet
+    if fmt not in (OutputFormat.parquet, OutputFormat.csv):
+        raise LatentcatError(f"--ids-file writes parquet or csv, not {fmt.value}")
+    output = _checked_output(output, cat.path, force)
+    ids = _read_ids(ids_file)
+    chunk = 1024
+    tables = cat.iter_similar(ids, chunk_size=chunk, **query)  # every source_id is checked first
+    rows = 0
+
+    def write(tmp: Path) -> None:
+        nonlocal rows
+        columns = (TextColumn("similar"), BarColumn(), MofNCompleteColumn(), TextColumn("queries"),
+                   TimeElapsedColumn(), TimeRemainingColumn())
+        writer, done = None, 0
+        with Progress(*columns, console=Console(stderr=True)) as progress:
+            task = progress.add_task("similar", total=len(ids))
+            try:
+                for table in tables:
+                    if writer is None:
+                        writer = (pq.ParquetWriter(tmp, table.schema) if fmt is OutputFormat.parquet
+                                  else pacsv.CSVWriter(tmp, table.schema))
+                    writer.write_table(table)
+                    rows += table.num_rows
+                    done = min(len(ids), done + chunk)
+                    progress.update(task, completed=done)
+            finally:
+                if writer is not None:
+                    writer.close()
+
+    write_file(output, write)
+    typer.echo(f"{len(ids)} source_ids, {rows} neighbours written to {output}", err=True)
 
 
 def _cell(value) -> str:
@@ -373,6 +442,13 @@ def similar(
         help="Time system of a plain CSV: gaia (BJD-2455197.5, default), bjd, jd, mjd. Converted by offset only, "
              "no barycentric correction: give barycentric times.",
     ),
+    ids_file: Optional[Path] = typer.Option(
+        None, "--ids-file",
+        help="A file of source_ids, one per line: the neighbours of each, streamed to --output (.parquet or .csv) "
+             "with a progress bar; one table, query_id first.",
+    ),
+    meta: bool = typer.Option(True, "--meta/--no-meta", help="Join the neighbours' metadata (default), or give "
+                              "only rank, source_id, distance and blocks: the fastest, for bulk queries."),
     file_source_id: Optional[int] = typer.Option(None, "--source-id", help="Which source of a DataLink file holding several."),
     bp_rp: Optional[float] = typer.Option(None, "--bp-rp", help="With --from-file: the source's Gaia BP-RP colour (mag), so the search space compares colour too."),
     catalog: Optional[Path] = CATALOG_OPTION,
@@ -380,14 +456,18 @@ def similar(
     output: Optional[Path] = OUTPUT_OPTION,
     force: bool = FORCE_OPTION,
 ) -> None:
-    """Find the k sources most like SOURCE_ID (or like your own data, --from-file): by default in the
-    search space (the latent blocks and the BP-RP colour, scaled by the catalogue's stored rule)."""
-    if (source_id is None) == (from_file is None):
-        raise LatentcatError("give exactly one of SOURCE_ID or --from-file FILE")
+    """Find the k sources most like SOURCE_ID (or like your own data, --from-file, or like each source
+    of --ids-file): by default in the search space (the latent blocks and the BP-RP colour, scaled by
+    the catalogue's stored rule)."""
+    if sum(x is not None for x in (source_id, from_file, ids_file)) != 1:
+        raise LatentcatError("give exactly one of SOURCE_ID, --from-file FILE or --ids-file FILE")
     with _open_catalog(catalog) as cat:
+        if ids_file is not None:
+            _similar_many(cat, ids_file, output, fmt, force, k=k, modality=modality, where=where, with_meta=meta)
+            return
         if from_file is None:
-            _emit_neighbours(cat.similar(source_id, k=k, modality=modality, where=where), fmt, output,
-                             cat.path, force)
+            _emit_neighbours(cat.similar(source_id, k=k, modality=modality, where=where, with_meta=meta), fmt,
+                             output, cat.path, force)
             return
         from latentcat.query.by_example import similar_to_file
 
@@ -400,6 +480,38 @@ def similar(
             f"amplitude {_cell(info.get('amplitude'))} mag, compared on {info.get('blocks')}", err=True,
         )
         _emit_neighbours(table, fmt, output, cat.path, force)
+
+
+@command()
+def like(
+    ids: Path = typer.Option(..., "--ids", help="A file of the set's source_ids, one per line."),
+    top: int = typer.Option(100, "--top", help="Show the N sources most like the set."),
+    where: Optional[str] = typer.Option(None, "--where", help="SQL filter on the ranked sources' metadata."),
+    modality: str = typer.Option("space", "--modality", "-m", help="space (the search space, on the parts every member has), all (the latent blocks), or named parts such as space:dmdt+fold+colour."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the self-check's held-out fifth of the set."),
+    catalog: Optional[Path] = CATALOG_OPTION,
+    fmt: OutputFormat = FORMAT_OPTION,
+    output: Optional[Path] = OUTPUT_OPTION,
+    force: bool = FORCE_OPTION,
+) -> None:
+    """More like these: rank every other source by its mean distance to its 5 nearest members of a set
+    of sources, and check the ranking on a held-out fifth of the set (printed on stderr)."""
+    with _open_catalog(catalog) as cat:
+        if output is not None:
+            _checked_output(output, cat.path, force)
+        table = cat.like(_read_ids(ids), top=top, where=where, modality=modality, seed=seed)
+        info = json.loads(table.schema.metadata[b"like_info"])
+        aside = f", {len(info['set_aside'])} set aside (without those parts)" if info["set_aside"] else ""
+        typer.echo(f"{info['used']} of {info['members']} members compared on {info['blocks']}{aside}; "
+                   f"score: {info['rule']}; {info['ranked']} sources ranked", err=True)
+        check = info["self_check"]
+        if check is None:
+            typer.echo("self-check: needs two members or more", err=True)
+        else:
+            typer.echo(f"self-check (seed {check['seed']}): of {check['held_out']} members held out, "
+                       f"{check['recall']:.0%} rank in the top 1% ({check['top_1pct']} of {check['ranked']} sources; "
+                       f"chance {check['chance']:.0%}), median rank {check['median_rank']:g}", err=True)
+        _emit_neighbours(table, fmt, output, cat.path, force, columns=LIKE_TABLE_COLUMNS)
 
 
 @command()
