@@ -195,6 +195,13 @@ SELECTOR_MAX = 50_000
 neighbours than k are asked for and the allowed ones kept)."""
 
 
+FLAT_POSTFILTER = 0.1
+"""On a flat index, an allowed set of at least this share of the index is post-filtered: a flat
+scan that checks an IDSelector for every vector costs 2.5 times the plain search when a fifth
+pass (57,000 vectors), asking for 126 neighbours 1.1 times; below a twentieth the selector is
+the faster (it also skips the distances of the vectors it refuses)."""
+
+
 class Allowed:
     """An allowed-id set prepared once for many searches (`search_many`): its ids sorted and
     unique, and, for a set of at most `SELECTOR_MAX` ids, a FAISS IDSelector built on first use
@@ -260,8 +267,9 @@ def search_many(
     k : int
     allowed : Allowed or int64 array, optional
         Only these ids may be returned. A set of at most `SELECTOR_MAX` ids is searched through a
-        FAISS IDSelector; a larger one by asking for more neighbours than k (about k times the
-        index size over the set size) and keeping the allowed ones.
+        FAISS IDSelector (on a flat index, only a set under `FLAT_POSTFILTER` of it); a larger
+        one by asking for more neighbours than k (about k times the index size over the set
+        size) and keeping the allowed ones.
     exclude : int64 (n,), optional
         An id each query must not return (its own source_id), -1 for none.
 
@@ -290,13 +298,15 @@ def search_many(
     if allowed is not None and len(allowed) == 0:
         return out_d, out_i
     exclude = np.full(n, -1, np.int64) if exclude is None else np.asarray(exclude, np.int64)
-    selector = allowed.selector() if allowed is not None else None
+    ivf = _ivf(index)
+    nprobe = ivf.nprobe if ivf is not None else None
+    selector = None
+    if allowed is not None and (ivf is not None or len(allowed) < FLAT_POSTFILTER * ntotal):
+        selector = allowed.selector()
     post = allowed is not None and selector is None
     kk = k + int((exclude >= 0).any())
     want = kk if not post else int(min(ntotal, 2 * kk * ntotal / len(allowed) + 16))
     want = max(1, min(want, ntotal))
-    ivf = _ivf(index)
-    nprobe = ivf.nprobe if ivf is not None else None
     if n == 1 and not post:  # one query: the same rule on plain lists, without numpy's per-call costs
         ex = int(exclude[0])
         while True:
