@@ -48,9 +48,9 @@ CREATE OR REPLACE MACRO similar_to(qid, k) AS TABLE
     LIMIT k;
 
 -- similar_to for many sources at once: the k nearest of each source_id in the list qids, as
--- (query_id, rank, source_id, distance, parts) rows, each query on the parts it has (as
--- similar_to), in one pass over the space table; ids not in the catalogue give no rows. A table
--- of ids goes in as a list, and the result joins like any table:
+-- (query_id, rank, source_id, distance, parts) rows, each query on the parts it has, among the
+-- sources that have them too (as similar_to), in one pass over the space table; ids not in the
+-- catalogue give no rows. A table of ids goes in as a list, and the result joins like any table:
 --
 --   SELECT n.query_id, n.rank, n.source_id, n.distance, s.phot_g_mean_mag
 --   FROM similar_to_many((SELECT list(source_id) FROM labels WHERE best_class_name = 'RR'), 5) AS n
@@ -58,10 +58,10 @@ CREATE OR REPLACE MACRO similar_to(qid, k) AS TABLE
 --   ORDER BY n.query_id, n.rank;
 --
 -- (`FROM ids, LATERAL similar_to(ids.source_id, k)` gives the same rows, but DuckDB plans the
--- correlated macro as one join per pair of sources: seconds for three ids among 2,000 sources.)
--- min_by keeps the k smallest (distance, source_id) per query without sorting every pair; the
--- arrays are cast to lists inside CASE, which DuckDB 1.x evaluates for lists but not for arrays
--- over many rows.
+-- correlated macro as a join per pair of sources: seconds for three ids among 2,000 sources.)
+-- The distance sums the squared distances of the parts the query has (a part it lacks gives
+-- NULL, counted as 0): the neighbours of similar_to, with distances equal to 1e-6 (float32);
+-- min_by keeps the k smallest (distance, source_id) per query without sorting every pair.
 CREATE OR REPLACE MACRO similar_to_many(qids, k) AS TABLE
     WITH q AS (
         SELECT source_id AS query_id, s_xp, s_dmdt, s_fold, s_colour, parts
@@ -70,12 +70,10 @@ CREATE OR REPLACE MACRO similar_to_many(qids, k) AS TABLE
     ),
     pairs AS (
         SELECT q.query_id, q.parts, e.source_id,
-               list_distance(
-                   list_concat(list_concat(list_concat(CASE WHEN q.s_xp IS NOT NULL THEN e.s_xp::FLOAT[] END,
-                                                       CASE WHEN q.s_dmdt IS NOT NULL THEN e.s_dmdt::FLOAT[] END),
-                                           CASE WHEN q.s_fold IS NOT NULL THEN e.s_fold::FLOAT[] END),
-                               CASE WHEN q.s_colour IS NOT NULL THEN e.s_colour::FLOAT[] END),
-                   list_concat(list_concat(list_concat(q.s_xp, q.s_dmdt), q.s_fold), q.s_colour)) AS distance
+               sqrt(coalesce(pow(array_distance(e.s_xp, q.s_xp), 2), 0)
+                    + coalesce(pow(array_distance(e.s_dmdt, q.s_dmdt), 2), 0)
+                    + coalesce(pow(array_distance(e.s_fold, q.s_fold), 2), 0)
+                    + coalesce(pow(array_distance(e.s_colour, q.s_colour), 2), 0))::FLOAT AS distance
         FROM q JOIN space AS e
           ON e.source_id <> q.query_id
          AND (q.s_xp IS NULL OR e.s_xp IS NOT NULL)
