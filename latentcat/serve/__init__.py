@@ -60,7 +60,7 @@ class _Handler(BaseHTTPRequestHandler):
         explorer = self.explorer
         if self.server.loopback_only and not self._host_ok():
             response = explorer.message_page("this explorer answers only requests addressed to "
-                                             "localhost or 127.0.0.1", 400, {})
+                                             "localhost or 127.0.0.1", 400)
             self._send(response, method)
             return
         body = b""
@@ -68,7 +68,7 @@ class _Handler(BaseHTTPRequestHandler):
             try:
                 length = int(self.headers.get("Content-Length", ""))
             except ValueError:
-                self._send(explorer.message_page("an upload needs a Content-Length", 411, {}), method)
+                self._send(explorer.message_page("an upload needs a Content-Length", 411), method)
                 return
             if length < 0 or length > explorer.max_upload + 64 * 1024:
                 limit = explorer.max_upload / 1024 / 1024
@@ -76,7 +76,7 @@ class _Handler(BaseHTTPRequestHandler):
                     self.rfile.read(length)  # drop it, so the client reads the answer
                 self.close_connection = True
                 self._send(explorer.message_page(
-                    f"the upload is {max(length, 0) / 1024 / 1024:.3g} MiB; at most {limit:.3g} MiB", 413, {}), method)
+                    f"the upload is {max(length, 0) / 1024 / 1024:.3g} MiB; at most {limit:.3g} MiB", 413), method)
                 return
             body = self.rfile.read(length)
         response = explorer.respond("GET" if method == "HEAD" else method, self.path, self.headers, body)

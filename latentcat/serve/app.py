@@ -9,6 +9,7 @@ Routes (all GET unless said; the URL holds the whole state, so a view can be sha
     /map.png                a map view (view=x0,x1,y0,y1, colour=..., source_id marks a source)
     /click                  a click on the map (at.x, at.y): open the nearest source, zoom or centre there
     /plot/source.png        a source's fold, XP spectrum and dm-dt map (latentcat.plots.plot_similar)
+    /plot/thumb.png         the same three, small, for tables (drawn with numpy; a page draws its own first)
     /plot/lightcurve.png    its raw G epochs and their fold at the period (needs a staging folder)
     /upload                 the light-curve form; POST: the neighbours of the uploaded file
     /outliers               the top outliers of a ranking, with thumbnails
@@ -18,7 +19,8 @@ Routes (all GET unless said; the URL holds the whole state, so a view can be sha
 Safety: the Catalog is opened read-only through `latentcat.open` (no file or network access for
 its SQL); the only text a page passes to it is the neighbour filter, given to
 ``Catalog.similar(where=...)``, which parses it as one expression; every other parameter is a
-number or one of a fixed list; k is at most `MAX_K`; uploads at most ``max_upload`` bytes; a bad
+number or one of a fixed list (a source_id goes into SQL as an integer literal, as in the
+Catalog's own queries, once it has parsed as a whole number); k is at most `MAX_K`; uploads at most ``max_upload`` bytes; a bad
 input is one message on the page, and any other failure a one-line page (the traceback goes to
 the server's log only).
 """
@@ -40,7 +42,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import latentcat
 from latentcat.errors import LatentcatError, one_line
+from latentcat.layout import FEATURES_DIR
 from latentcat.serve import pages
+from latentcat.serve.figures import THUMB_HEIGHT, THUMB_WIDTH, thumbnail_png
 from latentcat.serve.mapview import HEIGHT, WIDTH, MapData, View
 from latentcat.serve.pages import Raw, esc, fmt, href
 from latentcat.serve.state import (CLICKS, MAX_K, MAX_WHERE, MODALITIES, TIME_FORMATS, PageError, Response,
@@ -62,6 +66,9 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
 }
+# the feature columns (docs/schemas.md) a thumbnail and the source figure (latentcat.plots.plot_similar) draw
+THUMB_COLUMNS = ("fold_phase", "fold_mag", "xp_flux", "dmdt", "lc_reason", "xp_reason")
+FIGURE_COLUMNS = (*THUMB_COLUMNS, "fold_err", "xp_flux_error", "xp_scale", "period", "g_mean")
 NEIGHBOUR_COLUMNS = (("rank", "rank"), ("link", "source_id"), ("distance", "distance"),
                      ("best_class_name", "DR3 class"), ("phot_g_mean_mag", "G"), ("bp_rp", "BP-RP"),
                      ("period", "period (d)"), ("g_amplitude", "amplitude"), ("n_obs", "G epochs"),
@@ -73,6 +80,17 @@ class _LRU:
 
     def __init__(self, size: int):
         self.size, self.data, self.lock = size, OrderedDict(), threading.Lock()
+
+    def has(self, key) -> bool:
+        with self.lock:
+            return key in self.data
+
+    def put(self, key, value) -> None:
+        with self.lock:
+            self.data[key] = value
+            self.data.move_to_end(key)
+            while len(self.data) > self.size:
+                self.data.popitem(last=False)
 
     def get(self, key, make):
         with self.lock:
@@ -113,6 +131,14 @@ class Explorer:
             if not path.is_file():
                 raise LatentcatError(f"{stage}: no light_curves.parquet (a staging folder written by `latentcat ingest`)")
             self.light_curves = path
+        self.counts = self.cat.info()["counts"]  # a snapshot, as the Catalog is
+        shards = sorted((self.cat.path / FEATURES_DIR).glob("features-*.parquet"))
+        self.has_features = bool(shards)
+        self.features = None
+        if shards:
+            import pyarrow.dataset as ds
+
+            self.features = ds.dataset([str(p) for p in shards], format="parquet")
         self.images = _LRU(1024)
         self._neighbours = _LRU(256)
         self.draw_lock = threading.Lock()     # matplotlib's rc_context is process-wide
@@ -128,7 +154,6 @@ class Explorer:
 
     def respond(self, method: str, target: str, headers=None, body: bytes = b"") -> Response:
         """The answer to one request; never raises."""
-        params = {}
         try:
             parts = urlsplit(target)
             if len(parts.query) > MAX_QUERY:
@@ -139,6 +164,7 @@ class Explorer:
                 ("GET", "/map.png"): self.map_png,
                 ("GET", "/click"): self.click,
                 ("GET", "/plot/source.png"): self.source_png,
+                ("GET", "/plot/thumb.png"): self.thumb_png,
                 ("GET", "/plot/lightcurve.png"): self.light_curve_png,
                 ("GET", "/upload"): self.page_upload,
                 ("POST", "/upload"): lambda p: self.upload(p, headers or {}, body),
@@ -154,15 +180,14 @@ class Explorer:
             return route(params)
         except LatentcatError as err:
             status = err.status if isinstance(err, PageError) else 400
-            return self.message_page(one_line(err), status, params)
+            return self.message_page(one_line(err), status)
         except Exception as err:  # noqa: BLE001 - a page, never a traceback
             print(f"latentcat serve: {method} {target[:200]}: internal error", file=sys.stderr)
             traceback.print_exc(file=sys.stderr)
-            return self.message_page(f"internal error ({type(err).__name__}); the server's log has the details", 500,
-                                     params)
+            return self.message_page(f"internal error ({type(err).__name__}); the server's log has the details", 500)
 
-    def message_page(self, message: str, status: int, params: dict) -> Response:
-        """A page with one message: for an image route, the message as text."""
+    def message_page(self, message: str, status: int) -> Response:
+        """A page that shows one message (the answer to a bad request on any route)."""
         return Response(status, "text/html; charset=utf-8",
                         self._page("latentcat", "", message, State()).encode())
 
@@ -291,14 +316,14 @@ class Explorer:
         return self.source_page(state, message)
 
     def home_body(self, state: State) -> str:
-        counts = self.cat.info()["counts"]
+        counts = self.counts
         return (f"<h1>{esc(self.name)}: {counts.get('sources', 0):,} sources</h1>"
                 '<p class="note">Click a point to open the source nearest the click (or choose to zoom in there), '
                 "type a source_id above, upload your own light curve, or browse the outliers and classes.</p>"
                 + self.map_section(state))
 
     def _exists(self, source_id: int) -> bool:
-        rows = self.cat.sql("SELECT count(*) AS n FROM sources WHERE source_id = $id", {"id": source_id})
+        rows = self.cat.sql(f"SELECT count(*) AS n FROM sources WHERE source_id = {int(source_id)}")
         return bool(rows.column("n")[0].as_py())
 
     def source_page(self, state: State, message: str | None) -> Response:
@@ -307,19 +332,21 @@ class Explorer:
             missing = f"source_id {sid} is not in this catalogue"
             return self.html("unknown source", self.home_body(replace(state, source_id=None)),
                               message or missing, replace(state, source_id=None), 404)
-        meta = self.cat.sql("SELECT * FROM source_meta WHERE source_id = $id", {"id": sid}).to_pylist()
+        meta = self.cat.sql(f"SELECT * FROM source_meta WHERE source_id = {sid}").to_pylist()
         if not meta:
-            meta = self.cat.sql("SELECT * FROM sources WHERE source_id = $id", {"id": sid}).to_pylist()
+            meta = self.cat.sql(f"SELECT * FROM sources WHERE source_id = {sid}").to_pylist()
         meta = meta[0]
-        predictions = self.cat.sql("SELECT class, probability, model_id FROM predictions WHERE source_id = $id "
-                                   "ORDER BY model_id", {"id": sid}).to_pylist()
-        ranks = self.cat.sql("SELECT method, score, rank FROM outlier_scores WHERE source_id = $id ORDER BY method",
-                             {"id": sid}).to_pylist()
+        predictions = self.cat.sql("SELECT class, probability, model_id FROM predictions "
+                                   f"WHERE source_id = {sid} ORDER BY model_id").to_pylist()
+        ranks = self.cat.sql(f"SELECT method, score, rank FROM outlier_scores WHERE source_id = {sid} "
+                             "ORDER BY method").to_pylist()
         neighbours_html, problem = self.neighbours_section(state)
         message = message or problem
         label = meta.get("best_class_name") or (predictions[0]["class"] + " (predicted)" if predictions else "unlabelled")
         figures = [f'<img class="figure" id="source-figure" src="{href("/plot/source.png", {"source_id": sid})}" '
-                   f'alt="fold, XP spectrum and dm-dt map of {sid}">']
+                   f'alt="fold, XP spectrum and dm-dt map of {sid}">' if self.has_features else
+                   '<p class="note">This catalogue folder has no features/ shards: no fold, spectrum or dm-dt map '
+                   "to draw.</p>"]
         if self.light_curves is not None:
             figures.insert(0, f'<img class="figure" id="lightcurve" src="{href("/plot/lightcurve.png", {"source_id": sid})}" '
                               f'alt="raw G light curve of {sid}">')
@@ -368,8 +395,7 @@ class Explorer:
         for r in table.to_pylist():
             sid = r["source_id"]
             r["link"] = Raw(f'<a class="neighbour" href="{href("/", state.params(source_id=sid))}">{sid}</a>')
-            r["thumb"] = Raw(f'<img class="thumb" loading="lazy" src="{href("/plot/source.png", {"source_id": sid})}" '
-                             f'alt="thumbnail of {sid}">')
+            r["thumb"] = self.thumbnail(sid)
             rows.append(r)
         def attrs(row) -> str:
             return f' data-source-id="{int(row["source_id"])}"'
@@ -377,6 +403,36 @@ class Explorer:
         return f'<div id="neighbours">{pages.table(NEIGHBOUR_COLUMNS, rows, attrs)}</div>'
 
     # ------------------------------------------------------------------ images of a source
+
+    def thumbnail(self, sid: int) -> Raw:
+        """A table cell's thumbnail of a source (its fold, XP and dm-dt), if the catalogue has features."""
+        if not self.has_features:
+            return Raw("&ndash;")
+        return Raw(f'<img class="thumb" loading="lazy" alt="thumbnail of {int(sid)}" width="{THUMB_WIDTH}" '
+                   f'height="{THUMB_HEIGHT}" src="{href("/plot/thumb.png", {"source_id": int(sid)})}">')
+
+    def thumb_png(self, params) -> Response:
+        sid = self._source_param(params)
+
+        def draw() -> bytes:
+            return thumbnail_png(self.feature_row(sid, THUMB_COLUMNS))
+
+        return self._png(self.images.get(("thumb", sid), draw))
+
+    def feature_row(self, sid: int, columns) -> dict:
+        """One source's row of the feature shards, only ``columns``: a read touches the row
+        group that can hold the source (a build writes shards sorted by source_id), and only
+        the columns a figure draws."""
+        if self.features is None:
+            raise PageError("this catalogue folder has no features/ shards to draw from", 404)
+        import pyarrow as pa
+        import pyarrow.dataset as ds
+
+        table = self.features.to_table(columns=["source_id", *columns],
+                                       filter=ds.field("source_id") == pa.scalar(int(sid), pa.int64()))
+        if table.num_rows == 0:
+            raise PageError(f"source_id {sid} has no row in the feature shards", 404)
+        return table.slice(0, 1).to_pylist()[0]
 
     def _source_param(self, params) -> int:
         if "source_id" not in params:
@@ -391,13 +447,13 @@ class Explorer:
         return self._png(self.images.get(("source", sid), lambda: self._draw_source(sid)))
 
     def _draw_source(self, sid: int) -> bytes:
-        from latentcat.plots import figure_png, plot_similar, read_feature_rows
+        from latentcat.plots import figure_png, plot_similar
 
-        rows = read_feature_rows(self.cat.path / "features", [sid])
+        row = self.feature_row(sid, FIGURE_COLUMNS)
         meta = self.cat.sql("SELECT l.best_class_name, s.phot_g_mean_mag FROM sources s LEFT JOIN labels l "
-                            "USING (source_id) WHERE s.source_id = $id", {"id": sid}).to_pylist()[0]
+                            f"USING (source_id) WHERE s.source_id = {int(sid)}").to_pylist()[0]
         with self.draw_lock:
-            fig = plot_similar(rows, [], meta={sid: {"class": meta["best_class_name"], "g_mag": meta["phot_g_mean_mag"]}})
+            fig = plot_similar([row], [], meta={sid: {"class": meta["best_class_name"], "g_mag": meta["phot_g_mean_mag"]}})
             return figure_png(fig)
 
     def light_curve_png(self, params) -> Response:
@@ -417,7 +473,7 @@ class Explorer:
         if table.num_rows == 0 or not table.column("g_time")[0].as_py():
             raise PageError(f"source_id {sid} has no G epochs in {self.light_curves}", 404)
         row = table.to_pylist()[0]
-        period = self.cat.sql("SELECT period, period_reliable FROM features WHERE source_id = $id", {"id": sid}).to_pylist()
+        period = self.cat.sql(f"SELECT period, period_reliable FROM features WHERE source_id = {sid}").to_pylist()
         p = period[0]["period"] if period and period[0]["period_reliable"] else None
         with self.draw_lock:
             return light_curve_png(row["g_time"], row["g_mag"], row["g_mag_err"], p, title=f"source_id {sid}")
@@ -557,8 +613,7 @@ class Explorer:
             {"m": method, "n": n}).to_pylist()
         for r in rows:
             r["link"] = Raw(f'<a class="source" href="{href("/", {"source_id": r["source_id"]})}">{r["source_id"]}</a>')
-            r["thumb"] = Raw(f'<img class="thumb" loading="lazy" alt="thumbnail of {r["source_id"]}" '
-                             f'src="{href("/plot/source.png", {"source_id": r["source_id"]})}">')
+            r["thumb"] = self.thumbnail(r["source_id"])
         form = (f'<form method="get" action="/outliers" class="inline"><label>ranking '
                 f'{pages.select("method", [(m, m) for m in methods], method)}</label>'
                 f'<label>top <input type="number" name="n" min="1" max="{MAX_K}" value="{n}"></label>'
@@ -609,8 +664,7 @@ class Explorer:
             {"m": model, "c": name, "n": per_page, "o": (page - 1) * per_page}).to_pylist()
         for r in rows:
             r["link"] = Raw(f'<a class="source" href="{href("/", {"source_id": r["source_id"]})}">{r["source_id"]}</a>')
-            r["thumb"] = Raw(f'<img class="thumb" loading="lazy" alt="thumbnail of {r["source_id"]}" '
-                             f'src="{href("/plot/source.png", {"source_id": r["source_id"]})}">')
+            r["thumb"] = self.thumbnail(r["source_id"])
         columns = (("link", "source_id"), ("probability", "probability"), ("best_class_name", "DR3 class"),
                    ("phot_g_mean_mag", "G"), ("period", "period (d)"), ("thumb", "fold | XP | dm-dt"))
         pager = []

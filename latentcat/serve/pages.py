@@ -28,7 +28,7 @@ th { background: #eef2f7; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 table.meta th { width: 13em; font-weight: normal; color: #444; }
 img.figure { max-width: 100%; height: auto; border: 1px solid #e3e3e3; }
-img.thumb { width: 560px; height: auto; border: 1px solid #eee; }
+img.thumb { border: 1px solid #ddd; }
 input.map { border: 1px solid #ccc; cursor: crosshair; }
 .columns { display: flex; flex-wrap: wrap; gap: 1.5em; align-items: flex-start; }
 .controls a { display: inline-block; padding: .15em .55em; margin: 0 .15em .3em 0; border: 1px solid #aac;
