@@ -3,6 +3,8 @@
     >>> import latentcat
     >>> cat = latentcat.open("cat/")
     >>> cat.similar(5853498713190525696, k=10, where="phot_g_mean_mag < 16")
+    >>> cat.similar([5853498713190525696, 5853498713190525697], k=10)   # a batch: one table
+    >>> cat.like(rr_lyrae_ids, top=100)              # every other source ranked by a set
     >>> cat.sql("SELECT best_class_name, count(*) FROM labels GROUP BY 1")
     >>> cat.map(with_meta=True)                      # the stored 2-D map
 
@@ -16,6 +18,10 @@ off and the configuration locked) unless it is opened with ``allow_external_acce
 ``where`` filter is parsed as one SQL expression, never pasted into a statement; user SQL runs on
 its own connection, so a temporary view it creates cannot stand in for the catalogue's tables
 in the Catalog's own queries.
+
+Searches run at the speed of the index: the source_meta view and the search-space (or latent)
+vectors are read once per Catalog, on first use, and addressed by row through their sorted
+source_ids; a ``where`` filter is evaluated once per filter text and kept with its FAISS selector.
 """
 
 from __future__ import annotations
