@@ -239,11 +239,12 @@ def analyse(cat_dir: Path, config: BuildConfig) -> dict:
 
     opts = config.analyse
     with open_catalog(cat_dir) as cat:
-        n_labelled = cat.sql("SELECT count(*) AS n FROM labels").column("n")[0].as_py()
+        labels = cat.sql("SELECT source_id, best_class_name FROM labels")
     model = opts.get("classifier", "hgb")
     done = run_analyses(
         cat_dir,
-        classifier={"labels": opts.get("labels", "labels.best_class_name"), "model": model} if n_labelled and model else None,
+        classifier={"labels": opts.get("labels", "labels.best_class_name"), "model": model}
+        if labels.num_rows and model else None,
         outliers=[("isolation_forest", "space"), ("recon_loss", "all")] if opts.get("outliers", True) else (),
         map_model={} if opts.get("map", True) else None,
         seed=config.seed, keep=False,
@@ -260,8 +261,7 @@ def analyse(cat_dir: Path, config: BuildConfig) -> dict:
         plot_confusion(result.confusion, result.classes, out=figures / "confusion.png",
                        title=f"{result.model_id}: cross-validated, macro F1 {result.macro_f1:.2f}")
     if done.map is not None and done.map[0].num_rows:
-        with open_catalog(cat_dir) as cat:
-            coloured = cat.sql("SELECT m.x, m.y, l.best_class_name FROM map m LEFT JOIN labels l USING (source_id)")
+        coloured = done.map[0].join(labels, "source_id", join_type="left outer")
         plot_map(coloured.column("x").to_numpy(), coloured.column("y").to_numpy(),
                  categories=coloured.column("best_class_name").to_pylist(),
                  out=figures / "map.png", title="latent map, coloured by DR3 class")
