@@ -84,13 +84,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.workdir is None:
         tmp = tempfile.TemporaryDirectory(prefix="latentcat-bench-")
         args.workdir = Path(tmp.name)
-    t = time.perf_counter()
-    inputs = write_inputs(args.workdir / "inputs", n=args.n, seed=args.seed, n_shards=4,
-                          with_arrays=False, shuffle=True)
-    write_catalog(args.workdir / "cat", build_info={"seed": args.seed}, exact_max=args.exact_max,
-                  seed=args.seed, **inputs)
-    t_build = time.perf_counter() - t
     cat_dir = args.workdir / "cat"
+    t = time.perf_counter()
+    if not (cat_dir / "catalog.duckdb").is_file():  # a catalogue kept in --workdir is reused
+        inputs = write_inputs(args.workdir / "inputs", n=args.n, seed=args.seed, n_shards=4,
+                              with_arrays=False, shuffle=True)
+        write_catalog(cat_dir, build_info={"seed": args.seed}, exact_max=args.exact_max,
+                      seed=args.seed, **inputs)
+    t_build = time.perf_counter() - t
     k = args.k
 
     t_open = np.median(_timed(lambda i: open_catalog(cat_dir).close(), 5))
@@ -150,9 +151,13 @@ def main(argv: list[str] | None = None) -> None:
     for sid in batch_ids:
         cat.similar(sid, k=k)
     t_single = time.perf_counter() - t
+    # the most a batch can gain: bare FAISS, one call for the batch against one call per vector
+    bare_x = x[rng.choice(len(x), size=len(batch_ids))]
     t = time.perf_counter()
-    index.search(x[rng.choice(len(x), size=len(batch_ids))], k + 1)
+    index.search(bare_x, k + 1)
     t_bare_batch = time.perf_counter() - t
+    n_one = min(1000, len(bare_x))
+    t_bare_single = np.sum(_timed(lambda i: bare(i % len(q_x)), n_one)) / 1e3 * len(bare_x) / n_one
 
     # more like these: 40 sources of one class
     labelled = cat.sql("SELECT source_id FROM labels JOIN space USING (source_id) WHERE best_class_name = 'RRAB' "
@@ -193,12 +198,16 @@ def main(argv: list[str] | None = None) -> None:
     print(f"batch of {n_b:,} source_ids, metadata joined: {t_batch:.2f} s ({t_batch / n_b * 1e3:.3f} ms per query, "
           f"{answer.num_rows:,} rows); {n_b:,} single calls: {t_single:.2f} s; "
           f"throughput {t_single / t_batch:.1f}x the single calls (target >= 20x)")
-    print(f"  bare FAISS, the same number of vectors in one call: {t_bare_batch:.2f} s")
+    print(f"  bare FAISS on the joint index, {n_b:,} vectors in one call: {t_bare_batch:.2f} s; one call each: "
+          f"{t_bare_single:.2f} s (from {n_one:,}); the batch gain bare FAISS allows: {t_bare_single / t_bare_batch:.1f}x")
     check = like_info["self_check"]
     print(f"like(): {len(members)} RRAB sources, top 100: {np.median(like_ms):.0f} ms p50 of 3 "
           f"({np.median(like_ms) / base:.0f}x bare) on {like_info['blocks']}, {like_info['ranked']:,} sources ranked; "
           f"self-check: {check['recall']:.0%} of {check['held_out']} held-out members in the top 1% "
           f"(chance 1%), median rank {check['median_rank']:g}")
+    print(f"  (RRAB is {len(labelled) / total:.0%} of this synthetic catalogue, one tight cluster: its members "
+          f"are all alike, so the top 1% can hold few of them; the self-check finding a rare class hidden in a crowd is "
+          f"tested in tests/test_query_like.py)")
     print(f"recall@10 of similar() against exact search ({args.queries} queries): {recall:.4f}")
     print(f"SQL macro similar_to (exact, DuckDB): {np.median(lat_sql):.1f} ms p50 of {n_sql}; "
           f"similar_to_many, 100 ids: {t_many:.2f} s")
