@@ -33,6 +33,7 @@ from pathlib import Path
 import duckdb
 import faiss
 import numpy as np
+import pyarrow.compute as pc
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -100,9 +101,10 @@ def main(argv: list[str] | None = None) -> None:
     space = cat.sql("SELECT source_id, parts, list_concat(list_concat(list_concat(s_xp, s_dmdt), s_fold), s_colour) "
                     "AS v FROM space WHERE parts <> '' ORDER BY source_id")
     all_ids = space.column("source_id").to_numpy()
-    full = np.array([p == "+".join(JOINT) for p in space.column("parts").to_pylist()])
+    full = pc.equal(space.column("parts"), "+".join(JOINT)).to_numpy(zero_copy_only=False)
     ids = all_ids[full]
-    x = np.array(space.filter(full).column("v").to_pylist(), np.float32)
+    v = space.filter(full).column("v").combine_chunks()
+    x = v.flatten().to_numpy().astype(np.float32).reshape(len(v), -1)
     rng = np.random.default_rng(args.seed)
     pick = rng.choice(len(ids), size=args.queries, replace=False)
     q_ids = [int(s) for s in ids[pick]]

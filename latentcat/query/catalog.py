@@ -232,7 +232,6 @@ class Catalog:
         self._lock = threading.RLock()
         self._loaded: dict[str, object] = {}  # source_meta and the vectors, on first use
         self._filters: OrderedDict[str, lc_index.Allowed] = OrderedDict()
-        self._schemas: dict[tuple, pa.Schema] = {}  # of neighbour tables with metadata
         self._indexes: dict[tuple, object] = {}
         for file in sorted((self.path / INDEX_DIR).glob("*.faiss")):  # the snapshot: every index now
             space = file.stem.startswith(f"{SPACE}_")
@@ -392,7 +391,9 @@ class Catalog:
             table = self._query(sql_statements("query")["source_meta_all"]).combine_chunks()
             ids = table.column("source_id").to_numpy().astype(np.int64, copy=False)
             columns = table.drop_columns(["source_id"])
-            return ids, columns.to_batches()[0] if columns.num_rows else columns  # one batch: the cheapest take
+            if not columns.num_rows:
+                return ids, pa.RecordBatch.from_pylist([], schema=columns.schema)
+            return ids, columns.to_batches()[0]  # one batch: the cheapest take
 
         return self._once("meta", load)
 
@@ -524,7 +525,7 @@ class Catalog:
             order = np.lexsort((rank, q))
             q, rank, ids, dist, code = q[order], rank[order], ids[order], dist[order], code[order]
         keys = sorted(batch.sets)
-        names = pa.array([lc_index.index_key(batch.sets[c], batch.space) for c in keys], pa.string())
+        names = [lc_index.index_key(batch.sets[c], batch.space) for c in keys]
         head = {}
         if with_query_id:
             head["query_id"] = pa.array(batch.query_id[q], pa.int64())
@@ -532,9 +533,9 @@ class Catalog:
         head["source_id"] = pa.array(ids, pa.int64())
         head["distance"] = pa.array(dist, pa.float32())
         if len(keys) == 1:
-            head["blocks"] = pa.array([names[0].as_py()] * len(code), pa.string())
+            head["blocks"] = pa.array([names[0]] * len(code), pa.string())
         else:
-            head["blocks"] = names.take(np.searchsorted(keys, code))
+            head["blocks"] = pa.array(names, pa.string()).take(np.searchsorted(keys, code))
         if not with_meta:
             return pa.table(head)
         return self._with_meta(head, ids)
@@ -546,12 +547,9 @@ class Catalog:
         pos = np.minimum(np.searchsorted(meta_ids, ids), max(meta_ids.size - 1, 0))
         there = meta_ids[pos] == ids if meta_ids.size else np.zeros(ids.size, bool)
         rows = meta.take(pos if there.all() else pa.array(pos, pa.int64(), mask=~there))
-        key = tuple(head)
-        schema = self._schemas.get(key)
-        if schema is None:
-            schema = self._schemas[key] = pa.schema([pa.field(n, c.type) for n, c in head.items()]
-                                                    + list(meta.schema))
-        return pa.Table.from_arrays([*head.values(), *rows.columns], schema=schema)
+        for j, (name, column) in enumerate(head.items()):  # cheaper than listing the 35 columns
+            rows = rows.add_column(j, name, column)
+        return pa.Table.from_batches([rows])
 
     def iter_similar(self, queries, k: int = 10, modality: str = "space", where: str | None = None, *,
                      with_meta: bool = True, chunk_size: int = CHUNK):
