@@ -334,6 +334,30 @@ def test_a_map_view_is_a_png_and_a_click_opens_the_nearest_source(server, query_
     assert x1 - x0 < (zoomed.x1 - zoomed.x0) / 2
 
 
+def test_points_under_the_cursor_are_named_and_open_their_page(server, cat, query_id, profile, monkeypatch):
+    explorer = server.explorer
+    zoomed = explorer.map.full.zoomed(3, explorer.map.position(query_id)).fitted()
+    dom = browse(f"{server.url}?view={zoomed.param()}&colour=class", profile)
+    points = {int(a["href"].split("source_id=")[1].split("&")[0]): a for a in dom.find("a", **{"class": "point"})}
+    in_view = explorer.map.ids[explorer.map.in_view(zoomed)].tolist()
+    assert 0 < len(in_view) < explorer.map.n and sorted(points) == sorted(in_view)
+    label = cat.sql("SELECT best_class_name FROM labels WHERE source_id = ?", [query_id])["best_class_name"]
+    assert points[query_id]["title"] == f"source_id {query_id} · {label[0].as_py() if len(label) else 'unlabelled'}"
+    # over the source's pixel (the image has a 1-pixel border, the dot is 10 pixels wide)
+    left, top = map(int, re.search(r"left:\s*(-?\d+)px;\s*top:\s*(-?\d+)px", points[query_id]["style"]).groups())
+    px, py = zoomed.pixel_of(*explorer.map.position(query_id))
+    assert abs(left + 4 - px) <= 1 and abs(top + 4 - py) <= 1
+    page = browse(urllib.parse.urljoin(server.url, points[query_id]["href"]), profile)
+    assert page.text["source-id"].strip() == str(query_id)
+    # coloured by a number, the tooltip gives the number; a view of more points than the limit names none
+    _, _, html = fetch(f"{server.url}?view={zoomed.param()}&colour=g_mag")
+    g = cat.sql("SELECT phot_g_mean_mag FROM sources WHERE source_id = ?", [query_id])["phot_g_mean_mag"][0].as_py()
+    assert f'title="source_id {query_id} · G magnitude {g:.4g}"' in html.decode()
+    monkeypatch.setattr("latentcat.serve.mapview.NAMED_MAX", len(in_view) - 1)
+    _, _, html = fetch(f"{server.url}?view={zoomed.param()}")
+    assert 'class="point"' not in html.decode() and "to have the points under the cursor named" in html.decode()
+
+
 def test_home_page_in_the_browser_has_the_clickable_map(server, profile):
     dom = browse(server.url, profile)
     (map_input,) = dom.find("input", type="image", name="at")

@@ -30,6 +30,9 @@ from latentcat.errors import LatentcatError
 WIDTH, HEIGHT = 880, 600
 """Pixels of a map view."""
 
+NAMED_MAX = 500
+"""Most points in a view that its page names under the cursor (a link with a tooltip each)."""
+
 MAX_CATEGORIES = 16
 """Categories drawn in their own colour; the rest are drawn together as "other"."""
 
@@ -291,6 +294,26 @@ class MapData:
         d2 = (cx - (px + 0.5)) ** 2 + (cy - (py + 0.5)) ** 2
         best = int(np.argmin(d2))
         return int(self.ids[rows[best]]) if d2[best] <= radius_px ** 2 else None
+
+    def named(self, view: View, colour: str = "class", width: int = WIDTH,
+              height: int = HEIGHT) -> list[tuple[int, float, float, str]]:
+        """The points of a fitted view as (source_id, pixel x, pixel y, label) when it holds at
+        most `NAMED_MAX` of them, else none: the label is the ``colour`` value (class name, or
+        the number, "no value" where missing)."""
+        rows = self.in_view(view)
+        if rows.size == 0 or rows.size > NAMED_MAX:
+            return []
+        cx, cy = view.pixel_of(self.x[rows], self.y[rows], width, height)
+        colouring = self.colouring(colour)
+        if colouring.categorical:
+            labels = [colouring.names[c] for c in colouring.codes[rows]]
+        elif colouring.values is not None:
+            labels = [f"{colouring.label} {v:.4g}" if math.isfinite(v) else f"{colouring.label}: no value"
+                      for v in colouring.values[rows].tolist()]
+        else:
+            labels = [""] * rows.size
+        return [(int(sid), float(x), float(y), label)
+                for sid, x, y, label in zip(self.ids[rows].tolist(), cx.tolist(), cy.tolist(), labels)]
 
     def render(self, view: View, colour: str = "class", mark: int | None = None, rings=(),
                width: int = WIDTH, height: int = HEIGHT) -> bytes:

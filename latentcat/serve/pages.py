@@ -30,6 +30,9 @@ table.meta th { width: 13em; font-weight: normal; color: #444; }
 img.figure { max-width: 100%; height: auto; border: 1px solid #e3e3e3; }
 img.thumb { border: 1px solid #ddd; }
 input.map { border: 1px solid #ccc; cursor: crosshair; }
+.mapbox { position: relative; display: inline-block; line-height: 0; }
+.mapbox a.point { position: absolute; width: 10px; height: 10px; border-radius: 50%; }
+.mapbox a.point:hover { outline: 2px solid #000; }
 .columns { display: flex; flex-wrap: wrap; gap: 1.5em; align-items: flex-start; }
 .controls a { display: inline-block; padding: .15em .55em; margin: 0 .15em .3em 0; border: 1px solid #aac;
               border-radius: 3px; text-decoration: none; background: #f4f6fb; color: #1d3f66; }
