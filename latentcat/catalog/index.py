@@ -34,9 +34,9 @@ BLAS_THRESHOLD = 256
 computes its distances as one matrix product (BLAS), which FAISS's own default (128,000) keeps
 for batches of 8,000 16-D queries. Measured on one thread, 574,513 16-D vectors: a batch of 64
 queries costs 0.71 ms per query with BLAS against 1.97 ms one by one, 256 queries 0.63 ms; a
-single query stays on FAISS's direct scan (2.1 ms; 7.5 ms through BLAS). The neighbours are the
-same up to float rounding: in near-ties (1 query in 700 at 256 queries) two neighbours at
-distances equal to 6 digits may swap ranks."""
+single query stays on FAISS's direct scan (2.1 ms; 7.5 ms through BLAS). BLAS distances are
+rounded (1 query in 700 at 256 queries had two neighbours swapped), so `search_many` asks for
+`BLAS_MARGIN` more neighbours and ranks them by distances recomputed from the stored vectors."""
 
 faiss.cvar.distance_compute_blas_threshold = BLAS_THRESHOLD
 
