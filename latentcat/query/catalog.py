@@ -36,10 +36,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 import duckdb
-import faiss
 import numpy as np
 import pyarrow as pa
 
+from latentcat.analysis.like import LIKE_M, self_check, set_scores
 from latentcat.blocks import BLOCK_DIM, BLOCKS, parse_block_set, SPACE
 from latentcat.catalog import index as lc_index
 from latentcat.catalog.store import sql_statements
@@ -58,15 +58,6 @@ FILTER_CACHE = 16
 used first; together they hold at most `FILTER_CACHE_IDS` ids (8 bytes each)."""
 
 FILTER_CACHE_IDS = 20_000_000
-
-LIKE_M = 5
-"""`Catalog.like` scores a source by its mean distance to its m = min(LIKE_M, set size) nearest members."""
-
-LIKE_HOLDOUT = 0.2
-"""Share of the set `Catalog.like` holds out for its self-check (at least one member)."""
-
-LIKE_TOP_SHARE = 0.01
-"""The self-check counts the held-out members ranked within this share of the catalogue."""
 
 MODALITIES = ("space", "all", "xp", "dmdt", "fold")
 """``space``: the search space (latent blocks and colour, `latentcat.analysis.space`), the
@@ -154,19 +145,6 @@ def _checked_k(k, name: str = "k") -> int:
     return int(k)
 
 
-def _set_scores(x: np.ndarray, members: np.ndarray, m: int, chunk: int = 1 << 18):
-    """Each row's mean Euclidean distance to its m nearest ``members`` (exact, FAISS brute
-    force in chunks of rows), and the position of the nearest member."""
-    members = np.ascontiguousarray(members, np.float32)
-    score = np.empty(len(x), np.float32)
-    nearest = np.empty(len(x), np.int64)
-    for start in range(0, len(x), chunk):
-        d2, i = faiss.knn(np.ascontiguousarray(x[start:start + chunk], np.float32), members, m)
-        score[start:start + chunk] = np.sqrt(np.maximum(d2, 0)).mean(axis=1)
-        nearest[start:start + chunk] = i[:, 0]
-    return score, nearest
-
-
 def _like_parts(have: dict[str, np.ndarray], space: bool) -> tuple[str, ...]:
     """The parts `Catalog.like` compares a set on: the parts every member has, when they hold a
     latent block; otherwise (a member without a light curve in a set of light curves, say) the
@@ -196,25 +174,6 @@ def _top(score: np.ndarray, ids: np.ndarray, eligible: np.ndarray, top: int) -> 
         cut = np.partition(score[pos], top - 1)[top - 1]
         pos = pos[score[pos] <= cut]
     return pos[np.lexsort((ids[pos], score[pos]))][:top]
-
-
-def _self_check(x: np.ndarray, member_at: np.ndarray, seed: int) -> dict | None:
-    """`Catalog.like`'s self-check: hold out a random fifth of the members (``seed``), rank every
-    other source by the rest, and count the held-out members within the top `LIKE_TOP_SHARE`."""
-    n = member_at.size
-    if n < 2:
-        return None
-    held = np.random.default_rng(seed).choice(n, max(1, round(n * LIKE_HOLDOUT)), replace=False)
-    train, out = np.delete(member_at, held), member_at[held]
-    m = min(LIKE_M, train.size)
-    score, _ = _set_scores(x, x[train], m)
-    ranked = np.ones(len(x), bool)
-    ranked[train] = False
-    top = max(1, math.ceil(LIKE_TOP_SHARE * ranked.sum()))
-    ranks = np.searchsorted(np.sort(score[ranked]), score[out], side="left") + 1
-    return {"held_out": int(out.size), "seed": int(seed), "m": m, "ranked": int(ranked.sum()),
-            "top_1pct": top, "recall": round(float(np.mean(ranks <= top)), 4), "chance": LIKE_TOP_SHARE,
-            "median_rank": float(np.median(ranks))}
 
 
 def _jsonable(value):
@@ -667,7 +626,7 @@ class Catalog:
         """More like these: every other source ranked by its similarity to a set of sources.
 
         The rule: a source's ``score`` is its mean Euclidean distance to its m nearest members
-        of the set, m = min(`LIKE_M`, members used), in the search space (or ``modality``).
+        of the set, m = min(`latentcat.analysis.like.LIKE_M`, members used), in the search space (or ``modality``).
         The set is compared on the parts every member has, as `similar` compares one source on
         the parts it has: a set with members without XP on dm-dt, fold and colour. When those
         hold no latent block (a member without a light curve in a set of light curves, say), on
@@ -744,7 +703,7 @@ class Catalog:
         x = np.hstack([vec.parts[b][cand] for b in use])
         member_at = np.searchsorted(cand, rows[used])  # the members' positions among them
         m = min(LIKE_M, int(used.sum()))
-        score, nearest = _set_scores(x, x[member_at], m)
+        score, nearest = set_scores(x, x[member_at], m)
         ranked = np.ones(cand.size, bool)
         ranked[member_at] = False  # no member is ranked (those set aside lack a part: not candidates)
         if where is not None:
@@ -763,7 +722,7 @@ class Catalog:
         info = {"members": int(members.size), "used": int(used.sum()),
                 "set_aside": members[~used][:20].tolist(), "m": m, "blocks": name,
                 "rule": f"mean distance to the {m} nearest members", "ranked": int(ranked.sum()),
-                "self_check": _self_check(x, member_at, seed)}
+                "self_check": self_check(x, member_at, seed)}
         meta = {b"like_info": json.dumps(info).encode()}
         return table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
 
