@@ -307,6 +307,33 @@ def _by_blocks(vectors: dict, rows: np.ndarray, serve: bool) -> dict:
     return out
 
 
+LIKE_SET, LIKE_DRAWS, RARE_SHARE = 40, 10, 0.03
+
+
+def like_rows(cls: np.ndarray, compared: dict[str, np.ndarray], seed: int) -> list[dict]:
+    """More like these (`latentcat.analysis.like`, the rule of Catalog.like) on the evaluation
+    survey: for each class under `RARE_SHARE` of the sources with at least `LIKE_SET` members,
+    `LIKE_DRAWS` random sets of `LIKE_SET` of them, each ranking every other source with a fifth
+    held out; the mean share of held-out members in the top 1% (chance 1%), for each way of
+    comparing (``compared``: name -> one vector per source, rows as ``cls``)."""
+    from latentcat.analysis.like import self_check
+
+    names, counts = np.unique(cls, return_counts=True)
+    out = []
+    for name, count in zip(names, counts):
+        if count >= RARE_SHARE * cls.size or count < LIKE_SET:
+            continue
+        members = np.flatnonzero(cls == name)
+        entry = {"row": f"more like these: {name}", "like": {}, "n_eval": int(cls.size),
+                 "note": f"{count} members, {count / cls.size:.1%}"}
+        for label, x in compared.items():
+            draws = [self_check(x, np.random.default_rng(seed + d).choice(members, LIKE_SET, replace=False), seed + d)
+                     for d in range(LIKE_DRAWS)]
+            entry["like"][label] = float(np.mean([c["recall"] for c in draws]))
+        out.append(entry)
+    return out
+
+
 def survey_rows(train: dict, test: dict, seed: int, classifier: str) -> list[dict]:
     """Every row of the comparison, on the evaluation sources with light-curve blocks."""
     from latentcat.analysis.space import SearchSpace, space_parts
@@ -353,7 +380,12 @@ def survey_rows(train: dict, test: dict, seed: int, classifier: str) -> list[dic
                  "rf_f1": _macro_f1(test["cls"][lc_te], np.array([got.get(s, "") for s in test["source_id"][lc_te]]))})
     rows.append({"row": "fold reconstruction: mean NLL per point", "n_eval": int(len(lc_te)), "note": "evaluation survey",
                  "recon": float(np.nanmean(test["recon_fold"][lc_te]))})
-    return rows
+    # more like these, among the evaluation sources with light-curve blocks, a colour and every classic number
+    ok = lc_te[np.isfinite(space["test"]["colour"][lc_te, 0]) & np.isfinite(classic["test"]["classic"][lc_te]).all(axis=1)]
+    compared = {"search space dmdt+fold+colour": np.hstack([space["test"][p][ok] for p in ("dmdt", "fold", "colour")]),
+                "z_dmdt + z_fold": np.hstack([z["test"][b][ok] for b in ("dmdt", "fold")]),
+                "classic numbers (8)": classic["test"]["classic"][ok]}
+    return rows + like_rows(test["cls"][ok], compared, seed)
 
 
 def survey_benchmark(train_n: int, eval_n: int, seed: int, work: Path, settings: dict, classifier: str,
@@ -383,13 +415,24 @@ def print_survey(r: dict, train_n: int, eval_n: int, seed: int) -> None:
         print(f"    {m} VAE: {info.get('epochs')} epochs (best {info.get('best_epoch')}), "
               f"{info.get('train_samples_per_s', 0):.0f} samples/s")
     print(f"    {'numbers per source':<46}{'RF F1':>7}{'kNN-15 F1':>10}{'purity@10':>10}{'|dlogP|':>8}  evaluated on")
+    likes = [e for e in r["rows"] if "like" in e]
     for e in r["rows"]:
+        if "like" in e:
+            continue
         if "recon" in e:
             print(f"    {e['row']:<46}{e['recon']:>7.3f}{'':>28}  {e['n_eval']} sources ({e['note']})")
             continue
         cells = "".join(f"{e[k]:>{w}.3f}" if k in e else f"{'-':>{w}}"
                         for k, w in (("rf_f1", 7), ("knn_f1", 10), ("purity", 10), ("dlogp", 8)))
         print(f"    {e['row']:<46}{cells}  {e['n_eval']} sources{' (' + e['note'] + ')' if e['note'] else ''}")
+    if likes:
+        print(f"    more like these (Catalog.like's rule): {LIKE_SET} members of a rare class, a fifth held out, "
+              f"share in the top 1% of {likes[0]['n_eval']} sources (chance 0.01), mean of {LIKE_DRAWS} draws")
+        labels = list(likes[0]["like"])
+        print(f"    {'class':<40}" + "".join(f"{label:>32}" for label in labels))
+        for e in likes:
+            print(f"    {e['row'].split(': ')[1] + ' (' + e['note'] + ')':<40}"
+                  + "".join(f"{e['like'][label]:>32.3f}" for label in labels))
 
 
 def _settings(text: str) -> dict:
