@@ -266,13 +266,13 @@ class Explorer:
         radios = "".join(f'<label><input type="radio" name="click" value="{esc(v)}"'
                          f'{" checked" if v == state.click else ""}> {esc(label)}</label> ' for v, label in CLICKS)
         image = href("/map.png", state.params(view=view))
-        shown = self.map.in_view(view).size
+        in_view = self.map.in_view(view)
         # few enough points to name: each a link over its pixel, its name the tooltip (no script)
         points = "".join(
             f'<a class="point" href="{href("/", state.params(source_id=sid, view=view))}" '
             f'title="{esc(f"source_id {sid}" + (f" · {label}" if label else ""))}" '
             f'style="left:{px - 4:.0f}px;top:{py - 4:.0f}px"></a>'
-            for sid, px, py, label in self.map.named(view, state.colour))
+            for sid, px, py, label in self.map.named(view, in_view, state.colour))
         naming = (" Hover a point for its name; a click on it opens it." if points else
                   f" Zoom in to {NAMED_MAX} sources or fewer to have the points under the cursor named.")
         return (
@@ -281,7 +281,7 @@ class Explorer:
             f'<div class="mapbox"><input class="map" type="image" name="at" src="{image}" width="{WIDTH}" '
             f'height="{HEIGHT}" alt="the catalogue map: click a point">{points}</div>'
             f'<div>a click on the map: {radios}</div></form>'
-            f'<p class="note">{shown:,} of {self.map.n:,} sources in this view; x {view.x0:.3g} to {view.x1:.3g}, '
+            f'<p class="note">{in_view.size:,} of {self.map.n:,} sources in this view; x {view.x0:.3g} to {view.x1:.3g}, '
             f'y {view.y0:.3g} to {view.y1:.3g}.{naming}'
             + (" The cross marks the source, the red rings its neighbours." if state.source_id is not None else "")
             + f'</p></div><div>{colour_form}<div class="legend">{legend}</div></div></div>'

@@ -295,12 +295,11 @@ class MapData:
         best = int(np.argmin(d2))
         return int(self.ids[rows[best]]) if d2[best] <= radius_px ** 2 else None
 
-    def named(self, view: View, colour: str = "class", width: int = WIDTH,
+    def named(self, view: View, rows: np.ndarray, colour: str = "class", width: int = WIDTH,
               height: int = HEIGHT) -> list[tuple[int, float, float, str]]:
-        """The points of a fitted view as (source_id, pixel x, pixel y, label) when it holds at
-        most `NAMED_MAX` of them, else none: the label is the ``colour`` value (class name, or
-        the number, "no value" where missing)."""
-        rows = self.in_view(view)
+        """The points of a fitted view (``rows``: its `in_view`) as (source_id, pixel x, pixel y,
+        label) when it holds at most `NAMED_MAX` of them, else none: the label is the ``colour``
+        value (class name, or the number, "no value" where missing)."""
         if rows.size == 0 or rows.size > NAMED_MAX:
             return []
         cx, cy = view.pixel_of(self.x[rows], self.y[rows], width, height)
