@@ -200,7 +200,8 @@ def prepare_survey(folder: Path, n: int, seed: int, workers: int) -> Path:
 
 def train_and_embed(train_dir: Path, eval_dir: Path, folder: Path, settings: dict, seed: int) -> dict:
     """Train the three VAEs on the training survey with ``settings`` (a [models] table) and
-    encode both surveys; a finished folder is reused. Returns the training summary."""
+    encode both surveys; a finished folder, or a finished model in it, is reused. Returns the
+    training summary."""
     from latentcat.models.config import TrainConfig
     from latentcat.models.embed import embed
     from latentcat.models.trainer import train
@@ -209,7 +210,7 @@ def train_and_embed(train_dir: Path, eval_dir: Path, folder: Path, settings: dic
     if not done.exists():
         config = TrainConfig.from_dict({"seed": seed, "progress": False, "threads": 1, **settings})
         t0 = time.perf_counter()
-        summary = train(train_dir / "features", folder / "models", config, device="cpu")
+        summary = train(train_dir / "features", folder / "models", config, device="cpu", resume=True)
         summary["seconds"] = time.perf_counter() - t0
         for tag, d in (("train", train_dir), ("eval", eval_dir)):
             embed(d / "features", folder / "models", folder / f"emb-{tag}", device="cpu", threads=1)

@@ -212,7 +212,7 @@ def build(config: BuildConfig, out: Path | None = None, resume: bool = False) ->
         ),
     )
     reports["train"] = _run_stage(
-        state, "train", 3, lambda: train(features_dir, models_dir, config=config.train, device=config.device)
+        state, "train", 3, lambda: train(features_dir, models_dir, config=config.train, device=config.device, resume=True)
     )
     reports["embed"] = _run_stage(state, "embed", 4, lambda: embed(features_dir, models_dir, emb_dir, device=config.device,
                                                                     threads=config.train.threads, **compute))

@@ -354,6 +354,8 @@ def train(
     modality: list[str] = typer.Option(["xp", "dmdt", "fold"], "--modality", "-m", help="Model(s) to train: xp, dmdt, fold."),
     device: Optional[str] = typer.Option(
         None, "--device", help="auto, cpu or cuda (default: the config's \\[models] device, else auto)."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Keep each model already in --out that was trained with the same settings on the same sources."),
 ) -> None:
     """Train the XP, dm-dt and folded-light-curve VAEs."""
     from latentcat.config import load_build_config
@@ -362,7 +364,7 @@ def train(
     build_config = load_build_config(config) if config else None
     train_config = build_config.train if build_config else None
     device = device or (build_config.device if build_config else "auto")
-    report = run_train(features_dir, out, config=train_config, modalities=modality, device=device)
+    report = run_train(features_dir, out, config=train_config, modalities=modality, device=device, resume=resume)
     _print_json(report)
 
 

@@ -471,6 +471,24 @@ def test_training_on_a_sample_uses_that_many_sources(features, tmp_path):
         TrainConfig.from_dict({"train_sample": -1})
 
 
+def test_interrupted_training_resumes_at_its_first_unfinished_model(features, tmp_path):
+    config = fast_config(max_epochs=2, fold_epochs=1, dmdt_epochs=2)
+    models = tmp_path / "models"
+    first = train(features, models, config, modalities=("xp", "dmdt"), device="cpu")["models"]  # fold never started
+    weights = {m: (models / m / "model.pt").read_bytes() for m in ("xp", "dmdt")}
+    again = train(features, models, config, device="cpu", resume=True)["models"]
+    for m in ("xp", "dmdt"):
+        assert again[m]["kept"] and (models / m / "model.pt").read_bytes() == weights[m]
+        for key in ("n_train", "n_val", "epochs", "best_epoch", "best_val_loss"):
+            assert again[m][key] == first[m][key], (m, key)
+    assert "kept" not in again["fold"] and (models / "fold" / "model.pt").is_file()
+    # a changed setting, or no resume, trains afresh
+    changed = fast_config(max_epochs=3, fold_epochs=1, dmdt_epochs=2)
+    assert "kept" not in train(features, models, changed, modalities=("xp",), device="cpu", resume=True)["models"]["xp"]
+    assert json.loads((models / "xp" / "config.json").read_text())["model"]["max_epochs"] == 3
+    assert "kept" not in train(features, models, config, modalities=("dmdt",), device="cpu")["models"]["dmdt"]
+
+
 def test_fold_code_holds_the_fold_period_and_amplitude_as_coordinates(features, tmp_path):
     from latentcat.models.data import fold_context
     from latentcat.models.fold_vae import CONTEXT_CENTER, CONTEXT_SCALE

@@ -7,6 +7,11 @@ Each trained model is written to ``MODELS_DIR/<modality>/``:
 - ``losses.csv`` and ``losses.png``: train and validation loss per epoch (epoch 0: the
   validation loss of the untrained model)
 - ``versions.json``: python, torch, numpy and latentcat versions
+
+The folder is written once, when the model's training ends, so a folder with a ``config.json``
+holds a finished model: with ``resume``, a model whose recorded configuration equals the one it
+would be trained with now (settings, seed, validation cut and source counts) is kept, and an
+interrupted training run starts again at the first model it had not finished.
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ def train(
     config: TrainConfig | None = None,
     modalities: Sequence[str] = ("xp", "dmdt", "fold"),
     device: str = "auto",
+    resume: bool = False,
 ) -> dict:
     """Train the VAEs of ``modalities`` on the feature shards of ``features_dir``.
 
@@ -76,12 +82,17 @@ def train(
     modalities : sequence of str
         Any of 'xp', 'dmdt', 'fold'. A modality no source has is skipped and reported.
     device : {'auto', 'cpu', 'cuda'}
+    resume : bool
+        Keep a model whose folder in ``out`` records the configuration and source counts it
+        would be trained with now (an interrupted run resumes at its first unfinished model);
+        False: every model is trained afresh.
 
     Returns
     -------
     dict
         Per modality: folder, n_train, n_val, epochs, best_epoch, best_val_loss,
-        train_samples_per_s; or ``{"skipped": reason}``.
+        train_samples_per_s (and ``kept: True`` for a model kept by ``resume``); or
+        ``{"skipped": reason}``.
     """
     config = config or TrainConfig()
     for m in modalities:
@@ -92,7 +103,7 @@ def train(
     summary: dict = {"device": str(dev), "seed": config.seed, "models": {}}
     with torch_threads(config.threads):
         for m in modalities:
-            summary["models"][m] = train_model(shards, m, config, out / m, dev)
+            summary["models"][m] = train_model(shards, m, config, out / m, dev, resume=resume)
     return summary
 
 
@@ -192,7 +203,8 @@ def _write_model_folder(out_dir: Path, state: dict, record: dict, history: list[
     _write_losses(history, best_epoch, record["modality"], out_dir)
 
 
-def train_model(shards: Sequence[Path], modality: str, cfg: TrainConfig, out_dir: Path, dev: torch.device) -> dict:
+def train_model(shards: Sequence[Path], modality: str, cfg: TrainConfig, out_dir: Path, dev: torch.device,
+                resume: bool = False) -> dict:
     """Train one VAE with RAdam and early stopping; write its folder. See `train`."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -206,6 +218,12 @@ def train_model(shards: Sequence[Path], modality: str, cfg: TrainConfig, out_dir
             f"{shards[0].parent}: only {n_train + n_val} source with {modality} features, too few to train its VAE "
             f"(one source to train on and one to validate are needed)"
         )
+
+    record = {"modality": modality, "seed": cfg.seed, "val_fraction": cfg.val_fraction, "val_cut": cut,
+              "model": mc.__dict__.copy(),
+              "train_sample": cfg.train_sample, "n_train": n_train, "n_val": n_val, "n_with_modality": n_all}
+    if resume and _finished_record(out_dir) == record:
+        return _kept_summary(out_dir, record)
 
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng([cfg.seed, MODALITIES.index(modality)])
@@ -252,9 +270,6 @@ def train_model(shards: Sequence[Path], modality: str, cfg: TrainConfig, out_dir
             elif epoch - best_epoch >= mc.patience:
                 break
 
-    record = {"modality": modality, "seed": cfg.seed, "val_fraction": cfg.val_fraction, "val_cut": cut,
-              "model": mc.__dict__.copy(),
-              "train_sample": cfg.train_sample, "n_train": n_train, "n_val": n_val, "n_with_modality": n_all}
     _write_model_folder(out_dir, best_state, record, history, best_epoch)
     return {
         "folder": str(out_dir),
@@ -266,6 +281,28 @@ def train_model(shards: Sequence[Path], modality: str, cfg: TrainConfig, out_dir
         "best_val_loss": best_loss,
         "train_samples_per_s": trained_samples / train_seconds,
     }
+
+
+def _finished_record(out_dir: Path) -> dict | None:
+    """The config.json record of a finished model folder; None when there is none."""
+    try:
+        return json.loads((out_dir / "config.json").read_text()) if (out_dir / WEIGHTS).exists() else None
+    except (OSError, ValueError):
+        return None
+
+
+def _kept_summary(out_dir: Path, record: dict) -> dict:
+    """`train_model`'s summary of a finished model folder, from its losses.csv."""
+    with open(out_dir / "losses.csv", newline="") as fh:
+        history = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)][1:]  # epoch 0: untrained
+    val = [h["val_loss"] for h in history]
+    best = int(np.argmin(val)) if val else 0
+    seconds = sum(h["seconds"] for h in history)
+    return {"folder": str(out_dir), "n_train": record["n_train"], "n_val": record["n_val"],
+            "n_with_modality": record["n_with_modality"], "epochs": len(history), "best_epoch": best + 1,
+            "best_val_loss": val[best] if val else float("nan"),
+            "train_samples_per_s": sum(h["seconds"] * h["samples_per_s"] for h in history) / seconds if seconds else float("nan"),
+            "kept": True}
 
 
 def _write_losses(history: list[dict], best_epoch: int, modality: str, out_dir: Path) -> None:
