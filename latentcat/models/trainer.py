@@ -235,7 +235,6 @@ def train_model(shards: Sequence[Path], modality: str, cfg: TrainConfig, out_dir
     history: list[dict] = []
     best_loss, best_epoch, best_state = float("inf"), 0, copy.deepcopy(model.state_dict())
     # epoch 0 is the untrained model, so the curves show what training gained
-    train_seconds, trained_samples = 0.0, 0
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -259,8 +258,6 @@ def train_model(shards: Sequence[Path], modality: str, cfg: TrainConfig, out_dir
                                         task, advance=size, epoch=epoch, loss=total / n,
                                         rate=n / max(time.perf_counter() - t0, 1e-9)))
             seconds = time.perf_counter() - t0
-            train_seconds += seconds
-            trained_samples += n
             val_loss = _evaluate(model, shards, modality, cfg, dev, sample, cut)
             if scheduler is not None:
                 scheduler.step(val_loss)
@@ -271,16 +268,7 @@ def train_model(shards: Sequence[Path], modality: str, cfg: TrainConfig, out_dir
                 break
 
     _write_model_folder(out_dir, best_state, record, history, best_epoch)
-    return {
-        "folder": str(out_dir),
-        "n_train": n_train,
-        "n_val": n_val,
-        "n_with_modality": n_all,
-        "epochs": len(history) - 1,
-        "best_epoch": best_epoch,
-        "best_val_loss": best_loss,
-        "train_samples_per_s": trained_samples / train_seconds,
-    }
+    return _summary(out_dir, record, history, best_epoch)
 
 
 def _finished_record(out_dir: Path) -> dict | None:
@@ -291,18 +279,22 @@ def _finished_record(out_dir: Path) -> dict | None:
         return None
 
 
-def _kept_summary(out_dir: Path, record: dict) -> dict:
-    """`train_model`'s summary of a finished model folder, from its losses.csv."""
-    with open(out_dir / "losses.csv", newline="") as fh:
-        history = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)][1:]  # epoch 0: untrained
-    val = [h["val_loss"] for h in history]
-    best = int(np.argmin(val)) if val else 0
-    seconds = sum(h["seconds"] for h in history)
+def _summary(out_dir: Path, record: dict, history: list[dict], best_epoch: int) -> dict:
+    """`train_model`'s summary of a model folder from its record and loss history (epoch 0 first)."""
+    trained = history[1:]
+    seconds = sum(h["seconds"] for h in trained)
     return {"folder": str(out_dir), "n_train": record["n_train"], "n_val": record["n_val"],
-            "n_with_modality": record["n_with_modality"], "epochs": len(history), "best_epoch": best + 1,
-            "best_val_loss": val[best] if val else float("nan"),
-            "train_samples_per_s": sum(h["seconds"] * h["samples_per_s"] for h in history) / seconds if seconds else float("nan"),
-            "kept": True}
+            "n_with_modality": record["n_with_modality"], "epochs": len(trained), "best_epoch": best_epoch,
+            "best_val_loss": history[best_epoch]["val_loss"],
+            "train_samples_per_s": sum(h["seconds"] * h["samples_per_s"] for h in trained) / seconds}
+
+
+def _kept_summary(out_dir: Path, record: dict) -> dict:
+    """The summary of a finished model folder kept by ``resume``, from its losses.csv."""
+    with open(out_dir / "losses.csv", newline="") as fh:
+        history = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+    best_epoch = 1 + int(np.argmin([h["val_loss"] for h in history[1:]]))
+    return {**_summary(out_dir, record, history, best_epoch), "kept": True}
 
 
 def _write_losses(history: list[dict], best_epoch: int, modality: str, out_dir: Path) -> None:
