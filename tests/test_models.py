@@ -482,7 +482,10 @@ def test_interrupted_training_resumes_at_its_first_unfinished_model(features, tm
         for key in ("n_train", "n_val", "epochs", "best_epoch", "best_val_loss"):
             assert again[m][key] == first[m][key], (m, key)
     assert "kept" not in again["fold"] and (models / "fold" / "model.pt").is_file()
-    # a changed setting, or no resume, trains afresh
+    # a folder whose writing was cut short (config.json is written last), a changed setting, or no
+    # resume: trained afresh
+    (models / "fold" / "config.json").unlink()
+    assert "kept" not in train(features, models, config, modalities=("fold",), device="cpu", resume=True)["models"]["fold"]
     changed = fast_config(max_epochs=3, fold_epochs=1, dmdt_epochs=2)
     assert "kept" not in train(features, models, changed, modalities=("xp",), device="cpu", resume=True)["models"]["xp"]
     assert json.loads((models / "xp" / "config.json").read_text())["model"]["max_epochs"] == 3

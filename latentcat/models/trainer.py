@@ -27,6 +27,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from latentcat.atomic import write_file
 from latentcat.provenance import software_versions
 from latentcat.errors import InputError, LatentcatError
 from latentcat.models.config import MODALITIES, ModelConfig, TrainConfig
@@ -195,12 +196,15 @@ def _train_epoch(model: VAE, optimiser, batches, grad_clip: float, what: str, re
 
 
 def _write_model_folder(out_dir: Path, state: dict, record: dict, history: list[dict], best_epoch: int) -> None:
-    """A trained model's folder: weights, config.json, versions.json and the loss curves."""
+    """A trained model's folder: weights, versions.json, the loss curves and, last, config.json,
+    which marks the folder finished (an earlier model's config.json goes first, so a crash part
+    way leaves a folder ``resume`` does not keep)."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.json").unlink(missing_ok=True)
     torch.save({k: v.cpu() for k, v in state.items()}, out_dir / WEIGHTS)
-    (out_dir / "config.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     (out_dir / "versions.json").write_text(json.dumps(software_versions(), indent=2, sort_keys=True) + "\n")
     _write_losses(history, best_epoch, record["modality"], out_dir)
+    write_file(out_dir / "config.json", lambda tmp: tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n"))
 
 
 def train_model(shards: Sequence[Path], modality: str, cfg: TrainConfig, out_dir: Path, dev: torch.device,
