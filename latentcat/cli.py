@@ -56,8 +56,8 @@ def _fail(exc: BaseException) -> None:
 
 
 def command(name: Optional[str] = None):
-    """Register a CLI command whose LatentcatError becomes one red line on stderr and exit code 2
-    (the traceback with ``--debug``): the one error handler of every command."""
+    """Register a CLI command whose LatentcatError, or OSError naming a path, becomes one red line
+    on stderr and exit code 2 (the traceback with ``--debug``): the one error handler of every command."""
 
     def register(func):
         @functools.wraps(func)
@@ -66,6 +66,10 @@ def command(name: Optional[str] = None):
                 return func(*args, **kwargs)
             except LatentcatError as exc:
                 _fail(exc)
+            except OSError as exc:  # a path the system refused (a file where a folder goes, no permission, ...)
+                if not exc.filename:
+                    raise
+                _fail(LatentcatError(f"{exc.filename}: {exc.strerror or exc}"))
 
         return app.command(name)(run)
 

@@ -72,6 +72,15 @@ def test_truncated_file_gives_one_line_naming_it_and_nonzero_exit(tmp_path):
     assert not stage.exists()
 
 
+def test_an_output_path_that_is_a_file_gives_one_line_naming_it(tmp_path):
+    taken = tmp_path / "taken"
+    taken.write_text("a user's file")
+    vot = DATA / "epoch_photometry_datalink_8_sources.vot.xml"
+    result = runner.invoke(app, ["ingest", str(vot), "--out", str(taken)])
+    assert result.exit_code == 2 and result.output.startswith(f"error: {taken}: ") and result.output.count("\n") == 1
+    assert taken.read_text() == "a user's file"
+
+
 def test_fetch_needs_exactly_one_of_ids_or_adql(tmp_path):
     result = runner.invoke(app, ["fetch", "--out", str(tmp_path)])
     assert result.exit_code == 2

@@ -411,10 +411,6 @@ def test_bad_features_raise_one_line_input_error(tmp_path, features):
     with pytest.raises(InputError, match="expected 200 values"):
         load_modality(tmp_path / "features-00000.parquet", "dmdt")
 
-    (tmp_path / "models").write_text("not a folder")
-    with pytest.raises(InputError, match="models: exists and is not a folder"):
-        train(features, tmp_path / "models", fast_config(), device="cpu")
-
 
 def test_config_from_toml_table():
     import tomllib

@@ -101,8 +101,6 @@ def train(
     dev = resolve_device(device)
     shards = list_shards(Path(features_dir))
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: exists and is not a folder; the models need a folder")
     summary: dict = {"device": str(dev), "seed": config.seed, "models": {}}
     with torch_threads(config.threads):
         for m in modalities:
