@@ -4,13 +4,46 @@ from __future__ import annotations
 
 import ctypes
 import os
+import secrets
+import stat
 from pathlib import Path
+
+from latentcat.errors import LatentcatError
+
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def temporary_name(path: Path) -> Path:
+    """A name beside ``path`` that no other writer uses: ``.NAME.tmp-PID-RANDOM`` (the random
+    part keeps two workers on two hosts with one process id apart)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def check_replaceable(path: Path) -> None:
+    """Refuse (LatentcatError naming it) a ``path`` that exists and is not a regular file: a
+    folder, device node, FIFO, socket or symbolic link is never replaced by a file."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+        raise LatentcatError(f"{path}: is {kind}, not a regular file; not replaced")
 
 
 def write_file(path: Path, write) -> None:
-    """``write(tmp)`` to a temporary name beside ``path`` (``.NAME.tmp-PID``), then rename it
-    into place; the temporary file is removed if ``write`` fails."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    """The one way latentcat writes a file: ``write(tmp)`` to a `temporary_name` beside
+    ``path``, then rename it into place, so a reader sees the old file or the whole new one.
+
+    The temporary file is removed if ``write`` fails or the process is stopped (Ctrl-C, or
+    SIGTERM to the CLI). ``path`` must be a new name or a regular file: a folder, device node,
+    FIFO, socket or symbolic link there is refused (LatentcatError naming it), never replaced.
+    """
+    path = Path(path)
+    check_replaceable(path)
+    tmp = temporary_name(path)
     try:
         write(tmp)
         os.replace(tmp, path)

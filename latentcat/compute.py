@@ -21,9 +21,7 @@ see, and `write_parquet` writes a job's output under a temporary name and rename
 
 from __future__ import annotations
 
-import os
 import socket
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import as_completed as _local_as_completed
@@ -35,6 +33,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from latentcat.atomic import write_file
 from latentcat.errors import InputError, LatentcatError
 
 SCHEDULERS = ("processes", "dask")
@@ -192,11 +191,9 @@ def write_parquet(table: pa.Table, path: str | Path) -> None:
     table : pyarrow.Table
         The job's output.
     path : str or Path
-        Where it goes; temporaries are named ``<path>.tmp<pid>-<random>``.
+        Where it goes (`latentcat.atomic.write_file`).
     """
-    tmp = f"{path}.tmp{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    write_file(Path(path), lambda tmp: pq.write_table(table, tmp))
 
 
 def check_written(paths: Iterable[str | Path], shared: str) -> None:

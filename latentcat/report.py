@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import html
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pyarrow as pa
 from matplotlib.figure import Figure
 
 from latentcat import __version__
+from latentcat.atomic import write_file
 from latentcat.errors import InputError
 from latentcat.plots.catalog_figures import plot_catalog_map
 from latentcat.plots.figure import figure_png
@@ -184,9 +184,7 @@ def write_report(out_html: Path, summary: Mapping, map_png, classifier_table=Non
     parts.append(f'<p class="note">Written by latentcat {html.escape(__version__)}.</p></body></html>')
 
     out_html.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_html.with_name(f".{out_html.name}.tmp")
-    tmp.write_text("\n".join(parts), encoding="utf-8")
-    os.replace(tmp, out_html)
+    write_file(out_html, lambda tmp: tmp.write_text("\n".join(parts), encoding="utf-8"))
     return out_html
 
 

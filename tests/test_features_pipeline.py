@@ -98,7 +98,7 @@ def test_a_killed_run_resumes_with_the_missing_shard_only(survey, tmp_path):
     last = out / shard_name(2)
     expected = pq.read_table(last)
     last.unlink()
-    (out / (shard_name(2) + ".tmp123")).write_bytes(b"half a shard")  # what a kill leaves behind
+    (out / f".{shard_name(2)}.tmp-123-0a1b2c3d").write_bytes(b"half a shard")  # what a kill leaves behind
     report = extract_features(root / "stage", out, shard_size=150)
     assert report["shards_written"] == 1 and report["shards_skipped"] == 3
     after = {p.name: p.stat().st_mtime_ns for p in out.glob("features-*.parquet")}

@@ -24,12 +24,12 @@ names.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import joblib
 
+from latentcat.atomic import write_file
 from latentcat.errors import LatentcatError
 from latentcat.layout import ANALYSIS_DIR
 from latentcat.provenance import software_versions
@@ -67,9 +67,7 @@ def _outlier_file(key: str) -> str:
 def _dump(obj, path: Path) -> None:
     """Write a joblib file under a temporary name, then rename it: never rewrite a file in
     place (an `add` in progress may hold a hard link to it)."""
-    tmp = path.with_name(path.name + ".tmp")
-    joblib.dump(obj, tmp)
-    os.replace(tmp, path)
+    write_file(path, lambda tmp: joblib.dump(obj, tmp))
 
 
 def save_analysis(cat_dir: Path, classifier=None, outliers=(), map_model=None, keep: bool = False) -> dict:
@@ -127,9 +125,7 @@ def save_analysis(cat_dir: Path, classifier=None, outliers=(), map_model=None, k
         _dump(map_model, folder / MAP_FILE)
         manifest["map"] = {"file": MAP_FILE, "modality": map_model.modality,
                            "params": map_model.network_.get_params()}
-    tmp = folder / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, default=str))
-    os.replace(tmp, folder / MANIFEST)
+    write_file(folder / MANIFEST, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2, default=str)))
     kept = {r["file"] for k in ("classifiers", "outliers") for r in manifest[k].values()}
     kept |= {manifest["map"]["file"]} if "map" in manifest else set()
     for old in folder.glob("*.joblib"):  # models of an earlier analysis must not linger

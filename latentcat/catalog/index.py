@@ -15,7 +15,6 @@ a sample of the catalogue's own vectors reaches ``target_recall``.
 from __future__ import annotations
 
 import math
-import os
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import faiss
 import numpy as np
 import pyarrow as pa
 
+from latentcat.atomic import write_file
 from latentcat.blocks import BLOCK_DIM, BLOCK_SETS, BLOCKS, SPACE, block_set_name
 
 EXACT_MAX = 1_000_000
@@ -177,12 +177,7 @@ def write_index(index: faiss.Index, path: Path) -> None:
     """Write an index atomically: to a temporary file beside it, then rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        faiss.write_index(index, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_file(path, lambda tmp: faiss.write_index(index, str(tmp)))
 
 
 def read_index(path: Path) -> faiss.Index:

@@ -9,6 +9,8 @@ from pathlib import Path
 import matplotlib
 from matplotlib.figure import Figure
 
+from latentcat.atomic import write_file
+
 DPI = 100  # figure sizes below are chosen in pixels at this resolution
 # Importing gaiaxpy's plotter turns on text.usetex for the whole process; our figures must
 # not depend on a LaTeX installation, so they are drawn and saved with it off.
@@ -37,7 +39,7 @@ def finish(fig: Figure, out: str | Path | None) -> Figure:
     if out is not None:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, format="png", dpi=DPI)
+        write_file(out, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
     return fig
 
 
