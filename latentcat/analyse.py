@@ -219,7 +219,7 @@ class Analyses:
 
 
 def analyse(cat_dir: Path, classifier: dict | None = None, outliers=(), map_model: dict | None = None,
-            seed: int = 0, keep: bool = True) -> Analyses:
+            seed: int = 0, keep: bool = True, lock: bool = True) -> Analyses:
     """Fit analyses on a catalogue, write their rows into it and store their models.
 
     Parameters
@@ -237,14 +237,22 @@ def analyse(cat_dir: Path, classifier: dict | None = None, outliers=(), map_mode
     keep : bool
         Keep the models stored before (those of the same key are replaced); False: the stored
         models become exactly these (a build).
+    lock : bool
+        Hold the catalogue's writer lock (`latentcat.lock`) from the fit to the last write, so
+        that an addition cannot slip in between (default); False only for a caller that holds
+        it already (the build, on the catalogue it is assembling).
 
     Returns
     -------
     Analyses
     """
     from latentcat.analysis.store import save_analysis
+    from latentcat.lock import writer_lock
     from latentcat.query import open as open_catalog
 
+    if lock:
+        with writer_lock(cat_dir, "latentcat analyse"):
+            return analyse(cat_dir, classifier, outliers, map_model, seed, keep, lock=False)
     done = Analyses()
     with open_catalog(cat_dir) as cat:
         if classifier is not None:

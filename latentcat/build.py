@@ -32,10 +32,11 @@ from typing import Callable
 
 from rich.console import Console
 
-from latentcat.atomic import swap_in
+from latentcat.atomic import swap_in, write_file
 from latentcat.config import BuildConfig
 from latentcat.errors import LatentcatError
 from latentcat.layout import DB_NAME, EMBEDDINGS_DIR, FEATURES_DIR, HATS_DIR, INDEX_DIR, MODELS_DIR, STAGE_DIR
+from latentcat.lock import writer_lock
 from latentcat.provenance import input_checksums, input_fingerprint, software_versions
 from latentcat.features import MIN_EPOCHS, SHARD_SIZE
 
@@ -77,9 +78,7 @@ class BuildState:
     def finish(self, stage: str, report: dict) -> None:
         """Record ``stage`` as finished (atomically, so a crash here loses nothing)."""
         self.data["done"][stage] = report
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=2, default=str))
-        os.replace(tmp, self.path)
+        write_file(self.path, lambda tmp: tmp.write_text(json.dumps(self.data, indent=2, default=str)))
 
 
 def _run_stage(state: BuildState, stage: str, number: int, func: Callable[[], dict]) -> dict:
@@ -173,13 +172,24 @@ def build(config: BuildConfig, out: Path | None = None, resume: bool = False) ->
     config : the parsed build configuration (`latentcat.config.load_build_config`).
     out : the catalogue folder; default ``[output] catalog`` of the configuration, else ./catalog.
     resume : continue an interrupted build in ``<out>.partial`` instead of starting afresh.
+
+    The build holds the catalogue's writer lock (`latentcat.lock`) from start to finish: a second
+    build, ``add``, ``classify`` or ``outliers`` of the same catalogue waits for it.
     """
+
+    target = Path(out or config.output.get("catalog", "catalog"))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with writer_lock(target, "latentcat build"):
+        return _build_locked(config, target, resume)
+
+
+def _build_locked(config: BuildConfig, target: Path, resume: bool) -> dict:
+    """`build` once it holds the writer lock of ``target``."""
     from latentcat.features.extract import extract_features
     from latentcat.gaia.ingest import ingest
     from latentcat.models.embed import embed
     from latentcat.models.trainer import train
 
-    target = Path(out or config.output.get("catalog", "catalog"))
     work = target.with_name(target.name + ".partial")
     if work.exists() and not resume:
         shutil.rmtree(work)
@@ -247,7 +257,7 @@ def analyse(cat_dir: Path, config: BuildConfig) -> dict:
         if labels.num_rows and model else None,
         outliers=[("isolation_forest", "space"), ("recon_loss", "all")] if opts.get("outliers", True) else (),
         map_model={} if opts.get("map", True) else None,
-        seed=config.seed, keep=False,
+        seed=config.seed, keep=False, lock=False,  # the build holds the lock of its catalogue
     )
     report: dict = dict(done.rows)
     figures = cat_dir / "figures"
