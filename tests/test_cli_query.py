@@ -66,7 +66,7 @@ def test_catalog_from_environment_and_info(cat_dir, monkeypatch):
         (["sql", "SELEC nonsense", "--catalog", "{cat}"],
          r'error: SQL error: Parser Error: syntax error at or near "SELEC"( .*)?'),
         (["sql", "DELETE FROM sources", "--catalog", "{cat}"],
-         r'error: SQL error: Invalid Input Error: Cannot execute statement of type "DELETE" .*read-only.*'),
+         r"error: SQL refused: DELETE statements are not allowed on a read-only catalogue .*"),
         (["info", "--catalog", "{missing}"], r"error: {missing}: not a latentcat catalogue \(catalog\.duckdb not found\)"),
     ],
 )

@@ -32,6 +32,7 @@ import json
 import math
 import threading
 from collections import OrderedDict
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -46,9 +47,7 @@ from latentcat.catalog.store import sql_statements
 from latentcat.errors import LatentcatError
 from latentcat.errors import one_line as _one_line
 from latentcat.layout import DB_NAME, INDEX_DIR
-
-MAX_K = 10_000
-"""Most neighbours one `Catalog.similar` call returns per query (and most rows of `Catalog.like`)."""
+from latentcat.limits import MAX_K, MEMORY_LIMIT_MIB, TIMEOUT, as_source_id
 
 CHUNK = 1024
 """Queries of a batch searched by one FAISS call (per part set) and given their metadata at once."""
@@ -58,6 +57,13 @@ FILTER_CACHE = 16
 used first; together they hold at most `FILTER_CACHE_IDS` ids (8 bytes each)."""
 
 FILTER_CACHE_IDS = 20_000_000
+
+READ_STATEMENTS = ("SELECT", "EXPLAIN", "CREATE", "DROP")
+"""The kinds of statement user SQL may hold: SELECT in all its forms (WITH, VALUES, FROM-first,
+SHOW, DESCRIBE, SUMMARIZE), EXPLAIN, and CREATE / DROP of the user's own temporary views, tables
+and macros (they live in the Catalog's in-memory database; the catalogue file, attached
+read-only, refuses them). Any other statement (ATTACH, DETACH, USE, SET, COPY, INSERT, LOAD,
+PREPARE, ...) is refused before any statement of the query runs."""
 
 MODALITIES = ("space", "all", "xp", "dmdt", "fold")
 """``space``: the search space (latent blocks and colour, `latentcat.analysis.space`), the
@@ -120,7 +126,7 @@ def _as_batch(query) -> np.ndarray | None:
         if len(query) == 0:
             return np.empty(0, np.int64)
         if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in query):
-            return np.asarray(query, dtype=np.int64)
+            return np.array([as_source_id(v) for v in query], dtype=np.int64)
     array = np.asarray(query)
     if array.ndim == 2:
         return array.astype(np.float32)
@@ -176,6 +182,40 @@ def _top(score: np.ndarray, ids: np.ndarray, eligible: np.ndarray, top: int) -> 
     return pos[np.lexsort((ids[pos], score[pos]))][:top]
 
 
+def _read_statements(query: str) -> None:
+    """Refuse a query that holds any statement but those of `READ_STATEMENTS`, naming it."""
+    if not isinstance(query, str):
+        raise LatentcatError(f"SQL must be text, got {type(query).__name__}")
+    try:
+        statements = duckdb.extract_statements(query)
+    except duckdb.Error as err:
+        raise LatentcatError(f"SQL error: {_one_line(err)}") from None
+    for statement in statements:
+        kind = statement.type.name
+        if kind not in READ_STATEMENTS:
+            text = _one_line(statement.query)[:60]
+            raise LatentcatError(f"SQL refused: {kind} statements are not allowed on a read-only catalogue "
+                                 f"({text!r}); allowed: {', '.join(READ_STATEMENTS)}")
+
+
+def _bounded_table(result, max_bytes: int) -> pa.Table:
+    """A query's whole answer as an Arrow table, refused once it holds more than ``max_bytes``."""
+    if result is None:  # a statement without an answer (CREATE, DROP)
+        return pa.table({})
+    reader = result.to_arrow_reader(65_536)
+    batches, size = [], 0
+    try:
+        for batch in reader:
+            size += batch.nbytes
+            if size > max_bytes:
+                raise LatentcatError(f"the answer is larger than the catalogue's memory limit "
+                                     f"({max_bytes / 2**20:,.0f} MiB): add a LIMIT or select fewer columns")
+            batches.append(batch)
+    finally:
+        reader.close()
+    return pa.Table.from_batches(batches, schema=reader.schema)
+
+
 def _jsonable(value):
     """numpy values in a query_info record, as JSON."""
     return value.tolist() if hasattr(value, "tolist") else str(value)
@@ -184,8 +224,12 @@ def _jsonable(value):
 class Catalog:
     """A latentcat catalogue opened read-only. Create it with `latentcat.open`."""
 
-    def __init__(self, path: Path, con: duckdb.DuckDBPyConnection):
+    def __init__(self, path: Path, con: duckdb.DuckDBPyConnection, timeout: float | None = TIMEOUT,
+                 memory_limit_mib: int = MEMORY_LIMIT_MIB):
         self.path = Path(path)
+        self.timeout = timeout
+        """Seconds a user query or ``where`` filter may run (None: no limit)."""
+        self.memory_limit_mib = int(memory_limit_mib)
         self._con = con
         self._local = threading.local()
         self._lock = threading.RLock()
@@ -229,15 +273,39 @@ class Catalog:
             setattr(self._local, name, cur)
         return cur
 
-    def _query(self, query: str, params=None, user: bool = False) -> pa.Table:
-        """Run a query; a failure of the Catalog's own queries (a damaged file) is one line."""
+    def _query(self, query: str, params=None) -> pa.Table:
+        """Run one of the Catalog's own queries; a failure (a damaged file) is one line."""
         try:
-            result = self._cursor(user).sql(query, params=params)
+            result = self._cursor().sql(query, params=params)
             return result.to_arrow_table() if result is not None else pa.table({})
         except duckdb.Error as err:
-            if user:
-                raise
             raise LatentcatError(f"{self.path / DB_NAME}: cannot read ({_one_line(err)})") from err
+
+    @contextmanager
+    def _time_limit(self, cursor: duckdb.DuckDBPyConnection, what: str):
+        """Interrupt ``cursor``'s query once it has run `timeout` seconds; its error is then one
+        line naming ``what`` and the limit."""
+        if not self.timeout:
+            yield
+            return
+        fired = threading.Event()
+
+        def stop():
+            fired.set()
+            cursor.interrupt()
+
+        timer = threading.Timer(self.timeout, stop)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        except (duckdb.InterruptException, OSError, pa.ArrowException):  # Arrow's reader re-raises DuckDB's
+            if not fired.is_set():
+                raise
+            raise LatentcatError(f"{what} stopped after {self.timeout:g} s, the catalogue's time limit "
+                                 "(latentcat.open(..., timeout=...), --timeout)") from None
+        finally:
+            timer.cancel()
 
     def sql(self, query: str, params: list | dict | None = None) -> pa.Table:
         """Run a SQL query on the catalogue and return its rows.
@@ -257,12 +325,17 @@ class Catalog:
         Raises
         ------
         LatentcatError
-            The query fails (including any attempt to write: the catalogue is read-only).
+            The query fails; it holds a statement other than `READ_STATEMENTS` (nothing runs:
+            the catalogue is read-only and stays attached as it is); it runs longer than the
+            Catalog's ``timeout``; or its answer is larger than its memory limit.
         """
+        _read_statements(query)
+        cursor = self._cursor(user=True)
         try:
-            return self._query(query, params, user=True)
-        except duckdb.Error as err:
-            raise LatentcatError(f"SQL error: {_one_line(err)}") from err
+            with self._time_limit(cursor, "the query"):
+                return _bounded_table(cursor.sql(query, params=params), self.memory_limit_mib * 2**20)
+        except (duckdb.Error, OSError, pa.ArrowException) as err:  # DuckDB's errors, also through Arrow's reader
+            raise LatentcatError(f"SQL error: {str(err).strip().splitlines()[0]}") from err
 
     def df(self, query: str, params: list | dict | None = None):
         """`sql` as a pandas DataFrame."""
@@ -306,7 +379,7 @@ class Catalog:
         """
         from latentcat.analysis.space import PARTS
 
-        rows = self._query(sql_statements("query")["space_of"].format(source_id=int(source_id)))
+        rows = self._query(sql_statements("query")["space_of"].format(source_id=as_source_id(source_id)))
         if rows.num_rows == 0:
             raise LatentcatError(f"source_id {int(source_id)} is not in the catalogue")
         row = rows.to_pylist()[0]
@@ -320,7 +393,7 @@ class Catalog:
         LatentcatError
             ``source_id`` is not in the catalogue.
         """
-        rows = self._query(sql_statements("query")["codes_of"].format(source_id=int(source_id)))
+        rows = self._query(sql_statements("query")["codes_of"].format(source_id=as_source_id(source_id)))
         if rows.num_rows == 0:
             raise LatentcatError(f"source_id {int(source_id)} is not in the catalogue")
         row = rows.to_pylist()[0]
@@ -382,8 +455,10 @@ class Catalog:
             if allowed is not None:
                 self._filters.move_to_end(where)
                 return allowed
+        cursor = self._cursor()
         try:
-            ids = self._cursor().table("source_meta").filter(where).select("source_id").to_arrow_table()
+            with self._time_limit(cursor, f"where filter {where!r}"):
+                ids = cursor.table("source_meta").filter(where).select("source_id").to_arrow_table()
         except duckdb.Error as err:
             reason = _one_line(err).split(" LINE ")[0]
             raise LatentcatError(f"bad where filter {where!r}: {reason}") from err
@@ -614,7 +689,7 @@ class Catalog:
             return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
         k = _checked_k(k)
         if isinstance(query, (int, np.integer)):
-            one = np.array([int(query)], np.int64)
+            one = np.array([as_source_id(query)], np.int64)
         else:
             one = np.asarray(query, dtype=np.float32).reshape(1, -1)
         batch = self._batch(one, modality, single=True)
@@ -747,16 +822,25 @@ class Catalog:
         return self._query(sql_statements("query")["map_with_meta" if with_meta else "map"])
 
 
-def open(path: str | Path, allow_external_access: bool = False) -> Catalog:  # noqa: A001 - the package's public name
+def open(path: str | Path, allow_external_access: bool = False, timeout: float | None = TIMEOUT,  # noqa: A001
+         memory_limit_mib: int = MEMORY_LIMIT_MIB) -> Catalog:
     """Open a catalogue folder (or its catalog.duckdb) read-only.
 
     Parameters
     ----------
     path : str or Path
     allow_external_access : bool
-        Let SQL on this Catalog read and write files and reach the network (DuckDB's
-        ``enable_external_access``: ``read_csv``, ``COPY ... TO``, ``ATTACH``...). Off by default:
-        the connection then reaches nothing but the catalogue, and its configuration is locked.
+        Let SQL on this Catalog read and write files other than the catalogue and reach the
+        network (DuckDB's ``enable_external_access``: ``read_csv``, ``COPY ... TO``, httpfs...).
+        Off by default: the connection then reaches nothing but the catalogue, and its
+        configuration is locked. Either way the catalogue file stays attached read-only: no
+        statement may attach, detach or write it (`READ_STATEMENTS`).
+    timeout : float or None
+        Seconds a query (`Catalog.sql`) or a ``where`` filter may run before it is interrupted
+        (default `TIMEOUT`; None: no limit).
+    memory_limit_mib : int
+        DuckDB's memory limit for this Catalog, and the largest answer `Catalog.sql` returns
+        (default `MEMORY_LIMIT_MIB`). Nothing spills to disk.
 
     Raises
     ------
@@ -768,6 +852,10 @@ def open(path: str | Path, allow_external_access: bool = False) -> Catalog:  # n
     db_path = folder / DB_NAME
     if not db_path.is_file():
         raise LatentcatError(f"{folder}: not a latentcat catalogue ({DB_NAME} not found)")
+    if timeout is not None and not timeout > 0:
+        raise LatentcatError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
+    if not int(memory_limit_mib) >= 64:
+        raise LatentcatError(f"memory limit must be at least 64 MiB, got {memory_limit_mib!r}")
     try:
         # a database of its own in which the file is attached read-only: a Catalog opened after an
         # `add` sees the new file even while an older Catalog of this process holds the old one
@@ -776,9 +864,11 @@ def open(path: str | Path, allow_external_access: bool = False) -> Catalog:  # n
         quoted = str(db_path).replace("'", "''")
         con.execute(f"ATTACH '{quoted}' AS catalog (READ_ONLY)")
         con.execute("USE catalog")
+        con.execute(f"SET memory_limit = '{int(memory_limit_mib)}MiB'")
+        con.execute("SET temp_directory = ''")  # a reader writes no file, not even a spill
         if not allow_external_access:
             con.execute("SET enable_external_access = false")
-            con.execute("SET lock_configuration = true")
+        con.execute("SET lock_configuration = true")
     except duckdb.Error as err:
         raise LatentcatError(f"{db_path}: cannot open ({_one_line(err)})") from err
-    return Catalog(folder, con)
+    return Catalog(folder, con, timeout=timeout, memory_limit_mib=int(memory_limit_mib))
