@@ -7,6 +7,8 @@ import platform
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from latentcat.limits import checked_path
+
 PACKAGES = ("latentcat", "numpy", "torch", "pyarrow", "duckdb", "faiss-cpu", "scikit-learn", "joblib",
             "gaiaxpy", "nifty-ls")
 
@@ -31,9 +33,12 @@ def _sha256(path: Path) -> str:
 
 
 def _input_files(paths: list[Path]) -> list[Path]:
+    """The regular files under ``paths``; a given path that is neither a file nor a folder (a
+    device, a FIFO, a symbolic-link loop) is refused (`latentcat.limits.checked_path`)."""
     files: list[Path] = []
     for p in paths:
-        files.extend(sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p] if p.exists() else [])
+        p = checked_path(p)
+        files.extend(sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p])
     return files
 
 

@@ -18,6 +18,7 @@ from latentcat.catalog import add as add_module
 from latentcat.catalog import index as lc_index
 from latentcat.catalog import store
 from latentcat.catalog.add import add_sources, drift_report
+from latentcat.encode import catalogue_settings
 from latentcat.errors import InputError, LatentcatError
 from latentcat.gaia.simulate import simulate_survey
 from latentcat.analyse import analyse, analysis_inputs, fit_outliers
@@ -193,7 +194,7 @@ def test_drift_report_against_catalogue_percentiles():
 
 def test_feature_settings_come_from_the_catalogue(tiny_build):
     with latentcat.open(tiny_build.catalogue) as cat:
-        settings = add_module.feature_settings(tiny_build.catalogue, cat.info()["build_info"])
+        settings = catalogue_settings(tiny_build.catalogue, cat.info()["build_info"])
     assert settings["min_epochs"] == 10 and settings["shard_size"] == 100
     assert settings["keep_variability_rejected"] is False
 

@@ -12,10 +12,11 @@ import latentcat
 ROOT = Path(latentcat.__file__).parent
 
 LAYERS = (
-    ("errors", "provenance", "blocks", "layout", "compute", "atomic"),  # shared names and helpers
+    ("errors", "provenance", "blocks", "layout", "compute", "atomic", "lock", "limits"),  # shared names and helpers
     ("gaia",),                  # archive formats -> staging tables; the simulator
     ("features",),              # staging tables -> features
     ("models",),                # features -> latents
+    ("encode",),                # new sources through a catalogue's own features and models
     ("analysis",),              # models fitted on latents: classifier, outliers, map, search space
     ("catalog", "config"),      # writing a catalogue (tables, indexes, HATS, add); build configuration
     ("query",),                 # the read-only Catalog

@@ -4,7 +4,8 @@
     >>> report = add_sources("cat/", [Path("new_epoch_photometry.vot"), Path("new_xp.csv")])
     >>> report["added"], report["drift"]["fold"]["fraction_above_catalogue_p99"]
 
-The new inputs go through the same stages as a build, with the catalogue's own settings:
+The new inputs go through the same stages as a build, with the catalogue's own settings
+(`latentcat.encode.catalogue_settings`, as a query by example takes them):
 ingest (`latentcat.gaia.ingest`, the catalogue's ``keep_variability_rejected``), features
 (`latentcat.features.extract`, the catalogue's ``min_epochs`` and ``shard_size``) and the
 catalogue's EXISTING encoders in ``models/`` (`latentcat.models.embed`). The new rows are
@@ -79,7 +80,9 @@ from latentcat.layout import (
     DB_NAME, EMBEDDINGS_DIR, FEATURES_DIR, HATS_DIR, INDEX_DIR, MODELS_DIR, STAGE_DIR, STAGED_TABLES, staged,
 )
 from latentcat.analysis.store import AnalysisModels, load_analysis
-from latentcat.features import MIN_EPOCHS, SHARD_SIZE
+from latentcat.encode import catalogue_settings
+from latentcat.limits import checked_path
+from latentcat.lock import writer_lock
 
 
 DERIVED_TABLES = ("predictions", "outlier_scores", "map")
@@ -91,33 +94,6 @@ SAMPLE = 16
 _SOURCE_TABLES = ("sources", "labels", "features", "embeddings", "space", *DERIVED_TABLES)
 _SHARD = re.compile(r"^(features|embeddings)-(\d+)\.parquet$")
 _PERCENTILES = (50, 90, 99)
-
-
-def feature_settings(cat_dir: Path, build_info: dict) -> dict:
-    """The feature and ingest settings a catalogue was built with.
-
-    Parameters
-    ----------
-    cat_dir : Path
-        Catalogue folder (its ``features/_features_plan.json`` is read when present).
-    build_info : dict
-        The catalogue's build record (``Catalog.info()["build_info"]``).
-
-    Returns
-    -------
-    dict
-        ``min_epochs``, ``shard_size``, ``keep_variability_rejected`` and ``device``.
-    """
-    config = build_info.get("config") or {}
-    features = config.get("features") or {}
-    plan_path = Path(cat_dir) / FEATURES_DIR / "_features_plan.json"
-    plan = json.loads(plan_path.read_text()) if plan_path.exists() else {}
-    return {
-        "min_epochs": int(plan.get("min_epochs", features.get("min_epochs", MIN_EPOCHS))),
-        "shard_size": int(plan.get("shard_size", features.get("shard_size", SHARD_SIZE))),
-        "keep_variability_rejected": bool((config.get("inputs") or {}).get("keep_variability_rejected", False)),
-        "device": str((config.get("models") or {}).get("device", "auto")),
-    }
 
 
 def _percentiles(values: np.ndarray) -> dict:
@@ -483,12 +459,19 @@ def _stale_record(old: dict, stale_now: dict, n_added: int) -> dict | None:
 
 def _sources_to_add(stage: Path, catalogue_ids: np.ndarray, skip_existing: bool) -> tuple[np.ndarray, np.ndarray, dict]:
     """(source_ids to encode and add, those of them that replace catalogue sources, the
-    report's counts) of a staged addition. A source with no light curve and no XP is counted
-    as ``without_data``, never added."""
-    with_data = staged_ids(stage)
+    report's counts) of a staged addition. A source with no G epoch left (after ingest's epoch
+    rules) and no XP is counted as ``without_data``, never added."""
+    ids = [np.zeros(0, np.int64)]
+    lc_path, xp_path = staged(stage, "light_curves"), staged(stage, "xp")
+    if lc_path.exists():
+        lc = pq.read_table(lc_path, columns=["source_id", "n_g"])
+        ids.append(lc.column("source_id").to_numpy()[pc.fill_null(lc.column("n_g"), 0).to_numpy() > 0])
+    if xp_path.exists():
+        ids.append(pq.read_table(xp_path, columns=["source_id"]).column("source_id").to_numpy())
+    with_data = np.unique(np.concatenate(ids)).astype(np.int64)
     listed = np.unique(np.concatenate([
         pq.read_table(p, columns=["source_id"]).column("source_id").to_numpy()
-        for p in (staged(stage, t) for t in ("sources", "labels")) if p.exists()
+        for p in (staged(stage, t) for t in ("sources", "labels", "light_curves", "xp")) if p.exists()
     ] or [np.zeros(0, np.int64)]))
     existing = np.intersect1d(with_data, catalogue_ids)
     new_ids = np.setdiff1d(with_data, existing) if skip_existing else with_data
@@ -497,6 +480,15 @@ def _sources_to_add(stage: Path, catalogue_ids: np.ndarray, skip_existing: bool)
               "skipped_existing": int(existing.size) if skip_existing else 0,
               "without_data": int(np.setdiff1d(listed, with_data).size)}
     return new_ids, replaced, counts
+
+
+def _dropped_epochs(ingested: dict) -> dict[str, int]:
+    """Epochs ingest dropped from every input, per reason (`latentcat.gaia.ingest.clean_points`)."""
+    total: dict[str, int] = {}
+    for entry in ingested.get("inputs", []):
+        for why, n in entry.get("dropped", {}).items():
+            total[why] = total.get(why, 0) + int(n)
+    return total
 
 
 def _add_space_rows(con: duckdb.DuckDBPyConnection, ids: np.ndarray, latents: dict) -> tuple[dict, pa.Table]:
@@ -538,7 +530,8 @@ def add_sources(cat_dir: Path, inputs: list[Path], skip_existing: bool = False, 
     Parameters
     ----------
     cat_dir : Path
-        The catalogue folder (it must hold ``models/``). No other process may be writing it.
+        The catalogue folder (it must hold ``models/``). The addition holds the catalogue's
+        writer lock (`latentcat.lock`): a second writer waits for it to finish.
     inputs : list of Path
         Gaia DR3 products in any layout `latentcat.gaia.ingest.ingest` reads.
     skip_existing : bool
@@ -551,7 +544,8 @@ def add_sources(cat_dir: Path, inputs: list[Path], skip_existing: bool = False, 
     -------
     dict
         ``added`` (new sources), ``replaced``, ``skipped_existing``, ``without_data`` (staged
-        ids with neither light curve nor XP, not added), ``bare_source_rows`` (added sources
+        ids with neither a G epoch nor XP, not added), ``dropped_epochs`` (epochs ingest dropped,
+        per reason), ``repeated_epochs`` (ingest's duplicate counts), ``bare_source_rows`` (added sources
         without gaia_source columns), ``counts`` (rows per table after), ``indexes``,
         ``shards`` (files written), ``analysis`` (rows given to the added sources by the
         stored models, see `refresh_derived`), ``drift`` (see `drift_report`), ``stale``
@@ -561,38 +555,51 @@ def add_sources(cat_dir: Path, inputs: list[Path], skip_existing: bool = False, 
     Raises
     ------
     InputError
-        An unreadable or malformed input (the catalogue is unchanged).
+        An unreadable or malformed input, an input that is not a file or folder, or inputs of
+        which no source has data left to encode (the catalogue is unchanged).
     LatentcatError
         No catalogue or no models at ``cat_dir``, an unreadable ``analysis/`` model, or the
         assembled catalogue fails its checks.
     """
-    from latentcat.provenance import input_checksums
-    from latentcat.features.extract import extract_features
-    from latentcat.gaia.ingest import ingest
-    from latentcat.models.embed import embed
-
     t0 = time.perf_counter()
     cat_dir = Path(cat_dir).resolve()
     if not (cat_dir / DB_NAME).is_file():
         raise LatentcatError(f"{cat_dir}: not a latentcat catalogue ({DB_NAME} not found)")
     if not (cat_dir / MODELS_DIR).is_dir():
         raise LatentcatError(f"{cat_dir / MODELS_DIR}: the catalogue has no trained models to encode new sources")
-    inputs = [Path(p).resolve() for p in inputs]
+    inputs = [checked_path(p).resolve() for p in inputs]  # files or folders: no device, FIFO or link loop
     if not inputs:
         raise InputError("add: no inputs given")
+    with writer_lock(cat_dir, "latentcat add"):
+        return _add_locked(cat_dir, inputs, skip_existing, device, t0)
+
+
+def _add_locked(cat_dir: Path, inputs: list[Path], skip_existing: bool, device: str, t0: float) -> dict:
+    """`add_sources` once it holds the catalogue's writer lock: read, assemble, verify, swap in."""
+    from latentcat.provenance import input_checksums
+    from latentcat.features.extract import extract_features
+    from latentcat.gaia.ingest import ingest
+    from latentcat.models.embed import embed
+
     old = _read_catalogue(cat_dir / DB_NAME)
     models = load_analysis(cat_dir)
-    settings = feature_settings(cat_dir, old["build_info"])
+    settings = catalogue_settings(cat_dir, old["build_info"])
     checksums = input_checksums(inputs)
 
     report_cleaned = clean_leftovers(cat_dir)
     work = Path(tempfile.mkdtemp(prefix=f".{cat_dir.name}.add-{os.getpid()}-", dir=cat_dir.parent))
     try:
         stage = work / STAGE_DIR
-        ingest(inputs, stage, keep_variability_rejected=settings["keep_variability_rejected"])
+        ingested = ingest(inputs, stage, keep_variability_rejected=settings["keep_variability_rejected"])
         new_ids, replaced, counts = _sources_to_add(stage, old["ids"], skip_existing)
         report = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "inputs": checksums,
-                  "skip_existing": bool(skip_existing), **counts, "leftovers_removed": report_cleaned}
+                  "skip_existing": bool(skip_existing), **counts, "leftovers_removed": report_cleaned,
+                  "dropped_epochs": _dropped_epochs(ingested), "repeated_epochs": ingested["duplicates"]}
+        if new_ids.size == 0 and counts["without_data"]:
+            dropped = ", ".join(f"{n} {why}" for why, n in report["dropped_epochs"].items() if n) or "none"
+            raise InputError(f"{', '.join(str(p) for p in inputs)}: none of its {counts['without_data']} sources has a "
+                             f"G epoch or an XP spectrum left to encode (epochs dropped by ingest's rules: {dropped}); "
+                             "nothing added")
         if new_ids.size == 0:
             return {**report, "added": 0, "counts": old["build_info"].get("counts"), "shards": [],
                     "drift": None, "stale": old["build_info"].get("stale"),

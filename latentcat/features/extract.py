@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time as _time
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import pyarrow.parquet as pq
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from latentcat.atomic import write_file
 from latentcat.compute import check_folders, check_scheduler, check_written, shard_runner, write_parquet
 from latentcat.errors import InputError
 from latentcat.features import MIN_EPOCHS, SHARD_SIZE, clean, dmdt, fold, period, stats, xp
@@ -144,7 +144,7 @@ def extract_features(
     }
 
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob("features-*.parquet.tmp*"):
+    for stale in out.glob(".features-*.parquet.tmp-*"):  # left by a killed worker
         stale.unlink()
     plan_path = out / PLAN_FILE
     if resume and plan_path.exists():
@@ -153,7 +153,7 @@ def extract_features(
     else:
         for old in out.glob("features-*.parquet"):
             old.unlink()
-    _atomic_write_text(plan_path, json.dumps(plan, indent=1))
+    write_file(plan_path, lambda tmp: tmp.write_text(json.dumps(plan, indent=1)))
 
     redone = [k for k in range(len(bounds)) if (out / shard_name(k)).exists() and not _shard_intact(out, plan["shards"][k])]
     for k in redone:  # truncated, or another shard's file: computed again
@@ -214,13 +214,22 @@ def compute_shard(stage_dir: Path, lo: int, hi: int, min_epochs: int = MIN_EPOCH
     stage_dir = Path(stage_dir)
     lc = _read_range(stage_dir / LC_FILE, lo, hi, ["source_id", "g_time", "g_mag", "g_mag_err"])
     xpt = _read_range(stage_dir / XP_FILE, lo, hi, ["source_id", "bp_flux", "bp_flux_error", "rp_flux", "rp_flux_error"])
+    return features_table(lc, xpt, min_epochs, stage_dir / LC_FILE, stage_dir / XP_FILE)
+
+
+def features_table(lc: pa.Table | None, xpt: pa.Table | None, min_epochs: int = MIN_EPOCHS,
+                   lc_name: Path | str = LC_FILE, xp_name: Path | str = XP_FILE) -> pa.Table:
+    """Features of staged rows held in memory (the ``light_curves`` and ``xp`` tables of
+    docs/schemas.md, sorted by source_id; either may be None), as a table in FEATURES_SCHEMA:
+    what `compute_shard` computes for a shard, without files. ``lc_name`` and ``xp_name`` name
+    the tables in errors."""
     lc_ids = lc["source_id"].to_numpy() if lc is not None else np.zeros(0, np.int64)
     xp_ids = xpt["source_id"].to_numpy() if xpt is not None else np.zeros(0, np.int64)
     ids = np.union1d(lc_ids, xp_ids)
     n = len(ids)
     columns: dict[str, pa.Array] = {"source_id": pa.array(ids, pa.int64())}
-    columns.update(_light_curve_columns(stage_dir / LC_FILE, lc, ids, min_epochs))
-    columns.update(_xp_columns(stage_dir / XP_FILE, xpt, ids))
+    columns.update(_light_curve_columns(lc_name, lc, ids, min_epochs))
+    columns.update(_xp_columns(xp_name, xpt, ids))
     return pa.table([columns[f.name] for f in FEATURES_SCHEMA], schema=FEATURES_SCHEMA) if n else FEATURES_SCHEMA.empty_table()
 
 
@@ -483,9 +492,3 @@ def _write_shard(stage_dir: str, path: str, lo: int, hi: int, min_epochs: int) -
     write_parquet(table, path)
     return table.num_rows
 
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write a small text file under a temporary name, then rename it into place."""
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)

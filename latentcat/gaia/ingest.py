@@ -17,8 +17,10 @@ Rules
   reasons that applies. Wide-layout slots with no time, magnitude and flux at all (a band not
   observed in that transit) are not points; they are counted as ``empty_slot``. Magnitude
   errors are ``1.0857 * flux_error / flux``.
-* The same source in several inputs: its epochs are merged and de-duplicated on
-  (band, time); a repeated epoch keeps the values of the first input that has it, and the
+* The same source in several inputs (or one epoch twice in one input): its epochs are merged
+  and de-duplicated on (band, time); a repeated epoch keeps the values of the first input
+  that has it, and within that input of its first row (`latentcat.encode` applies the same
+  rule to a light curve sent to be compared), and the
   report counts the repeated epochs (``duplicates.light_curve_epochs``) and, among them, those
   whose magnitudes disagree (``duplicates.conflicting_epochs``).
   A band is null for a source when no input has an epoch of that band with a time,
@@ -255,7 +257,7 @@ def _read_one(f: InputFile, index: int, layout: set[str], columns: list[str], pa
         entry["ignored_columns"] = ignored
     heavy = "xp_continuous" in layout or ("epoch_wide" in layout and _looks_bulk(f))
     batch_rows = max(1, chunk_rows // WIDE_ROW_WEIGHT) if heavy else chunk_rows
-    row0 = 0
+    row0 = n_kept = 0
     for batch_no, batch in enumerate(iter_batches(f, batch_rows, used)):
         stem = f"{index:05d}-{batch_no:06d}.parquet"
         if "epoch_long" in layout or "epoch_wide" in layout:
@@ -267,7 +269,9 @@ def _read_one(f: InputFile, index: int, layout: set[str], columns: list[str], pa
                     entry["empty_slot"] += n
                 else:
                     entry["dropped"][reason] += n
-            _write(parts / "points", stem, kept.append_column("ord", pa.array(np.full(kept.num_rows, index, np.int32))))
+            order = (index << 40) + n_kept + np.arange(kept.num_rows, dtype=np.int64)  # input, then row: "first"
+            n_kept += kept.num_rows
+            _write(parts / "points", stem, kept.append_column("ord", pa.array(order, pa.int64())))
             _write(parts / "seen", stem, seen.append_column("_file", pa.array(np.full(seen.num_rows, index, np.int32))))
         if "xp_continuous" in layout:
             from latentcat.gaia.xp import convert_xp
@@ -507,7 +511,7 @@ _SEEN = "(SELECT * FROM read_parquet($seen) WHERE source_id BETWEEN $lo AND $hi)
 
 # every (source, band) with an epoch in the input is joined to its kept points, so a band
 # whose epochs were all dropped still shows up (as an empty list, not a null); a repeated
-# (source, band, time) keeps the values of the first input (smallest ord)
+# (source, band, time) keeps the values of the first input, and within it of its first row (smallest ord)
 _LIGHT_CURVES_SQL = f"""
   WITH pts AS (
     SELECT source_id, band, time, arg_min(mag, ord) AS mag, arg_min(mag_err, ord) AS mag_err

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from latentcat.errors import InputError
 from latentcat.gaia.formats import InputFile, iter_batches
 from latentcat.gaia.layouts import cast_column, input_error
+from latentcat.limits import checked_path
 
 #: File extensions (after an optional ``.gz``) that a folder walk picks up.
 TABLE_SUFFIXES = {".xml": "votable", ".vot": "votable", ".votable": "votable", ".ecsv": "ecsv",
@@ -136,9 +137,7 @@ def find_inputs(inputs: list[Path], workdir: Path) -> tuple[list[InputFile], lis
     files: list[InputFile] = []
     ignored: list[str] = []
     for given in inputs:
-        given = Path(given)
-        if not given.exists():
-            raise InputError(f"{given}: no such file or folder")
+        given = checked_path(given)  # a file or a folder: never a device, FIFO or link loop
         if _is_hats_root(given):
             files.extend(_expand_hats(given, workdir, ignored, explicit=True))
         elif given.is_dir():

@@ -222,12 +222,21 @@ def load_modality(path: Path, modality: str, in_dim: int | None = None) -> Modal
     ModalityArrays
     """
     path = Path(path)
-    columns = COLUMNS[modality]
+    columns = [*COLUMNS[modality], *CONTEXT_COLUMNS.get(modality, ())]
     try:
         schema_names = pq.read_schema(path).names
         table = pq.read_table(path, columns=["source_id", *[c for c in columns if c in schema_names]])
     except (OSError, pa.ArrowInvalid) as exc:
         raise InputError(f"{path}: cannot read Parquet file ({exc})") from None
+    return modality_arrays(table, modality, in_dim, path)
+
+
+def modality_arrays(table: pa.Table, modality: str, in_dim: int | None = None,
+                    path: Path | str = "features") -> ModalityArrays:
+    """Check one modality of a features table (`latentcat.features.extract.FEATURES_SCHEMA`)
+    and return its arrays: `load_modality` for a table in memory; ``path`` names it in errors."""
+    columns = COLUMNS[modality]
+    schema_names = table.column_names
     if "source_id" not in table.column_names:
         raise InputError(f"{path}: missing column source_id")
     source_id = table.column("source_id").to_numpy().astype(np.int64)
@@ -258,7 +267,7 @@ def load_modality(path: Path, modality: str, in_dim: int | None = None) -> Modal
         if (err < 0).any():
             raise _first_bad(path, columns[1], sid, (err < 0).any(axis=1), "negative uncertainty")
         return ModalityArrays(path, source_id, present,
-                              {"x": x, "err": err, **_context(path, schema_names, modality, present, sid)})
+                              {"x": x, "err": err, **_context(table, path, schema_names, modality, present, sid)})
 
     n = lengths["fold_phase"]
     for c in columns[1:]:
@@ -280,16 +289,16 @@ def load_modality(path: Path, modality: str, in_dim: int | None = None) -> Modal
             what = "value outside [0, 1)" if c == "fold_phase" else "NaN, infinite, null or negative value"
             raise _first_bad(path, c, sid, bad, what)
     values = {"offsets": offsets, "phase": flat["fold_phase"], "mag": flat["fold_mag"], "err": flat["fold_err"]}
-    return ModalityArrays(path, source_id, present, {**values, **_context(path, schema_names, modality, present, sid)})
+    return ModalityArrays(path, source_id, present, {**values, **_context(table, path, schema_names, modality, present, sid)})
 
 
-def _context(path: Path, schema_names: list[str], modality: str, present: np.ndarray,
+def _context(table: pa.Table, path: Path, schema_names: list[str], modality: str, present: np.ndarray,
              sid: np.ndarray) -> dict[str, np.ndarray]:
     """``{"context": array}`` of the present rows, or {} where the shard lacks its columns."""
     columns = CONTEXT_COLUMNS.get(modality, ())
     if not columns or not all(c in schema_names for c in columns):
         return {}
-    table = pq.read_table(path, columns=list(columns)).filter(pa.array(present))
+    table = table.select(list(columns)).filter(pa.array(present))
     values = [table.column(c).to_numpy(zero_copy_only=False) for c in columns]
     context = dmdt_context(*values) if modality == "dmdt" else fold_context(*values)
     bad = ~np.isfinite(context).all(axis=1)

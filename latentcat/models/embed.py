@@ -35,7 +35,7 @@ from rich.progress import track
 from latentcat.compute import check_folders, check_scheduler, check_written, not_on_worker, shard_runner, write_parquet
 from latentcat.errors import InputError
 from latentcat.models.config import MODALITIES
-from latentcat.models.data import ModalityArrays, batch_indices, list_shards, load_modality, make_batch
+from latentcat.models.data import ModalityArrays, batch_indices, list_shards, load_modality, make_batch, modality_arrays
 from latentcat.models.layers import VAE
 from latentcat.models.trainer import WEIGHTS, load_model, resolve_device, torch_threads
 
@@ -182,16 +182,20 @@ def _embed_shard(shard: str, models_dir: str, path: str, device: str, batch_size
     """
     check_folders((Path(shard).parent, models_dir, Path(path).parent), SHARED)
     dev = resolve_device(device)
-    models = _load_models(Path(models_dir), modalities, dev)
+    models = load_models(Path(models_dir), modalities, dev)
     with torch_threads(threads):
         table, counts = _encode_shard(Path(shard), models, batch_size, dev)
     write_parquet(table, path)
     return table.num_rows, counts, str(dev)
 
 
-def _load_models(models_dir: Path, modalities: list[str], dev: torch.device) -> dict:
-    """The models of ``modalities`` on ``dev``, loaded once per process and kept in `_MODELS`
-    (loaded again when a weights file changes)."""
+def load_models(models_dir: Path, modalities: list[str] | None = None, dev: torch.device | str = "cpu") -> dict:
+    """The models of ``modalities`` (default: every one ``models_dir`` holds) on ``dev``, loaded
+    once per process and kept in `_MODELS` (loaded again when a weights file changes):
+    {modality: (model, its config record)}."""
+    if modalities is None:
+        modalities = [m for m in MODALITIES if (Path(models_dir) / m / WEIGHTS).exists()]
+    dev = torch.device(dev)
     weights = [models_dir / m / WEIGHTS for m in modalities]
     for w in weights:
         if not w.is_file():
@@ -206,6 +210,33 @@ def _load_models(models_dir: Path, modalities: list[str], dev: torch.device) -> 
 def _encode_shard(shard: Path, models: dict, batch_size: int, dev: torch.device) -> tuple[pa.Table, dict]:
     """The embeddings table of one features shard, and its sources per modality."""
     source_id = pq.read_table(shard, columns=["source_id"]).column("source_id").to_numpy().astype(np.int64)
+    return _embeddings(source_id, lambda m, in_dim: load_modality(shard, m, in_dim), models, batch_size, dev)
+
+
+def encode_table(features: pa.Table, models: dict, batch_size: int = 1024, device: torch.device | str = "cpu",
+                 name: str = "features") -> pa.Table:
+    """The embeddings of the rows of a features table held in memory (the schema in this
+    module's docstring, rows in the same order): what `embed` writes for a shard, without files.
+
+    Parameters
+    ----------
+    features : pyarrow.Table
+        Rows of `latentcat.features.extract.FEATURES_SCHEMA`.
+    models : dict
+        `load_models` of a catalogue's ``models/`` folder.
+    name : str
+        Names the table in errors.
+    """
+    source_id = features.column("source_id").to_numpy().astype(np.int64)
+    table, _ = _embeddings(source_id, lambda m, in_dim: modality_arrays(features, m, in_dim, name), models,
+                           batch_size, torch.device(device))
+    return table
+
+
+def _embeddings(source_id: np.ndarray, arrays_of, models: dict, batch_size: int,
+                dev: torch.device) -> tuple[pa.Table, dict]:
+    """The embeddings table of ``source_id``'s rows, each modality's arrays read by
+    ``arrays_of(modality, in_dim)``, and the sources per modality."""
     columns: dict[str, pa.Array] = {"source_id": pa.array(source_id, pa.int64())}
     blocks, counts = {}, {}
     for m in MODALITIES:
@@ -214,7 +245,7 @@ def _encode_shard(shard: Path, models: dict, batch_size: int, dev: torch.device)
         recon = np.zeros(0, np.float32)
         if m in models:
             model, record = models[m]
-            arrays = load_modality(shard, m, record["model"]["in_dim"] or None)
+            arrays = arrays_of(m, record["model"]["in_dim"] or None)
             present = arrays.present
             mu, logvar, recon = encode_arrays(model, arrays, batch_size, dev)
         blocks[m] = (present, mu, logvar, recon)

@@ -33,13 +33,11 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from latentcat.blocks import block_set_name, BLOCKS, parse_block_set, SPACE
+from latentcat.encode import XP_BANDS, catalogue_settings, checked_light_curve, encode_sources, light_curve_table, xp_table
 from latentcat.errors import InputError, LatentcatError
-from latentcat.layout import MODELS_DIR
-from latentcat.features import MIN_EPOCHS
+from latentcat.limits import MAX_EPOCHS, MAX_QUERY_FILE_BYTES, checked_input_file
 
 TIME_FORMATS = ("gaia", "bjd", "jd", "mjd")
 """Accepted ``time_format`` values."""
@@ -104,40 +102,14 @@ def to_gaia_time(time, time_format: str = "gaia") -> np.ndarray:
     return np.asarray((Time(t, format=fmt, scale="tcb") - zero).jd, dtype=np.float64)
 
 
-def _checked_light_curve(light_curve, min_epochs: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The (time, mag, err) arrays as float64, sorted by time; bad values are one clear error."""
-    try:
-        time, mag, err = (np.asarray(a, dtype=np.float64) for a in light_curve)
-    except (TypeError, ValueError) as exc:
-        raise LatentcatError(f"light curve: give (time, mag, mag_err) arrays of numbers ({exc})") from None
-    if not (time.ndim == mag.ndim == err.ndim == 1) or not (time.size == mag.size == err.size):
-        raise LatentcatError(
-            f"light curve: time, mag and mag_err must be 1-D of one length, got {time.shape}, {mag.shape}, {err.shape}"
-        )
-    for name, arr in (("time", time), ("mag", mag), ("mag_err", err)):
-        bad = np.flatnonzero(~np.isfinite(arr))
-        if bad.size:
-            raise LatentcatError(f"light curve: point {bad[0]} has a non-finite {name} ({arr[bad[0]]})")
-    bad = np.flatnonzero(err <= 0)
-    if bad.size:
-        raise LatentcatError(f"light curve: point {bad[0]} has mag_err {err[bad[0]]}, which must be positive")
-    if time.size < min_epochs:
-        raise LatentcatError(
-            f"light curve: {time.size} G points; the catalogue's features need at least {min_epochs}"
-        )
-    order = np.argsort(time, kind="stable")
-    return time[order], mag[order], err[order]
-
-
 def _checked_xp(xp) -> list[np.ndarray | None]:
     """BP flux, BP error, RP flux, RP error as float32 (55) arrays, or None for a missing band."""
     from latentcat.features.xp import N_SAMPLES
 
     if len(xp) != 4:
         raise LatentcatError("xp: give (bp_flux, bp_flux_error, rp_flux, rp_flux_error)")
-    names = ("bp_flux", "bp_flux_error", "rp_flux", "rp_flux_error")
     out = []
-    for name, arr in zip(names, xp):
+    for name, arr in zip(XP_BANDS, xp):
         if arr is None:
             out.append(None)
             continue
@@ -151,68 +123,6 @@ def _checked_xp(xp) -> list[np.ndarray | None]:
         if (flux is None) != (err is None):
             raise LatentcatError(f"xp: give both {band}_flux and {band}_flux_error, or neither")
     return out
-
-
-def _stage_query(stage: Path, light_curve, xp) -> None:
-    """Write the query as a one-source staging area (docs/schemas.md)."""
-    stage.mkdir(parents=True)
-    sid = pa.array([QUERY_ID], pa.int64())
-    if light_curve is not None:
-        t, m, e = light_curve
-        pq.write_table(pa.table({
-            "source_id": sid,
-            "n_g": pa.array([t.size], pa.int32()),
-            "g_time": pa.array([t], pa.list_(pa.float64())),
-            "g_mag": pa.array([m.astype(np.float32)], pa.list_(pa.float32())),
-            "g_mag_err": pa.array([e.astype(np.float32)], pa.list_(pa.float32())),
-        }), stage / "light_curves.parquet")
-    if xp is not None:
-        cols = {"source_id": sid}
-        for name, arr in zip(("bp_flux", "bp_flux_error", "rp_flux", "rp_flux_error"), xp):
-            cols[name] = pa.array([arr], pa.list_(pa.float32()))
-        pq.write_table(pa.table(cols), stage / "xp.parquet")
-
-
-def encode_query(cat_dir: Path, light_curve=None, xp=None, min_epochs: int = MIN_EPOCHS) -> tuple[dict, dict]:
-    """Features and latent codes of one query source, through the catalogue's own pipeline.
-
-    Parameters
-    ----------
-    cat_dir : Path
-        Catalogue folder (its ``models/`` are used).
-    light_curve : (time, mag, mag_err), optional
-        G light curve on the Gaia time axis.
-    xp : (bp_flux, bp_flux_error, rp_flux, rp_flux_error), optional
-        Sampled XP spectrum on the catalogue's grid.
-    min_epochs : int
-        The catalogue's fewest cleaned G epochs.
-
-    Returns
-    -------
-    features : dict
-        The feature row (docs/schemas.md "Features") as Python values.
-    embedding : dict
-        The embedding row: ``z_xp``... (float32 arrays or None), ``recon_loss_*``, ``has_*``.
-    """
-    from latentcat.features.extract import compute_shard
-    from latentcat.models.embed import embed
-
-    models = Path(cat_dir) / MODELS_DIR
-    if not models.is_dir():
-        raise LatentcatError(f"{models}: the catalogue has no trained models to encode new data with")
-    with tempfile.TemporaryDirectory(prefix="latentcat-query-") as tmp:
-        tmp = Path(tmp)
-        _stage_query(tmp / "stage", light_curve, xp)
-        features = compute_shard(tmp / "stage", QUERY_ID, QUERY_ID, min_epochs)
-        (tmp / "features").mkdir()
-        pq.write_table(features, tmp / "features" / "features-00000.parquet")
-        embed(tmp / "features", models, tmp / "embeddings", device="cpu")
-        row = pq.read_table(tmp / "embeddings" / "embeddings-00000.parquet").to_pylist()[0]
-    feats = features.to_pylist()[0]
-    for key, value in row.items():
-        if key.startswith("z_") and value is not None:
-            row[key] = np.asarray(value, np.float32)
-    return feats, row
 
 
 def similar_to_data(cat, light_curve=None, xp=None, k: int = 10, modality: str = "space",
@@ -250,16 +160,16 @@ def similar_to_data(cat, light_curve=None, xp=None, k: int = 10, modality: str =
         ``blocks`` compared, ``n_obs``, ``n_clipped``, ``period`` (d), ``period_fap``,
         ``amplitude`` (G, 95th - 5th percentile), ``time_span``, ``latents`` (block ->
         float32 array or None), ``recon_loss`` (block -> float or None), ``lc_reason``,
-        ``xp_reason`` and ``time_format``.
+        ``xp_reason``, ``time_format``, and ``duplicate_epochs`` / ``conflicting_epochs``
+        (epochs dropped for a repeated time: `latentcat.encode.checked_light_curve`).
 
     Raises
     ------
     LatentcatError
-        No data, malformed arrays, too few points, a requested block the query cannot
-        have, or a catalogue without models or without the index needed.
+        No data, malformed arrays, values outside the bounds of `latentcat.encode`, too few
+        points, a requested block the query cannot have, or a catalogue without models or
+        without the index needed.
     """
-    from latentcat.catalog.add import feature_settings
-
     if light_curve is None and xp is None:
         raise LatentcatError("give a light curve, an XP spectrum or both")
     if bp_rp is not None and not np.isfinite(float(bp_rp)):
@@ -269,15 +179,24 @@ def similar_to_data(cat, light_curve=None, xp=None, k: int = 10, modality: str =
         wanted = BLOCKS if space else parse_block_set(modality)
     except ValueError as err:
         raise LatentcatError(f"{err}, or 'space', the default") from None
-    settings = feature_settings(cat.path, cat.info()["build_info"])
-    min_epochs = settings["min_epochs"]
-    lc = None
+    min_epochs = catalogue_settings(cat.path, cat.info()["build_info"])["min_epochs"]
+    lc, dropped = None, {"duplicate_epochs": 0, "conflicting_epochs": 0}
     if light_curve is not None:
-        time, mag, err = _checked_light_curve(light_curve, min_epochs)
-        lc = (to_gaia_time(time, time_format), mag, err)
+        if len(light_curve) != 3:
+            raise LatentcatError("light curve: give (time, mag, mag_err)")
+        time, mag, err = light_curve
+        lc, dropped = checked_light_curve(to_gaia_time(time, time_format), mag, err)
+        if lc[0].size < min_epochs:
+            raise LatentcatError(f"light curve: {lc[0].size} G points; the catalogue's features need at least {min_epochs}")
     xp_arrays = _checked_xp(xp) if xp is not None else None
 
-    feats, emb = encode_query(cat.path, lc, xp_arrays, min_epochs)
+    features, embeddings = encode_sources(
+        cat.path, None if lc is None else light_curve_table([QUERY_ID], [lc]),
+        None if xp_arrays is None else xp_table([QUERY_ID], [xp_arrays]), min_epochs)
+    feats, emb = features.to_pylist()[0], embeddings.to_pylist()[0]
+    for key, value in emb.items():
+        if key.startswith("z_") and value is not None:
+            emb[key] = np.asarray(value, np.float32)
     if lc is not None and feats["lc_reason"] is not None:
         raise LatentcatError(
             f"light curve: {feats['n_obs']} of {lc[0].size} G points left after cleaning "
@@ -322,6 +241,7 @@ def similar_to_data(cat, light_curve=None, xp=None, k: int = 10, modality: str =
         "lc_reason": feats["lc_reason"],
         "xp_reason": feats["xp_reason"],
         "time_format": time_format,
+        **dropped,
     }
     return neighbours, info
 
@@ -329,18 +249,20 @@ def similar_to_data(cat, light_curve=None, xp=None, k: int = 10, modality: str =
 # ----------------------------------------------------------------------------- files
 
 
-def _plain_csv(path: Path, name: str, time_format: str) -> QueryData:
-    """Read a plain time,mag,mag_err CSV (G band) into a QueryData."""
+def _plain_csv(f, name: str, time_format: str) -> QueryData:
+    """Read a plain time,mag,mag_err CSV (G band) into a QueryData; more than `MAX_EPOCHS` rows
+    are refused as soon as they are read."""
     from latentcat.gaia.formats import iter_batches
-    from latentcat.gaia.inputs import find_inputs
     from latentcat.gaia.layouts import cast_column
 
-    files, _ = find_inputs([path], path.parent)
     parts = []
     row0 = 0
-    for batch in iter_batches(files[0], 100_000):
+    for batch in iter_batches(f, 10_000):
         parts.append([cast_column(batch, c, pa.float64(), name, row0) for c in PLAIN_COLUMNS])
         row0 += batch.num_rows
+        if row0 > MAX_EPOCHS:
+            raise InputError(f"{name}: more than {MAX_EPOCHS} rows; at most {MAX_EPOCHS} epochs are accepted "
+                             "for one light curve")
     if not parts:
         raise InputError(f"{name}: no data rows")
     cols = [np.concatenate([p[i].to_numpy(zero_copy_only=False) for p in parts]) for i in range(3)]
@@ -352,23 +274,81 @@ def _plain_csv(path: Path, name: str, time_format: str) -> QueryData:
     if bad.size:
         raise InputError(f"{name}: row {bad[0] + 1}, column 'mag_err': {cols[2][bad[0]]} is not positive")
     time = to_gaia_time(cols[0], time_format)
+    checked_light_curve(time, cols[1], cols[2], name)  # bounds, before any work
     note = f"{name}: {time.size} G points read (time format {time_format})"
     return QueryData(light_curve=(time, cols[1], cols[2]), notes=[note])
 
 
+def _read_products(files, keep_variability_rejected: bool) -> tuple[dict, dict, dict, list[str]]:
+    """The G epochs and XP spectra of DataLink files, read in memory by the ingest readers and
+    epoch rules (`latentcat.gaia.ingest.clean_points`): (source_id -> [time, mag, err] lists of
+    kept G epochs, source_id -> {band: epochs} of BP/RP, source_id -> sampled XP tuple, notes)."""
+    from latentcat.gaia.formats import iter_batches, read_columns
+    from latentcat.gaia.ingest import clean_points
+    from latentcat.gaia.layouts import detect_layout, epoch_points, unknown_layout_message, xp_coefficients
+    from latentcat.gaia.xp import convert_xp
+
+    g_points: dict[int, list] = {}
+    other_bands: dict[int, dict] = {}
+    spectra: dict[int, tuple] = {}
+    notes: list[str] = []
+    for f in files:
+        columns = read_columns(f)
+        layout = detect_layout(columns)
+        if not layout:
+            raise InputError(f"{f.name}: {unknown_layout_message(columns)}")
+        kind = next((k for k in ("epoch_long", "epoch_wide") if k in layout), None)
+        if kind is None and "xp_continuous" not in layout:
+            notes.append(f"{f.name}: {', '.join(sorted(layout))} not used for a query")
+            continue
+        row0, dropped = 0, {}
+        for batch in iter_batches(f, 10_000):
+            if kind is not None:
+                kept, _, counts = clean_points(epoch_points(batch, kind, f.name, row0), keep_variability_rejected)
+                for reason, n in counts.items():
+                    if n and reason != "empty_slot":
+                        dropped[reason] = dropped.get(reason, 0) + n
+                sid = kept.column("source_id").to_numpy()
+                order = np.argsort(sid, kind="stable")  # each source's epochs together, in file order
+                sid, band = sid[order], kept.column("band").to_numpy()[order]
+                values = [kept.column(c).to_numpy()[order] for c in ("time", "mag", "mag_err")]
+                starts = np.flatnonzero(np.r_[True, sid[1:] != sid[:-1]]) if sid.size else np.zeros(0, int)
+                for a, b in zip(starts, np.r_[starts[1:], sid.size]):
+                    source, g = int(sid[a]), band[a:b] == 0
+                    lists = g_points.setdefault(source, [[], [], []])
+                    for target, v in zip(lists, values):
+                        target.extend(v[a:b][g].tolist())
+                    if len(lists[0]) > MAX_EPOCHS:
+                        raise InputError(f"{f.name}: source_id {source} has more than {MAX_EPOCHS} G epochs; "
+                                         f"at most {MAX_EPOCHS} are accepted for one light curve")
+                    bands = other_bands.setdefault(source, {})
+                    for code, label in ((1, "BP"), (2, "RP")):
+                        bands[label] = bands.get(label, 0) + int((band[a:b] == code).sum())
+            if "xp_continuous" in layout:
+                for row in convert_xp(xp_coefficients(batch, f.name, row0)).to_pylist():
+                    spectra[int(row["source_id"])] = tuple(
+                        None if row[c] is None else np.asarray(row[c], np.float32) for c in XP_BANDS)
+            row0 += batch.num_rows
+        if dropped:
+            said = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in sorted(dropped.items()))
+            notes.append(f"{f.name}: epochs dropped by the ingest rules: {said}")
+    return g_points, other_bands, spectra, notes
+
+
 def read_query_file(path: str | Path, time_format: str = "gaia", source_id: int | None = None,
                     keep_variability_rejected: bool = False) -> QueryData:
-    """Read a query light curve and/or XP spectrum from a file.
+    """Read a query light curve and/or XP spectrum from a file, in memory.
 
-    Accepted files:
+    Accepted files (regular files of at most `latentcat.limits.MAX_QUERY_FILE_BYTES`, at most
+    `latentcat.limits.MAX_EPOCHS` G epochs for the chosen source):
 
     - a plain CSV with a header row and exactly the columns ``time,mag,mag_err`` (Gaia G
       magnitudes; times in ``time_format``);
     - Gaia DataLink products in any format the ingest readers support (VOTable, ECSV,
       CSV, FITS, a zip bundle): EPOCH_PHOTOMETRY (long layout; the G band is used, BP and
-      RP are ignored and the notes say so; the ingest rules drop flagged epochs) and/or
-      XP_CONTINUOUS (sampled on the catalogue's grid with `latentcat.gaia.xp`). DataLink
-      times are already Gaia times, so ``time_format`` must be ``"gaia"``.
+      RP are ignored and the notes say so; the ingest rules drop flagged epochs, counted in
+      the notes) and/or XP_CONTINUOUS (sampled on the catalogue's grid with `latentcat.gaia.xp`).
+      DataLink times are already Gaia times, so ``time_format`` must be ``"gaia"``.
 
     Parameters
     ----------
@@ -388,41 +368,31 @@ def read_query_file(path: str | Path, time_format: str = "gaia", source_id: int 
     Raises
     ------
     InputError
-        Unreadable file, a plain CSV with other columns, bad values (naming the row and
-        column), several sources and no ``source_id``, or no usable data.
+        Not a regular file, too large, unreadable, a plain CSV with other columns, bad or
+        out-of-bounds values (naming the row and column), too many epochs, several sources
+        and no ``source_id``, or no usable data.
     """
     from latentcat.gaia.formats import read_columns
-    from latentcat.gaia.ingest import ingest
-    from latentcat.gaia.inputs import find_inputs, sniff_format
+    from latentcat.gaia.inputs import find_inputs
 
-    path = Path(path)
     name = str(path)
-    if not path.is_file():
-        raise InputError(f"{name}: no such file")
+    path = checked_input_file(path, MAX_QUERY_FILE_BYTES, "a query file")
     if time_format not in TIME_FORMATS:
         raise InputError(f"unknown time format {time_format!r}: use one of {', '.join(TIME_FORMATS)}")
-    fmt, _ = sniff_format(path, name)
-    if fmt == "csv":
-        with tempfile.TemporaryDirectory(prefix="latentcat-query-") as tmp:
-            files, _ = find_inputs([path], Path(tmp))
+    with tempfile.TemporaryDirectory(prefix="latentcat-query-") as tmp:  # zip members are extracted here
+        files, _ = find_inputs([path], Path(tmp))
+        if len(files) == 1 and files[0].fmt == "csv" and "source_id" not in read_columns(files[0]):
             columns = read_columns(files[0])
-        if "source_id" not in columns:
             if sorted(columns) != sorted(PLAIN_COLUMNS):
                 raise InputError(
                     f"{name}: a plain light-curve CSV needs exactly the columns time,mag,mag_err "
                     f"(Gaia G magnitudes), got {','.join(columns)}"
                 )
-            return _plain_csv(path, name, time_format)
-    if time_format != "gaia":
-        raise InputError(f"{name}: Gaia DataLink times are BJD - 2455197.5 already; use time format 'gaia'")
-
-    with tempfile.TemporaryDirectory(prefix="latentcat-query-") as tmp:
-        stage = Path(tmp) / "stage"
-        ingest([path], stage, keep_variability_rejected=keep_variability_rejected)
-        lc_path, xp_path = stage / "light_curves.parquet", stage / "xp.parquet"
-        lc = pq.read_table(lc_path) if lc_path.exists() else None
-        xpt = pq.read_table(xp_path) if xp_path.exists() else None
-    ids = sorted(set().union(*(t.column("source_id").to_pylist() for t in (lc, xpt) if t is not None)))
+            return _plain_csv(files[0], name, time_format)
+        if time_format != "gaia":
+            raise InputError(f"{name}: Gaia DataLink times are BJD - 2455197.5 already; use time format 'gaia'")
+        g_points, other_bands, spectra, notes = _read_products(files, keep_variability_rejected)
+    ids = sorted(set(g_points) | set(spectra))
     if not ids:
         raise InputError(f"{name}: no light curve or XP spectrum found")
     if source_id is None:
@@ -434,25 +404,18 @@ def read_query_file(path: str | Path, time_format: str = "gaia", source_id: int 
         raise InputError(f"{name}: source_id {source_id} is not in the file")
     source_id = int(source_id)
 
-    data = QueryData(source_id=source_id)
-    if lc is not None:
-        rows = lc.filter(pc.equal(lc.column("source_id"), source_id)).to_pylist()
-        if rows and rows[0]["g_time"]:
-            r = rows[0]
-            data.light_curve = tuple(np.asarray(r[c], np.float64) for c in ("g_time", "g_mag", "g_mag_err"))
-            data.notes.append(f"{name}: source_id {source_id}: {len(r['g_time'])} G epochs used")
-            ignored = [f"{band.upper()} ({r[f'n_{band}']} epochs)" for band in ("bp", "rp") if r.get(f"n_{band}")]
-            if ignored:
-                data.notes.append(
-                    f"{name}: bands {', '.join(ignored)} ignored: latentcat compares G light curves only"
-                )
-    if xpt is not None:
-        rows = xpt.filter(pc.equal(xpt.column("source_id"), source_id)).to_pylist()
-        if rows:
-            r = rows[0]
-            data.xp = tuple(None if r[c] is None else np.asarray(r[c], np.float32)
-                            for c in ("bp_flux", "bp_flux_error", "rp_flux", "rp_flux_error"))
-            data.notes.append(f"{name}: source_id {source_id}: XP continuous spectrum sampled on the catalogue grid")
+    data = QueryData(source_id=source_id, notes=notes)
+    if g_points.get(source_id, [[]])[0]:
+        t, m, e = (np.asarray(v, np.float64) for v in g_points[source_id])
+        checked_light_curve(t, m, e, f"{name}: source_id {source_id}")  # bounds, before any work
+        data.light_curve = (t, m, e)
+        data.notes.append(f"{name}: source_id {source_id}: {t.size} G epochs used")
+        ignored = [f"{band} ({n} epochs)" for band, n in other_bands.get(source_id, {}).items() if n]
+        if ignored:
+            data.notes.append(f"{name}: bands {', '.join(ignored)} ignored: latentcat compares G light curves only")
+    if source_id in spectra:
+        data.xp = spectra[source_id]
+        data.notes.append(f"{name}: source_id {source_id}: XP continuous spectrum sampled on the catalogue grid")
     if data.light_curve is None and data.xp is None:
         raise InputError(f"{name}: source_id {source_id} has no G epochs and no XP spectrum")
     return data
@@ -467,12 +430,15 @@ def similar_to_file(cat, path: str | Path, k: int = 10, modality: str = "space",
     -------
     neighbours : pyarrow.Table
     query_info : dict
-        As `similar_to_data`, plus ``source_id`` (DataLink files) and ``notes``.
+        As `similar_to_data`, plus ``source_id`` (DataLink files), ``notes`` (what was read,
+        dropped and ignored) and ``light_curve`` (the (time, mag, err) read, Gaia time, or None).
     """
-    from latentcat.catalog.add import feature_settings
-
-    settings = feature_settings(cat.path, cat.info()["build_info"])
+    settings = catalogue_settings(cat.path, cat.info()["build_info"])
     data = read_query_file(path, time_format, source_id, settings["keep_variability_rejected"])
     neighbours, info = similar_to_data(cat, data.light_curve, data.xp, k=k, modality=modality, where=where,
                                        bp_rp=bp_rp)
-    return neighbours, {**info, "time_format": time_format, "source_id": data.source_id, "notes": data.notes}
+    notes = data.notes + ([f"{info['duplicate_epochs']} epochs at a repeated time dropped "
+                           f"({info['conflicting_epochs']} with another magnitude): the first listed is kept"]
+                          if info["duplicate_epochs"] else [])
+    return neighbours, {**info, "time_format": time_format, "source_id": data.source_id, "notes": notes,
+                        "light_curve": data.light_curve}
