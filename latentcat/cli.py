@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import signal
 import sys
+import threading
 from enum import Enum
 from pathlib import Path
 from typing import Optional
@@ -17,9 +20,11 @@ import numpy as np
 import typer
 
 from latentcat import __version__
-from latentcat.atomic import write_file
+from latentcat.atomic import check_replaceable, write_file
 from latentcat.errors import LatentcatError
 from latentcat.features import MIN_EPOCHS, SHARD_SIZE
+from latentcat.limits import (MAX_IDS_FILE_BYTES, MAX_UPLOAD_BYTES, MEMORY_LIMIT_MIB, SERVE_TIMEOUT, TIMEOUT,
+                              as_source_id, checked_input_file)
 
 app = typer.Typer(
     name="latentcat",
@@ -45,6 +50,13 @@ def main(
 ) -> None:
     """latentcat: find Gaia variable sources that look alike."""
     _state["debug"] = debug
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM stops a command as Ctrl-C does: cleanup runs (temporary files are removed)
+        signal.signal(signal.SIGTERM, _terminated)
+
+
+def _terminated(signum, frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _fail(exc: BaseException) -> None:
@@ -63,12 +75,18 @@ def command(name: Optional[str] = None):
         @functools.wraps(func)
         def run(*args, **kwargs):
             try:
-                return func(*args, **kwargs)
+                result = func(*args, **kwargs)
+                sys.stdout.flush()  # a full disk or closed pipe on stdout fails here, not at exit
+                return result
             except LatentcatError as exc:
                 _fail(exc)
-            except OSError as exc:  # a path the system refused (a file where a folder goes, no permission, ...)
+            except BrokenPipeError:  # the reader of stdout went away (`| head`): stop quietly
+                sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - no flush error at exit
+                raise typer.Exit(code=1) from None
+            except OSError as exc:  # a path the system refused (no permission, ...), or a full stdout
                 if not exc.filename:
-                    raise
+                    sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - no second flush error at exit
+                    _fail(LatentcatError(f"cannot write the output: {exc.strerror or exc}"))
                 _fail(LatentcatError(f"{exc.filename}: {exc.strerror or exc}"))
 
         return app.command(name)(run)
@@ -95,10 +113,16 @@ OUTPUT_OPTION = typer.Option(None, "--output", help="Write the result to this fi
 FORCE_OPTION = typer.Option(False, "--force", help="Let --output replace an existing file.")
 
 
-def _open_catalog(path: Optional[Path], allow_external_access: bool = False):
+TIMEOUT_OPTION = typer.Option(
+    TIMEOUT, "--timeout", min=0, help="Seconds the query or --where filter may run before it is stopped (0: no limit).")
+
+
+def _open_catalog(path: Optional[Path], allow_external_access: bool = False, timeout: float = TIMEOUT,
+                  memory_limit_mib: int = MEMORY_LIMIT_MIB):
     import latentcat
 
-    return latentcat.open(path or Path("catalog"), allow_external_access=allow_external_access)
+    return latentcat.open(path or Path("catalog"), allow_external_access=allow_external_access,
+                          timeout=timeout or None, memory_limit_mib=memory_limit_mib)
 
 
 def _catalogue_to_write(path: Optional[Path], output: Optional[Path], force: bool) -> Path:
@@ -120,8 +144,7 @@ def _checked_output(output: Path, protect: Optional[Path], force: bool) -> Path:
         root, target = Path(protect).resolve(), output.resolve()
         if target == root or root in target.parents:
             raise LatentcatError(f"--output {output}: inside the catalogue folder {protect}; write elsewhere")
-    if output.is_dir():
-        raise LatentcatError(f"--output {output}: is a folder")
+    check_replaceable(output)
     if output.exists() and not force:
         raise LatentcatError(f"--output {output}: the file exists; give --force to replace it")
     return output
@@ -154,12 +177,13 @@ def _emit(table, fmt: OutputFormat, output: Optional[Path], protect: Optional[Pa
     else:
         from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
 
         view = Table(show_lines=False)
         for name in table.column_names:
-            view.add_column(name, no_wrap=True)
+            view.add_column(Text(name), no_wrap=True)
         for row in table.to_pylist():
-            view.add_row(*(_cell(v) for v in row.values()))
+            view.add_row(*(Text(_cell(v)) for v in row.values()))  # values are text, never rich markup
         if output is None:
             Console(width=None if sys.stdout.isatty() else 250).print(view)
         else:
@@ -195,19 +219,18 @@ def _emit_neighbours(table, fmt: OutputFormat, output: Optional[Path], protect: 
 def _read_ids(path: Path) -> np.ndarray:
     """The source_ids of a text file, one per line; blank lines, ``#`` comments and a first line
     ``source_id`` (a CSV header) are skipped."""
-    path = Path(path)
-    if not path.is_file():
-        raise LatentcatError(f"{path}: no such file")
+    path = checked_input_file(path, MAX_IDS_FILE_BYTES, "a file of source_ids")
     ids = []
-    with open(path) as fh:
-        for number, line in enumerate(fh, 1):
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise LatentcatError(f"{path} line {number}: not text (give one source_id per line)") from None
             text = line.split("#", 1)[0].strip()
             if not text or (not ids and text.lower() == "source_id"):
                 continue
-            try:
-                ids.append(int(text))
-            except ValueError:
-                raise LatentcatError(f"{path} line {number}: not a source_id: {text[:40]!r}") from None
+            ids.append(as_source_id(text, f"{path} line {number}"))
     return np.array(ids, dtype=np.int64)
 
 
@@ -423,12 +446,16 @@ def sql(
     force: bool = FORCE_OPTION,
     allow_files: bool = typer.Option(
         False, "--allow-files",
-        help="Let the query read and write files and reach the network (DuckDB's external access: read_csv, "
-             "COPY ... TO, ATTACH, httpfs). Off by default: a query then reaches nothing but the catalogue.",
+        help="Let the query read other files and reach the network (DuckDB's external access: read_csv, "
+             "read_parquet, httpfs). Off by default: a query then reaches nothing but the catalogue.",
     ),
+    timeout: float = TIMEOUT_OPTION,
+    memory_limit: int = typer.Option(MEMORY_LIMIT_MIB, "--memory-limit", min=64,
+                                     help="MiB the query may use, and the largest answer it may give."),
 ) -> None:
-    """Run a SQL query on the catalogue (read-only; files and network only with --allow-files)."""
-    with _open_catalog(catalog, allow_external_access=allow_files) as cat:
+    """Run a read-only SQL query on the catalogue: SELECT (WITH, SHOW, DESCRIBE, SUMMARIZE...), EXPLAIN,
+    and CREATE/DROP of temporary views; any statement that could attach, detach or write is refused."""
+    with _open_catalog(catalog, allow_files, timeout, memory_limit) as cat:
         _emit(cat.sql(query), fmt, output, cat.path, force)
 
 
@@ -461,13 +488,16 @@ def similar(
     fmt: OutputFormat = FORMAT_OPTION,
     output: Optional[Path] = OUTPUT_OPTION,
     force: bool = FORCE_OPTION,
+    timeout: float = TIMEOUT_OPTION,
 ) -> None:
     """Find the k sources most like SOURCE_ID (or like your own data, --from-file, or like each source
     of --ids-file): by default in the search space (the latent blocks and the BP-RP colour, scaled by
     the catalogue's stored rule)."""
     if sum(x is not None for x in (source_id, from_file, ids_file)) != 1:
         raise LatentcatError("give exactly one of SOURCE_ID, --from-file FILE or --ids-file FILE")
-    with _open_catalog(catalog) as cat:
+    if source_id is not None:
+        source_id = as_source_id(source_id)
+    with _open_catalog(catalog, timeout=timeout) as cat:
         if ids_file is not None:
             _similar_many(cat, ids_file, output, fmt, force, k=k, modality=modality, where=where, with_meta=meta)
             return
@@ -499,10 +529,11 @@ def like(
     fmt: OutputFormat = FORMAT_OPTION,
     output: Optional[Path] = OUTPUT_OPTION,
     force: bool = FORCE_OPTION,
+    timeout: float = TIMEOUT_OPTION,
 ) -> None:
     """More like these: rank every other source by its mean distance to its 5 nearest members of a set
     of sources, and check the ranking on a held-out fifth of the set (printed on stderr)."""
-    with _open_catalog(catalog) as cat:
+    with _open_catalog(catalog, timeout=timeout) as cat:
         if output is not None:
             _checked_output(output, cat.path, force)
         table = cat.like(_read_ids(ids), top=top, where=where, modality=modality, seed=seed)
@@ -660,7 +691,10 @@ def serve(
                                   "to the network."),
     stage: Optional[Path] = typer.Option(None, "--stage", help="A `latentcat ingest` staging folder: source pages then "
                                          "show the raw G epochs, which the catalogue does not keep."),
-    max_upload_mb: float = typer.Option(5.0, "--max-upload-mb", help="Largest light-curve file accepted (MiB)."),
+    max_upload_mb: float = typer.Option(MAX_UPLOAD_BYTES / 2**20, "--max-upload-mb",
+                                        help="Largest light-curve file accepted (MiB)."),
+    timeout: float = typer.Option(SERVE_TIMEOUT, "--timeout", min=0.1,
+                                  help="Seconds a page's query (a neighbour filter) may run before it is stopped."),
 ) -> None:
     """Start a local read-only web explorer of a catalogue: the map, a page per source with its
     neighbours, your own light curve's neighbours, outliers and classes (Ctrl-C stops it)."""
@@ -669,7 +703,7 @@ def serve(
     if not 0 < max_upload_mb <= 1024:
         raise LatentcatError(f"--max-upload-mb must be between 0 and 1024, got {max_upload_mb}")
     run_serve(catalog or Path("catalog"), host=host, port=port, stage=stage,
-              max_upload=int(max_upload_mb * 1024 * 1024), announce=typer.echo)
+              max_upload=int(max_upload_mb * 1024 * 1024), announce=typer.echo, timeout=timeout)
 
 
 @command()

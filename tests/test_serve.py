@@ -8,6 +8,7 @@ images and redirects are checked with urllib (a file upload is hard to script he
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 import struct
@@ -72,9 +73,14 @@ class Dom(HTMLParser):
 
 
 def chromium() -> str:
+    """The system's Chromium. Without one these tests skip, saying why, unless
+    LATENTCAT_REQUIRE_BROWSER=1 (set by .ci/run, which installs it) makes them fail."""
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if path is None:
-        pytest.fail("these tests drive the explorer in Chromium: install it (apt-get install -y chromium)")
+        reason = "these tests drive the explorer in Chromium: install it (apt-get install -y chromium)"
+        if os.environ.get("LATENTCAT_REQUIRE_BROWSER") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
     return path
 
 

@@ -25,10 +25,11 @@ import ipaddress
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from latentcat.serve.app import SECURITY_HEADERS, MAX_UPLOAD, Explorer
+from latentcat.limits import MAX_UPLOAD_BYTES, SERVE_TIMEOUT
+from latentcat.serve.app import SECURITY_HEADERS, Explorer
 from latentcat.serve.state import MAX_K, Response
 
-__all__ = ["Explorer", "make_server", "serve", "MAX_K", "MAX_UPLOAD"]
+__all__ = ["Explorer", "make_server", "serve", "MAX_K"]
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 _DRAIN = 16 * 1024 * 1024  # an oversized upload is read and dropped up to this much, so the client sees the answer
@@ -126,10 +127,11 @@ class ExplorerServer(ThreadingHTTPServer):
 
 
 def make_server(catalog, host: str = "127.0.0.1", port: int = 8765, stage=None,
-                max_upload: int = MAX_UPLOAD, quiet: bool = True) -> ExplorerServer:
+                max_upload: int = MAX_UPLOAD_BYTES, quiet: bool = True, timeout: float = SERVE_TIMEOUT) -> ExplorerServer:
     """The explorer of ``catalog`` (opened read-only) on ``host:port`` (port 0: a free one),
-    not yet serving: call ``serve_forever()`` (in a thread, if you like) and ``server_close()``."""
-    explorer = Explorer(catalog, stage=stage, max_upload=max_upload)
+    not yet serving: call ``serve_forever()`` (in a thread, if you like) and ``server_close()``.
+    ``timeout``: seconds a page's query (a neighbour filter) may run before it is stopped."""
+    explorer = Explorer(catalog, stage=stage, max_upload=max_upload, timeout=timeout)
     try:
         return ExplorerServer((host, int(port)), explorer, quiet=quiet)
     except OSError as err:
@@ -139,10 +141,10 @@ def make_server(catalog, host: str = "127.0.0.1", port: int = 8765, stage=None,
         raise LatentcatError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
 
 
-def serve(catalog, host: str = "127.0.0.1", port: int = 8765, stage=None, max_upload: int = MAX_UPLOAD,
-          quiet: bool = False, announce=print) -> None:
-    """Serve the explorer until interrupted (Ctrl-C)."""
-    server = make_server(catalog, host, port, stage=stage, max_upload=max_upload, quiet=quiet)
+def serve(catalog, host: str = "127.0.0.1", port: int = 8765, stage=None, max_upload: int = MAX_UPLOAD_BYTES,
+          quiet: bool = False, announce=print, timeout: float = SERVE_TIMEOUT) -> None:
+    """Serve the explorer until interrupted (Ctrl-C); see `make_server`."""
+    server = make_server(catalog, host, port, stage=stage, max_upload=max_upload, quiet=quiet, timeout=timeout)
     announce(f"latentcat explorer of {server.explorer.cat.path} at {server.url} (Ctrl-C stops it)")
     try:
         server.serve_forever()

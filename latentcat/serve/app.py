@@ -43,15 +43,14 @@ from urllib.parse import parse_qs, urlsplit
 import latentcat
 from latentcat.errors import LatentcatError, one_line
 from latentcat.layout import FEATURES_DIR
+from latentcat.limits import MAX_UPLOAD_BYTES, SERVE_TIMEOUT
 from latentcat.serve import pages
 from latentcat.serve.figures import THUMB_HEIGHT, THUMB_WIDTH, thumbnail_png
 from latentcat.serve.mapview import HEIGHT, NAMED_MAX, WIDTH, MapData, View
 from latentcat.serve.pages import Raw, esc, fmt, href
 from latentcat.serve.state import (CLICKS, MAX_K, MAX_WHERE, MODALITIES, TIME_FORMATS, PageError, Response,
-                                   State, choice, parse_k, parse_source_id, parse_state)
+                                   State, choice, parse_k, parse_page, parse_source_id, parse_state)
 
-MAX_UPLOAD = 5 * 1024 * 1024
-"""Default cap on an uploaded file (bytes)."""
 
 MAX_QUERY = 4096
 """Longest query string accepted (characters)."""
@@ -117,10 +116,13 @@ class Explorer:
         G epochs, which the catalogue itself does not keep.
     max_upload : int
         Largest uploaded file, in bytes.
+    timeout : float
+        Seconds a neighbour filter (or any query a page runs) may take before it is stopped
+        and the page says so.
     """
 
-    def __init__(self, catalog, stage=None, max_upload: int = MAX_UPLOAD):
-        self.cat = latentcat.open(catalog)
+    def __init__(self, catalog, stage=None, max_upload: int = MAX_UPLOAD_BYTES, timeout: float = SERVE_TIMEOUT):
+        self.cat = latentcat.open(catalog, timeout=timeout)
         self.name = self.cat.path.name
         self.map = MapData(self.cat)
         self.max_upload = int(max_upload)
@@ -536,7 +538,7 @@ class Explorer:
         return fields
 
     def upload(self, params, headers, body: bytes) -> Response:
-        from latentcat.query.by_example import read_query_file, similar_to_file
+        from latentcat.query.by_example import similar_to_file
 
         fields = self._form_fields(headers, body)
         form = {k: v for k, v in fields.items() if isinstance(v, str)}
@@ -574,16 +576,15 @@ class Explorer:
                     table, info = similar_to_file(self.cat, path, k=state.k, modality=state.modality,
                                                   where=state.where or None, time_format=time_format,
                                                   source_id=file_sid, bp_rp=bp_rp)
-                    query = read_query_file(path, time_format, info.get("source_id"))
             except LatentcatError as err:
                 return again(one_line(err).replace(str(path), filename[:80]))
         figure = ""
-        if query.light_curve is not None:
+        if info["light_curve"] is not None:
             from latentcat.serve.figures import light_curve_png
 
             period = info.get("period") if info.get("period_reliable") else None
             with self.draw_lock:
-                png = light_curve_png(*query.light_curve, period=period, title=filename[:60])
+                png = light_curve_png(*info["light_curve"], period=period, title=filename[:60])
             import base64
 
             figure = (f'<img class="figure" id="upload-figure" alt="the uploaded light curve" '
@@ -658,12 +659,12 @@ class Explorer:
                     f'<div id="classes">{pages.table(columns, rows)}</div>')
             return self.html("classes", body, None, state)
         name = str(params["class"])[:200]
-        page = parse_k(params.get("page", "1"))
         per_page = 20
         total = self.cat.sql("SELECT count(*) AS n FROM predictions WHERE model_id = $m AND class = $c",
                              {"m": model, "c": name}).column("n")[0].as_py()
         if not total:
             raise PageError(f"model {model} predicts no source as {name!r}", 404)
+        page = parse_page(params.get("page", "1"), -(-total // per_page))
         rows = self.cat.sql(
             "SELECT p.source_id, p.probability, l.best_class_name, s.phot_g_mean_mag, f.period "
             "FROM predictions p LEFT JOIN labels l USING (source_id) LEFT JOIN sources s USING (source_id) "

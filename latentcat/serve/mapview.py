@@ -330,7 +330,7 @@ class MapData:
         if colouring.categorical:
             palette = colouring.colours[colouring.codes[rows]]
             rgb = np.stack([np.bincount(pixel, weights=palette[:, c], minlength=nx * ny) for c in range(3)], 1)
-            rgb /= np.maximum(count, 1)[:, None]
+            rgb = rgb.astype(np.float64) / np.maximum(count, 1)[:, None]  # float even for an empty view
         else:
             if colouring.values is None:  # density
                 scaled = log / max(float(log.max()), 1e-9)

@@ -58,14 +58,24 @@ def parse_source_id(text: str) -> int:
     return int(match.group(1))
 
 
-def parse_k(text: str) -> int:
+def _whole(name: str, text: str, top: int, status: int = 400) -> int:
+    """``text`` as a whole number from 1 to ``top``, else a PageError naming ``name``."""
     try:
-        k = int(str(text).strip())
+        value = int(str(text).strip()[:20])
     except ValueError:
-        raise PageError(f"k {str(text)[:20]!r} is not a whole number: give 1 to {MAX_K}") from None
-    if not 1 <= k <= MAX_K:
-        raise PageError(f"k must be between 1 and {MAX_K}, got {k}")
-    return k
+        raise PageError(f"{name} {str(text)[:20]!r} is not a whole number: give 1 to {top}") from None
+    if not 1 <= value <= top:
+        raise PageError(f"{name} must be between 1 and {top}, got {value}", status)
+    return value
+
+
+def parse_k(text: str) -> int:
+    return _whole("k", text, MAX_K)
+
+
+def parse_page(text: str, last: int) -> int:
+    """A page number of a listing of ``last`` pages (404 past the last)."""
+    return _whole("page", text, max(last, 1), status=404)
 
 
 def choice(name: str, text: str, choices) -> str:
