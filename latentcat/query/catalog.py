@@ -823,7 +823,7 @@ class Catalog:
 
 
 def open(path: str | Path, allow_external_access: bool = False, timeout: float | None = TIMEOUT,  # noqa: A001
-         memory_limit_mib: int = MEMORY_LIMIT_MIB) -> Catalog:
+         memory_limit_mib: int = MEMORY_LIMIT_MIB, threads: int | None = None) -> Catalog:
     """Open a catalogue folder (or its catalog.duckdb) read-only.
 
     Parameters
@@ -841,6 +841,9 @@ def open(path: str | Path, allow_external_access: bool = False, timeout: float |
     memory_limit_mib : int
         DuckDB's memory limit for this Catalog, and the largest answer `Catalog.sql` returns
         (default `MEMORY_LIMIT_MIB`). Nothing spills to disk.
+    threads : int, optional
+        DuckDB threads per query (default: DuckDB's, one per core). A server answering many
+        requests at once gives 1, so a slow query holds one core and the others keep answering.
 
     Raises
     ------
@@ -866,6 +869,8 @@ def open(path: str | Path, allow_external_access: bool = False, timeout: float |
         con.execute("USE catalog")
         con.execute(f"SET memory_limit = '{int(memory_limit_mib)}MiB'")
         con.execute("SET temp_directory = ''")  # a reader writes no file, not even a spill
+        if threads is not None:
+            con.execute(f"SET threads = {max(1, int(threads))}")
         if not allow_external_access:
             con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")

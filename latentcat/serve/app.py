@@ -122,7 +122,7 @@ class Explorer:
     """
 
     def __init__(self, catalog, stage=None, max_upload: int = MAX_UPLOAD_BYTES, timeout: float = SERVE_TIMEOUT):
-        self.cat = latentcat.open(catalog, timeout=timeout)
+        self.cat = latentcat.open(catalog, timeout=timeout, threads=1)  # a slow request holds one core, not all
         self.name = self.cat.path.name
         self.map = MapData(self.cat)
         self.max_upload = int(max_upload)
