@@ -88,13 +88,14 @@ def main() -> None:
     parser.add_argument("--n-astropy", type=int, default=100, help="curves timed with astropy (default 100)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
-                        help="override constants of latentcat.features.eclipse, e.g. N_ALIGN=1024")
+                        help="override constants of latentcat.features.period or .eclipse, e.g. N_ALIGN=1024")
     args = parser.parse_args()
     for item in args.set:
         name, _, value = item.partition("=")
-        if not hasattr(eclipse, name):
-            raise SystemExit(f"--set {item}: latentcat.features.eclipse has no {name}")
-        setattr(eclipse, name, type(getattr(eclipse, name))(value))
+        module = next((m for m in (period_search, eclipse) if hasattr(m, name)), None)
+        if module is None:
+            raise SystemExit(f"--set {item}: latentcat.features.period and .eclipse have no {name}")
+        setattr(module, name, type(getattr(module, name))(value))
 
     from latentcat.gaia.ingest import ingest
     from latentcat.gaia.simulate import simulate_survey

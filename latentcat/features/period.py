@@ -14,7 +14,8 @@ binary is therefore ``2 * period`` (or ``period`` when one eclipse per orbit is 
 The search runs in two passes, which together give the accuracy of a finely sampled
 periodogram at a fraction of its cost:
 
-1. A coarse periodogram with nifty-ls (NUFFT, O(N log N)) on a common grid of
+1. A coarse periodogram with nifty-ls (NUFFT, O(N log N), at the precision ``COARSE_EPS``
+   that ranking its peaks needs) on a common grid of
    ``COARSE_SAMPLES_PER_PEAK = 2`` points per peak width ``1/T``, with ``T`` the larger of
    ``REFERENCE_BASELINE`` (1100 d, longer than any DR3 light curve) and the longest span in
    the batch, so for DR3 data every source gets the same grid whatever its neighbours.
@@ -24,7 +25,8 @@ periodogram at a fraction of its cost:
    Kurster 2009, the same statistic as astropy's ``LombScargle(..., normalization='standard')``)
    on ``REFINE_POINTS`` frequencies spanning +-1 coarse step around it. The highest candidate
    that is not an unconfirmed alias (below) wins and is refined once more on a grid 10 times
-   finer. The refinement is vectorised over all sources of a batch.
+   finer. The refinement is vectorised over all sources of a batch (`grid_power`: one complex
+   exponential per epoch and grid, the other frequencies by recurrence).
 
 Spurious frequencies. Gaia's scanning law imprints the spin frequency ``F_SPIN = 4`` c/d
 (6 h rotation) and the precession frequency ``F_PREC = 1/62.97`` c/d on the sampling. The
@@ -76,6 +78,8 @@ not reliable, and the fold stage then shows their light curve in time order inst
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import nifty_ls
 from scipy.special import gammaln
@@ -85,6 +89,11 @@ from latentcat.features import eclipse
 FMIN = 1e-3
 FMAX = 25.0
 COARSE_SAMPLES_PER_PEAK = 2
+#: The coarse periodogram only ranks peaks for the exact refinement: a NUFFT precision of
+#: COARSE_EPS is enough (nifty-ls' default, 1e-9, costs 15% more time). It keeps the floating
+#: mean: without it (one NUFFT less per curve) the long-period peaks of slow irregular
+#: variables weaken and their scanning-law aliases win again (tests/test_features.py).
+COARSE_EPS = 1e-6
 N_CANDIDATES = 5
 REFERENCE_BASELINE = 1100.0  # d; sets the coarse grid step (DR3 spans up to ~1050 d)
 REFINE_POINTS = 21
@@ -174,30 +183,81 @@ def gls_power(time: np.ndarray, mag: np.ndarray, err: np.ndarray, freq: np.ndarr
     step = max(1, _MAX_CELLS_PER_BATCH // max(1, m * freq.shape[1]))
     for lo in range(0, n, step):
         sl = slice(lo, min(n, lo + step))
-        valid = np.isfinite(mag[sl])
-        w = np.where(valid, 1.0 / np.where(valid, err[sl], 1.0) ** 2, 0.0)
-        w /= np.maximum(w.sum(axis=1, keepdims=True), 1e-300)
-        y = np.where(valid, mag[sl], 0.0)
-        y = y - (w * y).sum(axis=1, keepdims=True)
-        t = np.where(valid, time[sl] - np.nanmin(time[sl], axis=1, keepdims=True), 0.0)
-        arg = 2.0 * np.pi * freq[sl][:, :, None] * t[:, None, :]
-        c, s = np.cos(arg), np.sin(arg)
-        wy = (w * y)[:, :, None]
-        wb = w[:, None, :]
-        yy = (w * y * y).sum(axis=1)[:, None]
-        C = np.einsum("bfl,bl->bf", c, w)
-        S = np.einsum("bfl,bl->bf", s, w)
-        YC = np.matmul(c, wy)[..., 0]
-        YS = np.matmul(s, wy)[..., 0]
-        CC = (c * c * wb).sum(axis=2) - C * C
-        SS = (s * s * wb).sum(axis=2) - S * S
-        CS = (c * s * wb).sum(axis=2) - C * S
-        D = CC * SS - CS * CS
-        with np.errstate(invalid="ignore", divide="ignore"):
-            p = (SS * YC * YC + CC * YS * YS - 2.0 * CS * YC * YS) / (yy * D)
-        p[valid.sum(axis=1) < 3] = np.nan
-        out[sl] = p
+        terms = _gls_terms(time[sl], mag[sl], err[sl])
+        arg = 2.0 * np.pi * freq[sl][:, :, None] * terms[2][:, None, :]
+        out[sl] = _gls_from_trig(np.cos(arg), np.sin(arg), terms)
     return out
+
+
+def grid_power(time: np.ndarray, mag: np.ndarray, err: np.ndarray, start: np.ndarray, step: np.ndarray,
+               count: int) -> np.ndarray:
+    """`gls_power` on equally spaced frequencies ``start + j * step``, ``j < count``: the same
+    power, with the cosines and sines of each grid from one complex exponential per epoch and
+    a recurrence (``exp(i(a + b)) = exp(ia) exp(ib)``) instead of one per frequency.
+
+    Parameters
+    ----------
+    time, mag, err : float arrays (n, m)
+        NaN-padded light curves.
+    start : float array (n, k)
+        First frequency of each of a source's ``k`` grids (c/d).
+    step : float array (n,)
+        Spacing of a source's grids (c/d).
+    count : int
+        Frequencies per grid.
+
+    Returns
+    -------
+    float64 array (n, k * count): grid by grid, in order.
+    """
+    n, m = time.shape
+    k = start.shape[1]
+    out = np.empty((n, k * count), dtype=np.float64)
+    rows = max(1, _MAX_CELLS_PER_BATCH // max(1, m * k * count))
+    for lo in range(0, n, rows):
+        sl = slice(lo, min(n, lo + rows))
+        terms = _gls_terms(time[sl], mag[sl], err[sl])
+        t = terms[2]
+        z = np.empty((t.shape[0], k, count, m), np.complex128)
+        z[:, :, 0] = np.exp(2j * np.pi * start[sl][:, :, None] * t[:, None, :])
+        turn = np.exp(2j * np.pi * step[sl][:, None, None] * t[:, None, :])
+        for j in range(1, count):
+            np.multiply(z[:, :, j - 1], turn, out=z[:, :, j])
+        z = z.reshape(t.shape[0], k * count, m)
+        out[sl] = _gls_from_trig(z.real, z.imag, terms)
+    return out
+
+
+def _gls_terms(time: np.ndarray, mag: np.ndarray, err: np.ndarray) -> tuple:
+    """What the generalised Lomb-Scargle power of a batch needs besides the trigonometric
+    terms: normalised weights ``w``, centred magnitudes ``y``, times from each curve's first
+    epoch ``t`` (0 on padding), ``sum w y^2`` and the valid-point mask."""
+    valid = np.isfinite(mag)
+    w = np.where(valid, 1.0 / np.where(valid, err, 1.0) ** 2, 0.0)
+    w /= np.maximum(w.sum(axis=1, keepdims=True), 1e-300)
+    y = np.where(valid, mag, 0.0)
+    y = y - (w * y).sum(axis=1, keepdims=True)
+    t = np.where(valid, time - np.nanmin(time, axis=1, keepdims=True), 0.0)
+    return w, y, t, (w * y * y).sum(axis=1)[:, None], valid
+
+
+def _gls_from_trig(c: np.ndarray, s: np.ndarray, terms: tuple) -> np.ndarray:
+    """The power (b, f) from ``cos`` and ``sin`` of ``2 pi f t`` (b, f, m) and `_gls_terms`."""
+    w, y, _, yy, valid = terms
+    wy = (w * y)[:, :, None]
+    wb = w[:, None, :]
+    C = np.einsum("bfl,bl->bf", c, w)
+    S = np.einsum("bfl,bl->bf", s, w)
+    YC = np.matmul(c, wy)[..., 0]
+    YS = np.matmul(s, wy)[..., 0]
+    CC = (c * c * wb).sum(axis=2) - C * C
+    SS = (s * s * wb).sum(axis=2) - S * S
+    CS = (c * s * wb).sum(axis=2) - C * S
+    D = CC * SS - CS * CS
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = (SS * YC * YC + CC * YS * YS - 2.0 * CS * YC * YS) / (yy * D)
+    p[valid.sum(axis=1) < 3] = np.nan
+    return p
 
 
 def baluev_fap(power: np.ndarray, n_obs: np.ndarray, time: np.ndarray, err: np.ndarray, fmax: float = FMAX) -> np.ndarray:
@@ -271,17 +331,24 @@ def coarse_candidates(time: np.ndarray, mag: np.ndarray, err: np.ndarray, n_peak
     df = 1.0 / (COARSE_SAMPLES_PER_PEAK * max(REFERENCE_BASELINE, span.max()))
     res = nifty_ls.lombscargle(
         t_all[order] - t0, y, dy, fmin=FMIN, fmax=FMAX, Nf=int(np.ceil((FMAX - FMIN) / df)) + 1,
-        backend="finufft", nthreads=1,
+        backend="finufft", nthreads=1, finufft_kwargs={"eps": COARSE_EPS},
     )
     freq = res.freq()
-    power = np.where(spurious_mask(freq)[None, :], -np.inf, res.power)
+    power = np.where(_grid_mask(FMIN, res.df, freq.size)[None, :], -np.inf, res.power)
     peak = np.full(power.shape, -np.inf)
     inner = (power[:, 1:-1] >= power[:, :-2]) & (power[:, 1:-1] >= power[:, 2:])
     peak[:, 1:-1] = np.where(inner, power[:, 1:-1], -np.inf)
     peak[:, 0] = np.where(power[:, 0] >= power[:, 1], power[:, 0], -np.inf)  # the ends of the range count too
     peak[:, -1] = np.where(power[:, -1] >= power[:, -2], power[:, -1], -np.inf)
-    long = np.where(freq[None, :] < F_LONG, peak, -np.inf)
-    return np.concatenate([freq[_top_peaks(peak, n_peaks)], freq[_top_peaks(long, N_LONG)]], axis=1), res.df
+    n_long = max(1, int(np.searchsorted(freq, F_LONG)))  # the grid ascends: periods above 10 d come first
+    long = freq[_top_peaks(peak[:, :n_long], N_LONG)]
+    return np.concatenate([freq[_top_peaks(peak, n_peaks)], long], axis=1), res.df
+
+
+@functools.lru_cache(maxsize=8)
+def _grid_mask(fmin: float, df: float, nf: int) -> np.ndarray:
+    """`spurious_mask` of a coarse grid (every batch of a DR3 survey shares one grid)."""
+    return spurious_mask(fmin + df * np.arange(nf))
 
 
 def _top_peaks(peak: np.ndarray, n_peaks: int) -> np.ndarray:
@@ -324,7 +391,38 @@ def _visit_sums(visit: np.ndarray, src: np.ndarray, col: np.ndarray, values: lis
     return [np.bincount(cell.ravel(), x.ravel(), int(np.prod(shape))).reshape(shape) for x in values], cell
 
 
-def visit_window(time: np.ndarray, freq: np.ndarray) -> np.ndarray:
+def visit_pairs(time: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The pairs of epochs within each light curve's visits, for `visit_window`.
+
+    Returns
+    -------
+    row : int64 (p,)
+        The curve of each pair (ascending).
+    dt : float64 (p,)
+        The later epoch's time minus the earlier one's (d), for every pair j < k of epochs in
+        one visit of ``n_v >= 2`` epochs.
+    diagonal, norm : float64 (n,)
+        Per curve, the sums over its visits of ``n_v >= 2`` epochs of ``n_v`` and ``n_v**2``.
+    """
+    visit = visit_index(time)
+    n = len(time)
+    counts = np.zeros((n, int(visit.max(initial=0)) + 1))
+    r, c = np.nonzero(visit >= 0)
+    np.add.at(counts, (r, visit[r, c]), 1.0)
+    several = np.where(counts > 1, counts, 0.0)
+    rows, dts = [], []
+    for lag in range(1, int(counts.max(initial=1))):  # epochs of a visit are contiguous in time order
+        same = (visit[:, lag:] == visit[:, :-lag]) & (visit[:, lag:] >= 0)
+        pr, pc = np.nonzero(same)
+        rows.append(pr)
+        dts.append(time[pr, pc + lag] - time[pr, pc])
+    row = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    dt = np.concatenate(dts) if dts else np.zeros(0)
+    order = np.argsort(row, kind="stable")
+    return row[order], dt[order], several.sum(axis=1), (several**2).sum(axis=1)
+
+
+def visit_window(time: np.ndarray, freq: np.ndarray, pairs=None) -> np.ndarray:
     """The window of each light curve's visits at trial frequencies: how alike a signal at ``f``
     and a constant look within the visits.
 
@@ -333,6 +431,8 @@ def visit_window(time: np.ndarray, freq: np.ndarray) -> np.ndarray:
     ``f`` (a slow variation then fits a sinusoid at ``f`` as well as it fits itself), near
     ``1 / mean(n_v)`` when their phases spread, 0 for pairs half a cycle apart. Visits of one
     epoch look alike at every frequency and are left out; NaN when there is no other.
+    Computed as ``(sum_v n_v + 2 sum_{j<k in v} cos(2 pi f (t_k - t_j))) / sum_v n_v^2`` over
+    the pairs of epochs within visits (`visit_pairs`), a few per visit.
 
     Parameters
     ----------
@@ -340,29 +440,43 @@ def visit_window(time: np.ndarray, freq: np.ndarray) -> np.ndarray:
         Ascending epochs (d), NaN-padded.
     freq : float array (n, k)
         Trial frequencies (c/d).
+    pairs : tuple, optional
+        `visit_pairs` of ``time``, when already computed.
 
     Returns
     -------
     float64 array (n, k)
     """
     n, k = freq.shape
-    out = np.full((n, k), np.nan)
-    m = max(1, time.shape[1])
-    step = max(1, _MAX_CELLS_PER_BATCH // (m * k))
-    for lo in range(0, n, step):
-        rows = np.arange(lo, min(n, lo + step))
-        visit = visit_index(time[rows])
-        src, col = np.nonzero(visit >= 0)
-        start = np.nanmin(time[rows], axis=1)  # phases from each row's first epoch keep the angles small
-        angle = 2.0 * np.pi * (time[rows][src, col] - start[src])[:, None] * freq[rows][src]
-        (c, s_, one), _ = _visit_sums(visit, src, col, [np.cos(angle), np.sin(angle), np.ones_like(angle)])
-        several = one > 1  # a visit of one epoch looks the same at every frequency
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[rows] = (several * (c * c + s_ * s_)).sum(axis=2) / (several * one * one).sum(axis=2)
-    return out
+    row, dt, diagonal, norm = visit_pairs(time) if pairs is None else pairs
+    total = np.zeros((n, k))
+    step = max(1, _MAX_CELLS_PER_BATCH // max(1, k))
+    for lo in range(0, row.size, step):  # chunks of pairs bound the memory
+        r, d = row[lo:lo + step], dt[lo:lo + step]
+        _add_rows(total, r, np.cos(2.0 * np.pi * freq[r] * d[:, None]))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (diagonal[:, None] + 2.0 * total) / norm[:, None]
 
 
-def alias_bands(time: np.ndarray, freq: np.ndarray) -> np.ndarray:
+def _add_rows(total: np.ndarray, row: np.ndarray, values: np.ndarray) -> None:
+    """``total[row[i]] += values[i]`` for ``row`` ascending (runs of one row summed at once)."""
+    if row.size == 0:
+        return
+    starts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
+    total[row[starts]] += np.add.reduceat(values, starts, axis=0)
+
+
+def alias_edges(time: np.ndarray) -> np.ndarray:
+    """Where each light curve's alias bands may begin: the end of the main lobe of its visit
+    window (see `alias_bands`), in c/d; infinite when the sampling has no visits of several
+    epochs. Computed once per curve and reused for every trial frequency."""
+    grid = np.arange(EDGE_STEP, EDGE_FMAX + EDGE_STEP / 2, EDGE_STEP)
+    below = visit_window(time, np.broadcast_to(grid, (len(time), grid.size))) < V_ALIAS
+    # sampling without visits of several epochs (a window of 1 everywhere) cannot tell aliases apart: no band
+    return np.where(below.any(axis=1), grid[np.argmax(below, axis=1)], np.inf)
+
+
+def alias_bands(time: np.ndarray, freq: np.ndarray, edges: np.ndarray | None = None) -> np.ndarray:
     """Which trial frequencies lie in an alias band of each light curve's own sampling.
 
     A frequency is in an alias band when the visit window (`visit_window`) there is at least
@@ -380,16 +494,19 @@ def alias_bands(time: np.ndarray, freq: np.ndarray) -> np.ndarray:
         Ascending epochs (d), NaN-padded.
     freq : float array (n, k)
         Trial frequencies (c/d).
+    edges : float array (n,), optional
+        `alias_edges` of the curves, when already computed.
 
     Returns
     -------
     bool array (n, k)
     """
-    grid = np.arange(EDGE_STEP, EDGE_FMAX + EDGE_STEP / 2, EDGE_STEP)
-    below = visit_window(time, np.broadcast_to(grid, (len(time), grid.size))) < V_ALIAS
-    # sampling without visits of several epochs (a window of 1 everywhere) cannot tell aliases apart: no band
-    edge = np.where(below.any(axis=1), grid[np.argmax(below, axis=1)], np.inf)
-    return (freq > edge[:, None]) & (visit_window(time, freq) >= V_ALIAS)
+    edges = alias_edges(time) if edges is None else edges
+    out = freq > edges[:, None]
+    rows = np.flatnonzero(out.any(axis=1))  # the window is computed only where a band can be
+    if rows.size:
+        out[rows] &= visit_window(time[rows], freq[rows]) >= V_ALIAS
+    return out
 
 
 def _sinusoid_fit(time: np.ndarray, mag: np.ndarray, err: np.ndarray, freq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -595,8 +712,10 @@ def find_periods(time: np.ndarray, mag: np.ndarray, err: np.ndarray) -> dict[str
     # sampling competes only when the variation within the visits confirms it
     cand = np.concatenate([peaks[:, :N_CANDIDATES], peaks[:, n_peaks:]], axis=1)
     f_cand, p_cand = _refine(time, mag, err, cand, dfs, ok)
+    edges = np.full(n, np.inf)
+    edges[ok] = alias_edges(time[ok])
     doubtful = np.zeros(f_cand.shape, bool)
-    doubtful[ok] = _unconfirmed_alias(time[ok], mag[ok], err[ok], f_cand[ok])
+    doubtful[ok] = _unconfirmed_alias(time[ok], mag[ok], err[ok], f_cand[ok], edges[ok])
     p_kept = np.where(doubtful, -np.inf, p_cand)
     best = np.argmax(p_kept, axis=1)
     # every candidate an unconfirmed alias: the best of the long-period search
@@ -615,7 +734,7 @@ def find_periods(time: np.ndarray, mag: np.ndarray, err: np.ndarray) -> dict[str
         t, m, e = time[idx, :w], mag[idx, :w], err[idx, :w]
         f_ecl = eclipse.eclipse_frequencies(t, m, e, peaks[idx, : eclipse.N_PEAKS], dfs[idx], FMIN, FMAX, spurious_mask)
         found = np.isfinite(f_ecl)
-        found[found] = ~_unconfirmed_alias(t[found], m[found], e[found], f_ecl[found, None])[:, 0]
+        found[found] = ~_unconfirmed_alias(t[found], m[found], e[found], f_ecl[found, None], edges[idx][found])[:, 0]
         idx, f_ecl = idx[found], f_ecl[found]
         f_best[idx] = f_ecl
         p_best[idx] = gls_power(time[idx, :w], mag[idx, :w], err[idx, :w], f_ecl[:, None])[:, 0]
@@ -640,9 +759,11 @@ def find_periods(time: np.ndarray, mag: np.ndarray, err: np.ndarray) -> dict[str
     }
 
 
-def _unconfirmed_alias(time: np.ndarray, mag: np.ndarray, err: np.ndarray, freq: np.ndarray) -> np.ndarray:
-    """True where a trial frequency (n, k) lies in an alias band and the visits do not confirm it."""
-    band = alias_bands(time, freq)
+def _unconfirmed_alias(time: np.ndarray, mag: np.ndarray, err: np.ndarray, freq: np.ndarray,
+                       edges: np.ndarray) -> np.ndarray:
+    """True where a trial frequency (n, k) lies in an alias band (the curves' `alias_edges`
+    given) and the visits do not confirm it."""
+    band = alias_bands(time, freq, edges)
     out = np.zeros(freq.shape, bool)
     rows = np.flatnonzero(band.any(axis=1))
     if len(rows):
@@ -657,9 +778,15 @@ def _refine(time, mag, err, centres, half_width, ok):
     """
     n, k = centres.shape
     offsets = np.linspace(-1.0, 1.0, REFINE_POINTS)  # odd count: the centre itself is included
-    grid = np.clip((centres[:, :, None] + half_width[:, None, None] * offsets).reshape(n, -1), FMIN, FMAX)
+    grid = centres[:, :, None] + half_width[:, None, None] * offsets
+    inside = ok & (grid[:, :, 0] >= FMIN).all(axis=1) & (grid[:, :, -1] <= FMAX).all(axis=1)
+    grid = np.clip(grid.reshape(n, -1), FMIN, FMAX)  # grids over an end of the range: the end repeated
     power = np.full(grid.shape, -np.inf)
-    power[ok] = gls_power(time[ok], mag[ok], err[ok], grid[ok])
+    step = 2.0 * half_width / (REFINE_POINTS - 1)
+    power[inside] = grid_power(time[inside], mag[inside], err[inside], grid[inside, ::REFINE_POINTS], step[inside],
+                               REFINE_POINTS)
+    edge = ok & ~inside
+    power[edge] = gls_power(time[edge], mag[edge], err[edge], grid[edge])
     power[spurious_mask(grid) | ~np.isfinite(power)] = -np.inf
     grid, power = grid.reshape(n, k, REFINE_POINTS), power.reshape(n, k, REFINE_POINTS)
     best = np.argmax(power, axis=2)[..., None]
