@@ -8,6 +8,8 @@ span, and smooth XP-like spectra whose slope follows the class; it then computes
 
 from __future__ import annotations
 
+import dataclasses
+
 import csv
 import json
 from pathlib import Path
@@ -183,8 +185,13 @@ def test_training_lowers_validation_loss_and_writes_model_folders(trained):
 
 
 def test_same_features_and_seed_give_identical_weights(features, tmp_path):
-    for run in ("a", "b"):
-        train(features, tmp_path / run, fast_config(max_epochs=2, fold_epochs=1, dmdt_epochs=2), device="cpu")
+    """Whether the models are trained one after the other or each in a process of its own
+    (``workers``), the same features and seed give the same weights, bit for bit."""
+    for run, workers in (("a", 1), ("b", 2)):
+        config = fast_config(max_epochs=2, fold_epochs=1, dmdt_epochs=2)
+        config.workers = workers
+        report = train(features, tmp_path / run, config, device="cpu")
+        assert list(report["models"]) == ["xp", "dmdt", "fold"]
     for m in ("xp", "dmdt", "fold"):
         a = torch.load(tmp_path / "a" / m / "model.pt", weights_only=True)
         b = torch.load(tmp_path / "b" / m / "model.pt", weights_only=True)
@@ -350,9 +357,10 @@ def _take(batch: dict[str, torch.Tensor], row: int, width: int) -> dict[str, tor
     return {k: (v[row : row + 1, :width] if v.ndim == 2 else v[row : row + 1]) for k, v in batch.items()}
 
 
-def test_fold_encoder_ignores_padding():
+@pytest.mark.parametrize("encoder", ["conv", "gru"])
+def test_fold_encoder_ignores_padding(encoder):
     torch.manual_seed(0)
-    model = FoldVAE(TrainConfig().fold).eval()
+    model = FoldVAE(dataclasses.replace(TrainConfig().fold, encoder=encoder)).eval()
     batch = _fold_batch([17, 60, 33])
     with torch.no_grad():
         mu_batch, logvar_batch = model.encode(batch)
@@ -410,6 +418,31 @@ def test_bad_features_raise_one_line_input_error(tmp_path, features):
     pq.write_table(short, tmp_path / "features-00000.parquet")
     with pytest.raises(InputError, match="expected 200 values"):
         load_modality(tmp_path / "features-00000.parquet", "dmdt")
+
+
+def test_fold_model_written_before_the_encoder_key_loads_as_the_gru(features, tmp_path):
+    """A model folder whose config.json has no ``encoder`` (the GRU was the only encoder then)
+    is rebuilt as the GRU and reproduces its codes; a new folder records its encoder."""
+    import json
+
+    from latentcat.models.embed import encode_arrays
+    from latentcat.models.trainer import load_model
+
+    config = TrainConfig.from_dict({"seed": 1, "progress": False,
+                                    "fold": {"max_epochs": 1, "width": 16, "encoder": "gru"}})
+    train(features, tmp_path / "models", config, modalities=("fold",), device="cpu")
+    folder = tmp_path / "models" / "fold"
+    arrays = load_modality(features / "features-00000.parquet", "fold")
+    model, record = load_model(folder)
+    assert record["model"]["encoder"] == "gru" and hasattr(model, "gru")
+    before = encode_arrays(model, arrays)[0]
+    del record["model"]["encoder"], record["model"]["conv_layers"]  # as an older latentcat wrote it
+    (folder / "config.json").write_text(json.dumps(record))
+    old, _ = load_model(folder)
+    assert hasattr(old, "gru") and np.array_equal(encode_arrays(old, arrays)[0], before)
+    assert TrainConfig().fold.encoder == "conv"
+    with pytest.raises(InputError, match="fold.encoder must be conv or gru"):
+        TrainConfig.from_dict({"fold": {"encoder": "lstm"}})
 
 
 def test_config_from_toml_table():

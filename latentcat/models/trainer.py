@@ -102,10 +102,39 @@ def train(
     shards = list_shards(Path(features_dir))
     out = Path(out)
     summary: dict = {"device": str(dev), "seed": config.seed, "models": {}}
+    workers = min(config.workers, len(modalities)) if dev.type == "cpu" else 1
+    if workers > 1:
+        from latentcat.compute import shard_runner
+        from rich.console import Console
+
+        console = Console(stderr=True)
+        # the slowest model first; each job trains one model, without a progress bar, on as
+        # many threads as it would get here (the thread count changes the floating-point sums)
+        job_config = {**config.to_dict(), "threads": config.threads or torch.get_num_threads()}
+        jobs = [(str(Path(features_dir).absolute()), m, job_config, str((out / m).absolute()), str(dev), resume)
+                for m in sorted(modalities, key=lambda m: m != "fold")]
+        console.print(f"training {', '.join(m for _, m, *_ in jobs)} in {workers} processes")
+        with shard_runner("processes", None, workers) as run:
+            for m, report in run(_train_job, jobs):
+                summary["models"][m] = report
+                if "epochs" in report:
+                    console.print(f"  {m}: {report['epochs']} epochs (best {report['best_epoch']}), "
+                                  f"{report['train_samples_per_s']:.0f} samples/s")
+        summary["models"] = {m: summary["models"][m] for m in modalities}
+        return summary
     with torch_threads(config.threads):
         for m in modalities:
             summary["models"][m] = train_model(shards, m, config, out / m, dev, resume=resume)
     return summary
+
+
+def _train_job(features_dir: str, modality: str, config: dict, out_dir: str, device: str, resume: bool) -> tuple[str, dict]:
+    """One model of `train` with ``workers`` > 1, in a process of its own: (modality, its summary)."""
+    cfg = TrainConfig.from_dict(config)
+    cfg.progress = False
+    with torch_threads(cfg.threads):
+        return modality, train_model(list_shards(Path(features_dir)), modality, cfg, Path(out_dir),
+                                     resolve_device(device), resume=resume)
 
 
 @contextlib.contextmanager
@@ -232,7 +261,7 @@ def train_model(shards: Sequence[Path], modality: str, cfg: TrainConfig, out_dir
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng([cfg.seed, MODALITIES.index(modality)])
     model = build_model(modality, mc).to(dev)
-    optimiser = torch.optim.RAdam(model.parameters(), lr=mc.lr)
+    optimiser = torch.optim.RAdam(model.parameters(), lr=mc.lr, foreach=True)  # one op per step for all tensors: on a CPU the per-tensor loop costs as much as the backward pass
     scheduler = (torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, factor=1 / 3, patience=max(1, mc.patience // 3))
                  if mc.lr_decay == "plateau" else None)
 
