@@ -93,7 +93,7 @@ def labels_of(cat, labels: str, n: int) -> pa.Array:
 
 
 def fit_classifier(cat, labels: str = "labels.best_class_name", model: str = "hgb", modality: str = SPACE,
-                   min_per_class: int = 10, cv: int = 5, seed: int = 0):
+                   min_per_class: int = 10, cv: int = 3, seed: int = 0):
     """Cross-validate a classifier on the labelled sources and predict every source.
 
     Parameters

@@ -205,6 +205,48 @@ def test_model_id_is_stable_and_names_what_was_fitted(cat, logreg):
     assert logreg.model_id.startswith("logreg-")
 
 
+@pytest.mark.parametrize("model", ["hgb", "rf"])
+def test_tree_models_are_one_model_that_takes_missing_parts_as_they_are(cat, tables, model):
+    """Gradient-boosted trees and forests are one model on every part, a missing part given as
+    NaN: every source with a code is predicted, on the parts it has, and the sources without XP
+    are classified as well as with it. Nothing is filled in: the same source with its XP block
+    taken away gets the prediction the model gives a source without XP."""
+    res = fit_classifier(cat, model=model, seed=0)
+    assert list(res.fitted.models_) == ["xp+dmdt+fold+colour"] and res.fitted.native
+    blocks = _blocks_of(tables)
+    got = {r["source_id"]: r for r in res.predictions.to_pylist()}
+    assert set(got) == {sid for sid, b in blocks.items() if b}
+    assert all(got[sid]["blocks"] == blocks[sid] for sid in got)
+    truth = dict(zip(tables["labels"].column("source_id").to_pylist(), tables["labels"].column("best_class_name").to_pylist()))
+    for parts in ("xp+dmdt+fold+colour", "dmdt+fold+colour"):
+        hits = [truth[s] == r["class"] for s, r in got.items() if r["blocks"] == parts and s in truth and truth[s] != RARE]
+        assert len(hits) > 50 and np.mean(hits) > 0.9, parts
+    ids, parts, _ = analysis_inputs(cat)
+    row = int(np.searchsorted(ids, QUERY_ID))
+    one = {b: v[row:row + 1].copy() for b, v in parts.items()}
+    one["xp"][:] = np.nan
+    no_xp = res.fitted.predict_table(ids[row:row + 1], one).to_pylist()[0]
+    assert no_xp["blocks"] == "dmdt+fold+colour"
+    features = np.hstack([one[b] for b in parts])
+    proba = res.fitted.models_["xp+dmdt+fold+colour"].predict_proba(features)[0]
+    assert no_xp["probability"] == pytest.approx(float(proba.max()), rel=1e-6)
+
+
+def test_cross_validation_and_final_fit_are_capped_by_stratified_samples():
+    from latentcat.analysis.classify import stratified_sample
+
+    y = np.repeat(np.arange(4), [9000, 900, 90, 9])
+    y = np.concatenate([y, np.full(500, -1)])  # unlabelled rows are never drawn
+    keep = stratified_sample(y, 1000, seed=3, least=5)
+    assert not keep[y < 0].any()
+    counts = np.bincount(y[keep], minlength=4)
+    assert abs(counts.sum() - 1000) <= 10
+    np.testing.assert_allclose(counts[:3], [1000 * 9000 / 9999, 1000 * 900 / 9999, 1000 * 90 / 9999], atol=1)
+    assert counts[3] == 5  # a rare class keeps enough sources for its folds
+    assert np.array_equal(keep, stratified_sample(y, 1000, seed=3, least=5))  # seeded
+    assert stratified_sample(y, 20_000, seed=3).sum() == (y >= 0).sum()  # under the cap: every labelled source
+
+
 def test_forest_classifier_on_one_block(cat):
     res = fit_classifier(cat, model="rf", modality="fold", cv=3, seed=0)
     assert min(res.report.column("recall").to_pylist()) > 0.85

@@ -13,16 +13,25 @@ for the light-curve blocks, no colour). Missing blocks are never filled in. Inst
   (its training sources hold fewer than two classes), the model of the largest subset of its
   blocks is used instead; the ``blocks`` column of the predictions says which.
 
+Tree models take a missing block natively (`NATIVE_MISSING`: gradient-boosted trees, the
+default, and random forests): with ``modality="space"`` or ``"all"`` they are **one** model on
+every block, a missing one given as NaN, which each split sends the way that fits the training
+sources lacking it. A source is then classified on the blocks it has by that one model (the
+``blocks`` column of the predictions names them), and the cost is one fit instead of one per
+block set.
+
 With a single modality or a ``+``-joined set (``"xp"``, ``"dmdt+fold"``), only the sources that
 have all those blocks are classified.
 
-The reported scores are cross-validated: the labelled sources are split once into ``cv``
-stratified folds, and each held-out source is predicted by the models fitted on the other
-folds under the rule above, so every labelled source is scored by the kind of model it would
-really get. The predictions table holds the models fitted on all labelled sources.
+The reported scores are cross-validated: the labelled sources (a stratified random sample of
+`CV_MAX` of them when there are more, so the cost stays bounded at millions) are split once
+into ``cv`` stratified folds, and each held-out source is predicted by the models fitted on the
+other folds under the rule above, so every scored source is scored by the kind of model it
+would really get. The predictions table holds the models fitted once on all labelled sources
+(a stratified sample of `FIT_MAX` when there are more).
 
-Every model is a scikit-learn Pipeline: a StandardScaler, then the classifier, with
-``class_weight="balanced"`` so that rare classes are not ignored.
+Every model is a scikit-learn Pipeline: a StandardScaler, then the classifier
+(`make_model`).
 
 The final models are kept as a `BlockSetClassifier` (``ClassifyResult.fitted``): it predicts
 sources that were not in the catalogue when it was fitted by the same rule, and it is what
@@ -55,6 +64,16 @@ MODELS = ("logreg", "rf", "hgb")
 CLASSIC = ("g_std", "g_amplitude", "g_skew", "period", "log10_period", "period_power", "g_mean", "n_obs")
 """The classic light-curve numbers (features table) a classifier's score is compared with."""
 
+NATIVE_MISSING = ("hgb", "rf")
+"""Models that take a missing block as NaN: one model on every block instead of one per block set."""
+
+CV_MAX = 20_000
+"""Most labelled sources the cross-validation (and the classic-number baseline) scores: above
+it, a stratified random sample of this many (seeded)."""
+
+FIT_MAX = 200_000
+"""Most labelled sources the final model is fitted on: above it, a stratified random sample."""
+
 
 def make_model(model: str, seed: int = 0) -> Pipeline:
     """A scaler + classifier Pipeline.
@@ -63,8 +82,10 @@ def make_model(model: str, seed: int = 0) -> Pipeline:
     ----------
     model : {"logreg", "rf", "hgb"}
         Multinomial logistic regression (the paper's linear classifier), a random forest
-        of 200 trees, or histogram gradient boosting (up to 500 trees at rate 0.05, stopped
-        early on a 10 % validation split when over 10,000 sources).
+        of 200 trees, or histogram gradient boosting (up to 500 trees at rate 0.15, always
+        stopped early: 10 rounds without progress on a 10 % validation split). Every class
+        is weighted by the inverse of its share (``class_weight="balanced"``), so rare
+        classes are not ignored.
     seed : int
         ``random_state`` of the classifier.
 
@@ -81,7 +102,9 @@ def make_model(model: str, seed: int = 0) -> Pipeline:
             random_state=seed,
         )
     elif model == "hgb":
-        clf = HistGradientBoostingClassifier(max_iter=500, learning_rate=0.05, random_state=seed)
+        clf = HistGradientBoostingClassifier(max_iter=500, learning_rate=0.15, early_stopping=True,
+                                             n_iter_no_change=10, validation_fraction=0.1,
+                                             class_weight="balanced", random_state=seed)
     else:
         raise LatentcatError(f"unknown model {model!r}: use one of {', '.join(MODELS)}")
     return Pipeline([("scale", StandardScaler()), ("clf", clf)])
@@ -203,6 +226,21 @@ def _predict_per_set(fitted, blocks, set_of, sets, rows):
     return pred, prob, used, [block_set_name(s) for s in order]
 
 
+def _predict_native(pipe, blocks, set_of, sets):
+    """`_predict_per_set` for one model on every block (NaN where missing): each source with
+    a code is predicted, and its own block set names what the model saw."""
+    rows = set_of >= 0
+    n = rows.size
+    pred = np.full(n, -1, np.int64)
+    prob = np.full(n, np.nan, np.float32)
+    if rows.any():
+        p = pipe.predict_proba(features(blocks, tuple(blocks), rows))
+        best = p.argmax(axis=1)
+        pred[rows] = pipe.classes_[best]
+        prob[rows] = p[np.arange(best.size), best]
+    return pred, prob, set_of.astype(np.int64), [block_set_name(s) for s in sets]
+
+
 def model_id(model: str, params: dict, labels: str, classes: list[str], seed: int,
              modality: str, build_id: str) -> str:
     """``<model>-<12 hex>``: a hash of everything that decides the fitted models."""
@@ -239,7 +277,8 @@ class BlockSetClassifier(ClassifierMixin, BaseEstimator):
         Class names, sorted.
     models_ : dict
         Block-set name (``"xp+dmdt+fold"``, ``"dmdt+fold"``, ...) -> fitted Pipeline; it
-        predicts indices into ``classes_``.
+        predicts indices into ``classes_``. A `native` classifier has one, named by every
+        block.
     training_ : dict
         Block-set name -> number of labelled sources that model was fitted on (it breaks
         ties between fallback models of equal size).
@@ -276,16 +315,33 @@ class BlockSetClassifier(ClassifierMixin, BaseEstimator):
         if sets is None:
             _, sets = assign_block_sets(has, self.modality, tuple(blocks))
         template = make_model(self.model, self.seed)
-        fitted = _fit_per_set(template, blocks, has, code, known, sets)
+        if self.native:  # one model on every block, a missing block as NaN
+            sets = [tuple(blocks)]
+            rows = known & has.any(axis=1)
+            fitted = {}
+            if np.unique(code[rows]).size >= 2:
+                fitted[sets[0]] = (clone(template).fit(features(blocks, sets[0], rows), code[rows]), int(rows.sum()))
+        else:
+            fitted = _fit_per_set(template, blocks, has, code, known, sets)
         self.models_ = {block_set_name(s): pipe for s, (pipe, _) in fitted.items()}
         self.training_ = {block_set_name(s): n for s, (_, n) in fitted.items()}
         self.model_id_ = model_id(self.model, template.get_params(deep=True)["clf"].get_params(), self.labels,
                                   self.classes_, self.seed, self.modality, self.build_id)
         return self
 
+    @property
+    def native(self) -> bool:
+        """Whether this is one model on every block, a missing block as NaN (`NATIVE_MISSING`)."""
+        return self.model in NATIVE_MISSING and every(self.modality) == "all"
+
     def _predict(self, blocks: dict[str, np.ndarray]):
         names = tuple(blocks)
         set_of, sets = assign_block_sets(block_presence(blocks), self.modality, names)
+        if self.native:
+            pipe = self.models_.get(block_set_name(names))
+            if pipe is None:  # fewer than two classes were labelled
+                return np.full(set_of.size, -1), np.full(set_of.size, np.nan, np.float32), set_of, []
+            return _predict_native(pipe, blocks, set_of, sets)
         fitted = {parse_block_set(name, names): (pipe, self.training_[name]) for name, pipe in self.models_.items()}
         return _predict_per_set(fitted, blocks, set_of, sets, set_of >= 0)
 
@@ -356,7 +412,10 @@ class ClassifyResult:
         Sources with a code but no model for any of their block sets (their labelled
         neighbours in that block set hold fewer than two classes); not predicted.
     n_unscored : int
-        Labelled sources of the kept classes that got no cross-validated prediction.
+        Sources of the cross-validation sample that got no cross-validated prediction.
+    n_cross_validated : int
+        Labelled sources of the kept classes that the cross-validation scores: all of them,
+        or a stratified sample of `CV_MAX`.
     training : dict
         Block-set name -> number of labelled sources its final model was fitted on.
     baseline : dict or None
@@ -382,6 +441,7 @@ class ClassifyResult:
     n_without_code: int
     n_without_model: int
     n_unscored: int
+    n_cross_validated: int = 0
     training: dict[str, int] = field(default_factory=dict)
     baseline: dict | None = None
     fitted: BlockSetClassifier | None = field(default=None, repr=False, compare=False)
@@ -395,7 +455,7 @@ def classify(
     model: str = "hgb",
     modality: str = SPACE,
     min_per_class: int = 10,
-    cv: int = 5,
+    cv: int = 3,
     seed: int = 0,
     labels_name: str = "labels",
     build_id: str = "",
@@ -420,7 +480,8 @@ def classify(
     min_per_class : int
         Classes with fewer usable labelled sources (or fewer than ``cv``) are left out.
     cv : int
-        Number of stratified cross-validation folds (at least 2).
+        Number of stratified cross-validation folds (at least 2; 3 by default: each model is
+        fitted on two thirds of the labelled sources).
     seed : int
         Seed of the fold split and of the classifiers.
     labels_name : str
@@ -451,12 +512,15 @@ def classify(
     y_names = np.full(ids.size, None, dtype=object)
     y_names[known] = np.asarray(classes, dtype=object)[y[known]]
 
-    oof, oof_base = _out_of_fold(estimator, template, blocks, y, y_names, classes, sets, baseline, cv, seed)
-    scored = known & (oof >= 0)
+    in_cv = stratified_sample(y, CV_MAX, seed, least=int(cv))
+    y_cv = np.where(in_cv, y, -1)
+    oof, oof_base = _out_of_fold(estimator, template, blocks, y_cv, np.where(in_cv, y_names, None), classes, sets,
+                                 baseline, cv, seed)
+    scored = in_cv & (oof >= 0)
     report, confusion, f1 = _scores(y[scored], oof[scored], classes)
 
-    # final models on every labelled source, predictions for every source with a code
-    final = clone(estimator).fit(blocks, y_names, sets=sets)
+    # the final model, fitted once on the labelled sources; predictions for every source with a code
+    final = clone(estimator).fit(blocks, np.where(stratified_sample(y, FIT_MAX, seed), y_names, None), sets=sets)
     predictions = final.predict_table(ids, blocks)
     return ClassifyResult(
         model_id=final.model_id_,
@@ -471,11 +535,29 @@ def classify(
         predictions=predictions,
         n_without_code=int((~usable).sum()),
         n_without_model=int(usable.sum()) - predictions.num_rows,
-        n_unscored=int((known & ~scored).sum()),
+        n_unscored=int((in_cv & ~scored).sum()),
+        n_cross_validated=int(in_cv.sum()),
         training=dict(final.training_),
         baseline=_against_baseline(y, oof, oof_base, scored),
         fitted=final,
     )
+
+
+def stratified_sample(y: np.ndarray, cap: int, seed: int, least: int = 1) -> np.ndarray:
+    """Bool mask of the labelled rows (``y >= 0``, class codes) to use: all of them up to
+    ``cap``, else a seeded random sample of about ``cap`` that keeps each class's share (and
+    at least ``least`` of each class, so stratified folds still hold every class)."""
+    labelled = np.flatnonzero(y >= 0)
+    keep = np.zeros(y.size, bool)
+    if labelled.size <= cap:
+        keep[labelled] = True
+        return keep
+    rng = np.random.default_rng(seed)
+    for k in np.unique(y[labelled]):
+        rows = labelled[y[labelled] == k]
+        take = min(rows.size, max(least, int(round(cap * rows.size / labelled.size))))
+        keep[rng.choice(rows, take, replace=False)] = True
+    return keep
 
 
 def _class_codes(labels, usable: np.ndarray, need: int, labels_name: str, modality: str):
@@ -554,6 +636,6 @@ def _against_baseline(y, oof, oof_base, scored) -> dict | None:
 
 
 __all__ = [
-    "MODELS", "BlockSetClassifier", "ClassifyResult", "assign_block_sets", "block_presence",
-    "classify", "features", "has_blocks", "make_model", "model_id",
+    "CV_MAX", "FIT_MAX", "MODELS", "NATIVE_MISSING", "BlockSetClassifier", "ClassifyResult", "assign_block_sets", "block_presence",
+    "classify", "features", "has_blocks", "make_model", "model_id", "stratified_sample",
 ]

@@ -156,7 +156,7 @@ class ParametricMap(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, n_neighbors: int = 15, min_dist: float = 0.1, hidden: int = 128,
-                 n_steps: int = 1500, batch_size: int = 1024, negative_rate: int = 5,
+                 n_steps: int = 750, batch_size: int = 1024, negative_rate: int = 5,
                  learning_rate: float = 3e-3, max_fit: int = 100_000, seed: int = 0):
         self.n_neighbors = n_neighbors
         self.min_dist = min_dist
