@@ -9,10 +9,7 @@ import stat
 from pathlib import Path
 
 from latentcat.errors import LatentcatError
-
-_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"),
-          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
-
+from latentcat.limits import file_kind
 
 def temporary_name(path: Path) -> Path:
     """A name beside ``path`` that no other writer uses: ``.NAME.tmp-PID-RANDOM`` (the random
@@ -29,8 +26,7 @@ def check_replaceable(path: Path) -> None:
     except FileNotFoundError:
         return
     if not stat.S_ISREG(mode):
-        kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
-        raise LatentcatError(f"{path}: is {kind}, not a regular file; not replaced")
+        raise LatentcatError(f"{path}: is {file_kind(mode)}, not a regular file; not replaced")
 
 
 def write_file(path: Path, write) -> None:

@@ -6,6 +6,7 @@ Every command reports a bad input as one line on stderr and exits with a non-zer
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
@@ -21,7 +22,7 @@ import typer
 
 from latentcat import __version__
 from latentcat.atomic import check_replaceable, write_file
-from latentcat.errors import LatentcatError
+from latentcat.errors import LatentcatError, one_line
 from latentcat.features import MIN_EPOCHS, SHARD_SIZE
 from latentcat.limits import (MAX_IDS_FILE_BYTES, MAX_UPLOAD_BYTES, MEMORY_LIMIT_MIB, SERVE_TIMEOUT, TIMEOUT,
                               as_source_id, checked_input_file)
@@ -84,10 +85,12 @@ def command(name: Optional[str] = None):
                 sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - no flush error at exit
                 raise typer.Exit(code=1) from None
             except OSError as exc:  # a path the system refused (no permission, ...), or a full stdout
-                if not exc.filename:
+                if exc.filename:
+                    _fail(LatentcatError(f"{exc.filename}: {exc.strerror or exc}"))
+                if exc.errno in (errno.ENOSPC, errno.EIO, errno.EFBIG, errno.EDQUOT):  # stdout could not be written
                     sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - no second flush error at exit
                     _fail(LatentcatError(f"cannot write the output: {exc.strerror or exc}"))
-                _fail(LatentcatError(f"{exc.filename}: {exc.strerror or exc}"))
+                _fail(LatentcatError(one_line(exc) or type(exc).__name__))
 
         return app.command(name)(run)
 

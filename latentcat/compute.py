@@ -101,14 +101,17 @@ def _run_processes(fn: Callable[..., Any], jobs: list[tuple], n_workers: int) ->
         for job in jobs:
             yield fn(*job)
         return
-    with ProcessPoolExecutor(max_workers=min(n_workers, len(jobs)), mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(fn, *job) for job in jobs]
-        try:
-            for future in _local_as_completed(futures):
-                yield _result(future)
-        finally:
-            for future in futures:
-                future.cancel()
+    pool = ProcessPoolExecutor(max_workers=min(n_workers, len(jobs)), mp_context=get_context("spawn"))
+    futures = [pool.submit(fn, *job) for job in jobs]
+    try:
+        for future in _local_as_completed(futures):
+            yield _result(future)
+    except BaseException:  # an error, Ctrl-C or SIGTERM: stop the workers now, not when their jobs end
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in list((getattr(pool, "_processes", None) or {}).values()):  # no public way to stop them
+            process.terminate()
+        raise
+    pool.shutdown(wait=True)
 
 
 @contextmanager

@@ -41,6 +41,43 @@ from latentcat.limits import MAG_ERR_MAX, MAG_RANGE, MAX_EPOCHS, TIME_RANGE
 XP_BANDS = ("bp_flux", "bp_flux_error", "rp_flux", "rp_flux_error")
 """The sampled XP columns of a staged ``xp`` row (docs/schemas.md)."""
 
+TIME_FORMATS = ("gaia", "bjd", "jd", "mjd")
+"""Accepted ``time_format`` values of a light curve sent to be compared."""
+
+GAIA_TIME_ZERO_JD = 2455197.5
+"""JD (TCB) of Gaia time 0: Gaia DR3 epoch times are BJD(TCB) - 2455197.5 d."""
+
+
+def to_gaia_time(time, time_format: str = "gaia") -> np.ndarray:
+    """Convert times to Gaia's axis, BJD(TCB) - 2455197.5 d.
+
+    Parameters
+    ----------
+    time : array_like
+        Times in ``time_format``.
+    time_format : {"gaia", "bjd", "jd", "mjd"}
+        ``"gaia"``: already BJD - 2455197.5; ``"bjd"``/``"jd"``: Julian dates; ``"mjd"``:
+        JD - 2400000.5. Converted by offset only, on the TCB scale, with no barycentric
+        correction: give barycentric times (a geocentric JD is off by up to ~8.3 min).
+
+    Returns
+    -------
+    float64 array
+    """
+    if time_format not in TIME_FORMATS:
+        raise LatentcatError(f"unknown time format {time_format!r}: use one of {', '.join(TIME_FORMATS)}")
+    try:
+        t = np.asarray(time, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise LatentcatError(f"times must be numbers ({exc})") from None
+    if time_format == "gaia":
+        return t
+    from astropy.time import Time
+
+    fmt = "mjd" if time_format == "mjd" else "jd"
+    zero = Time(GAIA_TIME_ZERO_JD, format="jd", scale="tcb")
+    return np.asarray((Time(t, format=fmt, scale="tcb") - zero).jd, dtype=np.float64)
+
 
 def catalogue_settings(cat_dir: Path, build_info: dict) -> dict:
     """The feature and ingest settings a catalogue was built with, which new sources must share.
@@ -69,16 +106,20 @@ def catalogue_settings(cat_dir: Path, build_info: dict) -> dict:
     }
 
 
-def checked_light_curve(time, mag, err, name: str = "light curve") -> tuple[tuple[np.ndarray, ...], dict]:
-    """A user's G light curve checked against the bounds above, sorted by time, repeated times
-    reduced to their first epoch.
+def checked_light_curve(time, mag, err, name: str = "light curve",
+                        time_format: str = "gaia") -> tuple[tuple[np.ndarray, ...], dict]:
+    """A user's G light curve checked against the bounds above (its shape and length before
+    anything is converted), on Gaia's time axis, sorted by time, repeated times reduced to
+    their first epoch.
 
     Parameters
     ----------
     time, mag, err : array_like
-        Gaia times (d), G magnitudes and their errors, in the order the user gave them.
+        Times, G magnitudes and their errors, in the order the user gave them.
     name : str
         Names the curve (its file) in errors.
+    time_format : {"gaia", "bjd", "jd", "mjd"}
+        The system of ``time`` (`to_gaia_time`).
 
     Returns
     -------
@@ -101,6 +142,7 @@ def checked_light_curve(time, mag, err, name: str = "light curve") -> tuple[tupl
         raise LatentcatError(f"{name}: time, mag and mag_err must be 1-D of one length, got {t.shape}, {m.shape}, {e.shape}")
     if t.size > MAX_EPOCHS:
         raise LatentcatError(f"{name}: {t.size} epochs; at most {MAX_EPOCHS} are accepted for one light curve")
+    t = to_gaia_time(t, time_format)
     checks = (("time", t, *TIME_RANGE, "from {:g} to {:g} d (Gaia time, BJD - 2455197.5)"),
               ("mag", m, *MAG_RANGE, "from {:g} to {:g} mag"),
               ("mag_err", e, 0.0, MAG_ERR_MAX, "above {:g} and at most {:g} mag"))

@@ -58,15 +58,16 @@ MAX_IDS_FILE_BYTES = 1 << 30
 
 # ------------------------------------------------------------------ checks
 
-_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """What a file of ``st_mode`` is, in words ("a FIFO", "a folder", ...)."""
     return next((name for test, name in _KINDS if test(mode)), "not a regular file")
 
 
-def checked_path(path: str | Path, what: str = "input", folders: bool = True) -> Path:
+def checked_path(path: str | Path, folders: bool = True) -> Path:
     """``path`` (as given), refused unless it is, symbolic links followed, a regular file or, with
     ``folders``, a folder: a device node, FIFO or socket would be read without end.
 
@@ -84,7 +85,7 @@ def checked_path(path: str | Path, what: str = "input", folders: bool = True) ->
         raise InputError(f"{given}: cannot be read ({err.strerror})") from None
     if stat.S_ISREG(mode) or (folders and stat.S_ISDIR(mode)):
         return given
-    raise InputError(f"{given}: is {_kind(mode)}; give a regular file" + (" or a folder" if folders else ""))
+    raise InputError(f"{given}: is {file_kind(mode)}; give a regular file" + (" or a folder" if folders else ""))
 
 
 def checked_input_file(path: str | Path, max_bytes: int, what: str = "input file") -> Path:
@@ -95,7 +96,7 @@ def checked_input_file(path: str | Path, max_bytes: int, what: str = "input file
     InputError
         One line naming the file: missing, a symbolic-link loop, not a regular file, or too large.
     """
-    path = checked_path(path, what, folders=False)
+    path = checked_path(path, folders=False)
     size = path.stat().st_size
     if size > max_bytes:
         raise InputError(f"{path}: {size / 2**20:,.1f} MiB, larger than the {max_bytes / 2**20:,.0f} MiB "

@@ -26,8 +26,12 @@ from pathlib import Path
 from latentcat.errors import LatentcatError
 
 def lock_path(cat_dir: Path) -> Path:
-    """The writer-lock file of a catalogue folder: ``.<name>.lock`` beside it."""
-    cat_dir = Path(cat_dir).absolute()
+    """The writer-lock file of a catalogue folder: ``.<name>.lock`` beside it, symbolic links
+    followed, so every name of one catalogue locks the same file."""
+    try:
+        cat_dir = Path(cat_dir).resolve()
+    except (OSError, RuntimeError):  # a symbolic-link loop: the path as given
+        cat_dir = Path(cat_dir).absolute()
     return cat_dir.parent / f".{cat_dir.name}.lock"
 
 

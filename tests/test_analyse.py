@@ -212,7 +212,7 @@ def test_tree_models_are_one_model_that_takes_missing_parts_as_they_are(cat, tab
     are classified as well as with it. Nothing is filled in: the same source with its XP block
     taken away gets the prediction the model gives a source without XP."""
     res = fit_classifier(cat, model=model, seed=0)
-    assert list(res.fitted.models_) == ["xp+dmdt+fold+colour"] and res.fitted.native
+    assert list(res.fitted.models_) == ["xp+dmdt+fold+colour"] and res.fitted.native_
     blocks = _blocks_of(tables)
     got = {r["source_id"]: r for r in res.predictions.to_pylist()}
     assert set(got) == {sid for sid, b in blocks.items() if b}
@@ -230,6 +230,22 @@ def test_tree_models_are_one_model_that_takes_missing_parts_as_they_are(cat, tab
     features = np.hstack([one[b] for b in parts])
     proba = res.fitted.models_["xp+dmdt+fold+colour"].predict_proba(features)[0]
     assert no_xp["probability"] == pytest.approx(float(proba.max()), rel=1e-6)
+
+
+def test_boosting_on_a_few_sources_per_class_runs_without_its_early_stop():
+    """Early stopping holds out a stratified tenth; with classes of ten sources (the least
+    classify keeps) or of one, that tenth cannot hold every class, and the fit runs its rounds."""
+    from latentcat.analysis.classify import classify, fit_model, make_model
+
+    rng = np.random.default_rng(5)
+    y = np.repeat([f"C{k}" for k in range(5)], 10)
+    blocks = {"fold": (rng.normal(0, 0.3, (50, 5)) + np.repeat(np.arange(5), 10)[:, None]).astype(np.float32)}
+    res = classify(np.arange(50, dtype=np.int64), blocks, y, model="hgb", modality="fold", seed=0)
+    assert res.predictions.num_rows == 50 and res.n_unscored == 0  # every source scored and predicted
+    x = blocks["fold"][:11]
+    lone = np.array([0] * 10 + [1])  # a class of one source
+    assert fit_model(make_model("hgb"), x, lone).named_steps["clf"].early_stopping is False
+    assert make_model("hgb").named_steps["clf"].early_stopping is True
 
 
 def test_cross_validation_and_final_fit_are_capped_by_stratified_samples():

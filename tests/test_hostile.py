@@ -371,15 +371,20 @@ def test_a_query_is_bounded_in_memory(query_catalog):
         assert cat.sql("SELECT count(*) FROM sources")[0][0].as_py() > 0
 
 
-@pytest.mark.parametrize("kind", ["fifo", "device", "symlink"])
+@pytest.mark.parametrize("kind", ["fifo", "socket", "symlink"])
 def test_output_never_replaces_what_is_not_a_regular_file(query_catalog, tmp_path, kind):
+    """A FIFO (or a device node: the same refusal; a test must never touch a real one), a
+    socket or a symbolic link named by --output stays what it is, even with --force."""
     import os
+    import socket
 
     if kind == "fifo":
         target = tmp_path / "pipe"
         os.mkfifo(target)
-    elif kind == "device":
-        target = Path("/dev/null")
+    elif kind == "socket":
+        target = tmp_path / "sock"
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(str(target))
     else:
         (tmp_path / "real.csv").write_text("keep\n")
         target = tmp_path / "link.csv"
@@ -547,3 +552,17 @@ def test_ingest_keeps_the_first_row_of_an_epoch_repeated_in_one_input(tmp_path):
     assert report["duplicates"]["conflicting_epochs"] == 1
     lc = pq.read_table(tmp_path / "stage" / "light_curves.parquet").to_pylist()[0]
     assert len(lc["g_time"]) == 12 and lc["g_mag"][3] == pytest.approx(15.03)
+
+
+def test_a_stopped_command_stops_its_worker_processes_at_once():
+    """Ctrl-C or SIGTERM (SystemExit) while a pool works: its processes are stopped, not waited for."""
+    import time
+
+    from latentcat.compute import shard_runner
+
+    with shard_runner("processes", None, 2) as run:
+        results = run(time.sleep, [(0,), (120,)])
+        next(results)  # the short job ended; the long one runs
+        t0 = time.perf_counter()
+        results.close()  # what an exception in the consumer does to the generator
+        assert time.perf_counter() - t0 < 30

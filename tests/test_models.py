@@ -443,6 +443,9 @@ def test_fold_model_written_before_the_encoder_key_loads_as_the_gru(features, tm
     assert TrainConfig().fold.encoder == "conv"
     with pytest.raises(InputError, match="fold.encoder must be conv or gru"):
         TrainConfig.from_dict({"fold": {"encoder": "lstm"}})
+    with pytest.raises(InputError, match='fold.gru_layers is set but fold.encoder is not "gru"'):
+        TrainConfig.from_dict({"fold": {"gru_layers": 2}})  # a configuration written for the GRU: said, not ignored
+    assert TrainConfig.from_dict({"fold": {"gru_layers": 3, "encoder": "gru"}}).fold.gru_layers == 3
 
 
 def test_config_from_toml_table():

@@ -193,6 +193,19 @@ def _fallback(block_set: tuple[str, ...], fitted: dict) -> tuple[str, ...] | Non
 # fitting and predicting per block set
 
 
+def fit_model(template: Pipeline, x: np.ndarray, y: np.ndarray) -> Pipeline:
+    """A clone of ``template`` fitted on ``x, y``. Gradient boosting stops early on a stratified
+    tenth of the sources held out; where that tenth cannot hold every class (a class of one
+    source, or fewer sources than a tenth per class needs), it runs its full rounds instead."""
+    model = clone(template)
+    clf = model.named_steps["clf"]
+    if isinstance(clf, HistGradientBoostingClassifier) and clf.early_stopping is True:
+        counts = np.unique(y, return_counts=True)[1]
+        if counts.min(initial=0) < 2 or int(np.floor(clf.validation_fraction * y.size)) < counts.size:
+            model.set_params(clf__early_stopping=False)
+    return model.fit(x, y)
+
+
 def _fit_per_set(template, blocks, has, y, train, sets) -> dict:
     """Fit one clone of ``template`` per block set; {set: (pipeline, n_train)}."""
     fitted = {}
@@ -200,7 +213,7 @@ def _fit_per_set(template, blocks, has, y, train, sets) -> dict:
         rows = train & has_blocks(has, s, tuple(blocks))
         if np.unique(y[rows]).size < 2:
             continue
-        fitted[s] = (clone(template).fit(features(blocks, s, rows), y[rows]), int(rows.sum()))
+        fitted[s] = (fit_model(template, features(blocks, s, rows), y[rows]), int(rows.sum()))
     return fitted
 
 
@@ -277,8 +290,11 @@ class BlockSetClassifier(ClassifierMixin, BaseEstimator):
         Class names, sorted.
     models_ : dict
         Block-set name (``"xp+dmdt+fold"``, ``"dmdt+fold"``, ...) -> fitted Pipeline; it
-        predicts indices into ``classes_``. A `native` classifier has one, named by every
+        predicts indices into ``classes_``. A ``native_`` classifier has one, named by every
         block.
+    native_ : bool
+        One model on every block, a missing block as NaN (`NATIVE_MISSING`), rather than one
+        per block set.
     training_ : dict
         Block-set name -> number of labelled sources that model was fitted on (it breaks
         ties between fallback models of equal size).
@@ -315,29 +331,25 @@ class BlockSetClassifier(ClassifierMixin, BaseEstimator):
         if sets is None:
             _, sets = assign_block_sets(has, self.modality, tuple(blocks))
         template = make_model(self.model, self.seed)
-        if self.native:  # one model on every block, a missing block as NaN
+        self.native_ = self.model in NATIVE_MISSING and every(self.modality) == "all"
+        if self.native_:  # one model on every block, a missing block as NaN
             sets = [tuple(blocks)]
             rows = known & has.any(axis=1)
             fitted = {}
             if np.unique(code[rows]).size >= 2:
-                fitted[sets[0]] = (clone(template).fit(features(blocks, sets[0], rows), code[rows]), int(rows.sum()))
+                fitted[sets[0]] = (fit_model(template, features(blocks, sets[0], rows), code[rows]), int(rows.sum()))
         else:
             fitted = _fit_per_set(template, blocks, has, code, known, sets)
         self.models_ = {block_set_name(s): pipe for s, (pipe, _) in fitted.items()}
         self.training_ = {block_set_name(s): n for s, (_, n) in fitted.items()}
-        self.model_id_ = model_id(self.model, template.get_params(deep=True)["clf"].get_params(), self.labels,
-                                  self.classes_, self.seed, self.modality, self.build_id)
+        params = {**template.get_params(deep=True)["clf"].get_params(), "native": self.native_}
+        self.model_id_ = model_id(self.model, params, self.labels, self.classes_, self.seed, self.modality, self.build_id)
         return self
-
-    @property
-    def native(self) -> bool:
-        """Whether this is one model on every block, a missing block as NaN (`NATIVE_MISSING`)."""
-        return self.model in NATIVE_MISSING and every(self.modality) == "all"
 
     def _predict(self, blocks: dict[str, np.ndarray]):
         names = tuple(blocks)
         set_of, sets = assign_block_sets(block_presence(blocks), self.modality, names)
-        if self.native:
+        if getattr(self, "native_", False):  # a model stored before native models is per block set
             pipe = self.models_.get(block_set_name(names))
             if pipe is None:  # fewer than two classes were labelled
                 return np.full(set_of.size, -1), np.full(set_of.size, np.nan, np.float32), set_of, []
@@ -512,7 +524,7 @@ def classify(
     y_names = np.full(ids.size, None, dtype=object)
     y_names[known] = np.asarray(classes, dtype=object)[y[known]]
 
-    in_cv = stratified_sample(y, CV_MAX, seed, least=int(cv))
+    in_cv = stratified_sample(y, CV_MAX, seed, least=max(2, int(cv)))
     y_cv = np.where(in_cv, y, -1)
     oof, oof_base = _out_of_fold(estimator, template, blocks, y_cv, np.where(in_cv, y_names, None), classes, sets,
                                  baseline, cv, seed)
@@ -520,7 +532,7 @@ def classify(
     report, confusion, f1 = _scores(y[scored], oof[scored], classes)
 
     # the final model, fitted once on the labelled sources; predictions for every source with a code
-    final = clone(estimator).fit(blocks, np.where(stratified_sample(y, FIT_MAX, seed), y_names, None), sets=sets)
+    final = clone(estimator).fit(blocks, np.where(stratified_sample(y, FIT_MAX, seed, least=2), y_names, None), sets=sets)
     predictions = final.predict_table(ids, blocks)
     return ClassifyResult(
         model_id=final.model_id_,
@@ -603,7 +615,7 @@ def _out_of_fold(estimator, template, blocks, y, y_names, classes, sets, baselin
         oof[rows[ok]] = np.searchsorted(classes, got[ok].astype(str))
         fit_rows, test_rows = train & has_base, test & has_base
         if test_rows.any() and np.unique(y[fit_rows]).size >= 2:
-            base = clone(template).fit(baseline[fit_rows], y[fit_rows])
+            base = fit_model(template, baseline[fit_rows], y[fit_rows])
             oof_base[test_rows] = base.predict(baseline[test_rows])
     return oof, oof_base
 
@@ -637,5 +649,5 @@ def _against_baseline(y, oof, oof_base, scored) -> dict | None:
 
 __all__ = [
     "CV_MAX", "FIT_MAX", "MODELS", "NATIVE_MISSING", "BlockSetClassifier", "ClassifyResult", "assign_block_sets", "block_presence",
-    "classify", "features", "has_blocks", "make_model", "model_id", "stratified_sample",
+    "classify", "features", "fit_model", "has_blocks", "make_model", "model_id", "stratified_sample",
 ]

@@ -144,7 +144,7 @@ def extract_features(
     }
 
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(".features-*.parquet.tmp-*"):  # left by a killed worker
+    for stale in [*out.glob(".features-*.parquet.tmp-*"), *out.glob("features-*.parquet.tmp*")]:  # left by a killed worker
         stale.unlink()
     plan_path = out / PLAN_FILE
     if resume and plan_path.exists():

@@ -422,7 +422,7 @@ def visit_pairs(time: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     return row[order], dt[order], several.sum(axis=1), (several**2).sum(axis=1)
 
 
-def visit_window(time: np.ndarray, freq: np.ndarray, pairs=None) -> np.ndarray:
+def visit_window(time: np.ndarray, freq: np.ndarray) -> np.ndarray:
     """The window of each light curve's visits at trial frequencies: how alike a signal at ``f``
     and a constant look within the visits.
 
@@ -440,15 +440,13 @@ def visit_window(time: np.ndarray, freq: np.ndarray, pairs=None) -> np.ndarray:
         Ascending epochs (d), NaN-padded.
     freq : float array (n, k)
         Trial frequencies (c/d).
-    pairs : tuple, optional
-        `visit_pairs` of ``time``, when already computed.
 
     Returns
     -------
     float64 array (n, k)
     """
     n, k = freq.shape
-    row, dt, diagonal, norm = visit_pairs(time) if pairs is None else pairs
+    row, dt, diagonal, norm = visit_pairs(time)
     total = np.zeros((n, k))
     step = max(1, _MAX_CELLS_PER_BATCH // max(1, k))
     for lo in range(0, row.size, step):  # chunks of pairs bound the memory

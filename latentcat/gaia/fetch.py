@@ -47,6 +47,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from latentcat.atomic import write_file
 from latentcat.errors import InputError, LatentcatError
 
 __all__ = [
@@ -385,7 +386,7 @@ def _ids_from_adql(gaia, adql: str, out: Path, retries: int, backoff_s: float,
         result.unlink(missing_ok=True)
         _with_retries("ADQL query", lambda: _run_tap_job(gaia, adql, result), retries,
                       backoff_s, counter)
-        saved_query.write_text(adql)
+        write_file(saved_query, lambda tmp: tmp.write_text(adql))
     from astropy.io import votable
 
     column = votable.parse_single_table(str(result)).array["source_id"]
@@ -488,5 +489,5 @@ def fetch(out: Path, ids_file: Path | None = None, adql: str | None = None,
         "data_release": DATA_RELEASE,
         "retrieval_types": list(RETRIEVAL_TYPES),
     }
-    (out / "fetch_report.json").write_text(json.dumps(report, indent=1))
+    write_file(out / "fetch_report.json", lambda tmp: tmp.write_text(json.dumps(report, indent=1)))
     return report

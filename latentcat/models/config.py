@@ -130,9 +130,10 @@ class TrainConfig:
         small matrix products slow down several-fold when threads wait for busy cores.
     workers : int
         VAEs trained at once on the CPU, each in a process of its own with ``threads`` torch
-        threads (1, one after the other). With one thread per model, 2 on a 2-core machine
-        trains the fold VAE while the XP and dm-dt VAEs share the other core. The weights do
-        not depend on it. Ignored on a GPU.
+        threads (1, one after the other; with ``threads`` 0 each process gets the cores
+        divided among them). With one thread per model, 2 on a 2-core machine trains the fold
+        VAE while the XP and dm-dt VAEs share the other core. With ``threads`` set, the weights
+        do not depend on it. Ignored on a GPU.
     train_sample : int
         0 (default): train each model on every source that has its modality. N > 0: on a
         sample of at most N of them (training and validation together), drawn reproducibly
@@ -179,6 +180,9 @@ class TrainConfig:
             if key in MODALITIES:
                 if not isinstance(value, Mapping):
                     raise InputError(f"{source}: [{key}] must be a table of model settings")
+                if key == "fold" and "gru_layers" in value and value.get("encoder", cfg.fold.encoder) != "gru":
+                    raise InputError(f"{source}: fold.gru_layers is set but fold.encoder is not \"gru\" (the default is "
+                                     "\"conv\"): set encoder = \"gru\" for the paper's GRU encoder, or drop gru_layers")
                 section = getattr(cfg, key)
                 for mkey, mvalue in value.items():
                     if mkey not in model_keys:

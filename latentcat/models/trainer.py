@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import csv
 import json
 import time
@@ -108,9 +109,10 @@ def train(
         from rich.console import Console
 
         console = Console(stderr=True)
-        # the slowest model first; each job trains one model, without a progress bar, on as
-        # many threads as it would get here (the thread count changes the floating-point sums)
-        job_config = {**config.to_dict(), "threads": config.threads or torch.get_num_threads()}
+        # the slowest model first; each job trains one model, without a progress bar, on the
+        # threads asked for (or its share of the cores: the count changes the floating-point sums)
+        job_config = dataclasses.replace(config, progress=False,
+                                         threads=config.threads or max(1, torch.get_num_threads() // workers))
         jobs = [(str(Path(features_dir).absolute()), m, job_config, str((out / m).absolute()), str(dev), resume)
                 for m in sorted(modalities, key=lambda m: m != "fold")]
         console.print(f"training {', '.join(m for _, m, *_ in jobs)} in {workers} processes")
@@ -128,12 +130,11 @@ def train(
     return summary
 
 
-def _train_job(features_dir: str, modality: str, config: dict, out_dir: str, device: str, resume: bool) -> tuple[str, dict]:
+def _train_job(features_dir: str, modality: str, config: TrainConfig, out_dir: str, device: str,
+               resume: bool) -> tuple[str, dict]:
     """One model of `train` with ``workers`` > 1, in a process of its own: (modality, its summary)."""
-    cfg = TrainConfig.from_dict(config)
-    cfg.progress = False
-    with torch_threads(cfg.threads):
-        return modality, train_model(list_shards(Path(features_dir)), modality, cfg, Path(out_dir),
+    with torch_threads(config.threads):
+        return modality, train_model(list_shards(Path(features_dir)), modality, config, Path(out_dir),
                                      resolve_device(device), resume=resume)
 
 
@@ -231,7 +232,7 @@ def _write_model_folder(out_dir: Path, state: dict, record: dict, history: list[
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").unlink(missing_ok=True)
     torch.save({k: v.cpu() for k, v in state.items()}, out_dir / WEIGHTS)
-    (out_dir / "versions.json").write_text(json.dumps(software_versions(), indent=2, sort_keys=True) + "\n")
+    write_file(out_dir / "versions.json", lambda tmp: tmp.write_text(json.dumps(software_versions(), indent=2, sort_keys=True) + "\n"))
     _write_losses(history, best_epoch, record["modality"], out_dir)
     write_file(out_dir / "config.json", lambda tmp: tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n"))
 

@@ -35,15 +35,10 @@ import numpy as np
 import pyarrow as pa
 
 from latentcat.blocks import block_set_name, BLOCKS, parse_block_set, SPACE
-from latentcat.encode import XP_BANDS, catalogue_settings, checked_light_curve, encode_sources, light_curve_table, xp_table
+from latentcat.encode import (GAIA_TIME_ZERO_JD, TIME_FORMATS, XP_BANDS, catalogue_settings, checked_light_curve,  # noqa: F401
+                              encode_sources, light_curve_table, to_gaia_time, xp_table)
 from latentcat.errors import InputError, LatentcatError
 from latentcat.limits import MAX_EPOCHS, MAX_QUERY_FILE_BYTES, checked_input_file
-
-TIME_FORMATS = ("gaia", "bjd", "jd", "mjd")
-"""Accepted ``time_format`` values."""
-
-GAIA_TIME_ZERO_JD = 2455197.5
-"""JD (TCB) of Gaia time 0: Gaia DR3 epoch times are BJD(TCB) - 2455197.5 d."""
 
 PLAIN_COLUMNS = ("time", "mag", "mag_err")
 """Columns of a plain light-curve CSV (G band)."""
@@ -72,34 +67,6 @@ class QueryData:
     xp: tuple | None = None
     source_id: int | None = None
     notes: list[str] = field(default_factory=list)
-
-
-def to_gaia_time(time, time_format: str = "gaia") -> np.ndarray:
-    """Convert times to Gaia's axis, BJD(TCB) - 2455197.5 d.
-
-    Parameters
-    ----------
-    time : array_like
-        Times in ``time_format``.
-    time_format : {"gaia", "bjd", "jd", "mjd"}
-        ``"gaia"``: already BJD - 2455197.5; ``"bjd"``/``"jd"``: Julian dates; ``"mjd"``:
-        JD - 2400000.5. Converted by offset only, on the TCB scale, with no barycentric
-        correction (see the module docstring).
-
-    Returns
-    -------
-    float64 array
-    """
-    t = np.asarray(time, dtype=np.float64)
-    if time_format not in TIME_FORMATS:
-        raise LatentcatError(f"unknown time format {time_format!r}: use one of {', '.join(TIME_FORMATS)}")
-    if time_format == "gaia":
-        return t
-    from astropy.time import Time
-
-    fmt = "mjd" if time_format == "mjd" else "jd"
-    zero = Time(GAIA_TIME_ZERO_JD, format="jd", scale="tcb")
-    return np.asarray((Time(t, format=fmt, scale="tcb") - zero).jd, dtype=np.float64)
 
 
 def _checked_xp(xp) -> list[np.ndarray | None]:
@@ -185,7 +152,7 @@ def similar_to_data(cat, light_curve=None, xp=None, k: int = 10, modality: str =
         if len(light_curve) != 3:
             raise LatentcatError("light curve: give (time, mag, mag_err)")
         time, mag, err = light_curve
-        lc, dropped = checked_light_curve(to_gaia_time(time, time_format), mag, err)
+        lc, dropped = checked_light_curve(time, mag, err, time_format=time_format)
         if lc[0].size < min_epochs:
             raise LatentcatError(f"light curve: {lc[0].size} G points; the catalogue's features need at least {min_epochs}")
     xp_arrays = _checked_xp(xp) if xp is not None else None
@@ -273,8 +240,8 @@ def _plain_csv(f, name: str, time_format: str) -> QueryData:
     bad = np.flatnonzero(cols[2] <= 0)
     if bad.size:
         raise InputError(f"{name}: row {bad[0] + 1}, column 'mag_err': {cols[2][bad[0]]} is not positive")
+    checked_light_curve(cols[0], cols[1], cols[2], name, time_format)  # bounds, before any work
     time = to_gaia_time(cols[0], time_format)
-    checked_light_curve(time, cols[1], cols[2], name)  # bounds, before any work
     note = f"{name}: {time.size} G points read (time format {time_format})"
     return QueryData(light_curve=(time, cols[1], cols[2]), notes=[note])
 
@@ -318,9 +285,6 @@ def _read_products(files, keep_variability_rejected: bool) -> tuple[dict, dict, 
                     lists = g_points.setdefault(source, [[], [], []])
                     for target, v in zip(lists, values):
                         target.extend(v[a:b][g].tolist())
-                    if len(lists[0]) > MAX_EPOCHS:
-                        raise InputError(f"{f.name}: source_id {source} has more than {MAX_EPOCHS} G epochs; "
-                                         f"at most {MAX_EPOCHS} are accepted for one light curve")
                     bands = other_bands.setdefault(source, {})
                     for code, label in ((1, "BP"), (2, "RP")):
                         bands[label] = bands.get(label, 0) + int((band[a:b] == code).sum())
@@ -407,6 +371,9 @@ def read_query_file(path: str | Path, time_format: str = "gaia", source_id: int 
     data = QueryData(source_id=source_id, notes=notes)
     if g_points.get(source_id, [[]])[0]:
         t, m, e = (np.asarray(v, np.float64) for v in g_points[source_id])
+        if t.size > MAX_EPOCHS:
+            raise InputError(f"{name}: source_id {source_id} has {t.size} G epochs; at most {MAX_EPOCHS} are accepted "
+                             "for one light curve")
         checked_light_curve(t, m, e, f"{name}: source_id {source_id}")  # bounds, before any work
         data.light_curve = (t, m, e)
         data.notes.append(f"{name}: source_id {source_id}: {t.size} G epochs used")

@@ -13,11 +13,13 @@ Classifiers, outlier rankings and the map are fitted on an open Catalog by `late
 Many processes may open the same catalogue at once; none of them can change it. A Catalog is a
 snapshot: its DuckDB connection and every FAISS index are opened when it is, so a later
 ``latentcat add`` (which swaps in a new catalogue folder) is seen only by a Catalog opened
-after it. Its connection reaches nothing outside catalog.duckdb (DuckDB's external access is
-off and the configuration locked) unless it is opened with ``allow_external_access=True``; a
-``where`` filter is parsed as one SQL expression, never pasted into a statement; user SQL runs on
-its own connection, so a temporary view it creates cannot stand in for the catalogue's tables
-in the Catalog's own queries.
+after it. The catalogue file is attached read-only and user SQL may hold only read statements
+(`READ_STATEMENTS`); every query and ``where`` filter stops at the Catalog's time limit, and its
+DuckDB works within a memory limit with the configuration locked. Its connection reaches
+nothing outside catalog.duckdb (DuckDB's external access is off) unless it is opened with
+``allow_external_access=True``; a ``where`` filter is parsed as one SQL expression, never pasted
+into a statement; user SQL runs on its own connection, so a temporary view it creates cannot
+stand in for the catalogue's tables in the Catalog's own queries.
 
 Searches run at the speed of the index: the source_meta view and the search-space (or latent)
 vectors are read once per Catalog, on first use, and addressed by row through their sorted
@@ -30,6 +32,7 @@ import hashlib
 import itertools
 import json
 import math
+import re
 import threading
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -60,10 +63,11 @@ FILTER_CACHE_IDS = 20_000_000
 
 READ_STATEMENTS = ("SELECT", "EXPLAIN", "CREATE", "DROP")
 """The kinds of statement user SQL may hold: SELECT in all its forms (WITH, VALUES, FROM-first,
-SHOW, DESCRIBE, SUMMARIZE), EXPLAIN, and CREATE / DROP of the user's own temporary views, tables
-and macros (they live in the Catalog's in-memory database; the catalogue file, attached
-read-only, refuses them). Any other statement (ATTACH, DETACH, USE, SET, COPY, INSERT, LOAD,
-PREPARE, ...) is refused before any statement of the query runs."""
+SHOW, DESCRIBE, SUMMARIZE); EXPLAIN (and EXPLAIN ANALYZE, which runs its statement) of a
+SELECT; CREATE of TEMPORARY views, tables and macros, which live on the user's own connection;
+and DROP (the catalogue file, attached read-only, refuses it). Any other statement (ATTACH,
+DETACH, USE, SET, COPY, INSERT, LOAD, PREPARE, ...), or a CREATE that is not temporary, is
+refused before any statement of the query runs."""
 
 MODALITIES = ("space", "all", "xp", "dmdt", "fold")
 """``space``: the search space (latent blocks and colour, `latentcat.analysis.space`), the
@@ -121,7 +125,7 @@ def _as_batch(query) -> np.ndarray | None:
             return None
         if query.null_count:
             raise LatentcatError("the batch of source_ids holds nulls")
-        return np.asarray(query.to_numpy(), dtype=np.int64)
+        return _source_ids(query.to_numpy())
     if isinstance(query, (list, tuple)):
         if len(query) == 0:
             return np.empty(0, np.int64)
@@ -131,8 +135,17 @@ def _as_batch(query) -> np.ndarray | None:
     if array.ndim == 2:
         return array.astype(np.float32)
     if array.ndim == 1 and array.dtype.kind in "iu":
-        return array.astype(np.int64)
+        return _source_ids(array)
     return None
+
+
+def _source_ids(array: np.ndarray) -> np.ndarray:
+    """An integer array as int64 source_ids; a value outside 0 .. 2**63 - 1 is refused (an
+    unsigned id above it would otherwise wrap to a negative one)."""
+    bad = (array < 0) | (array > np.iinfo(np.int64).max) if array.size else np.zeros(0, bool)
+    if bad.any():
+        as_source_id(int(array[np.flatnonzero(bad)[0]]), "the batch of source_ids")  # raises, naming it
+    return array.astype(np.int64)
 
 
 def _refuse(ids: np.ndarray, bad: np.ndarray, message: str, single: bool) -> None:
@@ -191,11 +204,22 @@ def _read_statements(query: str) -> None:
     except duckdb.Error as err:
         raise LatentcatError(f"SQL error: {_one_line(err)}") from None
     for statement in statements:
-        kind = statement.type.name
-        if kind not in READ_STATEMENTS:
-            text = _one_line(statement.query)[:60]
-            raise LatentcatError(f"SQL refused: {kind} statements are not allowed on a read-only catalogue "
-                                 f"({text!r}); allowed: {', '.join(READ_STATEMENTS)}")
+        kind, text = statement.type.name, _one_line(statement.query)[:60]
+        reason = None if kind in READ_STATEMENTS else f"{kind} statements are not allowed on a read-only catalogue"
+        if kind == "EXPLAIN":  # EXPLAIN ANALYZE runs what it explains: only a SELECT
+            inner = re.sub(r"^\s*explain\s+(analy[sz]e\s+)?", "", statement.query, flags=re.IGNORECASE)
+            try:
+                inner_kinds = [s.type.name for s in duckdb.extract_statements(inner)]
+            except duckdb.Error:
+                inner_kinds = []
+            if inner_kinds != ["SELECT"]:
+                reason = "EXPLAIN is allowed of a SELECT only"
+        elif kind == "CREATE" and not re.match(r"^\s*create\s+(or\s+replace\s+)?temp(orary)?\s", statement.query,
+                                                flags=re.IGNORECASE):
+            reason = "CREATE is allowed of TEMPORARY views, tables and macros only"
+        if reason:
+            raise LatentcatError(f"SQL refused: {reason} ({text!r}); a reader may run SELECT, EXPLAIN of a SELECT, "
+                                 "CREATE TEMPORARY and DROP")
 
 
 def _bounded_table(result, max_bytes: int) -> pa.Table:
@@ -288,11 +312,14 @@ class Catalog:
         if not self.timeout:
             yield
             return
-        fired = threading.Event()
+        state = {"running": True, "fired": False}
+        guard = threading.Lock()
 
         def stop():
-            fired.set()
-            cursor.interrupt()
+            with guard:  # never interrupts the next query of this cursor, once this one has ended
+                if state["running"]:
+                    state["fired"] = True
+                    cursor.interrupt()
 
         timer = threading.Timer(self.timeout, stop)
         timer.daemon = True
@@ -300,11 +327,13 @@ class Catalog:
         try:
             yield
         except (duckdb.InterruptException, OSError, pa.ArrowException):  # Arrow's reader re-raises DuckDB's
-            if not fired.is_set():
+            if not state["fired"]:
                 raise
             raise LatentcatError(f"{what} stopped after {self.timeout:g} s, the catalogue's time limit "
                                  "(latentcat.open(..., timeout=...), --timeout)") from None
         finally:
+            with guard:
+                state["running"] = False
             timer.cancel()
 
     def sql(self, query: str, params: list | dict | None = None) -> pa.Table:
@@ -335,7 +364,8 @@ class Catalog:
             with self._time_limit(cursor, "the query"):
                 return _bounded_table(cursor.sql(query, params=params), self.memory_limit_mib * 2**20)
         except (duckdb.Error, OSError, pa.ArrowException) as err:  # DuckDB's errors, also through Arrow's reader
-            raise LatentcatError(f"SQL error: {str(err).strip().splitlines()[0]}") from err
+            first = next(iter(str(err).strip().splitlines()), type(err).__name__)  # DuckDB's own line; LINE ... follows
+            raise LatentcatError(f"SQL error: {first}") from err
 
     def df(self, query: str, params: list | dict | None = None):
         """`sql` as a pandas DataFrame."""
@@ -830,8 +860,8 @@ def open(path: str | Path, allow_external_access: bool = False, timeout: float |
     ----------
     path : str or Path
     allow_external_access : bool
-        Let SQL on this Catalog read and write files other than the catalogue and reach the
-        network (DuckDB's ``enable_external_access``: ``read_csv``, ``COPY ... TO``, httpfs...).
+        Let SQL on this Catalog read files other than the catalogue and reach the network
+        (DuckDB's ``enable_external_access``: ``read_csv``, ``read_parquet``, httpfs...).
         Off by default: the connection then reaches nothing but the catalogue, and its
         configuration is locked. Either way the catalogue file stays attached read-only: no
         statement may attach, detach or write it (`READ_STATEMENTS`).
