@@ -76,7 +76,7 @@ blocks = 1
 [models.fold]
 max_epochs = 1
 width = 8
-conv_layers = 1
+gru_layers = 1
 
 [analyse]
 # off: the classifier needs two classes of at least 10 labelled sources with a code, and

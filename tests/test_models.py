@@ -440,12 +440,15 @@ def test_fold_model_written_before_the_encoder_key_loads_as_the_gru(features, tm
     (folder / "config.json").write_text(json.dumps(record))
     old, _ = load_model(folder)
     assert hasattr(old, "gru") and np.array_equal(encode_arrays(old, arrays)[0], before)
-    assert TrainConfig().fold.encoder == "conv"
+    assert TrainConfig().fold.encoder == "gru"
     with pytest.raises(InputError, match="fold.encoder must be conv or gru"):
         TrainConfig.from_dict({"fold": {"encoder": "lstm"}})
-    with pytest.raises(InputError, match='fold.gru_layers is set but fold.encoder is not "gru"'):
-        TrainConfig.from_dict({"fold": {"gru_layers": 2}})  # a configuration written for the GRU: said, not ignored
-    assert TrainConfig.from_dict({"fold": {"gru_layers": 3, "encoder": "gru"}}).fold.gru_layers == 3
+    with pytest.raises(InputError, match="fold.conv_layers is set but fold.encoder is 'gru'"):
+        TrainConfig.from_dict({"fold": {"conv_layers": 2}})  # a setting that would do nothing: said, not ignored
+    with pytest.raises(InputError, match="fold.gru_layers is set but fold.encoder is 'conv'"):
+        TrainConfig.from_dict({"fold": {"gru_layers": 2, "encoder": "conv"}})
+    assert TrainConfig.from_dict({"fold": {"gru_layers": 3}}).fold.gru_layers == 3
+    assert TrainConfig.from_dict({"fold": {"conv_layers": 4, "encoder": "conv"}}).fold.conv_layers == 4
 
 
 def test_config_from_toml_table():
