@@ -227,9 +227,12 @@ def run_query_stage(stage: str, work: Path) -> dict:
         if stage == "similar":
             import faiss
 
-            table = cat.sql("SELECT source_id, z FROM embeddings WHERE z IS NOT NULL ORDER BY source_id")
+            # the search space of the sources with every part: what similar() searches by default
+            table = cat.sql("SELECT source_id, list_concat(list_concat(list_concat(s_xp, s_dmdt), s_fold), s_colour) "
+                            "AS v FROM space WHERE parts = 'xp+dmdt+fold+colour' ORDER BY source_id")
             ids = table.column("source_id").to_numpy()
-            x = np.asarray(table.column("z").combine_chunks().values, np.float32).reshape(-1, 15)
+            v = table.column("v").combine_chunks()
+            x = v.flatten().to_numpy().astype(np.float32).reshape(len(v), -1)
             pick = np.random.default_rng(1).choice(len(ids), size=params["queries"], replace=False)
             cat.similar(int(ids[pick[0]]), k=10)  # loads the index
             lat, lat_ids, found = [], [], []
@@ -240,7 +243,7 @@ def run_query_stage(stage: str, work: Path) -> dict:
                 t = time.perf_counter()
                 cat.similar(int(ids[i]), k=10, with_meta=False)
                 lat_ids.append(time.perf_counter() - t)
-            exact = faiss.IndexFlatL2(15)
+            exact = faiss.IndexFlatL2(x.shape[1])
             exact.add(x)
             _, nn = exact.search(x[pick], 11)
             hits = [len(set(f) & set(ids[[j for j in row if j != pick[r]][:10]])) for r, (f, row) in enumerate(zip(found, nn))]
