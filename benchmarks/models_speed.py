@@ -71,15 +71,16 @@ def write_features(path: Path, n: int, seed: int = 0) -> np.ndarray:
 
 
 def run(features: Path, work: Path, device: str, epochs: int, batch_size: int) -> dict:
-    """Train each VAE for ``epochs`` epochs (the fold VAE with its convolutional encoder, the
-    default, and with the paper's GRU), then encode with each alone and all together."""
+    """Train each VAE for ``epochs`` epochs (the fold VAE with the paper's GRU, the default,
+    and with the convolutional encoder, the demo's), then encode with each alone and all
+    together (the defaults)."""
     result: dict = {}
-    for name, m, encoder in (("xp", "xp", "conv"), ("dmdt", "dmdt", "conv"), ("fold", "fold", "conv"),
-                             ("fold (GRU)", "fold", "gru")):
+    for name, m, encoder in (("xp", "xp", "gru"), ("dmdt", "dmdt", "gru"), ("fold", "fold", "gru"),
+                             ("fold (conv)", "fold", "conv")):
         config = TrainConfig.from_dict({"seed": 0, "progress": False,
                                         **{k: {"max_epochs": epochs, "patience": epochs} for k in MODALITIES}})
         config.fold.encoder = encoder
-        folder = work / "models" / ("fold_gru" if encoder == "gru" else m)
+        folder = work / "models" / ("fold_conv" if encoder == "conv" else m)
         trained = train(features, folder, config, modalities=(m,), device=device)["models"][m]
         only = work / "only" / folder.name
         only.mkdir(parents=True, exist_ok=True)

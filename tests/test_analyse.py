@@ -235,7 +235,7 @@ def test_tree_models_are_one_model_that_takes_missing_parts_as_they_are(cat, tab
 def test_boosting_stops_early_unless_a_tenth_cannot_hold_every_class():
     """Early stopping holds out a stratified tenth; with classes of ten sources (the least
     classify keeps) or of one, that tenth cannot hold every class, and the fit runs its rounds."""
-    from latentcat.analysis.classify import classify, fit_model, make_model
+    from latentcat.analysis.classify import ROUNDS_WITHOUT_STOP, classify, fit_model, make_model
 
     rng = np.random.default_rng(5)
     y = np.repeat([f"C{k}" for k in range(5)], 10)
@@ -244,7 +244,8 @@ def test_boosting_stops_early_unless_a_tenth_cannot_hold_every_class():
     assert res.predictions.num_rows == 50 and res.n_unscored == 0  # every source scored and predicted
     x = blocks["fold"][:11]
     lone = np.array([0] * 10 + [1])  # a class of one source
-    assert fit_model(make_model("hgb"), x, lone).named_steps["clf"].early_stopping is False
+    without = fit_model(make_model("hgb"), x, lone).named_steps["clf"]
+    assert without.early_stopping is False and without.n_iter_ == ROUNDS_WITHOUT_STOP
     # with every class large enough for the held-out tenth, boosting keeps its early stop
     # (without it, 500 rounds of balanced boosting can drift far from its best)
     x = (rng.normal(0, 0.3, (600, 5)) + np.repeat(np.arange(3), 200)[:, None]).astype(np.float32)
@@ -541,3 +542,25 @@ def test_a_source_without_xp_is_on_the_map_among_its_class(cat, tables):
         d[i] = np.inf
         purity.append(np.mean([truth[s] == truth[ids[i]] for s in ids[np.argsort(d)[:10]]]))
     assert len(purity) >= 20 and np.mean(purity) >= 0.8
+
+
+def test_quantile_bins_keep_the_order_of_values_and_their_missing_rows():
+    """Boosting's inputs become quantile-bin numbers: at most 255 per column, in the order of
+    the values, NaN still NaN, and a value beyond the training range in the end bin."""
+    from latentcat.analysis.classify import QuantileBins
+
+    rng = np.random.default_rng(2)
+    x = rng.standard_t(3, (5000, 3))
+    x[::7, 1] = np.nan
+    x[:, 2] = np.round(x[:, 2])  # few distinct values: one bin each
+    bins = QuantileBins().fit(x)
+    out = bins.transform(x)
+    assert np.array_equal(np.isnan(out), np.isnan(x))
+    for j in range(3):
+        ok = ~np.isnan(x[:, j])
+        assert np.unique(out[ok, j]).size <= 255
+        order = np.argsort(x[ok, j], kind="stable")
+        assert np.all(np.diff(out[ok, j][order]) >= 0)  # monotone
+    assert np.unique(out[:, 2]).size == np.unique(x[:, 2]).size
+    beyond = bins.transform(np.array([[1e9, -1e9, 0.0]]))
+    assert beyond[0, 0] == np.nanmax(out[:, 0]) and beyond[0, 1] == 0

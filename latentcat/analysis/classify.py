@@ -30,8 +30,8 @@ other folds under the rule above, so every scored source is scored by the kind o
 would really get. The predictions table holds the models fitted once on all labelled sources
 (a stratified sample of `FIT_MAX` when there are more).
 
-Every model is a scikit-learn Pipeline: a StandardScaler, then the classifier
-(`make_model`).
+Every model is a scikit-learn Pipeline (`make_model`): a StandardScaler, then the classifier;
+for gradient boosting `QuantileBins`, then the classifier.
 
 The final models are kept as a `BlockSetClassifier` (``ClassifyResult.fitted``): it predicts
 sources that were not in the catalogue when it was fitted by the same rule, and it is what
@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.base import BaseEstimator, ClassifierMixin, clone, TransformerMixin
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
@@ -75,15 +75,45 @@ FIT_MAX = 200_000
 """Most labelled sources the final model is fitted on: above it, a stratified random sample."""
 
 
+class QuantileBins(TransformerMixin, BaseEstimator):
+    """Each column replaced by the number of its quantile bin (a float; NaN stays NaN), with at
+    most ``n_bins`` bins cut at the unweighted quantiles of the training rows (one bin per
+    value where a column has no more distinct values than that).
+
+    Gradient boosting bins its inputs into 255 bins anyway; given at most that many distinct
+    values it keeps them as they are, so boosting on the bin numbers splits where it would
+    on the values. It spares scikit-learn's class-weighted bin search (one sort of the column
+    per bin edge), which took 40% of the demo's analyse stage.
+    """
+
+    def __init__(self, n_bins: int = 255):
+        self.n_bins = n_bins
+
+    def fit(self, x: np.ndarray, y=None) -> "QuantileBins":
+        levels = np.linspace(0.0, 1.0, self.n_bins + 1)[1:-1]
+        self.edges_ = []
+        for col in np.asarray(x, np.float64).T:
+            distinct = np.unique(col[np.isfinite(col)])
+            few = distinct.size <= self.n_bins  # a bin per value, as boosting itself does
+            self.edges_.append(distinct[:-1] if few else np.unique(np.quantile(col[np.isfinite(col)], levels)))
+        return self
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, np.float64)
+        out = np.column_stack([np.searchsorted(e, col, side="left") for e, col in zip(self.edges_, x.T)])
+        return np.where(np.isnan(x), np.nan, out).astype(np.float32)
+
+
 def make_model(model: str, seed: int = 0) -> Pipeline:
-    """A scaler + classifier Pipeline.
+    """A preprocessing + classifier Pipeline.
 
     Parameters
     ----------
     model : {"logreg", "rf", "hgb"}
         Multinomial logistic regression (the paper's linear classifier), a random forest
         of 200 trees, or histogram gradient boosting (up to 500 trees at rate 0.05, always
-        stopped early: 10 rounds without progress on a 10 % validation split). Every class
+        stopped early: 10 rounds without progress on a 10 % validation split; on `QuantileBins`
+        of the inputs, the other models on standardised inputs). Every class
         is weighted by the inverse of its share (``class_weight="balanced"``), so rare
         classes are not ignored.
     seed : int
@@ -105,6 +135,7 @@ def make_model(model: str, seed: int = 0) -> Pipeline:
         clf = HistGradientBoostingClassifier(max_iter=500, learning_rate=0.05, early_stopping=True,
                                              n_iter_no_change=10, validation_fraction=0.1,
                                              class_weight="balanced", random_state=seed)
+        return Pipeline([("bins", QuantileBins()), ("clf", clf)])
     else:
         raise LatentcatError(f"unknown model {model!r}: use one of {', '.join(MODELS)}")
     return Pipeline([("scale", StandardScaler()), ("clf", clf)])
@@ -193,16 +224,22 @@ def _fallback(block_set: tuple[str, ...], fitted: dict) -> tuple[str, ...] | Non
 # fitting and predicting per block set
 
 
+ROUNDS_WITHOUT_STOP = 100
+"""Boosting rounds where early stopping cannot hold out every class (`fit_model`)."""
+
+
 def fit_model(template: Pipeline, x: np.ndarray, y: np.ndarray) -> Pipeline:
     """A clone of ``template`` fitted on ``x, y``. Gradient boosting stops early on a stratified
     tenth of the sources held out; where that tenth cannot hold every class (a class of one
-    source, or fewer sources than a tenth per class needs), it runs its full rounds instead."""
+    source, or fewer sources than a tenth per class needs), it runs `ROUNDS_WITHOUT_STOP`
+    rounds instead: with no held-out check, more rounds of class-weighted boosting can drift
+    far from the best fit."""
     model = clone(template)
     clf = model.named_steps["clf"]
     if isinstance(clf, HistGradientBoostingClassifier) and clf.early_stopping is True:
         counts = np.unique(y, return_counts=True)[1]
         if counts.size == 0 or counts.min() < 2 or int(np.floor(clf.validation_fraction * y.size)) < counts.size:
-            model.set_params(clf__early_stopping=False)
+            model.set_params(clf__early_stopping=False, clf__max_iter=min(clf.max_iter, ROUNDS_WITHOUT_STOP))
     return model.fit(x, y)
 
 
