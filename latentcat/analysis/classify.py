@@ -93,9 +93,10 @@ class QuantileBins(TransformerMixin, BaseEstimator):
         levels = np.linspace(0.0, 1.0, self.n_bins + 1)[1:-1]
         self.edges_ = []
         for col in np.asarray(x, np.float64).T:
-            distinct = np.unique(col[np.isfinite(col)])
+            col = col[np.isfinite(col)]
+            distinct = np.unique(col)
             few = distinct.size <= self.n_bins  # a bin per value, as boosting itself does
-            self.edges_.append(distinct[:-1] if few else np.unique(np.quantile(col[np.isfinite(col)], levels)))
+            self.edges_.append(distinct[:-1] if few else np.unique(np.quantile(col, levels)))
         return self
 
     def transform(self, x: np.ndarray) -> np.ndarray:

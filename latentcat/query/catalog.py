@@ -142,7 +142,7 @@ def _as_batch(query) -> np.ndarray | None:
 def _source_ids(array: np.ndarray) -> np.ndarray:
     """An integer array as int64 source_ids; a value outside 0 .. 2**63 - 1 is refused (an
     unsigned id above it would otherwise wrap to a negative one)."""
-    bad = (array < 0) | (array > np.iinfo(np.int64).max) if array.size else np.zeros(0, bool)
+    bad = (array < 0) | (array > np.iinfo(np.int64).max)
     if bad.any():
         as_source_id(int(array[np.flatnonzero(bad)[0]]), "the batch of source_ids")  # raises, naming it
     return array.astype(np.int64)
