@@ -25,6 +25,7 @@ Two parts, one table each.
     python benchmarks/scale.py --sizes --query-n 4000000    # the 4M query side only, by hand
     python benchmarks/scale.py --sizes --query-n 4000000 --keep /data/bench   # keep its catalogue,
     python benchmarks/scale.py --sizes --reuse /data/bench/latentcat-scale-q4000000-XXXX  # and re-time it
+    python benchmarks/scale.py --sizes --reuse /data/bench/latentcat-scale-q4000000-XXXX --steps map  # one step
 """
 
 from __future__ import annotations
@@ -267,8 +268,12 @@ def run_query_stage(stage: str, work: Path) -> dict:
     raise SystemExit(f"unknown stage {stage!r}")
 
 
-def query_side(n: int, queries: int, keep: Path | None, reuse: Path | None = None) -> None:
-    """Build a synthetic catalogue of ``n`` sources (or reuse a kept one) and time the query-side steps."""
+QUERY_STEPS = ("similar", "classify", "outliers", "map")
+
+
+def query_side(n: int, queries: int, keep: Path | None, reuse: Path | None = None,
+               steps: tuple[str, ...] = QUERY_STEPS) -> None:
+    """Build a synthetic catalogue of ``n`` sources (or reuse a kept one) and time the query-side ``steps``."""
     work = reuse or Path(tempfile.mkdtemp(prefix=f"latentcat-scale-q{n}-", dir=keep))
     if reuse is None:
         (work / "params.json").write_text(json.dumps({"n": n, "queries": queries}))
@@ -276,7 +281,7 @@ def query_side(n: int, queries: int, keep: Path | None, reuse: Path | None = Non
     if reuse is not None:
         results["catalog"] = json.loads((work / "catalog_result.json").read_text())
         n = json.loads((work / "params.json").read_text())["n"]
-    for stage in ("catalog", "similar", "classify", "outliers", "map"):
+    for stage in ("catalog", *steps):
         if stage in results:
             continue
         res, seconds, rss = _in_process(["query:" + stage, str(work)])
@@ -286,7 +291,7 @@ def query_side(n: int, queries: int, keep: Path | None, reuse: Path | None = Non
         print(f"  n={n:,} {stage:<9} {seconds:8.1f} s  peak RSS {rss:7.0f} MiB", flush=True)
     if keep is None and reuse is None:
         shutil.rmtree(work, ignore_errors=True)
-    c, s, k, o, m = (results[x] for x in ("catalog", "similar", "classify", "outliers", "map"))
+    c = results["catalog"]
     idx = c["index"]
     kind = idx["type"] + (f" nlist={idx['nlist']} nprobe={idx['nprobe']}" if idx["type"] != "flat" else "")
     print(f"\nquery side at {n:,} sources (synthetic latents, exact schemas); joint index {kind}")
@@ -295,15 +300,21 @@ def query_side(n: int, queries: int, keep: Path | None, reuse: Path | None = Non
     print(f"{'  FAISS index builds (all block sets)':<44}{c['index_seconds']:>20.1f} s{'':>10}   < 5 min")
     print(f"{'  catalog.duckdb size':<44}{c['duckdb_mib']:>18.0f} MiB{'':>10}   < 2 GB")
     print(f"{'  catalogue folder size':<44}{c['disk_mib']:>18.0f} MiB")
-    print(f"{'similar(), ids and distances, p50 / p99':<44}{s['ids_p50_ms']:>10.2f} / {s['ids_p99_ms']:6.2f} ms{s['rss']:>10.0f}   p50 < 5 ms")
-    print(f"{'similar() with metadata, p50 / p99':<44}{s['p50_ms']:>10.2f} / {s['p99_ms']:6.2f} ms")
-    print(f"{'similar() recall@10 vs exact':<44}{s['recall_at_10']:>22.3f}{'':>10}   >= 0.95")
-    print(f"{'analyse: classifier (hgb, CV on <= 20k, fit on <= 200k,':<44}{k['seconds']:>20.1f} s{k['rss']:>10.0f}")
-    print(f"{'  predictions for every source)':<44}{'':>22}{'':>10}")
-    print(f"{'analyse: isolation forest + loss ranking, all':<44}{o['seconds']:>20.1f} s{o['rss']:>10.0f}")
-    print(f"{'analyse: 2-D map (fit on <= 100k, place all)':<44}{m['seconds']:>20.1f} s{m['rss']:>10.0f}")
-    whole = k["seconds"] + o["seconds"] + m["seconds"]
-    print(f"{'analyse, the three together':<44}{whole:>20.1f} s{max(k['rss'], o['rss'], m['rss']):>10.0f}   < 10 min")
+    if "similar" in results:
+        s = results["similar"]
+        print(f"{'similar(), ids and distances, p50 / p99':<44}{s['ids_p50_ms']:>10.2f} / {s['ids_p99_ms']:6.2f} ms{s['rss']:>10.0f}   p50 < 5 ms")
+        print(f"{'similar() with metadata, p50 / p99':<44}{s['p50_ms']:>10.2f} / {s['p99_ms']:6.2f} ms")
+        print(f"{'similar() recall@10 vs exact':<44}{s['recall_at_10']:>22.3f}{'':>10}   >= 0.95")
+    names = {"classify": "analyse: classifier (hgb, CV 20k, fit 200k)",
+             "outliers": "analyse: isolation forest + loss ranking, all",
+             "map": "analyse: 2-D map (fit on <= 100k, place all)"}
+    timed = [results[x] for x in names if x in results]
+    for x, label in names.items():
+        if x in results:
+            print(f"{label:<44}{results[x]['seconds']:>20.1f} s{results[x]['rss']:>10.0f}")
+    if len(timed) == len(names):
+        whole = sum(r["seconds"] for r in timed)
+        print(f"{'analyse, the three together':<44}{whole:>20.1f} s{max(r['rss'] for r in timed):>10.0f}   < 10 min")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -326,13 +337,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--keep", type=Path, default=None, help="keep the work folders under this folder")
     ap.add_argument("--reuse", type=Path, default=None,
                     help="a query-side work folder kept by --keep: time the queries again without rebuilding")
+    ap.add_argument("--steps", nargs="*", choices=QUERY_STEPS, default=list(QUERY_STEPS),
+                    help="query-side steps to time (default all), e.g. --reuse DIR --steps map")
     args = ap.parse_args(argv)
     print(f"latentcat scale benchmark, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
     if args.sizes:
         print_pipeline(pipeline(args.sizes, args.train_epochs, args.workers, args.keep), args.train_epochs)
     if args.query_n or args.reuse:
-        query_side(args.query_n, args.queries, args.keep, args.reuse)
+        query_side(args.query_n, args.queries, args.keep, args.reuse, tuple(args.steps))
 
 
 if __name__ == "__main__":

@@ -544,6 +544,34 @@ def test_a_source_without_xp_is_on_the_map_among_its_class(cat, tables):
     assert len(purity) >= 20 and np.mean(purity) >= 0.8
 
 
+def test_many_references_are_searched_through_an_index_that_places_as_exact_search(cat, monkeypatch):
+    """Above PLACE_EXACT_MAX references the sources lacking a part are placed through an IVF
+    index: nearly where exact search puts them, alone as among others, and the index is not
+    pickled with the map."""
+    import pickle
+
+    from latentcat.analysis import latent_map
+
+    ids, vectors, _ = analysis_inputs(cat)
+    fitted = latent_map.LatentMap(seed=0, map_params={"n_steps": 100}).fit(vectors)
+    exact = fitted.transform(vectors)
+    monkeypatch.setattr(latent_map, "PLACE_EXACT_MAX", 100)
+    fitted.__dict__.pop("_reference_indexes", None)
+    indexed = fitted.transform(vectors)
+    assert all(type(i).__name__ != "IndexIDMap2" for i in fitted._reference_indexes.values())  # IVF, not flat
+    placed = ~np.isnan(exact[:, 0])
+    lacking = np.any([np.isnan(vectors[b][:, 0]) for b in fitted.parts_], axis=0) & placed
+    assert lacking.sum() >= 50
+    np.testing.assert_array_equal(np.isnan(indexed[:, 0]), ~placed)
+    np.testing.assert_array_equal(indexed[~lacking], exact[~lacking])  # the network's sources are untouched
+    spread = np.nanstd(exact, axis=0).mean()
+    moved = np.linalg.norm(indexed[lacking] - exact[lacking], axis=1)
+    assert np.median(moved) < 0.01 * spread and np.mean(moved < 0.1 * spread) >= 0.95
+    one = np.flatnonzero(lacking)[:1]
+    np.testing.assert_array_equal(fitted.transform({b: v[one] for b, v in vectors.items()}), indexed[one])
+    assert "_reference_indexes" not in pickle.loads(pickle.dumps(fitted)).__dict__
+
+
 def test_quantile_bins_keep_the_order_of_values_and_their_missing_rows():
     """Boosting's inputs become quantile-bin numbers: at most 255 per column, in the order of
     the values, NaN still NaN, and a value beyond the training range in the end bin."""
