@@ -15,7 +15,10 @@ class, faint sources without XP, 8% without a colour), then prints:
   (metadata joined in both), as a throughput ratio;
 - like(): a set of 40 sources of one class, its time and its self-check;
 - recall@10 of similar() against exact search (FAISS flat, same vectors);
-- the exact SQL macros similar_to (p50) and similar_to_many (100 ids).
+- SQL: a plain DuckDB scan of the search-space vectors (one FLOAT[16] column, the query a
+  constant), every macro (similar_to, the indexed similar_to_approx with its recall against
+  similar_to, the latent macros, similar_to_many and similar_to_many_approx of 100 ids), and
+  the plain scan, similar_to and similar_to_approx again in the ``duckdb`` shell (DuckDB 1.x).
 
     OMP_NUM_THREADS=1 python3 benchmarks/query.py --n 100000                     # flat indexes
     OMP_NUM_THREADS=1 python3 benchmarks/query.py --n 100000 --exact-max 50000   # IVF-Flat
@@ -65,6 +68,79 @@ def _interleaved(fns: dict, repeats: int) -> dict[str, np.ndarray]:
             fn(i)
             out[name][i] = time.perf_counter() - t
     return {name: v * 1e3 for name, v in out.items()}
+
+
+def _sql_side(cat_dir: Path, q_ids: list[int], k: int) -> list[tuple[str, float, str]]:
+    """(name, p50 ms, note) of the plain scan and each SQL macro, through DuckDB in Python."""
+    con = duckdb.connect(str(cat_dir / "catalog.duckdb"), read_only=True)
+    full = con.execute("SELECT part_set FROM space_query WHERE parts = 'xp+dmdt+fold+colour' LIMIT 1").fetchone()[0]
+    vec = {sid: con.execute("SELECT v FROM space_query WHERE source_id = ?", [sid]).fetchone()[0] for sid in q_ids}
+    codes = {sid: con.execute("SELECT z FROM embeddings WHERE source_id = ?", [sid]).fetchone()[0] for sid in q_ids}
+
+    def p50(sql, params) -> float:
+        con.execute(sql, params(q_ids[0])).fetchall()
+        return float(np.median(_timed(lambda i: con.execute(sql, params(q_ids[i])).fetchall(), len(q_ids))))
+
+    rows = [("plain scan: array_distance over one FLOAT[16] column",
+             p50(f"SELECT source_id, array_distance(v, ?::FLOAT[16]) AS d FROM space_search WHERE part_set = {full} "
+                 "ORDER BY d, source_id LIMIT ?", lambda sid: [vec[sid], k + 1]),
+             "the rows of the query's part set, the vector a constant")]
+    exact = {sid: [r[0] for r in con.execute("SELECT source_id FROM similar_to(?, ?)", [sid, k]).fetchall()] for sid in q_ids}
+    rows.append(("similar_to(id, k): exact", p50("SELECT * FROM similar_to(?, ?)", lambda sid: [sid, k]), "<= 1.5x plain"))
+    approx = {sid: [r[0] for r in con.execute("SELECT source_id FROM similar_to_approx(?, ?, NULL)", [sid, k]).fetchall()]
+              for sid in q_ids}
+    recall = np.mean([len(set(approx[s]) & set(exact[s])) / max(1, len(exact[s])) for s in q_ids])
+    nprobe = con.execute(f"SELECT any_value(nprobe), count(*) FROM space_lists WHERE part_set = {full}").fetchone()
+    t_approx = p50("SELECT * FROM similar_to_approx(?, ?, NULL)", lambda sid: [sid, k])
+    rows.append(("similar_to_approx(id, k, NULL): IVF lists in DuckDB", t_approx,
+                 f"recall@10 {recall:.3f} vs similar_to; nprobe {nprobe[0]} of {nprobe[1]} lists; "
+                 f"{rows[1][1] / t_approx:.0f}x faster than exact (target >= 20x, recall >= 0.95)"))
+    for name, sql in (("similar_to_latents(id, k)", "SELECT * FROM similar_to_latents(?, ?)"),
+                      ("similar_to_fold(id, k)", "SELECT * FROM similar_to_fold(?, ?)"),
+                      ("similar_to_available(id, k)", "SELECT * FROM similar_to_available(?, ?)")):
+        rows.append((name, p50(sql, lambda sid: [sid, k]), "latent codes (embeddings table)"))
+    rows.append(("similar_to_vector(z, k)", p50("SELECT * FROM similar_to_vector(?, ?)", lambda sid: [codes[sid], k]), ""))
+    many = [int(s) for s in con.execute("SELECT source_id FROM space WHERE parts <> '' USING SAMPLE 100 ROWS "
+                                        "(reservoir, 1)").fetchnumpy()["source_id"]]
+    for name, sql, target in (("similar_to_many(100 ids, k): exact", "SELECT * FROM similar_to_many(?, ?)", "<= 10 s at 4M"),
+                              ("similar_to_many_approx(100 ids, k, NULL)", "SELECT * FROM similar_to_many_approx(?, ?, NULL)", "")):
+        t = time.perf_counter()
+        con.execute(sql, [many, k]).fetchall()
+        rows.append((name, (time.perf_counter() - t) * 1e3, target))
+    con.close()
+    return rows
+
+
+def _shell_side(cat_dir: Path, q_ids: list[int], k: int) -> list[tuple[str, float, str]]:
+    """The plain scan, similar_to and similar_to_approx timed by the ``duckdb`` shell (DuckDB 1.x), p50 of 5."""
+    import re
+    import shutil
+    import subprocess
+
+    beside = Path(sys.executable).parent / "duckdb"
+    shell = str(beside) if beside.is_file() else shutil.which("duckdb")
+    if shell is None:
+        return []
+    db = cat_dir / "catalog.duckdb"
+    con = duckdb.connect(str(db), read_only=True)
+    vec = {sid: con.execute("SELECT v::VARCHAR FROM space_query WHERE source_id = ?", [sid]).fetchone()[0] for sid in q_ids}
+    full = con.execute("SELECT part_set FROM space_query WHERE source_id = ?", [q_ids[0]]).fetchone()[0]
+    con.close()
+    version = subprocess.run([shell, "--version"], capture_output=True, text=True).stdout.split()[0]
+    queries = {
+        "plain scan": [f"SELECT source_id, array_distance(v, '{vec[s]}'::FLOAT[16]) AS d FROM space_search "
+                       f"WHERE part_set = {full} ORDER BY d, source_id LIMIT {k + 1};" for s in q_ids],
+        "similar_to": [f"SELECT * FROM similar_to({s}, {k});" for s in q_ids],
+        "similar_to_approx": [f"SELECT * FROM similar_to_approx({s}, {k}, NULL);" for s in q_ids],
+    }
+    rows = []
+    for name, statements in queries.items():
+        script = ".timer on\n.output /dev/null\n" + "\n".join(statements[:1] + statements) + "\n"
+        run = subprocess.run([shell, "-readonly", str(db)], input=script, capture_output=True, text=True, timeout=600)
+        times = [float(t) for t in re.findall(r"Run Time \(s\): real ([0-9.]+)", run.stdout + run.stderr)][1:]
+        if times:
+            rows.append((f"shell {version}: {name}", float(np.median(times)) * 1e3, "x: against the shell's plain scan"))
+    return rows
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -176,13 +252,8 @@ def main(argv: list[str] | None = None) -> None:
     truth = np.array([[ids[j] for j in row if j != pick[r]][:k] for r, row in enumerate(nn)])
     recall = lc_index.recall_at_k(np.array(found), truth)
 
-    bare_db = duckdb.connect(str(cat_dir / "catalog.duckdb"), read_only=True)
-    n_sql = min(args.sql_queries, args.queries)
-    lat_sql = _timed(lambda i: bare_db.execute("SELECT * FROM similar_to(?, ?)", [q_ids[i], k]).fetchall(), n_sql)
-    t = time.perf_counter()
-    bare_db.execute("SELECT * FROM similar_to_many(?, ?)", [q_ids[:100], k]).fetchall()
-    t_many = time.perf_counter() - t
-    bare_db.close()
+    sql_rows = _sql_side(cat_dir, q_ids[: min(args.sql_queries, args.queries)], k)
+    shell_rows = _shell_side(cat_dir, q_ids[:5], k)
 
     kind = info["type"] + (f", nlist {info['nlist']}, nprobe {info['nprobe']}" if info["type"] != "flat" else "")
     print(f"latentcat query benchmark: n={args.n:,} sources, {len(ids):,} with every search-space part, k={k}")
@@ -211,8 +282,15 @@ def main(argv: list[str] | None = None) -> None:
           f"are all alike, so the top 1% can hold few of them; the self-check finding a rare class hidden in a crowd is "
           f"tested in tests/test_query_like.py)")
     print(f"recall@10 of similar() against exact search ({args.queries} queries): {recall:.4f}")
-    print(f"SQL macro similar_to (exact, DuckDB): {np.median(lat_sql):.1f} ms p50 of {n_sql}; "
-          f"similar_to_many, 100 ids: {t_many:.2f} s")
+    print()
+    print(f"SQL (DuckDB {duckdb.__version__}, its default threads; the same {len(q_ids[:args.sql_queries])} "
+          f"sources with every part as queries)")
+    print(f"{'measure':<58}{'p50 ms':>10}{'x plain':>9}   note")
+    plain = sql_rows[0][1]
+    for name, ms, note in sql_rows + shell_rows:
+        ratio = f"{ms / plain:9.2f}" if not name.startswith("shell") else f"{ms / shell_rows[0][1]:9.2f}"
+        print(f"{name:<58}{ms:10.1f}{ratio}   {note}")
+    print(f"  (bare FAISS on the same index: {base:.3f} ms p50)")
     cat.close()
     if tmp is not None:
         tmp.cleanup()

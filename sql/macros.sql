@@ -4,10 +4,11 @@
 --   $ duckdb -readonly catalog.duckdb
 --   D SELECT * FROM similar_to(5853498713190525696, 10) JOIN sources USING (source_id);
 --
--- All searches are exact: Euclidean distance (list_distance, array_distance), the k nearest
--- sources, the query source itself excluded, ties broken by source_id. similar_to searches
--- the search space (the space table: latent blocks and colour, standardised by the rule in
--- space_rule); the other macros search the latent codes themselves. latentcat's Python API
+-- Searches return the k nearest sources by Euclidean distance (array_distance), the query
+-- source itself excluded, ties broken by source_id; all are exact but the _approx ones, which
+-- compare the query with the sources of a few IVF lists (space_lists). similar_to* search the
+-- search space (latent blocks and colour standardised by the rule in space_rule, laid out in
+-- space_search); the other macros search the latent codes themselves. latentcat's Python API
 -- answers the same questions through FAISS indexes.
 
 -- Everything known about each catalogue source except its latent codes: which blocks it
@@ -22,34 +23,53 @@ LEFT JOIN sources AS s USING (source_id)
 LEFT JOIN labels AS l USING (source_id)
 LEFT JOIN features AS f USING (source_id);
 
+-- Each source's search-space parts as a search compares them: part_set (a bit per part it
+-- has: xp 1, dmdt 2, fold 4, colour 8) and v, those parts packed in order with zeros after
+-- them, as the rows of space_search hold them (latentcat/catalog/space_search.py).
+CREATE OR REPLACE VIEW space_query AS
+SELECT source_id, parts,
+       (CASE WHEN s_xp IS NULL THEN 0 ELSE 1 END + CASE WHEN s_dmdt IS NULL THEN 0 ELSE 2 END
+        + CASE WHEN s_fold IS NULL THEN 0 ELSE 4 END + CASE WHEN s_colour IS NULL THEN 0 ELSE 8 END)::UTINYINT AS part_set,
+       list_resize(list_concat(list_concat(list_concat(s_xp::FLOAT[], s_dmdt::FLOAT[]), s_fold::FLOAT[]),
+                               s_colour::FLOAT[]), 16, 0)::FLOAT[16] AS v
+FROM space;
+
 -- Nearest sources in the search space, on the parts the query source has: a source without
 -- XP is compared on dm-dt, fold and colour, and so on; only sources that have all of those
 -- parts are candidates, and a missing part is never filled in. The parts column says which
 -- parts were compared; a source with no part (no latent code) has no neighbours. The same
--- neighbours as Catalog.similar(source_id).
+-- neighbours as Catalog.similar(source_id). One array_distance per candidate, over the rows
+-- of the query's part set in space_search only: about the cost of a plain scan of them.
 CREATE OR REPLACE MACRO similar_to(qid, k) AS TABLE
-    WITH q AS (SELECT s_xp, s_dmdt, s_fold, s_colour, parts FROM space WHERE source_id = qid)
-    SELECT e.source_id,
-           list_distance(
-               list_concat(list_concat(list_concat(CASE WHEN q.s_xp IS NOT NULL THEN e.s_xp END,
-                                                   CASE WHEN q.s_dmdt IS NOT NULL THEN e.s_dmdt END),
-                                       CASE WHEN q.s_fold IS NOT NULL THEN e.s_fold END),
-                           CASE WHEN q.s_colour IS NOT NULL THEN e.s_colour END),
-               list_concat(list_concat(list_concat(q.s_xp, q.s_dmdt), q.s_fold), q.s_colour)) AS distance,
-           q.parts AS parts
-    FROM space AS e, q
+    WITH q AS (SELECT part_set, v, parts FROM space_query WHERE source_id = qid)
+    SELECT e.source_id, array_distance(e.v, q.v) AS distance, q.parts AS parts
+    FROM space_search AS e JOIN q ON e.part_set = q.part_set
     WHERE e.source_id <> qid
-      AND (q.s_xp IS NOT NULL OR q.s_dmdt IS NOT NULL OR q.s_fold IS NOT NULL OR q.s_colour IS NOT NULL)
-      AND (q.s_xp IS NULL OR e.s_xp IS NOT NULL)
-      AND (q.s_dmdt IS NULL OR e.s_dmdt IS NOT NULL)
-      AND (q.s_fold IS NULL OR e.s_fold IS NOT NULL)
-      AND (q.s_colour IS NULL OR e.s_colour IS NOT NULL)
+    ORDER BY distance, e.source_id
+    LIMIT k;
+
+-- similar_to through the IVF lists of space_lists: only the sources of the query's nprobe
+-- nearest lists are compared (NULL: the part set's stored nprobe, which finds >= 95 % of the
+-- exact ten nearest, build_info.sql_lists). A few hundred times fewer rows read at 4M sources;
+-- the answer may miss a true neighbour, as the Python API's IVF indexes may.
+CREATE OR REPLACE MACRO similar_to_approx(qid, k, nprobe) AS TABLE
+    WITH q AS (SELECT part_set, v, parts FROM space_query WHERE source_id = qid),
+    probe AS (
+        SELECT l.part_set, l.list_id
+        FROM space_lists AS l JOIN q ON l.part_set = q.part_set
+        QUALIFY row_number() OVER (ORDER BY array_distance(l.centroid, q.v), l.list_id) <= coalesce(nprobe, l.nprobe)
+    )
+    SELECT e.source_id, array_distance(e.v, q.v) AS distance, q.parts AS parts
+    FROM space_search AS e
+    JOIN probe ON e.part_set = probe.part_set AND e.list_id = probe.list_id
+    JOIN q ON e.part_set = q.part_set
+    WHERE e.source_id <> qid
     ORDER BY distance, e.source_id
     LIMIT k;
 
 -- similar_to for many sources at once: the k nearest of each source_id in the list qids, as
 -- (query_id, rank, source_id, distance, parts) rows, each query on the parts it has, among the
--- sources that have them too (as similar_to), in one pass over the space table; ids not in the
+-- sources that have them too (as similar_to), in one pass over space_search; ids not in the
 -- catalogue give no rows. A table of ids goes in as a list, and the result joins like any table:
 --
 --   SELECT n.query_id, n.rank, n.source_id, n.distance, s.phot_g_mean_mag
@@ -58,35 +78,48 @@ CREATE OR REPLACE MACRO similar_to(qid, k) AS TABLE
 --   ORDER BY n.query_id, n.rank;
 --
 -- (`FROM ids, LATERAL similar_to(ids.source_id, k)` gives the same rows, but DuckDB plans the
--- correlated macro as a join per pair of sources: seconds for three ids among 2,000 sources.)
--- The distance sums the squared distances of the parts the query has (a part it lacks gives
--- NULL, counted as 0): the neighbours of similar_to, with distances equal to 1e-6 (float32);
--- min_by keeps the k smallest (distance, source_id) per query without sorting every pair.
+-- correlated macro as a join per pair of sources.) min_by keeps the k smallest
+-- (distance, source_id) per query without sorting every pair.
 CREATE OR REPLACE MACRO similar_to_many(qids, k) AS TABLE
     WITH q AS (
-        SELECT source_id AS query_id, s_xp, s_dmdt, s_fold, s_colour, parts
-        FROM space
-        WHERE source_id IN (SELECT unnest(qids)) AND parts <> ''
-    ),
-    pairs AS (
-        SELECT q.query_id, q.parts, e.source_id,
-               sqrt(coalesce(pow(array_distance(e.s_xp, q.s_xp), 2), 0)
-                    + coalesce(pow(array_distance(e.s_dmdt, q.s_dmdt), 2), 0)
-                    + coalesce(pow(array_distance(e.s_fold, q.s_fold), 2), 0)
-                    + coalesce(pow(array_distance(e.s_colour, q.s_colour), 2), 0))::FLOAT AS distance
-        FROM q JOIN space AS e
-          ON e.source_id <> q.query_id
-         AND (q.s_xp IS NULL OR e.s_xp IS NOT NULL)
-         AND (q.s_dmdt IS NULL OR e.s_dmdt IS NOT NULL)
-         AND (q.s_fold IS NULL OR e.s_fold IS NOT NULL)
-         AND (q.s_colour IS NULL OR e.s_colour IS NOT NULL)
+        SELECT source_id AS query_id, part_set, v, parts
+        FROM space_query
+        WHERE source_id IN (SELECT unnest(qids)) AND part_set > 0
     ),
     top AS (
-        SELECT query_id, parts,
-               min_by({'source_id': source_id, 'distance': distance},
-                      {'distance': distance, 'source_id': source_id}, k) AS nb
-        FROM pairs
-        GROUP BY query_id, parts
+        SELECT q.query_id, any_value(q.parts) AS parts,
+               min_by({'source_id': e.source_id, 'distance': array_distance(e.v, q.v)},
+                      {'distance': array_distance(e.v, q.v), 'source_id': e.source_id}, k) AS nb
+        FROM q JOIN space_search AS e ON e.part_set = q.part_set AND e.source_id <> q.query_id
+        GROUP BY q.query_id
+    )
+    SELECT query_id, unnest(generate_series(1, len(nb))) AS rank,
+           unnest(nb, recursive := true), parts
+    FROM top;
+
+-- similar_to_approx for many sources at once (rows as similar_to_many): each query compared
+-- with the sources of its nprobe nearest lists (NULL: its part set's stored nprobe).
+CREATE OR REPLACE MACRO similar_to_many_approx(qids, k, nprobe) AS TABLE
+    WITH q AS (
+        SELECT source_id AS query_id, part_set, v, parts
+        FROM space_query
+        WHERE source_id IN (SELECT unnest(qids)) AND part_set > 0
+    ),
+    probe AS (
+        SELECT q.query_id, l.part_set, l.list_id
+        FROM space_lists AS l JOIN q ON l.part_set = q.part_set
+        QUALIFY row_number() OVER (PARTITION BY q.query_id ORDER BY array_distance(l.centroid, q.v), l.list_id)
+                <= coalesce(nprobe, l.nprobe)
+    ),
+    top AS (
+        SELECT q.query_id, any_value(q.parts) AS parts,
+               min_by({'source_id': e.source_id, 'distance': array_distance(e.v, q.v)},
+                      {'distance': array_distance(e.v, q.v), 'source_id': e.source_id}, k) AS nb
+        FROM probe
+        JOIN space_search AS e ON e.part_set = probe.part_set AND e.list_id = probe.list_id
+        JOIN q ON q.query_id = probe.query_id
+        WHERE e.source_id <> q.query_id
+        GROUP BY q.query_id
     )
     SELECT query_id, unnest(generate_series(1, len(nb))) AS rank,
            unnest(nb, recursive := true), parts
@@ -124,17 +157,15 @@ CREATE OR REPLACE MACRO similar_to_fold(qid, k) AS TABLE
     LIMIT k;
 
 -- Nearest sources on the blocks the query source has. A source without XP is compared on
--- dm-dt + fold, and so on: the present blocks are concatenated (list_concat skips a NULL
--- block), only sources that have all of those blocks are candidates, and a missing block
--- is never filled in. The blocks column says which blocks were compared.
+-- dm-dt + fold, and so on: the distance sums the squared distances of the blocks the query has
+-- (one array_distance per block), only sources that have all of those blocks are candidates,
+-- and a missing block is never filled in. The blocks column says which blocks were compared.
 CREATE OR REPLACE MACRO similar_to_available(qid, k) AS TABLE
     WITH q AS (SELECT z_xp, z_dmdt, z_fold FROM embeddings WHERE source_id = qid)
     SELECT e.source_id,
-           list_distance(
-               list_concat(list_concat(CASE WHEN q.z_xp IS NOT NULL THEN e.z_xp END,
-                                       CASE WHEN q.z_dmdt IS NOT NULL THEN e.z_dmdt END),
-                           CASE WHEN q.z_fold IS NOT NULL THEN e.z_fold END),
-               list_concat(list_concat(q.z_xp, q.z_dmdt), q.z_fold)) AS distance,
+           sqrt(coalesce(pow(array_distance(e.z_xp, q.z_xp), 2), 0)
+                + coalesce(pow(array_distance(e.z_dmdt, q.z_dmdt), 2), 0)
+                + coalesce(pow(array_distance(e.z_fold, q.z_fold), 2), 0))::FLOAT AS distance,
            concat_ws('+', CASE WHEN q.z_xp IS NOT NULL THEN 'xp' END,
                           CASE WHEN q.z_dmdt IS NOT NULL THEN 'dmdt' END,
                           CASE WHEN q.z_fold IS NOT NULL THEN 'fold' END) AS blocks

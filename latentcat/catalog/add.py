@@ -68,6 +68,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from latentcat.blocks import BLOCK_DIM, BLOCK_SETS, BLOCKS, parse_block_set, SPACE
+from latentcat.catalog.space_search import write_space_search
 from latentcat.catalog import index as lc_index
 from latentcat.atomic import swap_in
 from latentcat.catalog.hats import write_embeddings_hats
@@ -626,11 +627,13 @@ def _add_locked(cat_dir: Path, inputs: list[Path], skip_existing: bool, device: 
             for table in _SOURCE_TABLES:  # fixed table names, not user input
                 _delete_rows(con, table, replaced_rows.get(table, replaced))
             load_tables(con, stage, work / FEATURES_DIR, work / EMBEDDINGS_DIR)
+            con.execute(sql_script("space_search"))  # a catalogue written before these tables existed
             con.execute(sql_script("macros"))  # views pick up any new gaia_source columns
 
             ids, latents = _arrays(added_emb)[:2]
             vectors, added_space = _add_space_rows(con, ids, latents)
             indexes = _extend_indexes(cat_dir, new, con, ids, latents, vectors, replaced, old["build_info"])
+            sql_lists = write_space_search(con, int(old["build_info"].get("seed", 0)))
 
             added = added_emb
             for p in PARTS:
@@ -638,7 +641,7 @@ def _add_locked(cat_dir: Path, inputs: list[Path], skip_existing: bool, device: 
             report["analysis"], stale_now = refresh_derived(con, models, old["derived_keys"], added)
             stale = _stale_record(old, stale_now, int(new_ids.size))
             report.update(counts=table_counts(con), shards=_place_shards(work, new))
-            info = {"counts": report["counts"], "indexes": indexes,
+            info = {"counts": report["counts"], "indexes": indexes, "sql_lists": sql_lists,
                     "additions": list(old["build_info"].get("additions", [])) + [report]}
             if stale is not None:
                 info["stale"] = stale

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from latentcat.catalog import index as lc_index
 from latentcat.catalog.hats import write_embeddings_hats
 from latentcat.analysis.space import SearchSpace, present_sets, space_parts, space_rows
+from latentcat.catalog.space_search import write_space_search
 from latentcat.errors import InputError, LatentcatError
 from latentcat.layout import DB_NAME, HATS_DIR, INDEX_DIR, shards, staged
 from latentcat.errors import one_line as _one_line
@@ -246,6 +247,7 @@ def write_catalog(
     con = duckdb.connect(str(db_path), config={"storage_compatibility_version": STORAGE_VERSION})
     try:
         con.execute(sql_script("schema"))
+        con.execute(sql_script("space_search"))
         load_tables(con, Path(stage_dir), Path(features_dir), Path(emb_dir))
         con.execute(sql_script("macros"))
         codes = con.sql(sql_statements("load")["codes_for_index"]).to_arrow_table()
@@ -258,6 +260,7 @@ def write_catalog(
         rule = SearchSpace.fit(raw)
         vectors = rule.transform(raw)
         write_space(con, space_rows(ids, vectors), rule)
+        sql_lists = write_space_search(con, seed)
         indexes.update(lc_index.build_set_indexes(
             ids, vectors, present_sets(vectors), cat_dir / INDEX_DIR, space=True, exact_max=exact_max,
             target_recall=target_recall, seed=seed,
@@ -267,6 +270,7 @@ def write_catalog(
             **build_info,
             "counts": table_counts(con),
             "indexes": indexes,
+            "sql_lists": sql_lists,
             "embeddings_hats": {**hats, "path": HATS_DIR},
             "catalog_format": {"duckdb": duckdb.__version__, "faiss": faiss.__version__,
                                "storage_version": STORAGE_VERSION},

@@ -1,0 +1,22 @@
+-- Tables of latentcat/catalog/space_search.py, created by write_space_search (also in a
+-- catalogue written before they existed, when sources are added to it).
+
+-- The search space laid out for SQL scans (latentcat/catalog/space_search.py): one row per
+-- source and part set it can be searched on, the set's parts packed into one array (zeros
+-- after them), ordered by part set and IVF list so that a search reads only its own rows.
+CREATE TABLE IF NOT EXISTS space_search (
+    part_set   UTINYINT NOT NULL,   -- the parts compared, a bit each: xp 1, dmdt 2, fold 4, colour 8
+    list_id    INTEGER NOT NULL,    -- the source's IVF list within the part set (space_lists)
+    source_id  BIGINT NOT NULL,
+    v          FLOAT[16] NOT NULL   -- the set's parts in order, then zeros
+);
+
+-- The IVF lists of each part set: centroids of a k-means on its packed vectors, and the number
+-- of lists to probe for recall@10 >= 0.95 against the exact search (similar_to_approx).
+CREATE TABLE IF NOT EXISTS space_lists (
+    part_set   UTINYINT NOT NULL,
+    list_id    INTEGER NOT NULL,
+    centroid   FLOAT[16] NOT NULL,
+    nprobe     INTEGER NOT NULL,
+    PRIMARY KEY (part_set, list_id)
+);
