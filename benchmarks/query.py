@@ -74,32 +74,32 @@ def _sql_side(cat_dir: Path, q_ids: list[int], k: int) -> list[tuple[str, float,
     """(name, p50 ms, note) of the plain scan and each SQL macro, through DuckDB in Python."""
     con = duckdb.connect(str(cat_dir / "catalog.duckdb"), read_only=True)
     full = con.execute("SELECT part_set FROM space_query WHERE parts = 'xp+dmdt+fold+colour' LIMIT 1").fetchone()[0]
-    vec = {sid: con.execute("SELECT v FROM space_query WHERE source_id = ?", [sid]).fetchone()[0] for sid in q_ids}
-    codes = {sid: con.execute("SELECT z FROM embeddings WHERE source_id = ?", [sid]).fetchone()[0] for sid in q_ids}
+    vec = {sid: con.execute("SELECT v::VARCHAR FROM space_query WHERE source_id = ?", [sid]).fetchone()[0] for sid in q_ids}
+    codes = {sid: con.execute("SELECT z::VARCHAR || '::FLOAT[15]' FROM embeddings WHERE source_id = ?",
+                              [sid]).fetchone()[0] for sid in q_ids}
 
-    def p50(sql, params) -> float:
-        con.execute(sql, params(q_ids[0])).fetchall()
-        return float(np.median(_timed(lambda i: con.execute(sql, params(q_ids[i])).fetchall(), len(q_ids))))
+    def p50(sql) -> float:  # sql(source_id) -> text: ids as literals, as a user or the shell writes them
+        con.execute(sql(q_ids[0])).fetchall()
+        return float(np.median(_timed(lambda i: con.execute(sql(q_ids[i])).fetchall(), len(q_ids))))
 
     rows = [("plain scan: array_distance over one FLOAT[16] column",
-             p50(f"SELECT source_id, array_distance(v, ?::FLOAT[16]) AS d FROM space_search WHERE part_set = {full} "
-                 "ORDER BY d, source_id LIMIT ?", lambda sid: [vec[sid], k + 1]),
+             p50(lambda sid: f"SELECT source_id, array_distance(v, {vec[sid]}::FLOAT[16]) AS d FROM space_search "
+                             f"WHERE part_set = {full} ORDER BY d, source_id LIMIT {k + 1}"),
              "the rows of the query's part set, the vector a constant")]
-    exact = {sid: [r[0] for r in con.execute("SELECT source_id FROM similar_to(?, ?)", [sid, k]).fetchall()] for sid in q_ids}
-    rows.append(("similar_to(id, k): exact", p50("SELECT * FROM similar_to(?, ?)", lambda sid: [sid, k]), "<= 1.5x plain"))
-    approx = {sid: [r[0] for r in con.execute("SELECT source_id FROM similar_to_approx(?, ?, NULL)", [sid, k]).fetchall()]
+    exact = {sid: [r[0] for r in con.execute(f"SELECT source_id FROM similar_to({sid}, {k})").fetchall()] for sid in q_ids}
+    rows.append(("similar_to(id, k): exact", p50(lambda sid: f"SELECT * FROM similar_to({sid}, {k})"), "<= 1.5x plain"))
+    approx = {sid: [r[0] for r in con.execute(f"SELECT source_id FROM similar_to_approx({sid}, {k}, NULL)").fetchall()]
               for sid in q_ids}
     recall = np.mean([len(set(approx[s]) & set(exact[s])) / max(1, len(exact[s])) for s in q_ids])
     nprobe = con.execute(f"SELECT any_value(nprobe), count(*) FROM space_lists WHERE part_set = {full}").fetchone()
-    t_approx = p50("SELECT * FROM similar_to_approx(?, ?, NULL)", lambda sid: [sid, k])
+    t_approx = p50(lambda sid: f"SELECT * FROM similar_to_approx({sid}, {k}, NULL)")
     rows.append(("similar_to_approx(id, k, NULL): IVF lists in DuckDB", t_approx,
                  f"recall@10 {recall:.3f} vs similar_to; nprobe {nprobe[0]} of {nprobe[1]} lists; "
-                 f"{rows[1][1] / t_approx:.0f}x faster than exact (target >= 20x, recall >= 0.95)"))
-    for name, sql in (("similar_to_latents(id, k)", "SELECT * FROM similar_to_latents(?, ?)"),
-                      ("similar_to_fold(id, k)", "SELECT * FROM similar_to_fold(?, ?)"),
-                      ("similar_to_available(id, k)", "SELECT * FROM similar_to_available(?, ?)")):
-        rows.append((name, p50(sql, lambda sid: [sid, k]), "latent codes (embeddings table)"))
-    rows.append(("similar_to_vector(z, k)", p50("SELECT * FROM similar_to_vector(?, ?)", lambda sid: [codes[sid], k]), ""))
+                 f"{rows[1][1] / t_approx:.1f}x faster than exact (target >= 20x, recall >= 0.95)"))
+    for name in ("similar_to_latents", "similar_to_fold", "similar_to_available"):
+        rows.append((f"{name}(id, k)", p50(lambda sid, m=name: f"SELECT * FROM {m}({sid}, {k})"),
+                     "latent codes (embeddings table)"))
+    rows.append(("similar_to_vector(z, k)", p50(lambda sid: f"SELECT * FROM similar_to_vector({codes[sid]}, {k})"), ""))
     many = [int(s) for s in con.execute("SELECT source_id FROM space WHERE parts <> '' USING SAMPLE 100 ROWS "
                                         "(reservoir, 1)").fetchnumpy()["source_id"]]
     for name, sql, target in (("similar_to_many(100 ids, k): exact", "SELECT * FROM similar_to_many(?, ?)", "<= 10 s at 4M"),

@@ -543,11 +543,12 @@ def _merge_light_curves(con: duckdb.DuckDBPyConnection, parts: Path, final: Path
         for lo, hi in ranges:
             bounds = {"lo": lo, "hi": hi}
             p, s = {"points": points.files(lo, hi), **bounds}, {"seen": seen.files(lo, hi), **bounds}
-            total, distinct = con.execute(
-                f"SELECT count(*), count(DISTINCT (source_id, band, time)) FROM {_POINTS}", p).fetchone()
-            duplicates += int(total - distinct)
-            conflicts += con.execute(f"SELECT count(*) FROM (SELECT 1 FROM {_POINTS} GROUP BY source_id, band, time "
-                                     f"HAVING count(DISTINCT mag) > 1)", p).fetchone()[0]
+            repeated, disagree = con.execute(  # one pass: the epochs given more than once, and with two magnitudes
+                f"SELECT coalesce(sum(n - 1), 0), count(*) FILTER (WHERE n_mag > 1) FROM (SELECT count(*) AS n, "
+                f"count(DISTINCT mag) AS n_mag FROM {_POINTS} GROUP BY source_id, band, time HAVING count(*) > 1)",
+                p).fetchone()
+            duplicates += int(repeated)
+            conflicts += int(disagree)
             multi += con.execute(f"SELECT count(*) FROM (SELECT source_id FROM {_SEEN} GROUP BY source_id "
                                  f"HAVING count(DISTINCT _file) > 1)", s).fetchone()[0]
             _add_sources(con, _SEEN, s, counts)
