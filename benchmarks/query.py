@@ -22,6 +22,7 @@ class, faint sources without XP, 8% without a colour), then prints:
 
     OMP_NUM_THREADS=1 python3 benchmarks/query.py --n 100000                     # flat indexes
     OMP_NUM_THREADS=1 python3 benchmarks/query.py --n 100000 --exact-max 50000   # IVF-Flat
+    OMP_NUM_THREADS=1 python3 benchmarks/query.py --n 4000000 --workdir /data/q4m --sql-only   # the SQL rows
 """
 
 from __future__ import annotations
@@ -100,8 +101,8 @@ def _sql_side(cat_dir: Path, q_ids: list[int], k: int) -> list[tuple[str, float,
         rows.append((f"{name}(id, k)", p50(lambda sid, m=name: f"SELECT * FROM {m}({sid}, {k})"),
                      "latent codes (embeddings table)"))
     rows.append(("similar_to_vector(z, k)", p50(lambda sid: f"SELECT * FROM similar_to_vector({codes[sid]}, {k})"), ""))
-    many = [int(s) for s in con.execute("SELECT source_id FROM space WHERE parts <> '' USING SAMPLE 100 ROWS "
-                                        "(reservoir, 1)").fetchnumpy()["source_id"]]
+    many = [int(s) for s in con.execute("SELECT source_id FROM space WHERE parts <> '' "
+                                        "ORDER BY hash(source_id) LIMIT 100").fetchnumpy()["source_id"]]
     for name, sql, target in (("similar_to_many(100 ids, k): exact", "SELECT * FROM similar_to_many(?, ?)", "<= 10 s at 4M"),
                               ("similar_to_many_approx(100 ids, k, NULL)", "SELECT * FROM similar_to_many_approx(?, ?, NULL)", "")):
         t = time.perf_counter()
@@ -143,6 +144,19 @@ def _shell_side(cat_dir: Path, q_ids: list[int], k: int) -> list[tuple[str, floa
     return rows
 
 
+def _print_sql(rows: list[tuple[str, float, str]], n_queries: int, bare_ms: float | None) -> None:
+    """The SQL table: each row's p50 and its ratio to the plain scan (the shell's rows to the shell's)."""
+    print()
+    print(f"SQL (DuckDB {duckdb.__version__}, its default threads; the same {n_queries} sources with every part "
+          f"as queries)")
+    print(f"{'measure':<58}{'p50 ms':>10}{'x plain':>9}   note")
+    plain = {False: rows[0][1], True: next((ms for name, ms, _ in rows if name.startswith("shell")), 1.0)}
+    for name, ms, note in rows:
+        print(f"{name:<58}{ms:10.1f}{ms / plain[name.startswith('shell')]:9.2f}   {note}")
+    if bare_ms is not None:
+        print(f"  (bare FAISS on the same index: {bare_ms:.3f} ms p50)")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Build a synthetic catalogue and print the query benchmark table."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -155,6 +169,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="largest exact index; smaller gives IVF-Flat")
     ap.add_argument("--workdir", type=Path, default=None, help="keep the catalogue here")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sql-only", action="store_true", help="print the SQL rows only (the macros, the shell)")
     args = ap.parse_args(argv)
 
     tmp = None
@@ -171,6 +186,13 @@ def main(argv: list[str] | None = None) -> None:
     t_build = time.perf_counter() - t
     k = args.k
 
+    if args.sql_only:
+        con = duckdb.connect(str(cat_dir / "catalog.duckdb"), read_only=True)
+        ids = [int(r[0]) for r in con.execute("SELECT source_id FROM space WHERE parts = 'xp+dmdt+fold+colour' "
+                                              f"ORDER BY hash(source_id + {args.seed}) LIMIT {args.sql_queries}").fetchall()]
+        con.close()
+        _print_sql(_sql_side(cat_dir, ids, k) + _shell_side(cat_dir, ids[:5], k), len(ids), None)
+        return
     t_open = np.median(_timed(lambda i: open_catalog(cat_dir).close(), 5))
     cat = open_catalog(cat_dir)
     info = cat.info()["build_info"]["indexes"][lc_index.index_key(JOINT, True)]
@@ -282,15 +304,7 @@ def main(argv: list[str] | None = None) -> None:
           f"are all alike, so the top 1% can hold few of them; the self-check finding a rare class hidden in a crowd is "
           f"tested in tests/test_query_like.py)")
     print(f"recall@10 of similar() against exact search ({args.queries} queries): {recall:.4f}")
-    print()
-    print(f"SQL (DuckDB {duckdb.__version__}, its default threads; the same {len(q_ids[:args.sql_queries])} "
-          f"sources with every part as queries)")
-    print(f"{'measure':<58}{'p50 ms':>10}{'x plain':>9}   note")
-    plain = sql_rows[0][1]
-    for name, ms, note in sql_rows + shell_rows:
-        ratio = f"{ms / plain:9.2f}" if not name.startswith("shell") else f"{ms / shell_rows[0][1]:9.2f}"
-        print(f"{name:<58}{ms:10.1f}{ratio}   {note}")
-    print(f"  (bare FAISS on the same index: {base:.3f} ms p50)")
+    _print_sql(sql_rows + shell_rows, len(q_ids[:args.sql_queries]), base)
     cat.close()
     if tmp is not None:
         tmp.cleanup()
