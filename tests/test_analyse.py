@@ -558,7 +558,7 @@ def test_many_references_are_searched_through_an_index_that_places_as_exact_sear
     monkeypatch.setattr(latent_map, "PLACE_EXACT_MAX", 100)
     fitted.__dict__.pop("_reference_indexes", None)
     indexed = fitted.transform(vectors)
-    assert all(type(i).__name__ != "IndexIDMap2" for i in fitted._reference_indexes.values())  # IVF, not flat
+    assert all(type(i).__name__ == "IndexIVFFlat" for i in fitted._reference_indexes.values())
     placed = ~np.isnan(exact[:, 0])
     lacking = np.any([np.isnan(vectors[b][:, 0]) for b in fitted.parts_], axis=0) & placed
     assert lacking.sum() >= 50
