@@ -69,8 +69,8 @@ CREATE OR REPLACE MACRO similar_to_approx(qid, k, nprobe) AS TABLE
 
 -- similar_to for many sources at once: the k nearest of each source_id in the list qids, as
 -- (query_id, rank, source_id, distance, parts) rows, each query on the parts it has, among the
--- sources that have them too (as similar_to), in one pass over space_search; ids not in the
--- catalogue give no rows. A table of ids goes in as a list, and the result joins like any table:
+-- sources that have them too (as similar_to); ids not in the catalogue give no rows. A table of
+-- ids goes in as a list, and the result joins like any table:
 --
 --   SELECT n.query_id, n.rank, n.source_id, n.distance, s.phot_g_mean_mag
 --   FROM similar_to_many((SELECT list(source_id) FROM labels WHERE best_class_name = 'RR'), 5) AS n
@@ -78,19 +78,44 @@ CREATE OR REPLACE MACRO similar_to_approx(qid, k, nprobe) AS TABLE
 --   ORDER BY n.query_id, n.rank;
 --
 -- (`FROM ids, LATERAL similar_to(ids.source_id, k)` gives the same rows, but DuckDB plans the
--- correlated macro as a join per pair of sources.) min_by and min keep the k + 5 nearest ids and
--- distances per query without sorting every pair (scalar keys: twice as fast as a struct key);
--- those are then ranked by (distance, source_id) as similar_to ranks them, which gives its
--- answer unless more than five sources tie exactly at the k-th distance.
+-- correlated macro as a join per pair of sources.) Exact, in two passes over space_search: the
+-- sources of each query's nearest lists (its part set's stored nprobe) give an upper bound on
+-- its k-th distance, d_k; then only the lists that can hold a source that near are compared
+-- (a list whose centroid is farther than d_k + its radius holds none: triangle inequality).
+-- min_by and min keep the k + 5 nearest ids and distances per query without sorting every pair,
+-- and those are ranked by (distance, source_id) as similar_to ranks them, which gives its answer
+-- unless more than five sources tie exactly at the k-th distance.
 CREATE OR REPLACE MACRO similar_to_many(qids, k) AS TABLE
     WITH q AS (
         SELECT source_id AS query_id, part_set, v, parts
         FROM space_query
         WHERE source_id IN (SELECT unnest(qids)) AND part_set > 0
     ),
+    lists AS (
+        SELECT q.query_id, l.part_set, l.list_id, l.radius, l.nprobe,
+               array_distance(l.centroid, q.v) AS to_centroid,
+               row_number() OVER (PARTITION BY q.query_id ORDER BY array_distance(l.centroid, q.v), l.list_id) AS nearness
+        FROM space_lists AS l JOIN q ON l.part_set = q.part_set
+    ),
+    first AS (
+        SELECT q.query_id, array_distance(e.v, q.v) AS distance
+        FROM lists
+        JOIN space_search AS e ON e.part_set = lists.part_set AND e.list_id = lists.list_id
+        JOIN q ON q.query_id = lists.query_id
+        WHERE lists.nearness <= lists.nprobe AND e.source_id <> q.query_id
+    ),
+    bound AS (  -- the k-th distance of the first pass; NULL (no bound) with fewer than k found
+        SELECT query_id, CASE WHEN count(*) >= k THEN list_max(min(distance, k)) END AS d_k
+        FROM first GROUP BY query_id
+    ),
     pairs AS (
         SELECT q.query_id, e.source_id, array_distance(e.v, q.v) AS distance
-        FROM q JOIN space_search AS e ON e.part_set = q.part_set AND e.source_id <> q.query_id
+        FROM lists
+        LEFT JOIN bound ON bound.query_id = lists.query_id
+        JOIN space_search AS e ON e.part_set = lists.part_set AND e.list_id = lists.list_id
+        JOIN q ON q.query_id = lists.query_id
+        WHERE e.source_id <> q.query_id
+          AND (bound.d_k IS NULL OR lists.to_centroid - lists.radius <= bound.d_k * (1 + 1e-5) + 1e-6)
     ),
     top AS (
         SELECT query_id, min_by(source_id, distance, k + 5) AS ids, min(distance, k + 5) AS distances

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import duckdb
@@ -34,11 +35,14 @@ def built(tmp_path_factory, inputs):
 
 def test_schema_ddl_loads_with_the_documented_types():
     con = duckdb.connect()
-    con.execute(store.sql_script("schema"))
-    con.execute(store.sql_script("macros"))
+    for script in ("schema", "space_search", "macros"):  # as write_catalog runs them
+        con.execute(store.sql_script(script))
     tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-    assert tables == {"sources", "labels", "features", "embeddings", "space", "space_rule", "predictions",
-                      "outlier_scores", "map", "build_info"}
+    assert tables == {"sources", "labels", "features", "embeddings", "space", "space_rule", "space_search",
+                      "space_lists", "predictions", "outlier_scores", "map", "build_info"}
+    types = dict(con.execute("SELECT column_name, data_type FROM duckdb_columns() "
+                             "WHERE table_name = 'space_search'").fetchall())
+    assert types["v"] == "FLOAT[16]" and types["part_set"] == "UTINYINT"
     types = dict(con.execute("SELECT column_name, data_type FROM duckdb_columns() "
                              "WHERE table_name = 'embeddings'").fetchall())
     assert types["z"] == "FLOAT[15]"
@@ -108,7 +112,10 @@ def test_build_info_and_index_files(built):
         assert index.ntotal == entry["n"] and index.d == entry["dim"]
     con = duckdb.connect(str(cat_dir / "catalog.duckdb"), read_only=True)
     stored = dict(con.execute("SELECT key, value::VARCHAR FROM build_info").fetchall())
-    assert set(stored) == {"seed", "config", "counts", "indexes", "embeddings_hats", "catalog_format"}
+    assert set(stored) == {"seed", "config", "counts", "indexes", "embeddings_hats", "catalog_format", "sql_lists"}
+    sql_lists = json.loads(stored["sql_lists"])  # the SQL search's part sets: those the space indexes have
+    assert set(sql_lists) == {k.removeprefix("space:") for k in info["indexes"] if k.startswith("space:")}
+    assert all(v["recall_at_10"] >= 0.95 and 1 <= v["nprobe"] <= v["nlist"] for v in sql_lists.values())
 
 
 def test_ivf_index_above_the_threshold_measures_its_recall(tmp_path, inputs):

@@ -92,6 +92,27 @@ def test_indexed_sql_search_finds_the_exact_neighbours_it_promises(listed):
     assert len(rows) == 5
 
 
+def test_exact_batch_skips_lists_yet_answers_as_the_single_exact_search(listed):
+    """similar_to_many bounds each query's k-th distance from its nearest lists, then compares only
+    the lists whose radius lets them hold a nearer source: its answer is still similar_to's."""
+    path, _ = listed
+    con = duckdb.connect(str(path / DB_NAME), read_only=True)
+    try:
+        radius = _rows(con, "SELECT l.part_set, l.list_id, l.radius, max(array_distance(e.v, l.centroid)) FROM space_lists l "
+                            "JOIN space_search e USING (part_set, list_id) GROUP BY ALL")
+        assert radius and all(r >= m for _, _, r, m in radius)  # every source within its list's radius
+        ids = [r[0] for r in _rows(con, "SELECT source_id FROM space WHERE parts <> '' ORDER BY hash(source_id) LIMIT 60")]
+        many = _rows(con, "SELECT query_id, rank, source_id, distance, parts FROM similar_to_many(?, 7) ORDER BY query_id, rank",
+                     [ids + [NO_XP_ID]])
+        for sid in ids + [NO_XP_ID]:
+            one = _rows(con, "SELECT source_id, distance, parts FROM similar_to(?, 7)", [sid])
+            mine = [r for r in many if r[0] == sid]
+            assert [(r[2], r[4]) for r in mine] == [(r[0], r[2]) for r in one]
+            np.testing.assert_allclose([r[3] for r in mine], [r[1] for r in one], rtol=1e-6)
+    finally:
+        con.close()
+
+
 def test_the_duckdb_shell_runs_the_indexed_search_as_duckdb_does(listed):
     """The 1.x shell gives the rows of the Python DuckDB for the exact and the indexed macros."""
     from test_duckdb_shell import _shell_rows

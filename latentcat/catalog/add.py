@@ -627,13 +627,13 @@ def _add_locked(cat_dir: Path, inputs: list[Path], skip_existing: bool, device: 
             for table in _SOURCE_TABLES:  # fixed table names, not user input
                 _delete_rows(con, table, replaced_rows.get(table, replaced))
             load_tables(con, stage, work / FEATURES_DIR, work / EMBEDDINGS_DIR)
-            con.execute(sql_script("space_search"))  # a catalogue written before these tables existed
-            con.execute(sql_script("macros"))  # views pick up any new gaia_source columns
 
             ids, latents = _arrays(added_emb)[:2]
             vectors, added_space = _add_space_rows(con, ids, latents)
             indexes = _extend_indexes(cat_dir, new, con, ids, latents, vectors, replaced, old["build_info"])
             sql_lists = write_space_search(con, int(old["build_info"].get("seed", 0)))
+            # views pick up any new gaia_source columns; a catalogue older than space_search gets its macros
+            con.execute(sql_script("macros"))
 
             added = added_emb
             for p in PARTS:

@@ -68,7 +68,7 @@ def packed(vectors: dict[str, np.ndarray], parts: tuple[str, ...], rows: np.ndar
     return x
 
 
-def ivf_lists(x: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray, int, float]:
+def ivf_lists(x: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, float]:
     """IVF lists of packed vectors for the indexed SQL search.
 
     Parameters
@@ -82,6 +82,9 @@ def ivf_lists(x: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray, int
     list_id : int32 (n,)
         Each vector's list: that of its nearest centroid.
     centroids : float32 (nlist, WIDTH)
+    radius : float32 (nlist,)
+        Each list's largest distance from its centroid to one of its vectors: no vector of the
+        list is nearer a query than (its distance to the centroid) - radius.
     nprobe : int
         Lists to probe for recall@10 >= ``TARGET_RECALL`` (all of them if none fewer does).
     recall : float
@@ -90,7 +93,8 @@ def ivf_lists(x: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray, int
     n, d = x.shape
     nlist = max(1, n // LIST_SIZE)
     if nlist == 1:
-        return np.zeros(n, np.int32), x.mean(axis=0, keepdims=True).astype(np.float32), 1, 1.0
+        centroids = x.mean(axis=0, keepdims=True).astype(np.float32)
+        return np.zeros(n, np.int32), centroids, _radii(x, centroids, np.zeros(n, np.int32)), 1, 1.0
     rng = np.random.default_rng(seed)
     kmeans = faiss.Kmeans(d, nlist, niter=10, seed=seed, max_points_per_centroid=64)
     kmeans.train(x[np.sort(rng.choice(n, min(n, 64 * nlist), replace=False))])
@@ -117,7 +121,16 @@ def ivf_lists(x: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray, int
         if recall >= TARGET_RECALL or nprobe >= nlist:
             break
         nprobe = min(nlist, nprobe * 2)
-    return nearest[:, 0].astype(np.int32), centroids, nprobe, recall
+    list_id = nearest[:, 0].astype(np.int32)
+    return list_id, centroids, _radii(x, centroids, list_id), nprobe, recall
+
+
+def _radii(x: np.ndarray, centroids: np.ndarray, list_id: np.ndarray) -> np.ndarray:
+    """float32 (nlist,): the largest distance of a list's vectors from its centroid, rounded up
+    a little (1e-5 relative) so that float32 distances computed elsewhere stay inside it."""
+    radius = np.zeros(len(centroids))
+    np.maximum.at(radius, list_id, np.linalg.norm(x.astype(np.float64) - centroids[list_id], axis=1))
+    return (radius * (1 + 1e-5) + 1e-6).astype(np.float32)
 
 
 def _recall(found: np.ndarray, truth: np.ndarray, query: np.ndarray) -> float:
@@ -137,8 +150,7 @@ def write_space_search(con: duckdb.DuckDBPyConnection, seed: int = 0) -> dict:
     Parameters
     ----------
     con : duckdb.DuckDBPyConnection
-        A writable catalogue connection whose ``space`` table is complete and which has the
-        tables of sql/space_search.sql.
+        A writable catalogue connection whose ``space`` table is complete.
     seed : int
 
     Returns
@@ -150,13 +162,14 @@ def write_space_search(con: duckdb.DuckDBPyConnection, seed: int = 0) -> dict:
     table = con.sql("SELECT source_id, s_xp, s_dmdt, s_fold, s_colour FROM space ORDER BY source_id").to_arrow_table()
     ids = table.column("source_id").to_numpy().astype(np.int64, copy=False)
     vectors = vectors_of(table)
-    con.execute("DELETE FROM space_search")
-    con.execute("DELETE FROM space_lists")
+    from latentcat.catalog.store import sql_script  # store writes the catalogue and calls this
+
+    con.execute(sql_script("space_search"))  # both tables (re)created empty
     info = {}
     for parts in sorted(present_sets(vectors) if len(ids) else [], key=part_set_bits):  # the table's order
         rows = np.flatnonzero(np.all([np.isfinite(vectors[p][:, 0]) for p in parts], axis=0))
         x = packed(vectors, parts, rows)
-        list_id, centroids, nprobe, recall = ivf_lists(x, seed)
+        list_id, centroids, radius, nprobe, recall = ivf_lists(x, seed)
         bits = part_set_bits(parts)
         order = np.lexsort((ids[rows], list_id))
         con.register("_search_rows", pa.table({
@@ -171,9 +184,10 @@ def write_space_search(con: duckdb.DuckDBPyConnection, seed: int = 0) -> dict:
             "part_set": pa.array(np.full(len(centroids), bits, np.uint8)),
             "list_id": pa.array(np.arange(len(centroids), dtype=np.int32)),
             "centroid": pa.FixedSizeListArray.from_arrays(pa.array(centroids.reshape(-1)), WIDTH),
+            "radius": pa.array(radius),
             "nprobe": pa.array(np.full(len(centroids), nprobe, np.int32)),
         }))
-        con.execute("INSERT INTO space_lists SELECT part_set, list_id, centroid, nprobe FROM _list_rows")
+        con.execute("INSERT INTO space_lists SELECT part_set, list_id, centroid, radius, nprobe FROM _list_rows")
         con.unregister("_list_rows")
         info["+".join(parts)] = {"rows": int(len(rows)), "nlist": int(len(centroids)), "nprobe": int(nprobe),
                                  "recall_at_10": round(recall, 4)}
