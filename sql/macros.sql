@@ -38,12 +38,30 @@ FROM space;
 -- XP is compared on dm-dt, fold and colour, and so on; only sources that have all of those
 -- parts are candidates, and a missing part is never filled in. The parts column says which
 -- parts were compared; a source with no part (no latent code) has no neighbours. The same
--- neighbours as Catalog.similar(source_id). One array_distance per candidate, over the rows
--- of the query's part set in space_search only: about the cost of a plain scan of them.
+-- neighbours as Catalog.similar(source_id). Exact, over the rows of the query's part set in
+-- space_search, in two passes: the sources of its nearest lists (the part set's stored
+-- nprobe) give an upper bound d_k on its k-th distance; then only the lists that can hold a
+-- source that near are compared (a list whose centroid is farther than d_k + its radius holds
+-- none: triangle inequality), one array_distance per source.
 CREATE OR REPLACE MACRO similar_to(qid, k) AS TABLE
-    WITH q AS (SELECT part_set, v, parts FROM space_query WHERE source_id = qid)
+    WITH q AS (SELECT part_set, v, parts FROM space_query WHERE source_id = qid),
+    lists AS (
+        SELECT l.part_set, l.list_id, l.radius, l.nprobe, array_distance(l.centroid, q.v) AS to_centroid,
+               row_number() OVER (ORDER BY array_distance(l.centroid, q.v), l.list_id) AS nearness
+        FROM space_lists AS l JOIN q ON l.part_set = q.part_set
+    ),
+    first AS (
+        SELECT array_distance(e.v, q.v) AS distance
+        FROM lists JOIN space_search AS e ON e.part_set = lists.part_set AND e.list_id = lists.list_id, q
+        WHERE lists.nearness <= lists.nprobe AND e.source_id <> qid
+    ),
+    bound AS (SELECT CASE WHEN count(*) >= k THEN list_max(min(distance, k)) END AS d_k FROM first),
+    kept AS (
+        SELECT lists.part_set, lists.list_id FROM lists, bound
+        WHERE bound.d_k IS NULL OR lists.to_centroid - lists.radius <= bound.d_k * (1 + 1e-5) + 1e-6
+    )
     SELECT e.source_id, array_distance(e.v, q.v) AS distance, q.parts AS parts
-    FROM space_search AS e JOIN q ON e.part_set = q.part_set
+    FROM space_search AS e JOIN kept ON e.part_set = kept.part_set AND e.list_id = kept.list_id, q
     WHERE e.source_id <> qid
     ORDER BY distance, e.source_id
     LIMIT k;
