@@ -1,5 +1,5 @@
--- Tables of latentcat/catalog/space_search.py, (re)created empty by write_space_search before
--- it fills them from the space table (also in a catalogue written before they existed, when
+-- Tables of latentcat/catalog/space_search.py, (re)created empty before write_space_search
+-- fills them from the space table (also in a catalogue written before they existed, when
 -- sources are added to it).
 
 -- The search space laid out for SQL scans (latentcat/catalog/space_search.py): one row per

@@ -631,6 +631,7 @@ def _add_locked(cat_dir: Path, inputs: list[Path], skip_existing: bool, device: 
             ids, latents = _arrays(added_emb)[:2]
             vectors, added_space = _add_space_rows(con, ids, latents)
             indexes = _extend_indexes(cat_dir, new, con, ids, latents, vectors, replaced, old["build_info"])
+            con.execute(sql_script("space_search"))  # (re)created: also in a catalogue older than them
             sql_lists = write_space_search(con, int(old["build_info"].get("seed", 0)))
             # views pick up any new gaia_source columns; a catalogue older than space_search gets its macros
             con.execute(sql_script("macros"))

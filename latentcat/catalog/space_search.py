@@ -150,7 +150,9 @@ def write_space_search(con: duckdb.DuckDBPyConnection, seed: int = 0) -> dict:
     Parameters
     ----------
     con : duckdb.DuckDBPyConnection
-        A writable catalogue connection whose ``space`` table is complete.
+        A writable catalogue connection whose ``space`` table is complete, with the tables of
+        sql/space_search.sql (`latentcat.catalog.store.sql_script` ``("space_search")``
+        creates them, replacing older ones).
     seed : int
 
     Returns
@@ -162,9 +164,8 @@ def write_space_search(con: duckdb.DuckDBPyConnection, seed: int = 0) -> dict:
     table = con.sql("SELECT source_id, s_xp, s_dmdt, s_fold, s_colour FROM space ORDER BY source_id").to_arrow_table()
     ids = table.column("source_id").to_numpy().astype(np.int64, copy=False)
     vectors = vectors_of(table)
-    from latentcat.catalog.store import sql_script  # store writes the catalogue and calls this
-
-    con.execute(sql_script("space_search"))  # both tables (re)created empty
+    con.execute("DELETE FROM space_search")
+    con.execute("DELETE FROM space_lists")
     info = {}
     for parts in sorted(present_sets(vectors) if len(ids) else [], key=part_set_bits):  # the table's order
         rows = np.flatnonzero(np.all([np.isfinite(vectors[p][:, 0]) for p in parts], axis=0))
