@@ -66,25 +66,6 @@ CREATE OR REPLACE MACRO similar_to(qid, k) AS TABLE
     ORDER BY distance, e.source_id
     LIMIT k;
 
--- similar_to through the IVF lists of space_lists: only the sources of the query's nprobe
--- nearest lists are compared (NULL: the part set's stored nprobe, which finds >= 95 % of the
--- exact ten nearest, build_info.sql_lists). A few hundred times fewer rows read at 4M sources;
--- the answer may miss a true neighbour, as the Python API's IVF indexes may.
-CREATE OR REPLACE MACRO similar_to_approx(qid, k, nprobe) AS TABLE
-    WITH q AS (SELECT part_set, v, parts FROM space_query WHERE source_id = qid),
-    probe AS (
-        SELECT l.part_set, l.list_id
-        FROM space_lists AS l JOIN q ON l.part_set = q.part_set
-        QUALIFY row_number() OVER (ORDER BY array_distance(l.centroid, q.v), l.list_id) <= coalesce(nprobe, l.nprobe)
-    )
-    SELECT e.source_id, array_distance(e.v, q.v) AS distance, q.parts AS parts
-    FROM space_search AS e
-    JOIN probe ON e.part_set = probe.part_set AND e.list_id = probe.list_id
-    JOIN q ON e.part_set = q.part_set
-    WHERE e.source_id <> qid
-    ORDER BY distance, e.source_id
-    LIMIT k;
-
 -- similar_to for many sources at once: the k nearest of each source_id in the list qids, as
 -- (query_id, rank, source_id, distance, parts) rows, each query on the parts it has, among the
 -- sources that have them too (as similar_to); ids not in the catalogue give no rows. A table of
@@ -175,6 +156,14 @@ CREATE OR REPLACE MACRO similar_to_many_approx(qids, k, nprobe) AS TABLE
            n.source_id, n.distance, q.parts
     FROM nearest AS n JOIN q USING (query_id)
     QUALIFY rank <= k;
+
+-- similar_to through the IVF lists of space_lists: only the sources of the query's nprobe
+-- nearest lists are compared (NULL: the part set's stored nprobe, which finds >= 95 % of the
+-- exact ten nearest, build_info.sql_lists): DuckDB reads only the row groups of space_search
+-- that hold those lists. The answer may miss a true neighbour, as the Python API's IVF indexes
+-- may; similar_to never does. similar_to_many_approx for one source.
+CREATE OR REPLACE MACRO similar_to_approx(qid, k, nprobe) AS TABLE
+    SELECT source_id, distance, parts FROM similar_to_many_approx([qid], k, nprobe) ORDER BY rank;
 
 -- Nearest sources on the joint 15-D latent code (XP, dm-dt and fold blocks). Returns nothing
 -- for a query source that lacks a block: use similar_to_available for those.
