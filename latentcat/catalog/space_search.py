@@ -34,7 +34,8 @@ import faiss
 import numpy as np
 import pyarrow as pa
 
-from latentcat.analysis.space import PART_DIM, PARTS, present_sets, vectors_of
+from latentcat.analysis.space import PART_DIM, present_sets, vectors_of
+from latentcat.catalog.index import recall_at_k
 
 PART_BITS = {"xp": 1, "dmdt": 2, "fold": 4, "colour": 8}
 """Bit of each part in ``part_set``."""
@@ -112,12 +113,14 @@ def ivf_lists(x: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.
     pick = np.sort(rng.choice(n, min(n, N_EVAL), replace=False))
     exact = faiss.IndexFlatL2(d)
     exact.add(x)
-    k = min(11, n)  # ten neighbours besides the query itself
+    k = min(11, n)  # ten neighbours besides the query itself, which counts as an empty slot
     _, truth = exact.search(x[pick], k)
+    truth[truth == pick[:, None]] = -1
     nprobe = 1
     while True:
         _, found = ivf.search(x[pick], k, params=faiss.SearchParametersIVF(nprobe=nprobe))
-        recall = _recall(found, truth, pick)
+        found[found == pick[:, None]] = -1
+        recall = recall_at_k(found, truth)
         if recall >= TARGET_RECALL or nprobe >= nlist:
             break
         nprobe = min(nlist, nprobe * 2)
@@ -131,17 +134,6 @@ def _radii(x: np.ndarray, centroids: np.ndarray, list_id: np.ndarray) -> np.ndar
     radius = np.zeros(len(centroids))
     np.maximum.at(radius, list_id, np.linalg.norm(x.astype(np.float64) - centroids[list_id], axis=1))
     return (radius * (1 + 1e-5) + 1e-6).astype(np.float32)
-
-
-def _recall(found: np.ndarray, truth: np.ndarray, query: np.ndarray) -> float:
-    """Mean share of each query's true neighbours (rows of ``truth``, the query itself and
-    empty slots -1 left out, the first ten kept) found in its row of ``found``."""
-    hits, total = 0, 0
-    for t, f, q in zip(truth, found, query):
-        t = t[(t >= 0) & (t != q)][:10]
-        hits += np.intersect1d(t, f[(f >= 0) & (f != q)]).size
-        total += t.size
-    return float(hits / max(1, total))
 
 
 def write_space_search(con: duckdb.DuckDBPyConnection, seed: int = 0) -> dict:
