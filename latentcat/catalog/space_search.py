@@ -19,7 +19,9 @@ indexed search only the rows of the lists it probes.
 
 ``space_lists`` holds each part set's IVF lists: ``LIST_SIZE`` sources per list on average,
 the centroids of a k-means (FAISS) on the packed vectors, each source in the list of its
-nearest centroid. ``similar_to_approx(id, k, nprobe)`` (sql/macros.sql) compares the query
+nearest centroid, and each list's radius (the farthest of its sources from the centroid), with
+which the exact macros ``similar_to`` and ``similar_to_many`` skip the lists too far from a
+query to hold one of its k nearest. ``similar_to_approx(id, k, nprobe)`` (sql/macros.sql) compares the query
 with the sources of its ``nprobe`` nearest lists only. The ``nprobe`` that reaches recall@10
 ``TARGET_RECALL`` against the exact search (measured on up to 1,000 catalogue sources, with a
 FAISS IVF index of the same centroids and lists, which searches exactly as the macro does) is
