@@ -184,8 +184,7 @@ def gls_power(time: np.ndarray, mag: np.ndarray, err: np.ndarray, freq: np.ndarr
     for lo in range(0, n, step):
         sl = slice(lo, min(n, lo + step))
         terms = _gls_terms(time[sl], mag[sl], err[sl])
-        arg = 2.0 * np.pi * freq[sl][:, :, None] * terms[2][:, None, :]
-        out[sl] = _gls_from_trig(np.cos(arg), np.sin(arg), terms)
+        out[sl] = _gls_from_phasors(np.exp(2j * np.pi * freq[sl][:, :, None] * terms[2][:, None, :]), terms)
     return out
 
 
@@ -224,7 +223,7 @@ def grid_power(time: np.ndarray, mag: np.ndarray, err: np.ndarray, start: np.nda
         for j in range(1, count):
             np.multiply(z[:, :, j - 1], turn, out=z[:, :, j])
         z = z.reshape(t.shape[0], k * count, m)
-        out[sl] = _gls_from_trig(z.real, z.imag, terms)
+        out[sl] = _gls_from_phasors(z, terms)
     return out
 
 
@@ -241,18 +240,21 @@ def _gls_terms(time: np.ndarray, mag: np.ndarray, err: np.ndarray) -> tuple:
     return w, y, t, (w * y * y).sum(axis=1)[:, None], valid
 
 
-def _gls_from_trig(c: np.ndarray, s: np.ndarray, terms: tuple) -> np.ndarray:
-    """The power (b, f) from ``cos`` and ``sin`` of ``2 pi f t`` (b, f, m) and `_gls_terms`."""
+def _gls_from_phasors(z: np.ndarray, terms: tuple) -> np.ndarray:
+    """The power (b, f) from the phasors ``exp(2 pi i f t)`` (b, f, m) and `_gls_terms`.
+
+    With the weights summing to 1: ``C + iS = sum w z``, ``YC + iYS = sum w y z``, and the
+    second moments from ``sum w z^2`` (``cos^2 = (1 + cos 2x) / 2``, ``sin^2 = (1 - cos 2x) / 2``,
+    ``cos sin = sin 2x / 2``), so three weighted sums of complex numbers give every term.
+    """
     w, y, _, yy, valid = terms
-    wy = (w * y)[:, :, None]
-    wb = w[:, None, :]
-    C = np.einsum("bfl,bl->bf", c, w)
-    S = np.einsum("bfl,bl->bf", s, w)
-    YC = np.matmul(c, wy)[..., 0]
-    YS = np.matmul(s, wy)[..., 0]
-    CC = (c * c * wb).sum(axis=2) - C * C
-    SS = (s * s * wb).sum(axis=2) - S * S
-    CS = (c * s * wb).sum(axis=2) - C * S
+    first = np.matmul(z, np.stack([w, w * y], axis=2).astype(z.dtype))  # (b, f, 2)
+    second = np.matmul(z * z, w[:, :, None].astype(z.dtype))[..., 0]
+    C, S = first[..., 0].real, first[..., 0].imag
+    YC, YS = first[..., 1].real, first[..., 1].imag
+    CC = 0.5 * (1.0 + second.real) - C * C
+    SS = 0.5 * (1.0 - second.real) - S * S
+    CS = 0.5 * second.imag - C * S
     D = CC * SS - CS * CS
     with np.errstate(invalid="ignore", divide="ignore"):
         p = (SS * YC * YC + CC * YS * YS - 2.0 * CS * YC * YS) / (yy * D)
