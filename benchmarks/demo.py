@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -36,16 +37,19 @@ def run_demo(tree: Path, out: Path, n: int) -> dict:
                                 cwd=tree, stdout=subprocess.DEVNULL, stderr=log, text=True)
         _, status, usage = os.wait4(proc.pid, 0)  # the child's own peak RSS
         wall = time.perf_counter() - t
+        log.seek(0)
+        lines = log.read().strip().splitlines()
         if os.waitstatus_to_exitcode(status) != 0:
-            log.seek(0)
-            lines = log.read().strip().splitlines()
             raise SystemExit(f"{tree}: demo failed: {lines[-1] if lines else status}")
     rss = usage.ru_maxrss / 1024
     info = json.loads(subprocess.run(
         [sys.executable, "-c", "import json, latentcat; print(json.dumps(latentcat.open(%r).info()['build_info']))" % str(out)],
         cwd=tree, capture_output=True, text=True, check=True).stdout)
     classifier = info.get("analyse", {}).get("classifier", {})
-    return {"stages": {s: info["stages"][s]["stage_seconds"] for s in STAGES if s in info["stages"]},
+    # the build prints "[k/6] <stage>: done in <seconds> s" for each stage (the catalogue's
+    # build_info is written before its last two stages end)
+    done = [re.match(r"\[\d/\d\] (\w+): done in ([\d.]+) s", line.strip()) for line in lines]
+    return {"stages": {m.group(1): float(m.group(2)) for m in done if m and m.group(1) in STAGES},
             "wall": wall, "rss": rss, "f1": classifier.get("macro_f1"),
             "classic": (classifier.get("classic_numbers") or {}).get("baseline_macro_f1")}
 

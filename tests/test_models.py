@@ -23,7 +23,7 @@ import torch
 from latentcat.errors import InputError
 from latentcat.features.extract import FEATURES_SCHEMA
 from latentcat.models.config import ModelConfig, TrainConfig
-from latentcat.models.data import load_modality, make_batch, validation_mask
+from latentcat.models.data import ShardCache, iter_batches, load_modality, make_batch, validation_mask
 from latentcat.models.embed import embed
 from latentcat.models.fold_vae import FoldVAE
 from latentcat.models.trainer import train
@@ -390,6 +390,34 @@ def test_fold_batches_are_sorted_by_phase_and_padded(features):
     assert batch["phase"].shape[1] == lengths.max()
     for row, n in enumerate(lengths):
         assert torch.all(torch.diff(batch["phase"][row, :n]) >= 0)
+
+
+def test_cached_epochs_give_the_same_batches_without_reading_the_shards_again(features, tmp_path):
+    shards = []
+    for src in sorted(features.glob("features-*.parquet")):
+        shards.append(tmp_path / src.name)
+        shards[-1].write_bytes(src.read_bytes())
+
+    def epoch(modality, cache, seed):
+        return [(sid, {k: v.clone() for k, v in b.items()}) for sid, b in iter_batches(
+            shards, modality, 32, split="train", val_fraction=0.2, rng=np.random.default_rng(seed), cache=cache)]
+
+    for modality in ("fold", "dmdt"):
+        cache = ShardCache()
+        streamed = [epoch(modality, None, seed) for seed in (0, 1)]
+        assert len(epoch(modality, cache, 0)) == len(streamed[0])  # the first pass fills the cache
+        for shard in shards:  # the later epochs must not need the files
+            shard.rename(shard.with_suffix(".moved"))
+        cached = epoch(modality, cache, 1)
+        for shard in shards:
+            shard.with_suffix(".moved").rename(shard)
+        assert len(cached) == len(streamed[1])
+        for (sid_a, a), (sid_b, b) in zip(cached, streamed[1]):
+            assert np.array_equal(sid_a, sid_b)
+            assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    small = ShardCache(max_bytes=1)  # nothing fits: every pass reads the shards
+    epoch("dmdt", small, 0)
+    assert small.bytes == 0 and small.get((str(shards[0]), "dmdt", "train", 0.2, None)) is None
 
 
 def test_validation_split_depends_on_source_id_only():

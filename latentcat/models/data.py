@@ -1,4 +1,5 @@
-"""Read feature shards into model batches, one shard in memory at a time.
+"""Read feature shards into model batches, one shard in memory at a time (or, for training,
+every shard's selected rows kept in memory across epochs while they fit: `ShardCache`).
 
 Each modality uses these columns of a ``features-NNNNN.parquet`` shard (docs/schemas.md):
 
@@ -31,6 +32,9 @@ from latentcat.errors import InputError
 
 # training batches of folds are drawn from windows of this many batches sorted by length
 BUCKET_WINDOW = 32
+#: Bytes of selected shard arrays a `ShardCache` keeps in memory; shards beyond it are read
+#: again each epoch.
+CACHE_BYTES = 2 * 1024**3
 
 COLUMNS = {
     "xp": ("xp_flux", "xp_flux_error"),
@@ -347,6 +351,7 @@ def iter_batches(
     in_dim: int | None = None,
     device: torch.device | str = "cpu",
     sample: np.ndarray | None = None,
+    cache: "ShardCache | None" = None,
 ) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor]]]:
     """Yield ``(source_id, batch)`` over the shards, one shard in memory at a time.
 
@@ -359,18 +364,48 @@ def iter_batches(
     rng : numpy Generator, optional
         When given, the shard order and the rows within each shard are shuffled. Folds
         are batched by length either way (see `batch_indices`).
+    cache : ShardCache, optional
+        Keeps each shard's selected rows for the next pass over the same shards and arguments
+        (training epochs), instead of reading the shard again; the batches are the same.
     """
     order = np.arange(len(shards)) if rng is None else rng.permutation(len(shards))
     for s in order:
-        arrays = load_modality(shards[s], modality, in_dim)
-        if sample is not None:
-            arrays = arrays.select(in_sample(shards[s], arrays, sample))
-        if split is not None:
-            is_val = validation_mask(arrays.source_id[arrays.present], val_fraction)
-            arrays = arrays.select(is_val if split == "val" else ~is_val)
+        key = (str(shards[s]), modality, split, val_fraction, in_dim)
+        arrays = cache.get(key) if cache is not None else None
+        if arrays is None:
+            arrays = load_modality(shards[s], modality, in_dim)
+            if sample is not None:
+                arrays = arrays.select(in_sample(shards[s], arrays, sample))
+            if split is not None:
+                is_val = validation_mask(arrays.source_id[arrays.present], val_fraction)
+                arrays = arrays.select(is_val if split == "val" else ~is_val)
+            if cache is not None:
+                cache.put(key, arrays)
         sid = arrays.source_id[arrays.present]
         for idx in batch_indices(arrays, batch_size, rng):
             yield sid[idx], make_batch(arrays, idx, device)
+
+
+class ShardCache:
+    """The selected rows of each shard one model trains on, kept in memory across epochs up to
+    ``max_bytes`` (`CACHE_BYTES`): a small survey is read from Parquet once, not once per epoch
+    and per validation pass; above the budget the remaining shards are streamed as before."""
+
+    def __init__(self, max_bytes: int = CACHE_BYTES):
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._arrays: dict = {}
+
+    def get(self, key) -> ModalityArrays | None:
+        """The arrays kept under ``key``, or None."""
+        return self._arrays.get(key)
+
+    def put(self, key, arrays: ModalityArrays) -> None:
+        """Keep ``arrays`` under ``key`` if they fit in what is left of the budget."""
+        size = arrays.source_id.nbytes + arrays.present.nbytes + sum(v.nbytes for v in arrays.values.values())
+        if self.bytes + size <= self.max_bytes:
+            self._arrays[key] = arrays
+            self.bytes += size
 
 
 def in_sample(path: Path, arrays: ModalityArrays, cuts: np.ndarray) -> np.ndarray:

@@ -33,7 +33,7 @@ from latentcat.provenance import software_versions
 from latentcat.errors import InputError, LatentcatError
 from latentcat.models.config import MODALITIES, ModelConfig, TrainConfig
 from latentcat.models.data import (
-    iter_batches, list_shards, load_modality, magnitude_bin, sample_cuts, sample_key, shard_g_mean,
+    ShardCache, iter_batches, list_shards, load_modality, magnitude_bin, sample_cuts, sample_key, shard_g_mean,
     validation_mask_value,
 )
 from latentcat.models.dmdt_vae import DmdtVAE
@@ -186,7 +186,7 @@ def _count(shards: Sequence[Path], modality: str, cfg: TrainConfig) -> tuple[int
 
 
 def _evaluate(model: VAE, shards: Sequence[Path], modality: str, cfg: TrainConfig, dev: torch.device,
-              sample: np.ndarray | None, cut: float) -> float:
+              sample: np.ndarray | None, cut: float, cache: ShardCache | None = None) -> float:
     """Mean validation loss per source, decoding the latent means (no sampling)."""
     mc = cfg.section(modality)
     total, n = 0.0, 0
@@ -194,7 +194,7 @@ def _evaluate(model: VAE, shards: Sequence[Path], modality: str, cfg: TrainConfi
     with torch.inference_mode():
         for _, batch in iter_batches(
             shards, modality, 4 * mc.batch_size, split="val", val_fraction=cut, in_dim=mc.in_dim or None,
-            device=dev, sample=sample,
+            device=dev, sample=sample, cache=cache,
         ):
             size = next(iter(batch.values())).shape[0]
             total += float(model.loss(batch, sample=False)) * size
@@ -267,6 +267,7 @@ def train_model(shards: Sequence[Path], modality: str, cfg: TrainConfig, out_dir
                  if mc.lr_decay == "plateau" else None)
 
     history: list[dict] = []
+    cache = ShardCache()  # the training and validation rows, read once while they fit in memory
     best_loss, best_epoch, best_state = float("inf"), 0, copy.deepcopy(model.state_dict())
     # epoch 0 is the untrained model, so the curves show what training gained
     columns = (
@@ -278,7 +279,7 @@ def train_model(shards: Sequence[Path], modality: str, cfg: TrainConfig, out_dir
         TextColumn("{task.fields[rate]:.0f} samples/s"),
         TimeElapsedColumn(),
     )
-    history.append({"epoch": 0, "train_loss": float("nan"), "val_loss": _evaluate(model, shards, modality, cfg, dev, sample, cut),
+    history.append({"epoch": 0, "train_loss": float("nan"), "val_loss": _evaluate(model, shards, modality, cfg, dev, sample, cut, cache),
                     "seconds": 0.0, "samples_per_s": float("nan")})
     with Progress(*columns, console=Console(stderr=True), disable=not cfg.progress) as progress:
         task = progress.add_task(modality, total=n_train, epoch=0, loss=float("nan"), rate=0.0)
@@ -286,13 +287,13 @@ def train_model(shards: Sequence[Path], modality: str, cfg: TrainConfig, out_dir
             progress.reset(task, total=n_train)
             t0 = time.perf_counter()
             batches = iter_batches(shards, modality, mc.batch_size, split="train", val_fraction=cut, rng=rng,
-                                   in_dim=mc.in_dim or None, device=dev, sample=sample)
+                                   in_dim=mc.in_dim or None, device=dev, sample=sample, cache=cache)
             total, n = _train_epoch(model, optimiser, batches, mc.grad_clip, f"{modality} VAE, epoch {epoch}",
                                     lambda size, total, n: progress.update(
                                         task, advance=size, epoch=epoch, loss=total / n,
                                         rate=n / max(time.perf_counter() - t0, 1e-9)))
             seconds = time.perf_counter() - t0
-            val_loss = _evaluate(model, shards, modality, cfg, dev, sample, cut)
+            val_loss = _evaluate(model, shards, modality, cfg, dev, sample, cut, cache)
             if scheduler is not None:
                 scheduler.step(val_loss)
             history.append({"epoch": epoch, "train_loss": total / n, "val_loss": val_loss, "seconds": seconds, "samples_per_s": n / seconds})
