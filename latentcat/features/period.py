@@ -248,8 +248,10 @@ def _gls_from_phasors(z: np.ndarray, terms: tuple) -> np.ndarray:
     ``cos sin = sin 2x / 2``), so three weighted sums of complex numbers give every term.
     """
     w, y, _, yy, valid = terms
-    first = np.matmul(z, np.stack([w, w * y], axis=2).astype(z.dtype))  # (b, f, 2)
-    second = np.matmul(z * z, w[:, :, None].astype(z.dtype))[..., 0]
+    # einsum, not matmul: numpy's matmul hands each small product to a multithreaded BLAS,
+    # which in a feature worker beside others costs more than the sums themselves
+    first = np.einsum("bfm,bmk->bfk", z, np.stack([w, w * y], axis=2).astype(z.dtype))  # (b, f, 2)
+    second = np.einsum("bfm,bm->bf", z * z, w.astype(z.dtype))
     C, S = first[..., 0].real, first[..., 0].imag
     YC, YS = first[..., 1].real, first[..., 1].imag
     CC = 0.5 * (1.0 + second.real) - C * C
