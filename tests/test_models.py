@@ -406,6 +406,7 @@ def test_cached_epochs_give_the_same_batches_without_reading_the_shards_again(fe
         cache = ShardCache()
         streamed = [epoch(modality, None, seed) for seed in (0, 1)]
         assert len(epoch(modality, cache, 0)) == len(streamed[0])  # the first pass fills the cache
+        assert cache.bytes > 0
         for shard in shards:  # the later epochs must not need the files
             shard.rename(shard.with_suffix(".moved"))
         cached = epoch(modality, cache, 1)
@@ -417,7 +418,7 @@ def test_cached_epochs_give_the_same_batches_without_reading_the_shards_again(fe
             assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     small = ShardCache(max_bytes=1)  # nothing fits: every pass reads the shards
     epoch("dmdt", small, 0)
-    assert small.bytes == 0 and small.get((str(shards[0]), "dmdt", "train", 0.2, None)) is None
+    assert small.bytes == 0
 
 
 def test_validation_split_depends_on_source_id_only():

@@ -353,7 +353,8 @@ def iter_batches(
     sample: np.ndarray | None = None,
     cache: "ShardCache | None" = None,
 ) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor]]]:
-    """Yield ``(source_id, batch)`` over the shards, one shard in memory at a time.
+    """Yield ``(source_id, batch)`` over the shards, one shard in memory at a time (all that
+    fit, with ``cache``).
 
     Parameters
     ----------
@@ -370,7 +371,7 @@ def iter_batches(
     """
     order = np.arange(len(shards)) if rng is None else rng.permutation(len(shards))
     for s in order:
-        key = (str(shards[s]), modality, split, val_fraction, in_dim)
+        key = (str(shards[s]), modality, split, val_fraction, in_dim, None if sample is None else sample.tobytes())
         arrays = cache.get(key) if cache is not None else None
         if arrays is None:
             arrays = load_modality(shards[s], modality, in_dim)
