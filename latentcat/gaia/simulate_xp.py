@@ -46,7 +46,7 @@ from functools import lru_cache
 import numpy as np
 import pyarrow as pa
 
-from latentcat.gaia.xp import BANDS, N_COEFFICIENTS, basis_function_id, design_matrix
+from latentcat.gaia.xp import BANDS, N_COEFFICIENTS, basis_function_id, design_matrix, gaiaxpy_config_dir
 
 __all__ = ["simulate_xp_continuous", "pseudo_wavelength", "G_ZERO_POINT", "BP_ZERO_POINT", "RP_ZERO_POINT"]
 
@@ -79,18 +79,14 @@ _ERROR_PROFILE[-2:] *= (0.4, 0.2)
 
 
 def _instrument_file(name: str) -> np.ndarray:
-    from gaiaxpy.config.paths import config_path
-
-    return np.loadtxt(f"{config_path}/{name}", delimiter=",")
+    return np.loadtxt(gaiaxpy_config_dir() / name, delimiter=",")
 
 
 @lru_cache(maxsize=1)
 def _instrument() -> dict[str, dict[str, np.ndarray]]:
     """Per band on ``_U_FINE``: wavelength, instrument factor R(l) l |dl/du|, the fit matrix and
     the wavelength-only parts of the model SEDs (extinction curve, molecular band profiles)."""
-    from gaiaxpy.config.paths import config_path
-
-    dispersion = np.genfromtxt(f"{config_path}/TabulatedDispersionFunction-DR3-v375wiv142r_20200610.csv",
+    dispersion = np.genfromtxt(gaiaxpy_config_dir() / "TabulatedDispersionFunction-DR3-v375wiv142r_20200610.csv",
                                delimiter=",", names=True)
     response_files = {"bp": "bpC03_v375wi_response.csv", "rp": "rpC03_v142r_response.csv"}
     du = _U_FINE[1] - _U_FINE[0]

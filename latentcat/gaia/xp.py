@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ElementTree
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -31,7 +32,7 @@ import pyarrow.compute as pc
 
 from latentcat.errors import InputError
 
-__all__ = ["XP_SAMPLING", "N_COEFFICIENTS", "BANDS", "XP_SCHEMA", "design_matrix", "basis_function_id", "convert_xp"]
+__all__ = ["XP_SAMPLING", "N_COEFFICIENTS", "BANDS", "XP_SCHEMA", "design_matrix", "basis_function_id", "convert_xp", "gaiaxpy_config_dir"]
 
 #: GaiaXPy's pseudo-wavelength axis, 55 samples per band.
 XP_SAMPLING = np.linspace(0, 60, 55)
@@ -55,12 +56,23 @@ _TRIL_K, _TRIL_L = np.tril_indices(N_COEFFICIENTS, k=-1)
 N_CORRELATIONS = _TRIL_K.size
 
 
+def gaiaxpy_config_dir() -> Path:
+    """GaiaXPy's configuration folder (``gaiaxpy.config.paths.config_path``), found without
+    importing GaiaXPy, whose import takes about 2 s."""
+    from importlib.util import find_spec
+
+    return Path(find_spec("gaiaxpy").submodule_search_locations[0]) / "config"
+
+
 @lru_cache(maxsize=1)
 def _basis_configuration() -> dict[str, dict]:
-    """Read GaiaXPy's Hermite basis configuration for BP and RP (the DR3 bases 56 and 57)."""
-    from gaiaxpy.config.paths import hermite_bases_file
+    """Read GaiaXPy's Hermite basis configuration for BP and RP (the DR3 bases 56 and 57): the
+    file its config.ini names under ``[converter] hermite_bases``."""
+    from configparser import ConfigParser
 
-    root = ElementTree.parse(hermite_bases_file).getroot()
+    ini = ConfigParser()
+    ini.read(gaiaxpy_config_dir() / "config.ini")
+    root = ElementTree.parse(gaiaxpy_config_dir() / ini.get("converter", "hermite_bases")).getroot()
     config = {}
     for band in BANDS:
         node = root.find(f"hermiteFunction/{band}Config")
