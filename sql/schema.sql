@@ -46,8 +46,8 @@ CREATE TABLE features (
     period        DOUBLE,  -- d, best period of the search (not doubled)
     period_fap    DOUBLE,
     period_power  FLOAT,
-    period_coherence FLOAT,  -- cross-half R^2 of the period's fold (features/period.py)
-    period_reliable BOOLEAN, -- FAP and coherence pass: the fold is at 2 x period, else in time order
+    period_coherence FLOAT,  -- how well the period holds across the curve (features/period.py)
+    period_reliable BOOLEAN, -- the period passes its tests (docs/schemas.md): the fold is at 2 x period, else in time order
     xp_scale      FLOAT,   -- 99.5th percentile of BP+RP flux (e-/s)
     lc_reason     VARCHAR, -- NULL when the light-curve features exist, else why not
     xp_reason     VARCHAR  -- NULL when the XP features exist, else why not

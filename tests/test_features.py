@@ -140,7 +140,70 @@ def test_slow_irregular_variation_gets_no_scanning_law_period(real_curves):
         # before the alias bands, 12-16 % of such curves peaked at 11.5-12.8 c/d
         assert not np.any((f > 11.5) & (f < 12.8))
         assert not period.alias_bands(t, f[:, None]).any()
-        assert res["period_reliable"].mean() < 0.25
+        assert res["period_reliable"].mean() <= 0.05
+
+
+def test_red_noise_gets_no_reliable_period_where_white_noise_tests_would_give_one():
+    from latentcat.gaia.simulate_lc import gaia_cadence
+
+    rng = np.random.default_rng(12)
+    times, offsets = gaia_cadence(rng.uniform(-90, 90, 300), rng)
+    t, _, _ = _pad([(x, x, x) for x in np.split(times, offsets[1:-1])])
+    m, e = _slow_irregular(t, rng)
+    res = period.find_periods(t, m, e)
+    # the white-noise FAP and the cross-half coherence alone pass 15 % of these curves, a third
+    # of them at periods under 10 d (20 % of real DR3 LPVs got such a period flagged reliable)
+    white = (res["period_fap"] < period.FAP_RELIABLE) & (res["period_coherence"] >= period.COHERENCE_MIN)
+    assert white.mean() >= 0.08 and (white & (res["period"] < 10)).sum() >= 5
+    assert res["period_reliable"].mean() <= 0.02
+    assert not (res["period_reliable"] & (res["period"] < 10)).any()
+    tested = white & np.isfinite(res["period_fap_red"])  # the rest span too few cycles of their period
+    assert tested.sum() >= 20 and (res["period_fap_red"][tested] > period.FAP_RELIABLE).all()
+
+
+def test_drw_kalman_filter_equals_the_dense_gaussian_likelihood():
+    rng = np.random.default_rng(13)
+    t = np.sort(rng.uniform(0, 1000, (3, 40)), axis=1)
+    t[2, 30:] = np.nan  # a shorter curve, NaN-padded
+    valid = np.isfinite(t)
+    err2 = rng.uniform(1e-4, 4e-4, t.shape)
+    columns = rng.normal(size=(3, 40, 4)) * valid[..., None]
+    var = np.array([0.01, 0.04, 0.02])
+    gram, logdet = period._drw_innovation_gram(np.where(valid, t, np.nan), columns, err2, valid, var)
+    taus = np.repeat(period.RED_TAUS, len(period.RED_VARIANCES))
+    s2 = np.tile(period.RED_VARIANCES, len(period.RED_TAUS))
+    for g in (0, len(period.RED_VARIANCES) + 2, len(taus) - 1):
+        for b in range(3):
+            k = valid[b]
+            dt = np.abs(t[b, k][:, None] - t[b, k][None, :])
+            walk = np.exp(-dt / taus[g]) if taus[g] > 0 else np.eye(k.sum())
+            C = s2[g] * var[b] * walk + np.diag(err2[b, k])
+            Z = columns[b, k]
+            assert gram[g, b] == pytest.approx(Z.T @ np.linalg.solve(C, Z), rel=1e-8, abs=1e-10)
+            assert logdet[g, b] == pytest.approx(np.linalg.slogdet(C)[1], rel=1e-10)
+
+
+def test_a_periodic_signal_stands_above_red_noise():
+    from latentcat.gaia.simulate_lc import drw, gaia_cadence
+
+    rng = np.random.default_rng(14)
+    times, offsets = gaia_cadence(rng.uniform(-90, 90, 40), rng)
+    t, _, _ = _pad([(x, x, x) for x in np.split(times, offsets[1:-1])])
+    valid = np.isfinite(t)
+    walk = np.full(t.shape, np.nan)
+    walk[valid] = drw(t[valid], np.r_[0, np.cumsum(valid.sum(axis=1))], np.full(40, 100.0), np.full(40, 0.2), rng)
+    signal = 0.15 * np.sin(2 * np.pi * t / 0.7131)
+    e = np.where(valid, 0.01, np.nan)
+    noise = rng.normal(0, 0.01, t.shape)
+    f = np.full(40, 1 / 0.7131)
+    # at the signal's frequency: far above the walk; the walk alone: nothing there
+    assert (period.red_noise_fap(t, 15 + walk + signal + noise, e, f) < 1e-6).mean() >= 0.9
+    assert (period.red_noise_fap(t, 15 + walk + noise, e, f) > 0.5).mean() >= 0.9
+    # where the search finds the signal under the walk (not always: the walk is the larger), it is reliable
+    res = period.find_periods(t, 15 + walk + signal + noise, e)
+    found = np.abs(res["period"] * f - 1) < 1e-3
+    # most flagged; the others fail the cross-half R^2, the walk holding most of their variance
+    assert found.sum() >= 10 and res["period_reliable"][found].mean() >= 0.75
 
 
 @pytest.mark.parametrize("f_true", [11.9, 12.2, 13.1])
@@ -284,6 +347,68 @@ def _detached_binary(t, period_d, depth1, depth2, half_width=0.04, noise=0.005, 
     return m + rng.normal(0, noise, t.shape), np.full(t.shape, noise)
 
 
+def test_detached_binary_with_few_eclipse_points_is_reliable_when_its_eclipses_fold():
+    rng = np.random.default_rng(15)
+    t = np.sort(rng.uniform(1700, 2700, 90))
+    p_orb = 4.1731
+    m, e = _detached_binary(t, p_orb, 0.6, 0.0, half_width=0.012, noise=0.005, seed=4)
+    faint = m > 14.3
+    assert 6 <= faint.sum() <= 9  # a handful of eclipse points, one per eclipse
+    few = faint.copy()
+    few[np.flatnonzero(faint)[3:]] = False  # the same curve with only three eclipses caught
+    keep = ~faint | few
+    tt, mm, ee = _pad([(t, m, e), (t[keep], m[keep], e[keep])])
+    res = period.find_periods(tt, mm, ee)
+    assert res["period"][0] == pytest.approx(p_orb, rel=1e-3)
+    # a sinusoid says nothing of such a curve; the eclipses fold from cycle to cycle
+    assert res["period_fap"][0] > period.FAP_RELIABLE
+    assert res["period_coherence"][0] >= period.FOLD_COHERENCE_MIN and res["period_reliable"][0]
+    # three eclipses are folded by many periods: not reliable, whatever was found
+    assert not res["period_reliable"][1]
+
+
+def test_eclipses_caught_in_every_other_cycle_also_fold_at_twice_the_period():
+    f = 1 / 2.3
+    flat = np.arange(0.3, 1000, 7.7)  # out-of-eclipse epochs, never at an eclipse phase
+    flat = flat[np.abs(np.mod(flat * f + 0.5, 1) - 0.5) > 0.1]
+
+    def curve(cycles):
+        t = np.sort(np.r_[flat, np.asarray(cycles) / f])
+        m = np.where(np.isin(t, np.asarray(cycles) / f), 14.8, 14.0)
+        return t, m, np.full(t.size, 0.01)
+
+    t, m, e = _pad([curve([0, 2, 4, 6, 8, 14]), curve([0, 1, 3, 6, 8, 13]), curve([0, 3, 6, 9, 12])])
+    freq = np.full(3, f)
+    assert period.one_cycle_in(t, m, e, freq, 2).tolist() == [True, False, False]
+    assert period.one_cycle_in(t, m, e, freq, 3).tolist() == [False, False, True]
+
+
+def test_long_period_variables_are_reliable_when_their_cycles_are_covered():
+    from latentcat.gaia.simulate_lc import CLASSES, draw_parameters, gaia_cadence, g_mag_error, light_curves
+
+    rng = np.random.default_rng(16)
+    cls = np.repeat([CLASSES.index("MIRA"), CLASSES.index("SR")], [60, 200])
+    p, sub = draw_parameters(cls, rng)
+    times, offsets = gaia_cadence(rng.uniform(-90, 90, cls.size), rng)
+    dm, _ = light_curves(cls, p, sub, times, offsets, rng)
+    err = g_mag_error(13.0 + dm)
+    mag = 13.0 + dm + err * rng.standard_normal(dm.size)
+    t, m, e = _pad(list(zip(*(np.split(x, offsets[1:-1]) for x in (times, mag, err)))))
+    res = period.find_periods(t, m, e)
+    span = np.nanmax(t, axis=1) - np.nanmin(t, axis=1)
+    right = np.abs(res["period"] / p["period"] - 1) < 0.1
+    covered = span / p["period"] >= 2
+    mira = cls == CLASSES.index("MIRA")
+    # Miras of 100-1000 d: found and flagged where the span holds two cycles, never flagged under 1.5
+    assert (right & res["period_reliable"])[mira & covered].mean() >= 0.9
+    assert not (res["period_reliable"] & (span / res["period"] < period.MIN_CYCLES)).any()
+    # semi-regular and small-amplitude red giants (with red noise): what is flagged is right
+    periodic_sr = ~mira & (sub != "IRREGULAR")
+    assert (res["period_reliable"] & periodic_sr).sum() >= 30
+    assert right[res["period_reliable"] & periodic_sr].mean() >= 0.95
+    assert not res["period_reliable"][sub == "IRREGULAR"].any()
+
+
 def test_two_box_statistic_matches_a_direct_fit():
     rng = np.random.default_rng(7)
     t = np.sort(rng.uniform(1700, 2700, 70))
@@ -408,12 +533,12 @@ def test_period_recovery_per_class_on_a_simulated_survey():
         assert sel.sum() >= 60, name
         rate[name] = good.mean()
     assert min(rate[k] for k in ("RR", "CEP", "EB", "EW", "ELL")) >= 0.95, rate
-    # EA: 71-75 % on samples of this size; the rest have too few eclipses observed to fix the
-    # period (benchmarks/features.py)
-    assert rate["EA"] >= 0.70, rate
+    # EA: 65 % on this sample, since eclipse widths follow Kepler's third law (narrow at long
+    # periods); the rest have too few eclipses observed to fix the period (benchmarks/features.py)
+    assert rate["EA"] >= 0.60, rate
     # eclipsing binaries as one class, in the mix of types of DR3's eclipsing binaries (the
     # literature types of the ECL sources DR3 classified right: EW 65 %, EA 31 %, EB 4 %;
     # Rimoldini et al. 2023, A&A 674, A14, Table 3). Brighter than G = 18 the simulated survey
     # holds mostly detached binaries, as DR3 does, so its own mix would weigh EA more.
     weighted = 0.65 * rate["EW"] + 0.31 * rate["EA"] + 0.04 * rate["EB"]
-    assert weighted >= 0.90, (weighted, rate)
+    assert weighted >= 0.86, (weighted, rate)  # 0.877 with Kepler's eclipse widths

@@ -78,6 +78,8 @@ N_ALIGN = 256  # alignment frequencies kept
 # selection
 N_PEAKS = 5  # Lomb-Scargle peaks competing with the alignment frequencies
 N_REFINE = 16  # candidates refined
+#: Frequency ratios that fold the same eclipses (the margin's runner-up excludes them).
+UNIQUE_RATIOS = (1.0, 2.0, 0.5, 3.0, 1.0 / 3.0, 1.5, 2.0 / 3.0)
 #: Time span (d) of the neighbourhood in the selection, about the shortest eclipse of main-sequence
 #: binaries (~1 h). A central eclipse of two main-sequence stars
 #: lasts (P / pi) (R1 + R2) / a = 0.076 d (R1 + R2)/Rsun (M/Msun)^(-1/3) (P/d)^(1/3) (Kepler's
@@ -134,13 +136,39 @@ def _windows() -> np.ndarray:
 _SECONDARY = _windows()
 
 
+def excursions(mag: np.ndarray, err: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The points far fainter and far brighter than the bulk of each light curve.
+
+    A point is an excursion when it lies more than ``DIP_NSIGMA`` times the larger of the robust
+    scatter (1.4826 MAD) and the median error from the median magnitude.
+
+    Parameters
+    ----------
+    mag, err : float arrays (n, m)
+        NaN-padded magnitudes and errors.
+
+    Returns
+    -------
+    faint, bright : bool arrays (n, m)
+    """
+    med, sig = robust_sigma(mag)
+    err_med, _ = robust_sigma(err)
+    scale = DIP_NSIGMA * np.fmax(sig, err_med)[:, None]
+    dev = np.where(np.isfinite(mag), mag - med[:, None], 0.0)
+    return dev > scale, -dev > scale
+
+
+def faint_points(mag: np.ndarray, err: np.ndarray) -> np.ndarray:
+    """The faint `excursions` of each light curve (bool (n, m)): for an eclipsing binary, its
+    points in eclipse."""
+    return excursions(mag, err)[0]
+
+
 def dip_like(mag: np.ndarray, err: np.ndarray) -> np.ndarray:
     """Which light curves look like eclipses: faint excursions far outnumber bright ones.
 
-    A point is an excursion when it lies more than ``DIP_NSIGMA`` times the larger of the robust
-    scatter (1.4826 MAD) and the median error from the median magnitude. A curve is dip-like
-    with at least ``MIN_DIP_POINTS`` faint excursions and more than three times as many faint
-    as bright ones.
+    A curve is dip-like with at least ``MIN_DIP_POINTS`` faint `excursions` and more than three
+    times as many faint as bright ones.
 
     Parameters
     ----------
@@ -151,12 +179,8 @@ def dip_like(mag: np.ndarray, err: np.ndarray) -> np.ndarray:
     -------
     bool array (n,)
     """
-    med, sig = robust_sigma(mag)
-    err_med, _ = robust_sigma(err)
-    scale = DIP_NSIGMA * np.fmax(sig, err_med)[:, None]
-    dev = np.where(np.isfinite(mag), mag - med[:, None], 0.0)
-    faint = (dev > scale).sum(axis=1)
-    bright = (-dev > scale).sum(axis=1)
+    faint, bright = excursions(mag, err)
+    faint, bright = faint.sum(axis=1), bright.sum(axis=1)
     return (faint >= MIN_DIP_POINTS) & (faint > 3 * bright)
 
 
@@ -360,10 +384,15 @@ def eclipse_frequencies(
 
     Returns
     -------
-    float64 array (n,)
+    freq : float64 array (n,)
         Twice the orbital frequency when a secondary eclipse is seen, the orbital frequency
         when only one eclipse per orbit is (see :mod:`latentcat.features.period`); NaN where
         no candidate could be tested.
+    margin : float64 array (n,)
+        How much better the chosen fold is than the best other candidate (`neighbour_statistic`
+        of the winner minus that of the best candidate that is not a multiple or fraction of
+        it, `_runner_up`): near 0 when the eclipses caught fold as well at another period;
+        inf when no other candidate was tested, NaN where no frequency was found.
     """
     span = np.maximum(np.nanmax(time, axis=1) - np.nanmin(time, axis=1), 1.0)
     step = GRID_STEP_PHASE / span  # the phase drifts by at most one step over the span
@@ -373,7 +402,7 @@ def eclipse_frequencies(
     ls = np.concatenate([peaks, peaks / 2], axis=1)
     half_ls = 0.5 * df[:, None] * np.repeat([1.0, 0.5], peaks.shape[1])[None, :]  # a coarse peak is within df / 2
     grid_ls = _local_grid(ls, half_ls, step, int(np.ceil(np.nanmax(0.5 * df / step))))
-    f_best, found = np.full(len(time), np.nan), np.zeros(len(time), bool)
+    f_best, found, margin = np.full(len(time), np.nan), np.zeros(len(time), bool), np.full(len(time), np.nan)
     has = np.isfinite(aligned).any(axis=1)
     for rows in (np.flatnonzero(has), np.flatnonzero(~has)):
         if len(rows) == 0:
@@ -394,6 +423,7 @@ def eclipse_frequencies(
         best = np.argmax(stat, axis=1)[:, None]
         f_best[rows] = np.take_along_axis(grid, best, axis=1)[:, 0]
         found[rows] = np.isfinite(np.take_along_axis(stat, best, axis=1)[:, 0])
+        margin[rows] = np.take_along_axis(stat, best, axis=1)[:, 0] - _runner_up(grid, stat, f_best[rows], span[rows])
     # is half the frequency (each eclipse seen once per cycle) nearly as good for the two-box model?
     near = _local_grid(f_best[:, None], 2 * step[:, None], 0.5 * step, 4)
     s_best = _masked_statistic(two_box_statistic, time, mag, err, near, fmin, fmax, masked).max(axis=1)
@@ -403,7 +433,17 @@ def eclipse_frequencies(
     f_half = np.take_along_axis(half_grid, hb, axis=1)[:, 0]
     use_half = np.take_along_axis(half_stat, hb, axis=1)[:, 0] >= HALF_RATIO * s_best
     f_orbit = np.where(use_half, f_half, f_best)
-    return np.where(found, 2.0 * f_orbit, np.nan)
+    return np.where(found, 2.0 * f_orbit, np.nan), np.where(found, margin, np.nan)
+
+
+def _runner_up(grid: np.ndarray, stat: np.ndarray, f_best: np.ndarray, span: np.ndarray) -> np.ndarray:
+    """The best statistic of each row at a frequency that is not the best one, nor its multiple
+    or fraction by ``UNIQUE_RATIOS`` (those fold the same eclipses): more than one cycle over
+    the span away from all of them. -inf where there is none."""
+    related = np.zeros(grid.shape, bool)
+    for r in UNIQUE_RATIOS:
+        related |= np.abs(grid - r * f_best[:, None]) * span[:, None] < 1.0
+    return np.max(np.where(related | ~np.isfinite(stat), -np.inf, stat), axis=1)
 
 
 def _masked_statistic(statistic, time, mag, err, grid, fmin, fmax, masked) -> np.ndarray:

@@ -65,15 +65,37 @@ confirms it (`visit_confirmed`): a real signal at ``f`` moves the magnitudes fro
 visit to the next as the sinusoid predicts, a slow variation does not. When every candidate is
 an unconfirmed alias, the best of the long-period search is reported.
 
-Reliability. ``period_coherence`` says whether the period holds across the whole light curve:
-fitted to the first half of the epochs in time, a periodic model predicts the second half, and
-the reverse (`coherence`, ``COHERENCE_HARMONICS`` harmonics; `phase_coherence`, phase neighbours,
-for eclipse-search periods); it is the smaller R^2 of the two predictions. ``period_reliable``
-is true for a Lomb-Scargle period with ``period_fap < FAP_RELIABLE`` and a coherence of at least
-``COHERENCE_MIN``, and for an eclipse-search period with that coherence. Noise and stochastic
-variables (quasars, irregular long-period variables, young stars) mostly get periods that are
-not reliable, and the fold stage then shows their light curve in time order instead of folded
-(:mod:`latentcat.features.fold`).
+Reliability. ``period_reliable`` is what the fold stage and the catalogue's users trust, so it
+asks each kind of light curve the question that can fail for it.
+
+* Every period must be constrained by the data: at least ``MIN_CYCLES`` cycles over the time
+  span and no gap in phase wider than ``MAX_PHASE_GAP`` in the fold (`phase_gap`). A 700-d
+  "period" on a 1000-d light curve is one rise and one fall, not a period.
+* A sinusoid-like period (pulsators, contact and ellipsoidal binaries) needs ``period_fap <
+  FAP_RELIABLE`` (white noise), a cross-half ``period_coherence`` of at least ``COHERENCE_MIN``
+  (`coherence`: fitted to the first half of the epochs in time, a Fourier series of
+  ``COHERENCE_HARMONICS`` harmonics predicts the second half, and the reverse; the smaller R^2
+  of the two), and a false-alarm probability below ``FAP_RELIABLE`` against the curve's own
+  red noise (`red_noise_fap`). The last is what long-period variables, quasars and young stars
+  need: their variability has a power spectrum that rises to low frequencies, and Gaia's
+  sampling turns it into peaks at any period that a white-noise FAP calls significant and that
+  even hold across the two halves of a curve. For an eclipse-like curve this test runs at the
+  period or at half of it, whichever the sinusoid prefers (the eclipse search reports the
+  orbital period when one eclipse per orbit is seen).
+* An eclipse-like curve (``eclipse.dip_like``) may instead show eclipses that repeat from
+  cycle to cycle: a fold coherence (`fold_coherence`, each point predicted by its nearest
+  neighbour in phase from another cycle) of at least ``FOLD_COHERENCE_MIN`` at the period or
+  at twice it, with faint points in at least ``MIN_ECLIPSES`` visits (`eclipse_visits`) and,
+  for a period of the eclipse search, a lead of at least ``ECLIPSE_MARGIN_MIN`` in its
+  statistic over the best candidate that is not a multiple or fraction of it. With few
+  eclipses caught, other periods fold them as well (benchmarks/features.py), and the period is
+  not flagged. For such curves ``period_coherence`` holds the fold coherence.
+
+What the flag promises, measured on simulated classes (``python benchmarks/realism.py --only
+reliability``, seeds 41 and 51, G 11-16, the simulator's scanning law): see docs/schemas.md.
+Noise and stochastic variables (quasars, irregular long-period variables, young stars) get
+periods that are not reliable, and the fold stage then shows their light curve in time order
+instead of folded (:mod:`latentcat.features.fold`).
 """
 
 from __future__ import annotations
@@ -117,15 +139,30 @@ EDGE_FMAX = 6.0
 VISIT_MIN_SLOPE = 0.5
 VISIT_MIN_Z = 4.0
 
-#: Reliability (``period_reliable``): a Lomb-Scargle period needs a false-alarm probability
-#: below FAP_RELIABLE and a cross-half coherence of at least COHERENCE_MIN (a fit of
-#: COHERENCE_HARMONICS harmonics on one half of the curve in time predicts the other); an
-#: eclipse-search period needs the same coherence of its phase-neighbour prediction, with
-#: neighbours within COHERENCE_PHASE in phase.
+#: Reliability (``period_reliable``), see the module docstring. A Lomb-Scargle period needs a
+#: false-alarm probability below FAP_RELIABLE against white noise (``period_fap``) and against
+#: the curve's own red noise (``period_fap_red``), and a cross-half coherence of at least
+#: COHERENCE_MIN (a fit of COHERENCE_HARMONICS harmonics on one half of the curve in time
+#: predicts the other). The period of an eclipse-like curve may instead have a fold coherence of
+#: at least FOLD_COHERENCE_MIN (each point predicted by its nearest neighbour in phase from
+#: another cycle) at the period or twice it, faint points in at least MIN_ECLIPSES visits and,
+#: when the eclipse search chose it, an ECLIPSE_MARGIN_MIN lead over any other period that folds
+#: the eclipses (``eclipse.eclipse_frequencies``). Every period needs MIN_CYCLES cycles over the
+#: time span and no gap in phase wider than MAX_PHASE_GAP.
 FAP_RELIABLE = 1e-3
 COHERENCE_MIN = 0.3
 COHERENCE_HARMONICS = 2
-COHERENCE_PHASE = 0.04
+FOLD_COHERENCE_MIN = 0.6
+MIN_ECLIPSES = 5
+ECLIPSE_MARGIN_MIN = 0.08
+MIN_CYCLES = 1.5
+MAX_PHASE_GAP = 0.5
+#: The red-noise test (`red_noise_fap`): a damped random walk (Ornstein-Uhlenbeck process) of
+#: time scale tau and variance s^2 on top of the errors is the noise of both models; each model
+#: takes the best (tau, s^2) of RED_TAUS x RED_VARIANCES (s^2 as a fraction of the curve's
+#: variance; tau = 0 is white noise in excess of the errors, s^2 = 0 the errors alone).
+RED_TAUS = (0.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
+RED_VARIANCES = (0.0, 1.0 / 32, 1.0 / 8, 1.0 / 2, 2.0)
 
 F_SPIN = 4.0
 F_PREC = 1.0 / 62.97
@@ -639,10 +676,17 @@ def coherence(time: np.ndarray, mag: np.ndarray, err: np.ndarray, freq: np.ndarr
     return out
 
 
-def phase_coherence(time: np.ndarray, mag: np.ndarray, freq: np.ndarray) -> np.ndarray:
-    """`coherence` for shapes a few harmonics cannot follow (narrow eclipses): each epoch of one
-    half is predicted by the mean of the other half's epochs within ``COHERENCE_PHASE`` of it in
-    phase at ``freq`` (or by that half's mean when there is none).
+def fold_coherence(time: np.ndarray, mag: np.ndarray, freq: np.ndarray) -> np.ndarray:
+    """How coherent the fold at ``freq`` is from one cycle to the next, for shapes a few
+    harmonics cannot follow (narrow eclipses).
+
+    Every epoch is predicted by its nearest neighbour in phase among the epochs of *other*
+    cycles, and the score is ``1 - theta`` with ``theta = sum (y - y_nn)^2 / (2 sum (y - mean)^2)``,
+    the phase-neighbour ("string length") dispersion of Lafler & Kinman (1965, ApJS 11, 216)
+    as a fraction of the scatter, which Stellingwerf's (1978, ApJ 224, 953) PDM theta also
+    measures: near 1 when the cycles repeat, near 0 for noise. Neighbours from one cycle say
+    nothing about the period (the epochs of one visit lie at nearly one phase at any period),
+    so they are not used: one caught eclipse cannot make a fold coherent on its own.
 
     Parameters
     ----------
@@ -653,31 +697,180 @@ def phase_coherence(time: np.ndarray, mag: np.ndarray, freq: np.ndarray) -> np.n
 
     Returns
     -------
+    float64 array (n,); NaN where no epoch has a neighbour in another cycle.
+    """
+    n, m = time.shape
+    out = np.full(n, np.nan)
+    step = max(1, _MAX_CELLS_PER_BATCH // max(1, m * m))
+    for lo in range(0, n, step):
+        rows = slice(lo, min(n, lo + step))
+        y, valid = mag[rows], np.isfinite(mag[rows])
+        x = np.nan_to_num(freq[rows])[:, None] * (time[rows] - np.nanmin(time[rows], axis=1, keepdims=True))
+        cycle, phase = np.floor(x), x - np.floor(x)
+        d = np.abs((phase[:, :, None] - phase[:, None, :] + 0.5) % 1.0 - 0.5)
+        other = valid[:, :, None] & valid[:, None, :] & (cycle[:, :, None] != cycle[:, None, :])
+        d = np.where(other, d, np.inf)
+        nearest = np.argmin(d, axis=2)
+        use = valid & np.isfinite(np.take_along_axis(d, nearest[..., None], axis=2)[..., 0])
+        y0 = np.where(valid, y, 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = (use * y0).sum(axis=1, keepdims=True) / use.sum(axis=1, keepdims=True)
+            diff = np.where(use, y0 - np.take_along_axis(y0, nearest, axis=1), 0.0)
+            scatter = np.where(use, y0 - mean, 0.0)
+            out[rows] = 1.0 - (diff * diff).sum(axis=1) / (2.0 * (scatter * scatter).sum(axis=1))
+    out[~np.isfinite(freq)] = np.nan
+    return out
+
+
+def phase_gap(time: np.ndarray, freq: np.ndarray) -> np.ndarray:
+    """The widest gap in phase (0-1) between the epochs of each curve folded at ``freq`` (n,)."""
+    x = np.nan_to_num(freq)[:, None] * (time - np.nanmin(time, axis=1, keepdims=True))
+    phase = np.sort(np.where(np.isfinite(time), x - np.floor(x), np.nan), axis=1)  # NaN sort last
+    inner = np.nanmax(np.diff(phase, axis=1), axis=1, initial=0.0)
+    wrap = 1.0 - np.nanmax(phase, axis=1) + phase[:, 0]
+    out = np.fmax(inner, wrap)
+    out[~np.isfinite(freq)] = np.nan
+    return out
+
+
+def eclipse_visits(time: np.ndarray, mag: np.ndarray, err: np.ndarray) -> np.ndarray:
+    """How many visits (`visit_index`) hold a faint excursion (`eclipse.faint_points`): for an
+    eclipsing binary, the number of distinct eclipses caught (n,)."""
+    faint = eclipse.faint_points(mag, err)
+    visit = visit_index(time)
+    n_vis = int(visit.max(initial=0)) + 1
+    seen = np.zeros((len(time), n_vis), bool)
+    r, c = np.nonzero(faint)
+    seen[r, visit[r, c]] = True
+    return seen.sum(axis=1)
+
+
+def one_cycle_in(time: np.ndarray, mag: np.ndarray, err: np.ndarray, freq: np.ndarray, k: int) -> np.ndarray:
+    """Whether the faint points (`eclipse.faint_points`) at the phase of the deepest one all lie in
+    the same one of each ``k`` successive cycles at ``freq``: then ``freq / k`` folds those
+    eclipses as well, the other cycles' eclipses never having been observed (n,).
+
+    The faint points within a quarter of a cycle in phase of the deepest point (its eclipse,
+    not the other one half a cycle away) are numbered by their cycle at ``freq``, counted from
+    the deepest point's phase; the test is whether those numbers all leave one remainder modulo ``k``.
+    """
+    faint = eclipse.faint_points(mag, err)
+    x = np.nan_to_num(freq)[:, None] * np.where(np.isfinite(time), time - np.nanmin(time, axis=1, keepdims=True), 0.0)
+    deepest = np.argmax(np.where(faint, mag, -np.inf), axis=1)
+    cycles = x - np.take_along_axis(x, deepest[:, None], axis=1)
+    near = faint & (np.abs(cycles - np.round(cycles)) < 0.25)
+    remainder = np.mod(np.round(cycles), k)
+    lowest = np.where(near, remainder, np.inf).min(axis=1)
+    highest = np.where(near, remainder, -np.inf).max(axis=1)
+    return lowest == highest
+
+
+def red_noise_fap(time: np.ndarray, mag: np.ndarray, err: np.ndarray, freq: np.ndarray) -> np.ndarray:
+    """False-alarm probability of a period against the curve's own red noise.
+
+    The variability of long-period variables, quasars and young stars has a power spectrum
+    that rises to low frequencies, and Gaia's sparse sampling spreads that power into peaks at
+    any frequency: a white-noise false-alarm probability then calls such peaks significant
+    (Vaughan et al. 2016, MNRAS 461, 3145, on false periods in the red noise of quasars). Here
+    the noise of the light curve is modelled as a damped random walk (an Ornstein-Uhlenbeck
+    process, whose spectrum is flat below ``1 / (2 pi tau)`` and falls as ``f^-2`` above) plus
+    the epoch errors, and a constant and a constant plus a sinusoid at ``freq`` are compared by
+    their likelihood, each with the walk's time scale and variance that suit it best on the grid
+    ``RED_TAUS x RED_VARIANCES`` (the walk then takes all the variation that is not periodic).
+    The likelihood ratio ``L = 2 (ln L_sinusoid - ln L_constant)`` follows a chi-square of two
+    degrees of freedom for one trial frequency; the periodogram tried about ``M = FMAX * T``
+    independent ones, so the false-alarm probability is ``1 - (1 - exp(-L / 2))^M``.
+
+    The likelihoods come from a Kalman filter of the walk (Kelly, Bechtold & Siemiginowska 2009,
+    ApJ 698, 895), O(m) per curve and model: it turns the magnitudes and the model's columns into
+    independent innovations, on which both fits are ordinary weighted least squares.
+
+    Parameters
+    ----------
+    time, mag, err : float arrays (n, m)
+        NaN-padded light curves, ascending in time.
+    freq : float array (n,)
+        The period's frequency (c/d); NaN gives NaN.
+
+    Returns
+    -------
     float64 array (n,)
     """
     n, m = time.shape
     out = np.full(n, np.nan)
-    half = _halves(time, mag)
-    step = max(1, _MAX_CELLS_PER_BATCH // max(1, m * m))
-    for lo in range(0, n, step):
-        rows = slice(lo, min(n, lo + step))
-        h = half[rows]
-        phase = np.mod(np.nan_to_num(freq[rows])[:, None] * (time[rows] - np.nanmin(time[rows], axis=1, keepdims=True)), 1.0)
-        d = np.abs((phase[:, :, None] - phase[:, None, :] + 0.5) % 1.0 - 0.5)
-        near = d <= COHERENCE_PHASE
-        scores = []
-        for a, b in ((0, 1), (1, 0)):
-            in_a, in_b = h == a, h == b
-            with np.errstate(invalid="ignore", divide="ignore"):
-                ya = np.where(in_a, mag[rows] - np.nanmean(np.where(in_a, mag[rows], np.nan), axis=1, keepdims=True), 0.0)
-                yb = np.where(in_b, mag[rows] - np.nanmean(np.where(in_b, mag[rows], np.nan), axis=1, keepdims=True), 0.0)
-                use = near & in_b[:, :, None] & in_a[:, None, :]
-                cnt = use.sum(axis=2)
-                pred = np.where(cnt > 0, (use * ya[:, None, :]).sum(axis=2) / np.maximum(cnt, 1), 0.0)
-                scores.append(1.0 - (in_b * (yb - pred) ** 2).sum(axis=1) / (in_b * yb * yb).sum(axis=1))
-        out[rows] = np.minimum(*scores)
-    out[~np.isfinite(freq)] = np.nan
+    todo = np.flatnonzero(np.isfinite(freq) & (np.isfinite(mag).sum(axis=1) >= 4))
+    for lo in range(0, len(todo), 256):
+        rows = todo[lo:lo + 256]
+        width = int(np.isfinite(mag[rows]).sum(axis=1).max())
+        t, y, e = time[rows, :width], mag[rows, :width], err[rows, :width]
+        valid = np.isfinite(y)
+        t0 = t - np.nanmin(t, axis=1, keepdims=True)
+        arg = 2.0 * np.pi * freq[rows, None] * np.where(valid, t0, 0.0)
+        yc = y - np.nanmean(y, axis=1, keepdims=True)
+        columns = np.stack([np.where(valid, yc, 0.0), np.ones_like(arg), np.cos(arg), np.sin(arg)], axis=-1)
+        var = np.nanvar(y, axis=1)
+        gram, logdet = _drw_innovation_gram(np.where(valid, t0, np.nan), columns, np.where(valid, e * e, 1.0), valid, var)
+        # profile over the model's coefficients: ln L = -(chi2_min + ln det C) / 2 (+ a constant)
+        yy = gram[..., 0, 0]
+        chi2_constant = yy - gram[..., 0, 1] ** 2 / gram[..., 1, 1]
+        A = gram[..., 1:, 1:] + 1e-12 * np.eye(3) * gram[..., 1:2, 1:2]
+        b = gram[..., 1:, 0]
+        chi2_sinusoid = yy - np.einsum("...i,...i->...", b, np.linalg.solve(A, b[..., None])[..., 0])
+        best_constant = np.max(-0.5 * (chi2_constant + logdet), axis=0)
+        best_sinusoid = np.max(-0.5 * (chi2_sinusoid + logdet), axis=0)
+        ratio = np.clip(2.0 * (best_sinusoid - best_constant), 0.0, None)
+        trials = np.maximum(FMAX * np.nanmax(t0, axis=1), 1.0)
+        out[rows] = -np.expm1(trials * np.log1p(-np.exp(-0.5 * ratio)))
     return out
+
+
+def _drw_innovation_gram(t: np.ndarray, columns: np.ndarray, err2: np.ndarray, valid: np.ndarray,
+                         var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Kalman filter of a damped random walk plus white errors, for every noise model of the grid.
+
+    Parameters
+    ----------
+    t : float array (b, m)
+        Times from the first epoch (d), NaN on padding (at the end of each row).
+    columns : float array (b, m, c)
+        The data and the model's columns (0 on padding).
+    err2 : float array (b, m)
+        Squared errors.
+    valid : bool array (b, m)
+    var : float array (b,)
+        The curve's variance; the grid's walk variances are fractions of it.
+
+    Returns
+    -------
+    gram : float array (g, b, c, c)
+        ``Z^T C^-1 Z`` of the columns for each of the g noise models (C their covariance).
+    logdet : float array (g, b)
+        ``ln det C``.
+    """
+    taus = np.repeat(np.asarray(RED_TAUS, float), len(RED_VARIANCES))
+    s2 = np.tile(np.asarray(RED_VARIANCES, float), len(RED_TAUS))[:, None] * var[None, :]  # (g, b)
+    g, (b, m, c) = len(taus), columns.shape
+    state = np.zeros((g, b, c))  # the walk's predicted value, one filter per column
+    P = s2.copy()  # its variance: the walk starts from its stationary distribution
+    gram = np.zeros((g, b, c, c))
+    logdet = np.zeros((g, b))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for j in range(m):
+            if j:
+                dt = np.nan_to_num(t[:, j] - t[:, j - 1])[None, :]
+                a = np.where(taus[:, None] > 0, np.exp(-dt / np.where(taus[:, None] > 0, taus[:, None], 1.0)), 0.0)
+                state *= a[..., None]
+                P = a * a * P + s2 * (1.0 - a * a)
+            S = P + err2[None, :, j]
+            v = columns[None, :, j, :] - state
+            on = valid[None, :, j]
+            w = np.where(on, 1.0 / S, 0.0)
+            gram += w[..., None, None] * v[..., :, None] * v[..., None, :]
+            logdet += np.where(on, np.log(S), 0.0)
+            gain = np.where(on, P / S, 0.0)
+            state += gain[..., None] * v
+            P = P * (1.0 - gain)
+    return gram, logdet
 
 
 def find_periods(time: np.ndarray, mag: np.ndarray, err: np.ndarray) -> dict[str, np.ndarray]:
@@ -694,9 +887,10 @@ def find_periods(time: np.ndarray, mag: np.ndarray, err: np.ndarray) -> dict[str
     -------
     dict of arrays (n,)
         ``period`` (d, float64), ``frequency`` (c/d), ``period_power`` (float32),
-        ``period_fap`` (float64), ``period_coherence`` (float32, `coherence` or, for an
-        eclipse-search period, `phase_coherence`) and ``period_reliable`` (bool). NaN (False)
-        for a row with fewer than 3 points or no time span.
+        ``period_fap`` (float64), ``period_fap_red`` (float64, `red_noise_fap`; NaN where
+        the sinusoid's other tests already failed), ``period_coherence`` (float32, `coherence`
+        or, for an eclipse-like curve, `fold_coherence`) and ``period_reliable`` (bool; see
+        the module docstring). NaN (False) for a row with fewer than 3 points or no time span.
     """
     n = time.shape[0]
     lengths = np.isfinite(mag).sum(axis=1)
@@ -728,37 +922,73 @@ def find_periods(time: np.ndarray, mag: np.ndarray, err: np.ndarray) -> dict[str
     f_best, p_best = _refine(time, mag, err, f_best[:, None], 2 * dfs / (REFINE_POINTS - 1), ok)
     f_best, p_best = f_best[:, 0], p_best[:, 0]
     # detached eclipsing binaries: the eclipse search replaces the sinusoid's frequency
-    by_eclipse = np.zeros(n, bool)
-    ecl = np.flatnonzero(ok & eclipse.dip_like(mag, err))
+    dip = ok & eclipse.dip_like(mag, err)
+    eclipse_margin = np.full(n, np.nan)
+    ecl = np.flatnonzero(dip)
     for lo in range(0, len(ecl), _ECLIPSE_BATCH):
         idx = ecl[lo : lo + _ECLIPSE_BATCH]
         w = int(lengths[idx].max())
         t, m, e = time[idx, :w], mag[idx, :w], err[idx, :w]
-        f_ecl = eclipse.eclipse_frequencies(t, m, e, peaks[idx, : eclipse.N_PEAKS], dfs[idx], FMIN, FMAX, spurious_mask)
+        f_ecl, margin = eclipse.eclipse_frequencies(t, m, e, peaks[idx, : eclipse.N_PEAKS], dfs[idx], FMIN, FMAX, spurious_mask)
         found = np.isfinite(f_ecl)
         found[found] = ~_unconfirmed_alias(t[found], m[found], e[found], f_ecl[found, None], edges[idx][found])[:, 0]
         idx, f_ecl = idx[found], f_ecl[found]
         f_best[idx] = f_ecl
+        eclipse_margin[idx] = margin[found]
         p_best[idx] = gls_power(time[idx, :w], mag[idx, :w], err[idx, :w], f_ecl[:, None])[:, 0]
-        by_eclipse[idx] = True
     f_best[~ok] = np.nan
     p_best[~ok] = np.nan
     fap = np.full(n, np.nan)
     fap[ok] = baluev_fap(p_best[ok], lengths[ok], time[ok], err[ok])
-    coh = np.full(n, np.nan)
-    ls = np.flatnonzero(ok & ~by_eclipse)
-    coh[ls] = coherence(time[ls], mag[ls], err[ls], f_best[ls])
-    coh[by_eclipse] = phase_coherence(time[by_eclipse], mag[by_eclipse], f_best[by_eclipse])
-    with np.errstate(invalid="ignore"):
-        reliable = (coh >= COHERENCE_MIN) & (by_eclipse | (fap < FAP_RELIABLE))
+    reliable, coh, fap_red = _reliability(time, mag, err, f_best, fap, dip, eclipse_margin)
     return {
         "frequency": f_best,
         "period": 1.0 / f_best,
         "period_power": p_best.astype(np.float32),
         "period_fap": fap,
+        "period_fap_red": fap_red,
         "period_coherence": coh.astype(np.float32),
         "period_reliable": reliable,
     }
+
+
+def _reliability(time, mag, err, freq, fap, dip, margin):
+    """``period_reliable``, ``period_coherence`` and ``period_fap_red`` (see the module docstring)."""
+    n = len(freq)
+    ok = np.isfinite(freq)
+    span = np.nanmax(time, axis=1, initial=-np.inf) - np.nanmin(time, axis=1, initial=np.inf)
+    with np.errstate(invalid="ignore"):
+        constrained = ok & (span * freq >= MIN_CYCLES)
+    constrained[constrained] = phase_gap(time[constrained], freq[constrained]) <= MAX_PHASE_GAP
+    # the sinusoid's test runs at the period, or for an eclipse-like curve at whichever of the
+    # period and its half (one eclipse per cycle reported: the sinusoid sits at twice the frequency) has the lower FAP
+    f_sin, fap_sin = freq.copy(), fap.copy()
+    rows = np.flatnonzero(ok & dip)
+    if len(rows):
+        fap2 = baluev_fap(gls_power(time[rows], mag[rows], err[rows], 2.0 * freq[rows, None])[:, 0],
+                          np.isfinite(mag[rows]).sum(axis=1), time[rows], err[rows])
+        better = fap2 < fap[rows]
+        f_sin[rows[better]], fap_sin[rows[better]] = 2.0 * freq[rows[better]], fap2[better]
+    coh = np.full(n, np.nan)
+    rows = np.flatnonzero(ok)
+    coh[rows] = coherence(time[rows], mag[rows], err[rows], f_sin[rows])
+    fap_red = np.full(n, np.nan)
+    with np.errstate(invalid="ignore"):
+        passed = np.flatnonzero(constrained & (coh >= COHERENCE_MIN) & (fap_sin < FAP_RELIABLE))
+    fap_red[passed] = red_noise_fap(time[passed], mag[passed], err[passed], f_sin[passed])  # the costly test last
+    reliable = np.zeros(n, bool)
+    reliable[passed] = fap_red[passed] < FAP_RELIABLE
+    # eclipse-like curves may instead show eclipses that repeat from cycle to cycle, at the period or the orbit
+    rows = np.flatnonzero(constrained & dip)
+    if len(rows):
+        t, m, f = time[rows], mag[rows], freq[rows]
+        coh[rows] = np.fmax(fold_coherence(t, m, f), fold_coherence(t, m, f / 2))
+        with np.errstate(invalid="ignore"):
+            unique = ~(margin[rows] < ECLIPSE_MARGIN_MIN)  # NaN: a Lomb-Scargle period, no margin to judge
+            # eclipses caught in one cycle of every two (or three) also fold at twice (three times) the period
+            unique &= ~one_cycle_in(t, m, err[rows], f, 2) & ~one_cycle_in(t, m, err[rows], f, 3)
+            reliable[rows] |= (coh[rows] >= FOLD_COHERENCE_MIN) & (eclipse_visits(t, m, err[rows]) >= MIN_ECLIPSES) & unique
+    return reliable, coh, fap_red
 
 
 def _unconfirmed_alias(time: np.ndarray, mag: np.ndarray, err: np.ndarray, freq: np.ndarray,

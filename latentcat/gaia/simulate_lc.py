@@ -332,7 +332,7 @@ STOCHASTIC = ("SR", "ROT", "YSO", "QSO")
 PARAM_COLUMNS = (
     "period", "amplitude", "t0", "rise", "bump_phase", "bump_amp", "r21", "r31", "r41", "phi21", "phi31", "phi41",
     "depth_primary", "depth_secondary", "eclipse_width", "secondary_phase", "shape_power", "period2", "amplitude2",
-    "drw_tau", "drw_sf_inf", "event_tau", "event_amp",
+    "drw_tau", "drw_sf_inf", "event_tau", "event_amp", "red_tau", "red_sigma",
 )
 
 
@@ -361,7 +361,12 @@ def draw_parameters(cls: np.ndarray, rng: np.random.Generator) -> tuple[dict[str
             at P ~ 10 d to the rising branch at P ~ 14 d (Ripepi et al. 2023, A&A 674, A17).
       T2CEP P 1-25 d: BL Her (< 4 d), W Vir (4-20 d), RV Tau (> 20 d, alternating minima).
       EA    P 0.5-20 d, detached: two eclipses (primary 0.1-1.0 mag, secondary 5-80 % of it),
-            phase half-width 0.02-0.08, flat outside eclipse, slight eccentricity.
+            flat outside eclipse, slight eccentricity. Eclipse half-width in phase from
+            Kepler's third law, ``(R1 + R2) / (2 pi a) * sqrt(1 - b^2)`` with
+            ``a = 4.21 Rsun (M / Msun)^(1/3) (P / d)^(2/3)``: R1 + R2 = 1.5-6 Rsun and
+            M = 1.5-5 Msun (the bright detached binaries of DR3 are mostly early-type and
+            evolved stars), impact parameter b 0-0.9, and (R1 + R2) / a at most 0.4 (detached:
+            flat outside eclipse); so up to 0.064 of a phase, 0.005-0.03 at P = 20 d.
       EB    P 0.3-5 d, continuous variation, unequal minima (ratio 0.3-0.8), 0.15-0.8 mag.
       EW    P 0.25-0.8 d (median 0.37), equal minima, 0.1-0.7 mag (Mowlavi et al. 2023, A&A 674, A16).
       ELL   P 0.5-10 d, two sinusoidal minima per orbit, unequal by 5-30 %, A 0.02-0.15 mag.
@@ -369,10 +374,22 @@ def draw_parameters(cls: np.ndarray, rng: np.random.Generator) -> tuple[dict[str
             (Lebzelter et al. 2023, A&A 674, A15).
       SR    the semi-regular and irregular long-period variables that make most of DR3's LPV
             class (only 23 % of the 1.72 million DR3 LPV candidates have a published period;
-            Lebzelter et al. 2023). 60 % SEMIREGULAR: P1 20-300 d, P2 = 1.3-3 P1, stochastic
-            phase (damped random walk of the phase, tau 100-500 d); 40 % IRREGULAR: a damped
-            random walk with tau 30-300 d and no period. Peak-to-peak A log-normal with median
-            0.15 mag, at least 0.08 mag (DR3 selects LPVs by a 5-95 % G range > 0.1 mag).
+            Lebzelter et al. 2023). 45 % SEMIREGULAR: P1 20-300 d, P2 = 1.3-3 P1, stochastic
+            phase (damped random walk of the phase, tau 100-500 d); 15 % OSARG, the small-amplitude
+            red giants of OGLE (Wray, Eyer & Paczynski 2004, MNRAS 349, 1059; Soszynski et al.
+            2004, AcA 54, 129): two periods of 10-60 d, the second 0.70-0.78 of the first, as on
+            their neighbouring period-luminosity sequences; 40 % IRREGULAR: a damped random walk
+            with tau 30-300 d and no period. Peak-to-peak A log-normal with median 0.15 mag, at
+            least 0.08 mag (DR3 selects LPVs by a 5-95 % G range > 0.1 mag). SEMIREGULAR and
+            OSARG stars also get red noise: the convective (granulation) background of red
+            giants, whose power spectrum is a Lorentzian (Harvey) profile, i.e. that of a damped
+            random walk (Mathur et al. 2011, ApJ 741, 119; Kallinger et al. 2014, A&A 570, A41),
+            with a characteristic frequency of about 0.3 nu_max (Kallinger et al. 2014) and
+            nu_max near the dominant pulsation frequency 1/P1 (Yu et al. 2020, MNRAS 493,
+            1388), so tau = P1 / (2 pi 0.3) ~ 0.5 P1; and a standard deviation of 10-40 % of the
+            pulsation's peak-to-peak amplitude, an assumption (no G-band figure is published).
+            Red noise shows in the power spectra of M giants (Banyai et al. 2013, MNRAS 436,
+            1576) and red supergiants (Kiss, Szabo & Bedding 2006, MNRAS 372, 1721).
       DSCT  P 0.02-0.25 d (log-normal, median 0.055 d), A 0.01-0.8 mag (log-normal, median
             0.17 mag): GCVS ranges (P 0.01-0.2 d, A 0.003-0.9 mag in V) weighted to what DR3
             classifies, real DR3 DSCT|GDOR|SXPHE brighter than G = 16 having median period
@@ -481,7 +498,12 @@ def _ea_parameters(m: int, rng: np.random.Generator) -> tuple[dict[str, np.ndarr
     d1 = rng.uniform(0.1, 1.0, m)
     values["depth_primary"] = d1
     values["depth_secondary"] = d1 * rng.uniform(0.05, 0.8, m)
-    values["eclipse_width"] = np.clip(0.05 * per ** (-1.0 / 3.0) * rng.uniform(0.7, 1.4, m), 0.02, 0.08)
+    radii = rng.uniform(1.5, 6.0, m)  # R1 + R2 (Rsun)
+    mass = rng.uniform(1.5, 5.0, m)  # M1 + M2 (Msun)
+    separation = 4.21 * mass ** (1.0 / 3.0) * per ** (2.0 / 3.0)  # Kepler's third law (Rsun)
+    chord = np.sqrt(1.0 - rng.uniform(0.0, 0.9, m) ** 2)  # impact parameter 0-0.9 (in R1 + R2)
+    # detached: flat outside eclipse needs stars well inside their Roche lobes, (R1 + R2) / a <= 0.4
+    values["eclipse_width"] = np.minimum(radii / separation, 0.4) / (2.0 * np.pi) * chord
     values["secondary_phase"] = 0.5 + rng.uniform(-0.03, 0.03, m)
     values["amplitude"] = d1
     return values, None
@@ -533,18 +555,22 @@ def _mira_parameters(m: int, rng: np.random.Generator) -> tuple[dict[str, np.nda
 
 
 def _sr_parameters(m: int, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-    """Semi-regular and irregular long-period variables; subclass SEMIREGULAR or IRREGULAR."""
+    """Semi-regular, small-amplitude (OSARG) and irregular long-period variables; subclass
+    SEMIREGULAR, OSARG or IRREGULAR."""
     values = {}
-    irregular = rng.random(m) < 0.4
-    subclass = np.where(irregular, "IRREGULAR", "SEMIREGULAR")
-    per = np.clip(80.0 * rng.lognormal(0.0, 0.5, m), 20.0, 300.0)
+    kind = rng.random(m)
+    subclass = np.where(kind < 0.40, "IRREGULAR", np.where(kind < 0.55, "OSARG", "SEMIREGULAR"))
+    irregular, osarg = subclass == "IRREGULAR", subclass == "OSARG"
+    per = np.where(osarg, _loguniform(rng, 10.0, 60.0, m), np.clip(80.0 * rng.lognormal(0.0, 0.5, m), 20.0, 300.0))
     values["period"] = np.where(irregular, np.nan, per)
-    values["period2"] = np.where(irregular, np.nan, per * rng.uniform(1.3, 3.0, m))
+    values["period2"] = np.where(irregular, np.nan, per * np.where(osarg, rng.uniform(0.70, 0.78, m), rng.uniform(1.3, 3.0, m)))
     a = np.clip(0.15 * rng.lognormal(0.0, 0.5, m), 0.08, 1.5)
     values["amplitude"] = a
     values["amplitude2"] = np.where(irregular, np.nan, a * rng.uniform(0.2, 0.7, m))
     values["drw_tau"] = np.where(irregular, rng.uniform(30.0, 300.0, m), rng.uniform(100.0, 500.0, m))
     values["drw_sf_inf"] = np.where(irregular, np.sqrt(2.0) * a / 3.3, np.nan)  # p95 - p5 of a Gaussian: 3.3 sigma
+    values["red_tau"] = np.where(irregular, np.nan, per / (2.0 * np.pi * 0.3))
+    values["red_sigma"] = np.where(irregular, np.nan, a * rng.uniform(0.1, 0.4, m))
     return values, subclass
 
 
@@ -722,9 +748,15 @@ def light_curves(
             semiregular = p["amplitude"][s] * 0.5 * np.sin(2 * np.pi * tt / p["period"][s] + walk) + p["amplitude2"][s] * 0.5 * np.sin(
                 2 * np.pi * tt / p["period2"][s] + 2.0 + 0.7 * walk
             )
+            # OSARG: two coherent modes
+            osarg = p["amplitude"][s] * 0.5 * np.sin(2 * np.pi * tt / p["period"][s]) + p["amplitude2"][s] * 0.5 * np.sin(
+                2 * np.pi * tt / p["period2"][s] + 2.0
+            )
+            red_tau = np.nan_to_num(p["red_tau"][members], nan=1.0)
+            red = drw(t, sub_offsets, red_tau, np.nan_to_num(p["red_sigma"][members]), rng)  # granulation
             # an irregular one is a damped random walk of the magnitude itself
             irregular = np.nan_to_num(p["drw_sf_inf"][s]) / np.sqrt(2.0) * walk
-            d = np.where(subclass[s] == "IRREGULAR", irregular, semiregular)
+            d = np.where(subclass[s] == "IRREGULAR", irregular, np.where(subclass[s] == "OSARG", osarg, semiregular) + red)
         elif name == "ROT":
             e1 = np.clip(1.0 + 0.5 * drw(t, sub_offsets, p["drw_tau"][members], np.full(members.size, 1.0), rng), 0.0, None)
             e2 = np.clip(1.0 + 0.5 * drw(t, sub_offsets, p["drw_tau"][members], np.full(members.size, 1.0), rng), 0.0, None)
