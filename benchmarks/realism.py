@@ -107,27 +107,34 @@ def real_epochs() -> list[np.ndarray]:
     return [np.sort(np.asarray(t["time"][t["source_id"] == s], float)) for s in np.unique(t["source_id"])]
 
 
+def simulated_curves(cls: np.ndarray, rng: np.random.Generator, epochs: list[np.ndarray] | None = None):
+    """Light curves of simulated classes ``cls`` at G 11-16, on the simulator's scanning law or,
+    given ``epochs``, on those epochs in turn; NaN-padded (time, mag, err), parameters, subclasses."""
+    p, sub = lc.draw_parameters(cls, rng)
+    if epochs is not None:
+        chosen = [epochs[i % len(epochs)] for i in range(cls.size)]
+        offsets = np.r_[0, np.cumsum([len(x) for x in chosen])]
+        flat = np.concatenate(chosen)
+    else:
+        flat, offsets = lc.gaia_cadence(rng.uniform(-90, 90, cls.size), rng)
+    dm, _ = lc.light_curves(cls, p, sub, flat, offsets, rng)
+    g = rng.uniform(11, 16, cls.size)
+    src, rank = lc.flat_index(offsets)
+    err = lc.g_mag_error(g[src] + dm)
+    mag = g[src] + dm + err * rng.standard_normal(flat.size)
+    width = int(np.diff(offsets).max())
+    T, M, E = (np.full((cls.size, width), np.nan) for _ in range(3))
+    T[src, rank], M[src, rank], E[src, rank] = flat, mag, err
+    return T, M, E, p, sub
+
+
 def lpv_table(n_per: int, seed: int) -> None:
     """(b): simulated LPVs on real and simulated sampling through the period search."""
     rng = np.random.default_rng(seed)
     epochs = real_epochs()
     for name, times in (("real DR3 epochs", None), ("simulated scanning law", "sim")):
         cls = np.repeat([lc.CLASSES.index("MIRA"), lc.CLASSES.index("SR")], [n_per // 4, n_per])
-        p, sub = lc.draw_parameters(cls, rng)
-        if times is None:
-            chosen = [epochs[i % len(epochs)] for i in range(cls.size)]
-            offsets = np.r_[0, np.cumsum([len(x) for x in chosen])]
-            flat = np.concatenate(chosen)
-        else:
-            flat, offsets = lc.gaia_cadence(rng.uniform(-90, 90, cls.size), rng)
-        dm, _ = lc.light_curves(cls, p, sub, flat, offsets, rng)
-        g = rng.uniform(11, 16, cls.size)
-        src, rank = lc.flat_index(offsets)
-        err = lc.g_mag_error(g[src] + dm)
-        mag = g[src] + dm + err * rng.standard_normal(flat.size)
-        width = int(np.diff(offsets).max())
-        T, M, E = (np.full((cls.size, width), np.nan) for _ in range(3))
-        T[src, rank], M[src, rank], E[src, rank] = flat, mag, err
+        T, M, E, p, sub = simulated_curves(cls, rng, epochs if times is None else None)
         res = period_search.find_periods(T, M, E)
         f = res["frequency"]
         in_band = period_search.alias_bands(T, f[:, None])[:, 0]
@@ -167,16 +174,7 @@ def reliability_table(per_class: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
     names = [c for c in lc.CLASSES if c != "CONST"] + ["CONST"]
     cls = np.repeat([lc.CLASSES.index(c) for c in names], [per_class * (3 if c in ("EA", "SR") else 1) for c in names])
-    p, sub = lc.draw_parameters(cls, rng)
-    flat, offsets = lc.gaia_cadence(rng.uniform(-90, 90, cls.size), rng)
-    dm, _ = lc.light_curves(cls, p, sub, flat, offsets, rng)
-    g = rng.uniform(11, 16, cls.size)
-    src, rank = lc.flat_index(offsets)
-    err = lc.g_mag_error(g[src] + dm)
-    mag = g[src] + dm + err * rng.standard_normal(flat.size)
-    width = int(np.diff(offsets).max())
-    T, M, E = (np.full((cls.size, width), np.nan) for _ in range(3))
-    T[src, rank], M[src, rank], E[src, rank] = flat, mag, err
+    T, M, E, p, sub = simulated_curves(cls, rng)
     res = period_search.find_periods(T, M, E)
     kind = np.array([lc.CLASSES[c] for c in cls], dtype=object)
     kind[cls == lc.CLASSES.index("SR")] = sub[cls == lc.CLASSES.index("SR")]
