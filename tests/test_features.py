@@ -378,9 +378,10 @@ def test_eclipses_caught_in_every_other_cycle_also_fold_at_twice_the_period():
         return t, m, np.full(t.size, 0.01)
 
     t, m, e = _pad([curve([0, 2, 4, 6, 8, 14]), curve([0, 1, 3, 6, 8, 13]), curve([0, 3, 6, 9, 12])])
-    freq = np.full(3, f)
-    assert period.one_cycle_in(t, m, e, freq, 2).tolist() == [True, False, False]
-    assert period.one_cycle_in(t, m, e, freq, 3).tolist() == [False, False, True]
+    freq, faint = np.full(3, f), eclipse.excursions(m, e)[0]
+    assert faint.sum(axis=1).tolist() == [6, 6, 5]  # the eclipse points, nothing else
+    assert period.one_cycle_in(t, m, faint, freq, 2).tolist() == [True, False, False]
+    assert period.one_cycle_in(t, m, faint, freq, 3).tolist() == [False, False, True]
 
 
 def test_long_period_variables_are_reliable_when_their_cycles_are_covered():

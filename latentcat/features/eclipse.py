@@ -139,7 +139,8 @@ _SECONDARY = _windows()
 
 
 def excursions(mag: np.ndarray, err: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The points far fainter and far brighter than the bulk of each light curve.
+    """The points far fainter and far brighter than the bulk of each light curve (for an
+    eclipsing binary, the faint ones are its points in eclipse).
 
     A point is an excursion when it lies more than ``DIP_NSIGMA`` times the larger of the robust
     scatter (1.4826 MAD) and the median error from the median magnitude.
@@ -158,12 +159,6 @@ def excursions(mag: np.ndarray, err: np.ndarray) -> tuple[np.ndarray, np.ndarray
     scale = DIP_NSIGMA * np.fmax(sig, err_med)[:, None]
     dev = np.where(np.isfinite(mag), mag - med[:, None], 0.0)
     return dev > scale, -dev > scale
-
-
-def faint_points(mag: np.ndarray, err: np.ndarray) -> np.ndarray:
-    """The faint `excursions` of each light curve (bool (n, m)): for an eclipsing binary, its
-    points in eclipse."""
-    return excursions(mag, err)[0]
 
 
 def dip_like(mag: np.ndarray, err: np.ndarray) -> np.ndarray:

@@ -733,10 +733,9 @@ def phase_gap(time: np.ndarray, freq: np.ndarray) -> np.ndarray:
     return out
 
 
-def eclipse_visits(time: np.ndarray, mag: np.ndarray, err: np.ndarray) -> np.ndarray:
-    """How many visits (`visit_index`) hold a faint excursion (`eclipse.faint_points`): for an
-    eclipsing binary, the number of distinct eclipses caught (n,)."""
-    faint = eclipse.faint_points(mag, err)
+def eclipse_visits(time: np.ndarray, faint: np.ndarray) -> np.ndarray:
+    """How many visits (`visit_index`) hold a faint point (``faint``, bool (n, m): the faint
+    `eclipse.excursions`): for an eclipsing binary, the number of distinct eclipses caught (n,)."""
     visit = visit_index(time)
     n_vis = int(visit.max(initial=0)) + 1
     seen = np.zeros((len(time), n_vis), bool)
@@ -745,8 +744,8 @@ def eclipse_visits(time: np.ndarray, mag: np.ndarray, err: np.ndarray) -> np.nda
     return seen.sum(axis=1)
 
 
-def one_cycle_in(time: np.ndarray, mag: np.ndarray, err: np.ndarray, freq: np.ndarray, k: int) -> np.ndarray:
-    """Whether the faint points (`eclipse.faint_points`) at the phase of the deepest one all lie in
+def one_cycle_in(time: np.ndarray, mag: np.ndarray, faint: np.ndarray, freq: np.ndarray, k: int) -> np.ndarray:
+    """Whether the faint points (``faint``, the faint `eclipse.excursions`) at the phase of the deepest one all lie in
     the same one of each ``k`` successive cycles at ``freq``: then ``freq / k`` folds those
     eclipses as well, the other cycles' eclipses never having been observed (n,).
 
@@ -754,7 +753,6 @@ def one_cycle_in(time: np.ndarray, mag: np.ndarray, err: np.ndarray, freq: np.nd
     not the other one half a cycle away) are numbered by their cycle at ``freq``, counted from
     the deepest point's phase; the test is whether those numbers all leave one remainder modulo ``k``.
     """
-    faint = eclipse.faint_points(mag, err)
     x = np.nan_to_num(freq)[:, None] * np.where(np.isfinite(time), time - np.nanmin(time, axis=1, keepdims=True), 0.0)
     deepest = np.argmax(np.where(faint, mag, -np.inf), axis=1)
     cycles = x - np.take_along_axis(x, deepest[:, None], axis=1)
@@ -986,8 +984,9 @@ def _reliability(time, mag, err, freq, fap, dip, margin):
         with np.errstate(invalid="ignore"):
             unique = ~(margin[rows] < ECLIPSE_MARGIN_MIN)  # NaN: a Lomb-Scargle period, no margin to judge
             # eclipses caught in one cycle of every two (or three) also fold at twice (three times) the period
-            unique &= ~one_cycle_in(t, m, err[rows], f, 2) & ~one_cycle_in(t, m, err[rows], f, 3)
-            reliable[rows] |= (coh[rows] >= FOLD_COHERENCE_MIN) & (eclipse_visits(t, m, err[rows]) >= MIN_ECLIPSES) & unique
+            faint = eclipse.excursions(m, err[rows])[0]
+            unique &= ~one_cycle_in(t, m, faint, f, 2) & ~one_cycle_in(t, m, faint, f, 3)
+            reliable[rows] |= (coh[rows] >= FOLD_COHERENCE_MIN) & (eclipse_visits(t, faint) >= MIN_ECLIPSES) & unique
     return reliable, coh, fap_red
 
 
