@@ -745,9 +745,10 @@ def eclipse_visits(time: np.ndarray, faint: np.ndarray) -> np.ndarray:
 
 
 def one_cycle_in(time: np.ndarray, mag: np.ndarray, faint: np.ndarray, freq: np.ndarray, k: int) -> np.ndarray:
-    """Whether the faint points (``faint``, the faint `eclipse.excursions`) at the phase of the deepest one all lie in
-    the same one of each ``k`` successive cycles at ``freq``: then ``freq / k`` folds those
-    eclipses as well, the other cycles' eclipses never having been observed (n,).
+    """Whether the faint points (``faint``: the faint `eclipse.excursions`) at the phase of the
+    deepest one all lie in the same one of each ``k`` successive cycles at ``freq``: then
+    ``freq / k`` folds those eclipses as well, the other cycles' eclipses never having been
+    observed (n,).
 
     The faint points within a quarter of a cycle in phase of the deepest point (its eclipse,
     not the other one half a cycle away) are numbered by their cycle at ``freq``, counted from
@@ -977,7 +978,7 @@ def _reliability(time, mag, err, freq, fap, dip, margin):
     reliable = np.zeros(n, bool)
     reliable[passed] = fap_red[passed] < FAP_RELIABLE
     # eclipse-like curves may instead show eclipses that repeat from cycle to cycle, at the period or the orbit
-    rows = np.flatnonzero(constrained & dip)
+    rows = np.flatnonzero(ok & dip)
     if len(rows):
         t, m, f = time[rows], mag[rows], freq[rows]
         coh[rows] = np.fmax(fold_coherence(t, m, f), fold_coherence(t, m, f / 2))
@@ -986,7 +987,8 @@ def _reliability(time, mag, err, freq, fap, dip, margin):
             # eclipses caught in one cycle of every two (or three) also fold at twice (three times) the period
             faint = eclipse.excursions(m, err[rows])[0]
             unique &= ~one_cycle_in(t, m, faint, f, 2) & ~one_cycle_in(t, m, faint, f, 3)
-            reliable[rows] |= (coh[rows] >= FOLD_COHERENCE_MIN) & (eclipse_visits(t, faint) >= MIN_ECLIPSES) & unique
+            repeats = (coh[rows] >= FOLD_COHERENCE_MIN) & (eclipse_visits(t, faint) >= MIN_ECLIPSES) & unique
+            reliable[rows] |= repeats & constrained[rows]
     return reliable, coh, fap_red
 
 
