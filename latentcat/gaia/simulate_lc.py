@@ -366,7 +366,7 @@ def draw_parameters(cls: np.ndarray, rng: np.random.Generator) -> tuple[dict[str
             ``a = 4.21 Rsun (M / Msun)^(1/3) (P / d)^(2/3)``: R1 + R2 = 1.5-6 Rsun and
             M = 1.5-5 Msun (the bright detached binaries of DR3 are mostly early-type and
             evolved stars), impact parameter b 0-0.9, and (R1 + R2) / a at most 0.4 (detached:
-            flat outside eclipse); so up to 0.064 of a phase, 0.005-0.03 at P = 20 d.
+            flat outside eclipse); so up to 0.064 of a phase, 0.002-0.03 at P = 20 d.
       EB    P 0.3-5 d, continuous variation, unequal minima (ratio 0.3-0.8), 0.15-0.8 mag.
       EW    P 0.25-0.8 d (median 0.37), equal minima, 0.1-0.7 mag (Mowlavi et al. 2023, A&A 674, A16).
       ELL   P 0.5-10 d, two sinusoidal minima per orbit, unequal by 5-30 %, A 0.02-0.15 mag.
