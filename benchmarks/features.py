@@ -51,10 +51,10 @@ TOLERANCE = 0.01
 SEEN_BINS = ((0, 1), (2, 3), (4, 5), (6, 7), (8, 10), (11, None))
 
 
-def recovered(found: np.ndarray, true: np.ndarray, binary: np.ndarray) -> np.ndarray:
-    """True where ``found`` is within 1 % of the true period, or of half of it for binaries."""
-    ok = np.abs(found / true - 1) < TOLERANCE
-    half = np.abs(2 * found / true - 1) < TOLERANCE
+def recovered(found: np.ndarray, true: np.ndarray, binary: np.ndarray, tolerance: float = TOLERANCE) -> np.ndarray:
+    """True where ``found`` is within ``tolerance`` (1 %) of the true period, or of half of it for binaries."""
+    ok = np.abs(found / true - 1) < tolerance
+    half = np.abs(2 * found / true - 1) < tolerance
     return ok | (binary & half)
 
 
@@ -205,11 +205,8 @@ def reliability_table(sel: pd.DataFrame) -> None:
             checks.append(f"flagged <= 5%: {'met' if flagged.mean() <= 0.05 else 'NOT met'}")
             print(f"{name:<12}{len(rows):>8}{flagged.mean():>9.1%}{'-':>11}{'-':>15}   {'; '.join(checks)}")
             continue
-        tol = 0.1 if name == "Mira" else TOLERANCE
-        ratio = rows["period"].to_numpy() / rows["period_true"].to_numpy()
-        right = np.abs(ratio - 1) < tol
-        if name in BINARIES:
-            right |= np.abs(2 * ratio - 1) < tol
+        right = recovered(rows["period"].to_numpy(), rows["period_true"].to_numpy(), np.full(len(rows), name in BINARIES),
+                          0.1 if name == "Mira" else TOLERANCE)
         precision = (flagged & right).sum() / max(1, flagged.sum())
         recall = (flagged & right).sum() / max(1, right.sum())
         checks.append(f"precision >= 95%: {'met' if precision >= 0.95 else 'NOT met'}")
@@ -220,5 +217,3 @@ def reliability_table(sel: pd.DataFrame) -> None:
 
 if __name__ == "__main__":
     main()
-
-
