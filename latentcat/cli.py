@@ -138,18 +138,19 @@ def _catalogue_to_write(path: Optional[Path], output: Optional[Path], force: boo
     return cat_dir
 
 
-def _checked_output(output: Path, protect: Optional[Path], force: bool) -> Path:
-    """``output``, refused when it lies inside the catalogue folder ``protect`` or exists without ``force``."""
+def _checked_output(output: Path, protect: Optional[Path], force: bool, option: str = "--output") -> Path:
+    """``output`` (given as ``option``), refused when it lies inside the catalogue folder ``protect``
+    or exists without ``force``."""
     output = Path(output)
     if not output.parent.is_dir():
-        raise LatentcatError(f"--output {output}: folder {output.parent} does not exist")
+        raise LatentcatError(f"{option} {output}: folder {output.parent} does not exist")
     if protect is not None:
         root, target = Path(protect).resolve(), output.resolve()
         if target == root or root in target.parents:
-            raise LatentcatError(f"--output {output}: inside the catalogue folder {protect}; write elsewhere")
+            raise LatentcatError(f"{option} {output}: inside the catalogue folder {protect}; write elsewhere")
     check_replaceable(output)
     if output.exists() and not force:
-        raise LatentcatError(f"--output {output}: the file exists; give --force to replace it")
+        raise LatentcatError(f"{option} {output}: the file exists; give --force to replace it")
     return output
 
 
@@ -636,6 +637,89 @@ def outliers(
             "LEFT JOIN sources s USING (source_id) LEFT JOIN features f USING (source_id) "
             "WHERE o.method = $m ORDER BY o.rank LIMIT $n", {"m": key, "n": top})
     _emit(shown, fmt, output, cat_dir, force)
+
+
+DISCOVER_SQL = (
+    "SELECT l.best_class_name, s.phot_g_mean_mag, s.bp_rp, f.period, f.period_reliable, f.g_amplitude, f.n_obs "
+    "FROM sources s LEFT JOIN labels l USING (source_id) LEFT JOIN features f USING (source_id) "
+    "WHERE s.source_id = $id")
+
+
+def _ask(prompt: str) -> str:
+    """One answer from the terminal: y, n, s(kip) or q(uit); end of input counts as quit."""
+    while True:
+        try:
+            answer = input(prompt).strip().lower()
+        except EOFError:
+            return "q"
+        if answer in ("y", "yes", "n", "no", "s", "skip", "q", "quit"):
+            return answer[0]
+        typer.echo("answer y (interesting), n (not interesting), s (skip) or q (quit)")
+
+
+@command()
+def discover(
+    labels: Path = typer.Option(Path("discoveries.csv"), "--labels", help="Answers file (CSV source_id,interesting): "
+                                "resumed from when it exists, rewritten after every answer. Never inside the catalogue."),
+    top: int = typer.Option(20, "--top", min=1, help="Show at most N sources this run."),
+    oracle: Optional[Path] = typer.Option(None, "--oracle", help="Answer from this CSV (source_id,interesting) instead of "
+                                          "asking; sources it does not list are skipped. For scripts and benchmarks."),
+    modality: str = typer.Option("space", "--modality", "-m", help="space (the search-space parts every source has), named "
+                                 "parts such as space:xp+dmdt+fold+colour, or latent blocks (all, fold, ...)."),
+    where: Optional[str] = typer.Option(None, "--where", help="SQL filter on the metadata of the sources shown."),
+    figures: Optional[Path] = typer.Option(None, "--figures", help="Folder to draw each shown source and its 4 nearest "
+                                           "neighbours into (SOURCE_ID.png)."),
+    explorer: Optional[str] = typer.Option(None, "--explorer", help="Base URL of a running `latentcat serve` "
+                                           "(e.g. http://127.0.0.1:8765): print each source's page link."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the forest."),
+    catalog: Optional[Path] = CATALOG_OPTION,
+) -> None:
+    """Active discovery: show unusual sources one at a time, ask whether each is interesting
+    (y / n / s(kip) / q(uit)), and learn from every answer which sources to show next
+    (active anomaly discovery on an isolation forest, coniferest's AADForest)."""
+    from latentcat.analysis.discover import read_answers
+
+    answers = read_answers(oracle) if oracle is not None else None
+    with _open_catalog(catalog) as cat:
+        _checked_output(labels, cat.path, force=True, option="--labels")  # an existing file is resumed
+        if figures is not None:
+            figures.mkdir(parents=True, exist_ok=True)
+        session = cat.discover(seed=seed, labels=labels if labels.exists() else None, modality=modality, where=where)
+        before = len(session.answers)
+        typer.echo(f"{session.n_ranked} sources on {session.parts}; {before} answered before (from {labels})", err=True)
+        for n in range(1, top + 1):
+            sid = session.next()
+            if sid is None:
+                typer.echo("every source has been shown", err=True)
+                break
+            row = cat.sql(DISCOVER_SQL, {"id": sid}).to_pylist()
+            shown = {k: _cell(v) or "-" for k, v in (row[0] if row else {}).items()}
+            flag = "" if row and row[0]["period_reliable"] else " (unreliable)"
+            typer.echo(f"[{n}/{top}] {sid}  class {shown.get('best_class_name', '-')}  "
+                       f"period {shown.get('period', '-')} d{flag}  G {shown.get('phot_g_mean_mag', '-')}  "
+                       f"BP-RP {shown.get('bp_rp', '-')}  amplitude {shown.get('g_amplitude', '-')}  "
+                       f"epochs {shown.get('n_obs', '-')}")
+            if figures is not None:
+                from latentcat.plots.catalog_figures import plot_similar_from_catalog
+
+                plot_similar_from_catalog(cat, sid, k=4, out=figures / f"{sid}.png")
+                typer.echo(f"  figure: {figures / f'{sid}.png'}")
+            if explorer is not None:
+                typer.echo(f"  explorer: {explorer.rstrip('/')}/?source_id={sid}")
+            if answers is not None:
+                answer = {True: "y", False: "n"}.get(answers.get(sid), "s")
+            else:
+                answer = _ask("  interesting? [y/n/s/q] ")
+            if answer == "q":
+                break
+            if answer == "s":
+                session.skip(sid)
+            else:
+                session.label(sid, answer == "y")
+            session.save(labels)
+        c = session.counts
+        typer.echo(f"{len(session.answers) - before} shown this run; in all {c['interesting']} interesting, "
+                   f"{c['not_interesting']} not interesting, {c['skipped']} skipped; answers in {labels}", err=True)
 
 
 @command("map")

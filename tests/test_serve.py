@@ -395,6 +395,50 @@ def test_outliers_and_class_pages(server, cat):
     assert f"{n:,} sources predicted" in page.decode()
 
 
+def _answer(server, fields: dict) -> tuple[int, dict, bytes]:
+    return fetch(f"{server.url}discover", urllib.parse.urlencode(fields).encode(),
+                 {"Content-Type": "application/x-www-form-urlencoded"})
+
+
+def test_discovery_pages_follow_the_session_and_download_its_answers(server, cat):
+    mirror = cat.discover()  # the same session, answered the same way here
+    _, _, page = fetch(f"{server.url}discover")
+    first = int(Dom(page.decode()).find("div", id="next")[0]["data-source-id"])
+    assert first == mirror.next()
+    status, _, page = _answer(server, {"source_id": first, "answer": "yes", "back": "discover"})
+    mirror.label(first, True)
+    dom = Dom(page.decode())  # the redirect leads back to the page, with the next source
+    assert status == 200 and str(first) in dom.text["answers"] and "1 interesting" in dom.text["counts"]
+    second = int(dom.find("div", id="next")[0]["data-source-id"])
+    assert second == mirror.next() and second != first
+    # the outliers page answers too, and comes back to the same ranking
+    _, _, page = fetch(f"{server.url}outliers?n=5")
+    dom = Dom(page.decode())
+    assert len(dom.find("form", action="/discover")) == 5
+    row = [int(a["href"].split("source_id=")[1]) for a in dom.find("a", **{"class": "source"})][1]
+    status, _, page = _answer(server, {"source_id": row, "answer": "no", "back": "outliers",
+                                       "method": "isolation_forest:space", "n": 5})
+    mirror.label(row, False)
+    assert status == 200 and "Top 5 outliers" in page.decode() and "not interesting" in page.decode()
+    _answer(server, {"source_id": second, "answer": "skip"})
+    mirror.skip(second)
+    _, _, page = fetch(f"{server.url}discover")
+    assert int(Dom(page.decode()).find("div", id="next")[0]["data-source-id"]) == mirror.next()
+    status, headers, data = fetch(f"{server.url}discover.csv")
+    assert status == 200 and headers["Content-Type"].startswith("text/csv")
+    assert data.decode() == mirror.to_csv()
+    # bad answers are one message each, and change nothing
+    for fields, code, words in [({"source_id": first, "answer": "maybe"}, 400, "unknown answer"),
+                                ({"source_id": "x1", "answer": "yes"}, 400, "is not a Gaia source_id"),
+                                ({"source_id": 7, "answer": "yes"}, 404, "not in this catalogue"),
+                                ({"source_id": first, "answer": "yes", "back": "https://elsewhere"}, 400, "unknown back")]:
+        status, _, page = _answer(server, fields)
+        assert status == code and words in one_message(page.decode())
+    status, _, page = fetch(f"{server.url}discover", b"source_id=1&answer=yes", {"Content-Type": "text/plain"})
+    assert status == 415
+    assert fetch(f"{server.url}discover.csv")[2].decode() == mirror.to_csv()
+
+
 def test_latent_traversal_starts_at_the_sources_codes_and_decodes(server, cat, query_id):
     _, _, page = fetch(f"{server.url}latent?source_id={query_id}")
     dom = Dom(page.decode())

@@ -219,15 +219,14 @@ class Discovery:
         return {"interesting": values.count(True), "not_interesting": values.count(False),
                 "skipped": values.count(None)}
 
-    def save(self, path: Path) -> Path:
-        """Write the answers, in the order given, to a CSV file ``source_id,interesting``
-        (replaced whole: a reader sees the old file or the new one). Returns the path."""
-        def write(tmp: Path) -> None:
-            with open(tmp, "w", newline="", encoding="utf-8") as f:
-                out = csv.writer(f)
-                out.writerow(ANSWER_COLUMNS)
-                for sid, answer in self.answers.items():
-                    out.writerow([sid, "" if answer is None else str(answer).lower()])
+    def to_csv(self) -> str:
+        """The answers as the text of an answers file (``source_id,interesting``), in the order given."""
+        lines = [",".join(ANSWER_COLUMNS)]
+        lines += [f"{sid},{'' if answer is None else str(answer).lower()}" for sid, answer in self.answers.items()]
+        return "\n".join(lines) + "\n"
 
-        write_file(Path(path), write)
+    def save(self, path: Path) -> Path:
+        """Write `to_csv` to ``path`` (replaced whole: a reader sees the old file or the new
+        one). Returns the path."""
+        write_file(Path(path), lambda tmp: Path(tmp).write_text(self.to_csv(), encoding="utf-8"))
         return Path(path)

@@ -48,7 +48,9 @@ N_ESTIMATORS = 200
 MAX_SAMPLES = 256
 
 
-def _forest_for(x: np.ndarray, seed: int) -> IsolationForest:
+def forest_for(x: np.ndarray, seed: int) -> IsolationForest:
+    """The isolation forest latentcat fits on rows ``x`` (`N_ESTIMATORS` trees of at most
+    `MAX_SAMPLES` rows; ``-forest.score_samples(x)`` is the outlier score)."""
     return IsolationForest(
         n_estimators=N_ESTIMATORS, max_samples=min(MAX_SAMPLES, x.shape[0]),
         random_state=seed, n_jobs=-1,
@@ -117,7 +119,7 @@ class OutlierModel(BaseEstimator):
             _, sets = assign_block_sets(has, self.modality, tuple(blocks))
             for s in sets:
                 x = features(blocks, s, has_blocks(has, s, tuple(blocks)))
-                self.forests_[block_set_name(s)] = _forest_for(x, self.seed)
+                self.forests_[block_set_name(s)] = forest_for(x, self.seed)
         else:
             for b in self.wanted:
                 x = np.asarray(losses[b], np.float64)

@@ -831,6 +831,80 @@ class Catalog:
         meta = {b"like_info": json.dumps(info).encode()}
         return table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
 
+    def discover(self, seed: int = 0, labels: str | Path | None = None, modality: str = "space",
+                 where: str | None = None):
+        """An active discovery session: unusual sources one at a time, ranked by the
+        isolation forest and moved by each answer, up near sources you called interesting and
+        down near those you did not (`latentcat.analysis.discover`).
+
+        ``session.next()`` gives the source_id to look at, ``session.label(source_id, True or
+        False)`` answers it (``session.skip(source_id)`` passes; known examples may be labelled
+        too), ``session.save(path)`` writes the answers to a CSV file you own
+        (``source_id,interesting``), and ``cat.discover(labels=path)`` resumes from it. The
+        catalogue is only read.
+
+        Parameters
+        ----------
+        seed : int
+            Seed of the isolation forest, when the catalogue holds no ``isolation_forest:space``
+            outlier scores for these sources (then one is fitted on the vectors used).
+        labels : path, optional
+            An answers file (`latentcat.analysis.discover.read_answers`) to resume from.
+        modality : str
+            The vectors that say which sources are alike: ``"space"`` (the default: the
+            search-space parts every source has, else the combination that covers the most
+            values, as `like` chooses for a set), named parts (``"space:xp+dmdt+fold+colour"``),
+            or latent blocks (``"all"``, ``"fold"``). Sources without those parts are never shown.
+        where : str, optional
+            SQL condition on source_meta that the sources shown must pass (as in `similar`).
+
+        Returns
+        -------
+        latentcat.analysis.discover.Discovery
+            With ``parts`` (the parts used) and ``n_ranked`` (sources that can be shown).
+
+        Raises
+        ------
+        LatentcatError
+            A bad answers file (named with its line), an answered source_id that is not in the
+            catalogue, fewer than two sources with the parts, or a bad ``where`` filter.
+        """
+        from latentcat.analysis.discover import Discovery, read_answers
+        from latentcat.analysis.outliers import forest_for
+
+        space, names, spec = _modality(modality)
+        try:
+            wanted = parse_block_set(spec, names)
+        except ValueError as err:
+            raise LatentcatError(f"{err}, or 'space', the default") from None
+        vec = self._vectors(space)
+        have = {b: np.isfinite(vec.parts[b][:, 0]) for b in wanted}
+        use = _like_parts(have, space) if spec == "all" else wanted
+        rows = np.logical_and.reduce([have[b] for b in use]) if use else np.zeros(vec.ids.size, bool)
+        if where is not None:
+            rows &= self._filter(where).contains(vec.ids)
+        rows = np.flatnonzero(rows)
+        if rows.size < 2:
+            raise LatentcatError(f"fewer than two sources have {'+'.join(use or wanted)}"
+                                 + ("" if where is None else " and pass the where filter"))
+        answers = None
+        if labels is not None:
+            answers = read_answers(Path(labels))
+            given = np.fromiter(answers, np.int64, len(answers))
+            at = np.minimum(np.searchsorted(vec.ids, given), max(vec.ids.size - 1, 0))
+            unknown = given[vec.ids[at] != given] if given.size else given
+            if unknown.size:
+                raise LatentcatError(f"{labels}: source_id {unknown[0]} is not in the catalogue {self.path}")
+        ids = vec.ids[rows]
+        x = np.hstack([vec.parts[b][rows] for b in use])
+        stored = self._query(sql_statements("query")["outlier_scores_of"], {"method": "isolation_forest:space"})
+        have_score = np.isin(ids, stored.column("source_id").to_numpy())
+        if space and have_score.all():
+            score = stored.column("score").to_numpy()[np.searchsorted(stored.column("source_id").to_numpy(), ids)]
+        else:  # no stored ranking for these vectors: a forest on them
+            score = -forest_for(x, seed).score_samples(x)
+        return Discovery(ids, x, score, answers=answers, parts=lc_index.index_key(use, space))
+
     # -----------------------------------------------------------------------------------
     # analyses on the latent codes (scikit-learn and torch are imported on first use)
 

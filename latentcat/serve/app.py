@@ -12,7 +12,10 @@ Routes (all GET unless said; the URL holds the whole state, so a view can be sha
     /plot/thumb.png         the same three, small, for tables (drawn with numpy; a page draws its own first)
     /plot/lightcurve.png    its raw G epochs and their fold at the period (needs a staging folder)
     /upload                 the light-curve form; POST: the neighbours of the uploaded file
-    /outliers               the top outliers of a ranking, with thumbnails
+    /outliers               the top outliers of a ranking, with thumbnails and answer buttons
+    /discover               the discovery session: the next source to judge, the answers so far;
+                            POST: an answer (source_id, answer=yes/no/skip), then back to the page
+    /discover.csv           the answers as a CSV file (source_id,interesting)
     /classes                the classifier's classes; ?class=C&model=M: its sources by probability
     /latent                 latent traversal: a source's codes, changed by hand, decoded by the VAEs
 
@@ -72,6 +75,9 @@ NEIGHBOUR_COLUMNS = (("rank", "rank"), ("link", "source_id"), ("distance", "dist
                      ("best_class_name", "DR3 class"), ("phot_g_mean_mag", "G"), ("bp_rp", "BP-RP"),
                      ("period", "period (d)"), ("g_amplitude", "amplitude"), ("n_obs", "G epochs"),
                      ("thumb", "fold | XP | dm-dt"))
+
+ANSWER_WORDS = {True: "interesting", False: "not interesting", None: "skipped"}
+"""How a discovery answer is shown."""
 
 
 class _LRU:
@@ -148,6 +154,8 @@ class Explorer:
         self.decoder_lock = threading.Lock()
         self.decoders = None                   # the trained VAEs, loaded on the first latent traversal
         self.latent_ranges = None              # per block: 1st percentile, median, 99th percentile
+        self.discovery_lock = threading.Lock()
+        self.discovery = None                  # the explorer's discovery session, started on first use
 
     def close(self) -> None:
         self.cat.close()
@@ -171,12 +179,16 @@ class Explorer:
                 ("GET", "/upload"): self.page_upload,
                 ("POST", "/upload"): lambda p: self.upload(p, headers or {}, body),
                 ("GET", "/outliers"): self.page_outliers,
+                ("GET", "/discover"): self.page_discover,
+                ("POST", "/discover"): lambda p: self.answer(headers or {}, body),
+                ("GET", "/discover.csv"): self.answers_csv,
                 ("GET", "/classes"): self.page_classes,
                 ("GET", "/latent"): self.page_latent,
                 ("GET", "/latent.png"): self.latent_png,
             }.get((method, parts.path))
             if route is None:
-                if parts.path in ("/", "/map.png", "/click", "/upload", "/outliers", "/classes", "/latent"):
+                if parts.path in ("/", "/map.png", "/click", "/upload", "/outliers", "/classes", "/latent",
+                                  "/discover", "/discover.csv"):
                     raise PageError(f"{method} is not accepted at {parts.path}", 405)
                 raise PageError(f"no page at {parts.path}", 404)
             return route(params)
@@ -620,18 +632,124 @@ class Explorer:
             "FROM outlier_scores o LEFT JOIN labels l USING (source_id) LEFT JOIN sources s USING (source_id) "
             "LEFT JOIN features f USING (source_id) WHERE o.method = $m ORDER BY o.rank LIMIT $n",
             {"m": method, "n": n}).to_pylist()
+        answers = self._answers()
         for r in rows:
             r["link"] = Raw(f'<a class="source" href="{href("/", {"source_id": r["source_id"]})}">{r["source_id"]}</a>')
             r["thumb"] = self.thumbnail(r["source_id"])
+            r["answer"] = self.answer_buttons(r["source_id"], answers, {"back": "outliers", "method": method, "n": n})
         form = (f'<form method="get" action="/outliers" class="inline"><label>ranking '
                 f'{pages.select("method", [(m, m) for m in methods], method)}</label>'
                 f'<label>top <input type="number" name="n" min="1" max="{MAX_K}" value="{n}"></label>'
                 '<button type="submit">Show</button></form>')
         columns = (("rank", "rank"), ("link", "source_id"), ("score", "score"), ("best_class_name", "DR3 class"),
                    ("phot_g_mean_mag", "G"), ("period", "period (d)"), ("g_amplitude", "amplitude"),
-                   ("thumb", "fold | XP | dm-dt"))
-        body = f"<h1>Top {len(rows)} outliers ({esc(method)})</h1>{form}<div id=\"outliers\">{pages.table(columns, rows)}</div>"
+                   ("thumb", "fold | XP | dm-dt"), ("answer", "interesting?"))
+        body = (f"<h1>Top {len(rows)} outliers ({esc(method)})</h1>{form}"
+                '<p class="note">Your answers teach the <a href="/discover">discovery session</a> which sources '
+                "to show you next.</p>"
+                f'<div id="outliers">{pages.table(columns, rows)}</div>')
         return self.html("outliers", body, None, state)
+
+    # ------------------------------------------------------------------ discovery
+
+    def _session(self):
+        """The explorer's discovery session (`Catalog.discover`), started on first use; call
+        with ``discovery_lock`` held. Its answers live in memory until downloaded."""
+        if self.discovery is None:
+            self.discovery = self.cat.discover()
+        return self.discovery
+
+    def _answers(self) -> dict:
+        """A copy of the session's answers (empty before the session starts)."""
+        with self.discovery_lock:
+            return dict(self.discovery.answers) if self.discovery is not None else {}
+
+    @staticmethod
+    def answer_buttons(sid: int, answers: dict, back: dict) -> Raw:
+        """The answer so far and the interesting / not interesting buttons of a source."""
+        given = ANSWER_WORDS[answers[sid]] if sid in answers else ""
+        return Raw(f'<form method="post" action="/discover" class="inline answer">{pages.hidden({"source_id": sid, **back})}'
+                   '<button type="submit" name="answer" value="yes">interesting</button>'
+                   '<button type="submit" name="answer" value="no">not interesting</button>'
+                   f'<span class="given">{esc(given)}</span></form>')
+
+    def page_discover(self, params) -> Response:
+        with self.discovery_lock:
+            session = self._session()
+            sid = session.next()
+            answers = dict(session.answers)
+            counts, parts, n_ranked = session.counts, session.parts, session.n_ranked
+        state = State()
+        order = list(answers)[::-1][:MAX_K]  # the latest first
+        meta = {}
+        if order or sid is not None:
+            rows = self.cat.sql(
+                "SELECT s.source_id, l.best_class_name, s.phot_g_mean_mag, s.bp_rp, f.period, f.g_amplitude "
+                "FROM sources s LEFT JOIN labels l USING (source_id) LEFT JOIN features f USING (source_id) "
+                "WHERE list_contains($ids::BIGINT[], s.source_id)", {"ids": order + ([sid] if sid is not None else [])})
+            meta = {r["source_id"]: r for r in rows.to_pylist()}
+        columns = (("link", "source_id"), ("best_class_name", "DR3 class"), ("phot_g_mean_mag", "G"), ("bp_rp", "BP-RP"),
+                   ("period", "period (d)"), ("g_amplitude", "amplitude"), ("thumb", "fold | XP | dm-dt"))
+
+        def row(source_id: int, **extra) -> dict:
+            r = dict(meta.get(source_id, {}))
+            r["link"] = Raw(f'<a class="source" href="{href("/", {"source_id": source_id})}">{source_id}</a>')
+            r["thumb"] = self.thumbnail(source_id)
+            return {**r, **extra}
+
+        if sid is None:
+            shown = "<p>Every source has been shown.</p>"
+        else:
+            shown = (f'<div id="next" data-source-id="{sid}">{pages.table(columns, [row(sid)])}'
+                     '<form method="post" action="/discover" class="inline">'
+                     f'{pages.hidden({"source_id": sid, "back": "discover"})}'
+                     '<button type="submit" name="answer" value="yes">interesting</button>'
+                     '<button type="submit" name="answer" value="no">not interesting</button>'
+                     '<button type="submit" name="answer" value="skip">skip</button></form></div>')
+        given = [row(s, answer=ANSWER_WORDS[answers[s]]) for s in order]
+        body = (
+            "<h1>Discovery</h1>"
+            f'<p>{n_ranked:,} sources on {esc(parts)}, shown one at a time: the isolation forest\'s most unusual first, '
+            "then moved by your answers (up near sources you called interesting, down near the others; "
+            "<code>latentcat discover</code> and <code>Catalog.discover</code> do the same).</p>"
+            f"<h2>Next</h2>{shown}"
+            f'<h2>Your answers</h2><p id="counts">{counts["interesting"]} interesting, {counts["not_interesting"]} '
+            f'not interesting, {counts["skipped"]} skipped. <a href="/discover.csv" id="download">Download them (CSV)</a>; '
+            "<code>latentcat discover --labels FILE</code> resumes from that file. They are kept in this explorer's "
+            "memory only, never in the catalogue.</p>"
+            f'<div id="answers">{pages.table((("answer", "answer"), *columns), given)}</div>'
+        )
+        return self.html("discovery", body, None, state)
+
+    def answer(self, headers, body: bytes) -> Response:
+        """POST /discover: record one answer, then go back to the page it came from."""
+        ctype = headers.get("Content-Type", "") if hasattr(headers, "get") else ""
+        if not ctype.lower().startswith("application/x-www-form-urlencoded"):
+            raise PageError("send the answer as a form (application/x-www-form-urlencoded)", 415)
+        if len(body) > MAX_QUERY:
+            raise PageError(f"an answer is at most {MAX_QUERY} bytes", 413)
+        form = {k: v[-1] for k, v in parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True).items()}
+        sid = parse_source_id(form.get("source_id", ""))
+        answer = choice("answer", form.get("answer", ""), ["yes", "no", "skip"])
+        back = choice("back", form.get("back", "discover"), ["discover", "outliers"])
+        if not self._exists(sid):
+            raise PageError(f"source_id {sid} is not in this catalogue", 404)
+        with self.discovery_lock:
+            session = self._session()
+            if answer == "skip":
+                session.skip(sid)
+            else:
+                session.label(sid, answer == "yes")
+        target = "/discover"
+        if back == "outliers":
+            target = pages.url("/outliers", {"method": str(form.get("method", ""))[:100], "n": parse_k(form.get("n", "20"))})
+        return Response(303, "text/plain; charset=utf-8", b"", {"Location": target})
+
+    def answers_csv(self, params) -> Response:
+        with self.discovery_lock:
+            text = self._session().to_csv()
+        return Response(200, "text/csv; charset=utf-8", text.encode(),
+                        {"Content-Disposition": 'attachment; filename="discoveries.csv"'})
 
     def page_classes(self, params) -> Response:
         state = State()

@@ -121,7 +121,7 @@ def layout(title: str, body: str, catalogue: str, message: str | None = None, se
         "<header>"
         f'<a class="home" href="/">latentcat explorer</a><span>{esc(catalogue)}</span>'
         '<a href="/">Map</a><a href="/upload">My light curve</a>'
-        '<a href="/outliers">Outliers</a><a href="/classes">Classes</a><a href="/latent">Latent traversal</a>'
+        '<a href="/outliers">Outliers</a><a href="/discover">Discovery</a><a href="/classes">Classes</a><a href="/latent">Latent traversal</a>'
         '<form method="get" action="/">'
         f'<input type="text" name="source_id" size="22" placeholder="Gaia DR3 source_id" value="{esc(search_value)}">'
         f"{state_fields}<button type=\"submit\">Open</button></form>"
