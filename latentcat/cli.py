@@ -671,12 +671,14 @@ def discover(
                                            "neighbours into (SOURCE_ID.png)."),
     explorer: Optional[str] = typer.Option(None, "--explorer", help="Base URL of a running `latentcat serve` "
                                            "(e.g. http://127.0.0.1:8765): print each source's page link."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the forest."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the isolation forest fitted where the catalogue stores no "
+                             "isolation_forest:space outlier scores for the sources shown."),
     catalog: Optional[Path] = CATALOG_OPTION,
 ) -> None:
     """Active discovery: show unusual sources one at a time, ask whether each is interesting
-    (y / n / s(kip) / q(uit)), and learn from every answer which sources to show next
-    (active anomaly discovery on an isolation forest, coniferest's AADForest)."""
+    (y / n / s(kip) / q(uit)), and learn from every answer which sources to show next (the
+    isolation forest's ranking, moved up near sources you called interesting and down near the
+    others, in the search space)."""
     from latentcat.analysis.discover import read_answers
 
     answers = read_answers(oracle) if oracle is not None else None

@@ -26,6 +26,10 @@ SELECT source_id, s_xp, s_dmdt, s_fold, s_colour FROM space ORDER BY source_id;
 -- the single blocks).
 SELECT source_id, z_xp, z_dmdt, z_fold FROM embeddings ORDER BY source_id;
 
+-- name: outlier_scores_of
+-- One outlier method's scores in source_id order (a discovery session's starting ranking).
+SELECT source_id, score FROM outlier_scores WHERE method = $method ORDER BY source_id;
+
 -- name: build_info
 SELECT key, value::VARCHAR AS value FROM build_info ORDER BY key;
 

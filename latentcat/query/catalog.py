@@ -74,6 +74,16 @@ MODALITIES = ("space", "all", "xp", "dmdt", "fold")
 default; ``all``: the latent blocks a source has; or one block or a '+'-joined set of blocks."""
 
 
+def _named_parts(modality: str) -> tuple[bool, str, tuple[str, ...]]:
+    """(search space?, the block-set spec, the parts or blocks it names) of a `Catalog.like` or
+    `Catalog.discover` modality; an unknown name is a LatentcatError."""
+    space, names, spec = _modality(modality)
+    try:
+        return space, spec, parse_block_set(spec, names)
+    except ValueError as err:
+        raise LatentcatError(f"{err}, or 'space', the default") from None
+
+
 def _modality(modality: str) -> tuple[bool, tuple[str, ...], str]:
     """(search space?, the canonical names, the block-set spec) of a modality: ``"space"`` is the
     search space on the parts a query has, ``"space:dmdt+fold"`` named parts of it; anything
@@ -786,11 +796,7 @@ class Catalog:
         members = np.unique(given.astype(np.int64))
         if members.size == 0:
             raise LatentcatError("like() needs at least one source_id")
-        space, names, spec = _modality(modality)
-        try:
-            wanted = parse_block_set(spec, names)
-        except ValueError as err:
-            raise LatentcatError(f"{err}, or 'space', the default") from None
+        space, spec, wanted = _named_parts(modality)
         vec = self._vectors(space)
         rows = np.minimum(np.searchsorted(vec.ids, members), max(vec.ids.size - 1, 0))
         known = vec.ids[rows] == members if vec.ids.size else np.zeros(members.size, bool)
@@ -872,11 +878,7 @@ class Catalog:
         from latentcat.analysis.discover import Discovery, read_answers
         from latentcat.analysis.outliers import forest_for
 
-        space, names, spec = _modality(modality)
-        try:
-            wanted = parse_block_set(spec, names)
-        except ValueError as err:
-            raise LatentcatError(f"{err}, or 'space', the default") from None
+        space, spec, wanted = _named_parts(modality)
         vec = self._vectors(space)
         have = {b: np.isfinite(vec.parts[b][:, 0]) for b in wanted}
         use = _like_parts(have, space) if spec == "all" else wanted
