@@ -144,7 +144,10 @@ class Discovery:
         self._yes = np.zeros(self.ids.size)  # sum of the weights of interesting answers
         self._all = np.zeros(self.ids.size)  # sum of the weights of every answer
         for sid, answer in (answers or {}).items():
-            self.label(sid, answer) if answer is not None else self.skip(sid)
+            if answer is None:
+                self.skip(sid)
+            else:
+                self.label(sid, answer)
 
     @property
     def n_ranked(self) -> int:
