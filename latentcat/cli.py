@@ -784,6 +784,9 @@ def serve(
                                         help="Largest light-curve file accepted (MiB)."),
     timeout: float = typer.Option(SERVE_TIMEOUT, "--timeout", min=0.1,
                                   help="Seconds a page's query (a neighbour filter) may run before it is stopped."),
+    answers: Optional[Path] = typer.Option(None, "--answers", help="Discovery answers file (CSV source_id,interesting): "
+                                           "resumed from when it exists, rewritten after every answer given on the "
+                                           "Discovery and Outliers pages. Never inside the catalogue."),
 ) -> None:
     """Start a local read-only web explorer of a catalogue: the map, a page per source with its
     neighbours, your own light curve's neighbours, outliers and classes (Ctrl-C stops it)."""
@@ -791,8 +794,10 @@ def serve(
 
     if not 0 < max_upload_mb <= 1024:
         raise LatentcatError(f"--max-upload-mb must be between 0 and 1024, got {max_upload_mb}")
+    if answers is not None:
+        _checked_output(answers, catalog or Path("catalog"), force=True, option="--answers")  # an existing file is resumed
     run_serve(catalog or Path("catalog"), host=host, port=port, stage=stage,
-              max_upload=int(max_upload_mb * 1024 * 1024), announce=typer.echo, timeout=timeout)
+              max_upload=int(max_upload_mb * 1024 * 1024), announce=typer.echo, timeout=timeout, answers=answers)
 
 
 @command()

@@ -474,3 +474,33 @@ def test_the_cli_serves_a_catalogue(tiny_build):
     bad = subprocess.run([sys.executable, "-m", "latentcat.cli", "serve", "--catalog", str(tiny_build.catalogue / "nope")],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
+
+
+def test_discovery_answers_are_saved_to_a_file_and_resumed(tiny_build, tmp_path, catalogue_digest):
+    from latentcat.analysis.discover import read_answers
+    from latentcat.errors import LatentcatError
+    from latentcat.serve.app import Explorer
+
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    path = tmp_path / "answers.csv"
+    explorer = Explorer(tiny_build.catalogue, answers=path)
+    try:
+        first = explorer.discovery.next()
+        got = explorer.respond("POST", "/discover", form, f"source_id={first}&answer=yes".encode())
+        assert got.status == 303 and read_answers(path) == {first: True}
+        second = explorer.discovery.next()
+        explorer.respond("POST", "/discover", form, f"source_id={second}&answer=no".encode())
+        assert read_answers(path) == {first: True, second: False}
+        assert "saved to answers.csv" in explorer.respond("GET", "/discover").body.decode()
+    finally:
+        explorer.close()
+    again = Explorer(tiny_build.catalogue, answers=path)  # a new explorer resumes the session
+    try:
+        assert again.discovery.answers == {first: True, second: False}
+        assert again.discovery.next() not in (first, second)
+    finally:
+        again.close()
+    path.write_text("source_id,interesting\n1,yes\n")
+    with pytest.raises(LatentcatError, match="source_id 1 is not in the catalogue"):
+        Explorer(tiny_build.catalogue, answers=path)
+    assert hashlib.sha256((tiny_build.catalogue / "catalog.duckdb").read_bytes()).hexdigest() == catalogue_digest

@@ -127,11 +127,13 @@ class ExplorerServer(ThreadingHTTPServer):
 
 
 def make_server(catalog, host: str = "127.0.0.1", port: int = 8765, stage=None,
-                max_upload: int = MAX_UPLOAD_BYTES, quiet: bool = True, timeout: float = SERVE_TIMEOUT) -> ExplorerServer:
+                max_upload: int = MAX_UPLOAD_BYTES, quiet: bool = True, timeout: float = SERVE_TIMEOUT,
+                answers=None) -> ExplorerServer:
     """The explorer of ``catalog`` (opened read-only) on ``host:port`` (port 0: a free one),
     not yet serving: call ``serve_forever()`` (in a thread, if you like) and ``server_close()``.
-    ``timeout``: seconds a page's query (a neighbour filter) may run before it is stopped."""
-    explorer = Explorer(catalog, stage=stage, max_upload=max_upload, timeout=timeout)
+    ``timeout``: seconds a page's query (a neighbour filter) may run before it is stopped;
+    ``answers``: a discovery answers file to resume from and save to after every answer."""
+    explorer = Explorer(catalog, stage=stage, max_upload=max_upload, timeout=timeout, answers=answers)
     try:
         return ExplorerServer((host, int(port)), explorer, quiet=quiet)
     except OSError as err:
@@ -142,9 +144,10 @@ def make_server(catalog, host: str = "127.0.0.1", port: int = 8765, stage=None,
 
 
 def serve(catalog, host: str = "127.0.0.1", port: int = 8765, stage=None, max_upload: int = MAX_UPLOAD_BYTES,
-          quiet: bool = False, announce=print, timeout: float = SERVE_TIMEOUT) -> None:
+          quiet: bool = False, announce=print, timeout: float = SERVE_TIMEOUT, answers=None) -> None:
     """Serve the explorer until interrupted (Ctrl-C); see `make_server`."""
-    server = make_server(catalog, host, port, stage=stage, max_upload=max_upload, quiet=quiet, timeout=timeout)
+    server = make_server(catalog, host, port, stage=stage, max_upload=max_upload, quiet=quiet, timeout=timeout,
+                         answers=answers)
     announce(f"latentcat explorer of {server.explorer.cat.path} at {server.url} (Ctrl-C stops it)")
     try:
         server.serve_forever()

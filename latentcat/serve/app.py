@@ -15,7 +15,8 @@ Routes (all GET unless said; the URL holds the whole state, so a view can be sha
     /outliers               the top outliers of a ranking, with thumbnails and answer buttons
     /discover               the discovery session: the next source to judge, the answers so far;
                             POST: an answer (source_id, answer=yes/no/skip), then back to the page
-    /discover.csv           the answers as a CSV file (source_id,interesting)
+    /discover.csv           the answers as a CSV file (source_id,interesting); with ``answers`` they are
+                            also saved to that file after every answer, and resumed from it
     /classes                the classifier's classes; ?class=C&model=M: its sources by probability
     /latent                 latent traversal: a source's codes, changed by hand, decoded by the VAEs
 
@@ -127,8 +128,10 @@ class Explorer:
         and the page says so.
     """
 
-    def __init__(self, catalog, stage=None, max_upload: int = MAX_UPLOAD_BYTES, timeout: float = SERVE_TIMEOUT):
+    def __init__(self, catalog, stage=None, max_upload: int = MAX_UPLOAD_BYTES, timeout: float = SERVE_TIMEOUT,
+                 answers=None):
         self.cat = latentcat.open(catalog, timeout=timeout, threads=1)  # a slow request holds one core, not all
+        self.answers_path = Path(answers) if answers is not None else None
         self.name = self.cat.path.name
         self.map = MapData(self.cat)
         self.max_upload = int(max_upload)
@@ -156,6 +159,12 @@ class Explorer:
         self.latent_ranges = None              # per block: 1st percentile, median, 99th percentile
         self.discovery_lock = threading.Lock()
         self.discovery = None                  # the explorer's discovery session, started on first use
+        if self.answers_path is not None:      # a bad answers file stops the start, in one line
+            try:
+                self._session()
+            except BaseException:
+                self.close()
+                raise
 
     def close(self) -> None:
         self.cat.close()
@@ -653,10 +662,11 @@ class Explorer:
     # ------------------------------------------------------------------ discovery
 
     def _session(self):
-        """The explorer's discovery session (`Catalog.discover`), started on first use; call
-        with ``discovery_lock`` held. Its answers live in memory until downloaded."""
+        """The explorer's discovery session (`Catalog.discover`), started on first use (resumed
+        from the answers file, if one is given and exists); call with ``discovery_lock`` held."""
         if self.discovery is None:
-            self.discovery = self.cat.discover()
+            path = self.answers_path
+            self.discovery = self.cat.discover(labels=path if path is not None and path.exists() else None)
         return self.discovery
 
     def _answers(self) -> dict:
@@ -680,6 +690,10 @@ class Explorer:
             answers = dict(session.answers)
             counts, parts, n_ranked = session.counts, session.parts, session.n_ranked
         state = State()
+        kept = (f"They are saved to {self.answers_path.name} after every answer (latentcat serve --answers), never "
+                "in the catalogue." if self.answers_path is not None else
+                "They are kept in this explorer's memory only (latentcat serve --answers FILE saves them), never in "
+                "the catalogue.")
         order = list(answers)[::-1][:MAX_K]  # the latest first
         meta = {}
         if order or sid is not None:
@@ -715,8 +729,7 @@ class Explorer:
             f"<h2>Next</h2>{shown}"
             f'<h2>Your answers</h2><p id="counts">{counts["interesting"]} interesting, {counts["not_interesting"]} '
             f'not interesting, {counts["skipped"]} skipped. <a href="/discover.csv" id="download">Download them (CSV)</a>; '
-            "<code>latentcat discover --labels FILE</code> resumes from that file. They are kept in this explorer's "
-            "memory only, never in the catalogue.</p>"
+            f"<code>latentcat discover --labels FILE</code> resumes from that file. {esc(kept)}</p>"
             f'<div id="answers">{pages.table((("answer", "answer"), *columns), given)}</div>'
         )
         return self.html("discovery", body, None, state)
@@ -740,6 +753,8 @@ class Explorer:
                 session.skip(sid)
             else:
                 session.label(sid, answer == "yes")
+            if self.answers_path is not None:
+                session.save(self.answers_path)
         target = "/discover"
         if back == "outliers":
             target = pages.url("/outliers", {"method": str(form.get("method", ""))[:100], "n": parse_k(form.get("n", "20"))})
