@@ -195,6 +195,31 @@ def test_plot_map_colours_200k_points_by_category_and_marks_highlights(tmp_path)
     np.testing.assert_allclose([t.xy for t in texts], xy[[10, 99_999]], rtol=1e-6)
 
 
+def test_one_category_rule_for_figures_and_the_explorer():
+    from latentcat.plots import raster
+    from latentcat.serve.mapview import Colouring
+
+    # 24 labelled classes of decreasing size and some sources without a label
+    labels = [f"class{k:02d}" for k in range(24) for _ in range(30 - k)] + [None] * 7
+    codes, names, counts, colours = raster.categories(labels, len(labels))
+    assert names == [f"class{k:02d}" for k in range(raster.MAX_CATEGORIES)] + ["other", "unlabelled"]
+    assert counts == [30 - k for k in range(20)] + [sum(30 - k for k in range(20, 24)), 7]
+    assert [names[c] for c in codes[:30]] == ["class00"] * 30 and names[codes[-1]] == "unlabelled"
+    np.testing.assert_allclose(colours[:20], [colors.to_rgb(c) for c in raster.PALETTE])
+    np.testing.assert_allclose(colours[20:], [colors.to_rgb(raster.GREY)] * 2)
+    # the figure's legend and the explorer's legend are the same categories in the same colours
+    rng = np.random.default_rng(0)
+    fig = plot_map(rng.normal(size=len(labels)), rng.normal(size=len(labels)), categories=labels, size=(600, 400))
+    legend = fig.axes[0].get_legend()
+    shown = [(t.get_text(), colors.to_hex(h.get_color())) for t, h in zip(legend.get_texts(), legend.legend_handles)]
+    explorer = Colouring("class", "class", True, codes=codes, names=names, counts=counts, colours=colours).legend()
+    assert shown == [(f"{name} ({n:,})", rgb) for name, rgb, n in explorer]
+    # a pixel's colour: the count-weighted mean of its sources' colours; its opacity the log count
+    rgb, alpha = raster.rasterise(np.array([0, 0, 0, 2]), 3, codes=np.array([0, 0, 1, 1]), colours=colours)
+    np.testing.assert_allclose(rgb[0], (2 * colours[0] + colours[1]) / 3, rtol=1e-6)
+    np.testing.assert_allclose(alpha, [1.0, 0.0, 0.35 + 0.65 * np.log(2) / np.log(4)], rtol=1e-6)
+
+
 def test_plot_map_numeric_colour_follows_the_values(tmp_path):
     rng = np.random.default_rng(2)
     x = rng.uniform(0, 10, 50_000)

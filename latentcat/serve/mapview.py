@@ -1,11 +1,12 @@
 """The catalogue's stored 2-D map as PNG views of any x/y window.
 
 Each view is a 2-D histogram of the points inside the window, binned straight onto the
-image's pixels with ``numpy.bincount`` (a sparse view uses bins of a few pixels, so a lone
-source stays visible), coloured by a category (the mean colour of a pixel's sources, weighted
-by count) or a number (the mean value of a pixel's sources on the viridis scale), with an
-opacity that grows with the log of the pixel's count. The PNG is written with zlib, so a view
-of millions of points costs a few vectorised passes over them.
+image's pixels (a sparse view uses bins of a few pixels, so a lone source stays visible) and
+coloured by `latentcat.plots.raster`, the rules `latentcat map` follows too: by a category
+(the mean colour of a pixel's sources, weighted by count), a number (the mean value of a
+pixel's sources on the viridis scale) or the density, with an opacity that grows with the log
+of the pixel's count. The PNG is written with zlib, so a view of millions of points costs a
+few vectorised passes over them.
 
 A view is square in data units per pixel: the window asked for is widened along its short
 side to the image's shape, so the pixel under a click maps back to one map position
@@ -20,12 +21,12 @@ import threading
 import zlib
 from dataclasses import dataclass
 
-import matplotlib
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from latentcat.errors import LatentcatError
+from latentcat.plots import raster
 
 WIDTH, HEIGHT = 880, 600
 """Pixels of a map view."""
@@ -33,16 +34,8 @@ WIDTH, HEIGHT = 880, 600
 NAMED_MAX = 500
 """Most points in a view that its page names under the cursor (a link with a tooltip each)."""
 
-MAX_CATEGORIES = 16
-"""Categories drawn in their own colour; the rest are drawn together as "other"."""
-
-UNLABELLED, OTHER = "unlabelled", "other"
-PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",
-           "#bcbd22", "#393b79", "#637939", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354")
-GREY = "#b0b0b0"
 HIGHLIGHT_RGB = (0, 0, 0)
 RING_RGB = (214, 39, 40)
-_LUT = (matplotlib.colormaps["viridis"](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
 
 # The colourings a map can have: key -> (label, SQL giving source_id and value, categorical?).
 # The SQL is fixed here; a page only names a key of this table (or of the numeric source_meta
@@ -60,10 +53,6 @@ FIXED_COLOURINGS = {
 }
 NUMERIC_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "FLOAT", "DOUBLE", "REAL", "DECIMAL",
                  "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT")
-
-
-def _rgb(hex_colour: str) -> tuple[int, int, int]:
-    return tuple(int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
 
 
 def png_bytes(rgb: np.ndarray) -> bytes:
@@ -163,7 +152,7 @@ class Colouring:
 
     def gradient(self) -> list[str]:
         """The numeric scale's colours, low to high, as #rrggbb stops."""
-        return ["#%02x%02x%02x" % tuple(int(c) for c in _LUT[i]) for i in np.linspace(0, 255, 9).astype(int)]
+        return ["#%02x%02x%02x" % tuple(int(c) for c in raster.VIRIDIS[i]) for i in np.linspace(0, 255, 9).astype(int)]
 
 
 class MapData:
@@ -251,29 +240,8 @@ class MapData:
         if categorical:
             strings = np.full(self.n, None, dtype=object)
             strings[rows] = pc.cast(values, pa.string()).to_numpy(zero_copy_only=False)
-            encoded = pa.array(strings, pa.string()).fill_null(UNLABELLED).dictionary_encode()
-            codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-            names = encoded.dictionary.to_pylist()
-            counts = np.bincount(codes, minlength=len(names))
-            order = sorted(range(len(names)), key=lambda j: (names[j] == UNLABELLED, -counts[j], names[j]))
-            keep = [j for j in order if names[j] != UNLABELLED][: MAX_CATEGORIES]
-            rank = np.full(len(names), -1, np.int64)
-            rank[keep] = np.arange(len(keep))
-            new_names = [names[j] for j in keep]
-            rest = [j for j in range(len(names)) if rank[j] < 0]
-            if rest:
-                has_other = any(names[j] != UNLABELLED for j in rest)
-                if has_other:
-                    new_names.append(OTHER)
-                    rank[[j for j in rest if names[j] != UNLABELLED]] = len(new_names) - 1
-                if UNLABELLED in names:
-                    new_names.append(UNLABELLED)
-                    rank[names.index(UNLABELLED)] = len(new_names) - 1
-            codes = rank[codes]
-            colours = np.array([_rgb(GREY) if name in (OTHER, UNLABELLED) else _rgb(PALETTE[i % len(PALETTE)])
-                                for i, name in enumerate(new_names)], np.float32) / 255.0
-            return Colouring(key, label, True, codes=codes, names=new_names,
-                             counts=np.bincount(codes, minlength=len(new_names)).tolist(), colours=colours)
+            codes, names, counts, colours = raster.categories(pa.array(strings, pa.string()))
+            return Colouring(key, label, True, codes=codes, names=names, counts=counts, colours=colours)
         numbers = np.full(self.n, np.nan, np.float32)
         numbers[rows] = np.asarray(pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False), np.float64)
         ok = np.isfinite(numbers)
@@ -324,28 +292,12 @@ class MapData:
         nx, ny = -(-width // block), -(-height // block)
         col, row = view.pixel_of(self.x[rows], self.y[rows], nx, ny)
         pixel = np.clip(row.astype(np.int64), 0, ny - 1) * nx + np.clip(col.astype(np.int64), 0, nx - 1)
-        count = np.bincount(pixel, minlength=nx * ny).astype(np.float32)
-        log = np.log1p(count)
-        alpha = np.where(count > 0, 0.4 + 0.6 * log / max(float(log.max()), 1e-9), 0.0).astype(np.float32)
         if colouring.categorical:
-            palette = colouring.colours[colouring.codes[rows]]
-            rgb = np.stack([np.bincount(pixel, weights=palette[:, c], minlength=nx * ny) for c in range(3)], 1)
-            rgb = rgb.astype(np.float64) / np.maximum(count, 1)[:, None]  # float even for an empty view
-        else:
-            if colouring.values is None:  # density
-                scaled = log / max(float(log.max()), 1e-9)
-                alpha = (count > 0).astype(np.float32)
-            else:
-                values = colouring.values[rows]
-                ok = np.isfinite(values)
-                total = np.bincount(pixel[ok], weights=values[ok], minlength=nx * ny)
-                used = np.bincount(pixel[ok], minlength=nx * ny)
-                mean = total / np.maximum(used, 1)
-                scaled = np.clip((mean - colouring.lo) / (colouring.hi - colouring.lo), 0, 1)
-                alpha = np.where(used > 0, alpha, np.where(count > 0, 0.25, 0.0)).astype(np.float32)
-            rgb = _LUT[(np.nan_to_num(scaled) * 255).astype(np.int64)].astype(np.float32) / 255.0
-            if colouring.values is not None:
-                rgb[used == 0] = np.float32(0.6)  # points without a value: grey
+            rgb, alpha = raster.rasterise(pixel, nx * ny, codes=colouring.codes[rows], colours=colouring.colours)
+        elif colouring.values is not None:
+            rgb, alpha = raster.rasterise(pixel, nx * ny, values=colouring.values[rows], lo=colouring.lo, hi=colouring.hi)
+        else:  # density
+            rgb, alpha = raster.rasterise(pixel, nx * ny)
         image = 1.0 - alpha[:, None] * (1.0 - rgb)  # over a white background
         image = (image * 255 + 0.5).astype(np.uint8).reshape(ny, nx, 3)
         if block > 1:
