@@ -120,7 +120,7 @@ def test_plain_csv_in_mjd(raw, cat, tmp_path):
     source_id = _with_all_blocks(cat)[0]
     t, m, e = _curve(lcs[source_id])
     path = tmp_path / "obs.csv"
-    rows = "\n".join(f"{a + 55197.0!r},{b!r},{c!r}" for a, b, c in zip(t, m, e))
+    rows = "\n".join(f"{float(a) + 55197.0!r},{float(b)!r},{float(c)!r}" for a, b, c in zip(t, m, e))
     path.write_text("time,mag,mag_err\n" + rows + "\n")
 
     from_file, info = similar_to_file(cat, path, k=10, time_format="mjd")
