@@ -41,8 +41,8 @@ from latentcat.limits import MAG_ERR_MAX, MAG_RANGE, MAX_EPOCHS, TIME_RANGE
 XP_BANDS = ("bp_flux", "bp_flux_error", "rp_flux", "rp_flux_error")
 """The sampled XP columns of a staged ``xp`` row (docs/schemas.md)."""
 
-TIME_FORMATS = ("gaia", "bjd", "jd", "mjd")
-"""Accepted ``time_format`` values of a light curve sent to be compared."""
+TIME_FORMATS = {"gaia": "Gaia (BJD - 2455197.5)", "bjd": "BJD", "jd": "JD", "mjd": "MJD"}
+"""Accepted ``time_format`` values of a light curve sent to be compared, with what each is."""
 
 GAIA_TIME_ZERO_JD = 2455197.5
 """JD (TCB) of Gaia time 0: Gaia DR3 epoch times are BJD(TCB) - 2455197.5 d."""

@@ -31,6 +31,9 @@ DuckDB's out-of-memory error) and the largest answer `Catalog.sql` returns."""
 MAX_K = 10_000
 """Most neighbours one `Catalog.similar` call returns per query (and most rows of `Catalog.like`)."""
 
+MAX_PAGE_ROWS = 100
+"""Most rows an explorer page lists (neighbours, outliers, answers): each row draws a thumbnail."""
+
 # ------------------------------------------------------------------ new sources (by example, add)
 
 MAX_EPOCHS = 2_000

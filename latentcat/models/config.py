@@ -6,9 +6,11 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from latentcat.blocks import BLOCKS
 from latentcat.errors import InputError
 
-MODALITIES = ("xp", "dmdt", "fold")
+MODALITIES = BLOCKS
+"""The three VAEs, one per latent block."""
 
 
 @dataclass

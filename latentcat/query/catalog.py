@@ -69,9 +69,20 @@ and DROP (the catalogue file, attached read-only, refuses it). Any other stateme
 DETACH, USE, SET, COPY, INSERT, LOAD, PREPARE, ...), or a CREATE that is not temporary, is
 refused before any statement of the query runs."""
 
-MODALITIES = ("space", "all", "xp", "dmdt", "fold")
-"""``space``: the search space (latent blocks and colour, `latentcat.analysis.space`), the
-default; ``all``: the latent blocks a source has; or one block or a '+'-joined set of blocks."""
+MODALITIES = {
+    "space": "search space (latents + colour)",
+    "all": "all latent blocks",
+    "xp": "XP spectrum",
+    "dmdt": "dm-dt map",
+    "fold": "folded light curve",
+    "dmdt+fold": "dm-dt + fold",
+    "xp+fold": "XP + fold",
+    "xp+dmdt": "XP + dm-dt",
+}
+"""The named modalities of `Catalog.similar` and `Catalog.like`, with what each compares:
+``space``, the search space (latent blocks and colour, `latentcat.analysis.space`), the
+default; ``all``, the latent blocks a source has; or one block or a '+'-joined set of blocks
+(any set, and ``space:`` with named parts, is accepted too)."""
 
 
 def _named_parts(modality: str) -> tuple[bool, str, tuple[str, ...]]:

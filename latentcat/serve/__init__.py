@@ -27,9 +27,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from latentcat.limits import MAX_UPLOAD_BYTES, SERVE_TIMEOUT
 from latentcat.serve.app import SECURITY_HEADERS, Explorer
-from latentcat.serve.state import MAX_K, Response
+from latentcat.serve.state import Response
 
-__all__ = ["Explorer", "make_server", "serve", "MAX_K"]
+__all__ = ["Explorer", "make_server", "serve"]
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 _DRAIN = 16 * 1024 * 1024  # an oversized upload is read and dropped up to this much, so the client sees the answer

@@ -24,7 +24,7 @@ Safety: the Catalog is opened read-only through `latentcat.open` (no file or net
 its SQL); the only text a page passes to it is the neighbour filter, given to
 ``Catalog.similar(where=...)``, which parses it as one expression; every other parameter is a
 number or one of a fixed list (a source_id goes into SQL as an integer literal, as in the
-Catalog's own queries, once it has parsed as a whole number); k is at most `MAX_K`; uploads at most ``max_upload`` bytes; a bad
+Catalog's own queries, once it has parsed as a whole number); k is at most `latentcat.limits.MAX_PAGE_ROWS`; uploads at most ``max_upload`` bytes; a bad
 input is one message on the page, and any other failure a one-line page (the traceback goes to
 the server's log only).
 """
@@ -47,12 +47,12 @@ from urllib.parse import parse_qs, urlsplit
 import latentcat
 from latentcat.errors import LatentcatError, one_line
 from latentcat.layout import FEATURES_DIR
-from latentcat.limits import MAX_UPLOAD_BYTES, SERVE_TIMEOUT
+from latentcat.limits import MAX_PAGE_ROWS, MAX_UPLOAD_BYTES, SERVE_TIMEOUT
 from latentcat.serve import pages
 from latentcat.serve.figures import THUMB_HEIGHT, THUMB_WIDTH, thumbnail_png
 from latentcat.serve.mapview import HEIGHT, NAMED_MAX, WIDTH, MapData, View
 from latentcat.serve.pages import Raw, esc, fmt, href
-from latentcat.serve.state import (CLICKS, MAX_K, MAX_WHERE, MODALITIES, TIME_FORMATS, PageError, Response,
+from latentcat.serve.state import (CLICKS, MAX_WHERE, MODALITIES, TIME_FORMATS, PageError, Response,
                                    State, choice, parse_k, parse_page, parse_source_id, parse_state)
 
 
@@ -406,7 +406,7 @@ class Explorer:
         form = (
             '<form method="get" action="/" class="inline" id="neighbour-form">'
             f'{pages.hidden(state.params(), skip=("k", "modality", "where"))}'
-            f'<label>k <input type="number" name="k" min="1" max="{MAX_K}" value="{state.k}"></label>'
+            f'<label>k <input type="number" name="k" min="1" max="{MAX_PAGE_ROWS}" value="{state.k}"></label>'
             f'<label>compare {pages.select("modality", MODALITIES, state.modality)}</label>'
             f'<label>filter <input type="text" name="where" size="40" maxlength="{MAX_WHERE}" '
             f'value="{esc(state.where)}" placeholder="phot_g_mean_mag &lt; 16"></label>'
@@ -523,7 +523,7 @@ class Explorer:
             f'<label>times {pages.select("time_format", TIME_FORMATS, "gaia")}</label> '
             '<label>source_id in the file (DataLink with several) <input type="text" name="file_source_id" size="22"></label>'
             '<label>BP-RP colour (optional) <input type="text" name="bp_rp" size="6"></label></fieldset>'
-            f'<fieldset><legend>neighbours</legend><label>k <input type="number" name="k" min="1" max="{MAX_K}" '
+            f'<fieldset><legend>neighbours</legend><label>k <input type="number" name="k" min="1" max="{MAX_PAGE_ROWS}" '
             f'value="{state.k}"></label> <label>compare {pages.select("modality", MODALITIES, state.modality)}</label> '
             f'<label>filter <input type="text" name="where" size="40" maxlength="{MAX_WHERE}" value="{esc(state.where)}">'
             "</label></fieldset>"
@@ -648,7 +648,7 @@ class Explorer:
             r["answer"] = self.answer_buttons(r["source_id"], answers, {"back": "outliers", "method": method, "n": n})
         form = (f'<form method="get" action="/outliers" class="inline"><label>ranking '
                 f'{pages.select("method", [(m, m) for m in methods], method)}</label>'
-                f'<label>top <input type="number" name="n" min="1" max="{MAX_K}" value="{n}"></label>'
+                f'<label>top <input type="number" name="n" min="1" max="{MAX_PAGE_ROWS}" value="{n}"></label>'
                 '<button type="submit">Show</button></form>')
         columns = (("rank", "rank"), ("link", "source_id"), ("score", "score"), ("best_class_name", "DR3 class"),
                    ("phot_g_mean_mag", "G"), ("period", "period (d)"), ("g_amplitude", "amplitude"),
@@ -694,7 +694,7 @@ class Explorer:
                 "in the catalogue." if self.answers_path is not None else
                 "They are kept in this explorer's memory only (latentcat serve --answers FILE saves them), never in "
                 "the catalogue.")
-        order = list(answers)[::-1][:MAX_K]  # the latest first
+        order = list(answers)[::-1][:MAX_PAGE_ROWS]  # the latest first
         meta = {}
         if order or sid is not None:
             rows = self.cat.sql(

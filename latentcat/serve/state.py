@@ -9,27 +9,21 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 
+from latentcat.encode import TIME_FORMATS as _TIME_FORMATS
 from latentcat.errors import LatentcatError
+from latentcat.limits import MAX_PAGE_ROWS
+from latentcat.query.catalog import MODALITIES as _MODALITIES
 from latentcat.serve.mapview import View
-
-MAX_K = 100
-"""Most neighbours a page shows."""
 
 MAX_WHERE = 500
 """Longest neighbour filter accepted (characters)."""
 
-MODALITIES = (
-    ("space", "search space (latents + colour)"),
-    ("all", "all latent blocks"),
-    ("xp", "XP spectrum"),
-    ("dmdt", "dm-dt map"),
-    ("fold", "folded light curve"),
-    ("dmdt+fold", "dm-dt + fold"),
-    ("xp+fold", "XP + fold"),
-    ("xp+dmdt", "XP + dm-dt"),
-)
+MODALITIES = tuple(_MODALITIES.items())
+"""The modalities a page offers: (name, what it compares)."""
+
 CLICKS = (("open", "open the nearest source"), ("zoom", "zoom in here"), ("centre", "centre here"))
-TIME_FORMATS = (("gaia", "Gaia (BJD - 2455197.5)"), ("bjd", "BJD"), ("jd", "JD"), ("mjd", "MJD"))
+TIME_FORMATS = tuple(_TIME_FORMATS.items())
+"""The time formats an upload may use: (name, what it is)."""
 _ID = re.compile(r"\s*(\d{1,19})\s*", re.ASCII)
 
 
@@ -70,7 +64,7 @@ def _whole(name: str, text: str, top: int, status: int = 400) -> int:
 
 
 def parse_k(text: str) -> int:
-    return _whole("k", text, MAX_K)
+    return _whole("k", text, MAX_PAGE_ROWS)
 
 
 def parse_page(text: str, last: int) -> int:
