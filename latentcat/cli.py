@@ -777,7 +777,7 @@ def serve(
     port: int = typer.Option(8765, "--port", help="Port to listen on (0: a free one)."),
     host: str = typer.Option("127.0.0.1", "--host",
                              help="Address to listen on: 127.0.0.1 (this machine only, the default); 0.0.0.0 opens it "
-                                  "to the network."),
+                                  "to the network, for the holders of its access token (printed at start)."),
     stage: Optional[Path] = typer.Option(None, "--stage", help="A `latentcat ingest` staging folder: source pages then "
                                          "show the raw G epochs, which the catalogue does not keep."),
     max_upload_mb: float = typer.Option(MAX_UPLOAD_BYTES / 2**20, "--max-upload-mb",
@@ -787,6 +787,9 @@ def serve(
     answers: Optional[Path] = typer.Option(None, "--answers", help="Discovery answers file (CSV source_id,interesting): "
                                            "resumed from when it exists, rewritten after every answer given on the "
                                            "Discovery and Outliers pages. Never inside the catalogue."),
+    token: Optional[str] = typer.Option(None, "--token", envvar="LATENTCAT_SERVE_TOKEN",
+                                        help="Access token every request must carry (default: a random one when --host "
+                                             "is not a loopback address; none on loopback)."),
 ) -> None:
     """Start a local read-only web explorer of a catalogue: the map, a page per source with its
     neighbours, your own light curve's neighbours, outliers and classes (Ctrl-C stops it)."""
@@ -797,7 +800,8 @@ def serve(
     if answers is not None:
         _checked_output(answers, catalog or Path("catalog"), force=True, option="--answers")  # an existing file is resumed
     run_serve(catalog or Path("catalog"), host=host, port=port, stage=stage,
-              max_upload=int(max_upload_mb * 1024 * 1024), announce=typer.echo, timeout=timeout, answers=answers)
+              max_upload=int(max_upload_mb * 1024 * 1024), announce=typer.echo, timeout=timeout, answers=answers,
+              token=token)
 
 
 @command()

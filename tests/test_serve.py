@@ -260,6 +260,47 @@ def test_requests_for_other_hosts_are_refused(server):
     assert got == 400 and "localhost" in one_message(body.decode())
 
 
+def test_served_to_the_network_it_needs_its_access_token(tiny_build, catalogue_digest):
+    import http.client
+
+    srv = make_server(tiny_build.catalogue, host="0.0.0.0", port=0)  # noqa: S104 - the case under test
+    try:
+        assert srv.token is not None and len(srv.token) >= 30 and srv.login_url.endswith(f"/?token={srv.token}")
+        port = srv.server_address[1]
+        thread = threading.Thread(target=srv.serve_forever, daemon=True)
+        thread.start()
+
+        def ask(path: str, headers: dict | None = None) -> tuple[int, dict, str]:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            try:
+                conn.request("GET", path, headers=headers or {})
+                reply = conn.getresponse()
+                return reply.status, dict(reply.getheaders()), reply.read().decode()
+            finally:
+                conn.close()
+
+        for path, headers in [("/outliers?n=3", None), ("/outliers?n=3&token=wrong", None),
+                              ("/outliers?n=3", {"Cookie": "latentcat_token=wrong"}), ("/discover.csv", None)]:
+            status, _, body = ask(path, headers)
+            assert status == 403 and "access token" in one_message(body), path
+        status, headers, _ = ask(f"/outliers?n=3&token={srv.token}")
+        assert status == 303 and headers["Location"] == "/outliers?n=3"  # the token leaves the address
+        cookie = headers["Set-Cookie"]
+        assert cookie.startswith(f"latentcat_token={srv.token};") and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        status, _, body = ask("/outliers?n=3", {"Cookie": cookie.split(";")[0]})
+        assert status == 200 and "Top 3 outliers" in body
+        status, _, body = ask("/outliers?n=3", {"Authorization": f"Bearer {srv.token}"})
+        assert status == 200
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    # on loopback no token is made, unless one is given
+    srv = make_server(tiny_build.catalogue, port=0)
+    assert srv.token is None and srv.login_url == srv.url
+    srv.server_close()
+    assert hashlib.sha256((tiny_build.catalogue / "catalog.duckdb").read_bytes()).hexdigest() == catalogue_digest
+
+
 def test_pages_escape_and_forbid_scripts(server, query_id):
     where = "best_class_name = '<script>alert(1)</script>'"
     got, headers, body = fetch(f"{server.url}?" + urllib.parse.urlencode({"source_id": query_id, "where": where}))

@@ -15,15 +15,23 @@ are HTML rendered here, with PNG images, and no scripts; the URL holds the whole
 Built on the standard library's ``http.server.ThreadingHTTPServer`` (one thread per request)
 and matplotlib: nothing to install beyond latentcat. It binds 127.0.0.1 unless told
 otherwise, and while it does, answers only requests addressed to this machine's loopback
-names (a web page elsewhere cannot reach it through a DNS name of its own). See
+names (a web page elsewhere cannot reach it through a DNS name of its own). Bound to any
+other address it serves only the holders of its access token, as Jupyter does: a random
+token is made at start and printed in the address to open (``/?token=...``); that request
+sets an HttpOnly, SameSite=Strict cookie and is redirected to the address without the token,
+and every later request must carry the cookie (or ``Authorization: Bearer <token>``). See
 `latentcat.serve.app` for the routes and what a page may pass to the catalogue.
 """
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
+import secrets
 import sys
+from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from latentcat.limits import MAX_UPLOAD_BYTES, SERVE_TIMEOUT
 from latentcat.serve.app import SECURITY_HEADERS, Explorer
@@ -33,6 +41,8 @@ __all__ = ["Explorer", "make_server", "serve"]
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 _DRAIN = 16 * 1024 * 1024  # an oversized upload is read and dropped up to this much, so the client sees the answer
+TOKEN_COOKIE = "latentcat_token"
+"""The cookie that carries the access token once the token's address has been opened."""
 
 
 def _is_loopback(host: str) -> bool:
@@ -64,6 +74,11 @@ class _Handler(BaseHTTPRequestHandler):
                                              "localhost or 127.0.0.1", 400)
             self._send(response, method)
             return
+        if self.server.token is not None:
+            refused = self._token_refusal()
+            if refused is not None:
+                self._send(refused, method)
+                return
         body = b""
         if method == "POST":
             try:
@@ -82,6 +97,29 @@ class _Handler(BaseHTTPRequestHandler):
             body = self.rfile.read(length)
         response = explorer.respond("GET" if method == "HEAD" else method, self.path, self.headers, body)
         self._send(response, method)
+
+    def _token_refusal(self) -> Response | None:
+        """None when the request carries the access token (cookie or bearer header); for the
+        token in the URL, the redirect that sets the cookie; else the refusal."""
+        token = self.server.token
+        try:
+            cookie = SimpleCookie(self.headers.get("Cookie", "")).get(TOKEN_COOKIE)
+        except CookieError:
+            cookie = None
+        bearer = self.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if any(hmac.compare_digest(given.encode(), token.encode())
+               for given in (cookie.value if cookie else "", bearer) if given):
+            return None
+        parts = urlsplit(self.path)
+        params = parse_qsl(parts.query, keep_blank_values=True)
+        given = next((v for k, v in params if k == "token"), "")
+        if given and hmac.compare_digest(given.encode(), token.encode()):
+            rest = urlencode([(k, v) for k, v in params if k != "token"])
+            return Response(303, "text/plain; charset=utf-8", b"", {
+                "Location": parts.path + (f"?{rest}" if rest else ""),
+                "Set-Cookie": f"{TOKEN_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/"})
+        return self.explorer.message_page("this explorer is served to the network and needs its access token: "
+                                          "open the address it printed when it started (ending in /?token=...)", 403)
 
     def _host_ok(self) -> bool:
         host = self.headers.get("Host", "")
@@ -110,11 +148,12 @@ class ExplorerServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address, explorer: Explorer, quiet: bool = True):
+    def __init__(self, address, explorer: Explorer, quiet: bool = True, token: str | None = None):
         handler = type("Handler", (_Handler,), {"explorer": explorer, "quiet": quiet})
         super().__init__(address, handler)
         self.explorer = explorer
         self.loopback_only = _is_loopback(address[0])
+        self.token = token
 
     def server_close(self) -> None:
         super().server_close()
@@ -125,17 +164,26 @@ class ExplorerServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         return f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
 
+    @property
+    def login_url(self) -> str:
+        """The address to open: `url`, with the access token where the server has one."""
+        return self.url + (f"?token={self.token}" if self.token is not None else "")
+
 
 def make_server(catalog, host: str = "127.0.0.1", port: int = 8765, stage=None,
                 max_upload: int = MAX_UPLOAD_BYTES, quiet: bool = True, timeout: float = SERVE_TIMEOUT,
-                answers=None) -> ExplorerServer:
+                answers=None, token: str | None = None) -> ExplorerServer:
     """The explorer of ``catalog`` (opened read-only) on ``host:port`` (port 0: a free one),
     not yet serving: call ``serve_forever()`` (in a thread, if you like) and ``server_close()``.
     ``timeout``: seconds a page's query (a neighbour filter) may run before it is stopped;
-    ``answers``: a discovery answers file to resume from and save to after every answer."""
+    ``answers``: a discovery answers file to resume from and save to after every answer;
+    ``token``: the access token every request must carry (see the module docstring), made at
+    random when ``host`` is not a loopback address and none is given."""
+    if token is None and not _is_loopback(host):
+        token = secrets.token_urlsafe(24)
     explorer = Explorer(catalog, stage=stage, max_upload=max_upload, timeout=timeout, answers=answers)
     try:
-        return ExplorerServer((host, int(port)), explorer, quiet=quiet)
+        return ExplorerServer((host, int(port)), explorer, quiet=quiet, token=token)
     except OSError as err:
         explorer.close()
         from latentcat.errors import LatentcatError
@@ -144,11 +192,12 @@ def make_server(catalog, host: str = "127.0.0.1", port: int = 8765, stage=None,
 
 
 def serve(catalog, host: str = "127.0.0.1", port: int = 8765, stage=None, max_upload: int = MAX_UPLOAD_BYTES,
-          quiet: bool = False, announce=print, timeout: float = SERVE_TIMEOUT, answers=None) -> None:
+          quiet: bool = False, announce=print, timeout: float = SERVE_TIMEOUT, answers=None,
+          token: str | None = None) -> None:
     """Serve the explorer until interrupted (Ctrl-C); see `make_server`."""
     server = make_server(catalog, host, port, stage=stage, max_upload=max_upload, quiet=quiet, timeout=timeout,
-                         answers=answers)
-    announce(f"latentcat explorer of {server.explorer.cat.path} at {server.url} (Ctrl-C stops it)")
+                         answers=answers, token=token)
+    announce(f"latentcat explorer of {server.explorer.cat.path} at {server.login_url} (Ctrl-C stops it)")
     try:
         server.serve_forever()
     except KeyboardInterrupt:
