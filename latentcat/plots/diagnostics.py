@@ -9,15 +9,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 from matplotlib import colors
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from latentcat.errors import InputError
-from latentcat.plots.figure import finish, new_figure, plain_text
+from latentcat.plots.figure import figure_of, finish, new_figure, plain_text
 
 
 @plain_text
 def plot_confusion(matrix, classes: Sequence[str], out: str | Path | None = None, normalise: bool = True,
-                   title: str | None = None) -> Figure:
+                   title: str | None = None, ax: Axes | None = None) -> Figure | Axes:
     """A confusion matrix with its numbers written in the cells.
 
     Parameters
@@ -32,10 +33,12 @@ def plot_confusion(matrix, classes: Sequence[str], out: str | Path | None = None
         Show each row as fractions of its true class (the diagonal is then the recall);
         a class with no sources shows "-" in its row. Otherwise the counts are shown.
     title : str, optional
+    ax : matplotlib.axes.Axes, optional
+        Draw into these axes (with the colour bar beside them) instead of a new figure.
 
     Returns
     -------
-    matplotlib.figure.Figure
+    matplotlib.figure.Figure, or ``ax`` when given
         The cells are the AxesImage with gid ``"confusion"``.
     """
     counts = np.asarray(matrix, dtype=np.float64)
@@ -51,9 +54,13 @@ def plot_confusion(matrix, classes: Sequence[str], out: str | Path | None = None
     else:
         shown = counts.astype(np.float32)
         norm = colors.Normalize(0, max(1.0, float(counts.max())))
-    side = int(np.clip(180 + 42 * k, 420, 1300))
-    fig = new_figure(side + 120, side)
-    ax = fig.add_subplot()
+    given = ax is not None
+    if given:
+        fig = figure_of(ax, out, "plot_confusion")
+    else:
+        side = int(np.clip(180 + 42 * k, 420, 1300))
+        fig = new_figure(side + 120, side)
+        ax = fig.add_subplot()
     cmap = "Blues"
     image = ax.imshow(shown, cmap=cmap, norm=norm, interpolation="nearest")
     image.set_gid("confusion")
@@ -76,7 +83,7 @@ def plot_confusion(matrix, classes: Sequence[str], out: str | Path | None = None
                  fontsize=10)
     bar = fig.colorbar(image, ax=ax, shrink=0.8)
     bar.set_label("fraction of true class" if normalise else "sources")
-    return finish(fig, out)
+    return ax if given else finish(fig, out)
 
 
 def _loss_columns(source) -> tuple[dict[str, np.ndarray], str]:
@@ -108,7 +115,8 @@ def _loss_columns(source) -> tuple[dict[str, np.ndarray], str]:
 
 
 @plain_text
-def plot_loss_curves(csv_path_or_table, out: str | Path | None = None, title: str | None = None) -> Figure:
+def plot_loss_curves(csv_path_or_table, out: str | Path | None = None, title: str | None = None,
+                     ax: Axes | None = None) -> Figure | Axes:
     """Training and validation loss per epoch, with the best validation epoch marked.
 
     Parameters
@@ -120,16 +128,22 @@ def plot_loss_curves(csv_path_or_table, out: str | Path | None = None, title: st
     out : path, optional
         Where to write the PNG.
     title : str, optional
+    ax : matplotlib.axes.Axes, optional
+        Draw into these axes instead of a new figure.
 
     Returns
     -------
-    matplotlib.figure.Figure
+    matplotlib.figure.Figure, or ``ax`` when given
         The curves are the Line2D artists with gids ``"train"`` and ``"validation"``.
     """
     cols, name = _loss_columns(csv_path_or_table)
     epoch, train, val = cols["epoch"], cols["train_loss"], cols["val_loss"]
-    fig = new_figure(640, 420)
-    ax = fig.add_subplot()
+    given = ax is not None
+    if given:
+        fig = figure_of(ax, out, "plot_loss_curves")
+    else:
+        fig = new_figure(640, 420)
+        ax = fig.add_subplot()
     ax.plot(epoch, train, marker="o", ms=3, label="train", gid="train")
     ax.plot(epoch, val, marker="o", ms=3, label="validation", gid="validation")
     if np.isfinite(val).any():
@@ -146,4 +160,4 @@ def plot_loss_curves(csv_path_or_table, out: str | Path | None = None, title: st
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    return finish(fig, out)
+    return ax if given else finish(fig, out)

@@ -33,6 +33,16 @@ def new_figure(width_px: int, height_px: int, layout: str | None = "constrained"
     return Figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI, layout=layout)
 
 
+def figure_of(ax, out, name: str) -> Figure:
+    """The figure of an ``ax=`` a caller gave (its drawing goes there; saving is the caller's:
+    ``out`` with ``ax`` is refused)."""
+    if out is not None:
+        from latentcat.errors import InputError
+
+        raise InputError(f"{name}: give out= or ax=, not both (save ax.figure yourself)")
+    return ax.figure
+
+
 @plain_text
 def finish(fig: Figure, out: str | Path | None) -> Figure:
     """Write ``fig`` as a PNG to ``out`` when given (parent folders created); return ``fig``."""

@@ -20,12 +20,13 @@ import matplotlib
 import numpy as np
 from matplotlib import cm, colors
 from matplotlib import patheffects
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from latentcat.errors import InputError, LatentcatError
 from latentcat.plots import raster
-from latentcat.plots.figure import finish, new_figure, plain_text
+from latentcat.plots.figure import figure_of, finish, new_figure, plain_text
 
 # The plot area as a fraction of the figure; the right margin holds the legend or colour bar.
 AXES_RECT = (0.06, 0.07, 0.70, 0.87)
@@ -54,7 +55,8 @@ def _pixel_index(x: np.ndarray, y: np.ndarray, extent, nx: int, ny: int) -> np.n
 
 @plain_text
 def plot_map(x, y, color=None, categories=None, highlight=None, ids=None, out: str | Path | None = None,
-             size: tuple[int, int] = (1200, 900), title: str | None = None, color_label: str = "") -> Figure:
+             size: tuple[int, int] = (1200, 900), title: str | None = None, color_label: str = "",
+             ax: Axes | None = None) -> Figure | Axes:
     """The 2-D latent map, rasterised onto the plot's pixels.
 
     Parameters
@@ -79,10 +81,13 @@ def plot_map(x, y, color=None, categories=None, highlight=None, ids=None, out: s
     title : str, optional
     color_label : str
         Label of the colour bar for ``color``.
+    ax : matplotlib.axes.Axes, optional
+        Draw into these axes (binned on their own pixels; the legend or colour bar beside
+        them) instead of a new figure of ``size``.
 
     Returns
     -------
-    matplotlib.figure.Figure
+    matplotlib.figure.Figure, or ``ax`` when given
         The raster is the AxesImage with gid ``"map"``; the crosses are the Line2D
         ``"highlight"`` and their labels Text artists with gid ``"highlight_label"``.
     """
@@ -99,10 +104,13 @@ def plot_map(x, y, color=None, categories=None, highlight=None, ids=None, out: s
     if color is not None and categories is not None:
         raise InputError("plot_map: give color or categories, not both")
 
-    width, height = int(size[0]), int(size[1])
-    fig = new_figure(width, height, layout=None)
-    ax = fig.add_axes(AXES_RECT)
-    screen_x, screen_y = max(1, round(width * AXES_RECT[2])), max(1, round(height * AXES_RECT[3]))
+    given = ax is not None
+    if given:
+        fig = figure_of(ax, out, "plot_map")
+    else:
+        fig = new_figure(int(size[0]), int(size[1]), layout=None)
+        ax = fig.add_axes(AXES_RECT)
+    screen_x, screen_y = max(1, round(ax.bbox.width)), max(1, round(ax.bbox.height))
     extent = _extent(x, y, screen_x, screen_y)
     # A sparse map uses bins of a few screen pixels, so a lone source stays visible.
     block = int(np.clip(np.sqrt(screen_x * screen_y / n), 1, 6))
@@ -133,8 +141,8 @@ def plot_map(x, y, color=None, categories=None, highlight=None, ids=None, out: s
             rgb, alpha = raster.rasterise(pixel, nx * ny)
             norm = colors.LogNorm(vmin=1, vmax=raster.density_top(np.bincount(pixel, minlength=nx * ny)))
             label = "sources per pixel"
-        cax = fig.add_axes(COLORBAR_RECT)
-        bar = fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), cax=cax)
+        mappable = cm.ScalarMappable(norm=norm, cmap=cmap)
+        bar = fig.colorbar(mappable, ax=ax) if given else fig.colorbar(mappable, cax=fig.add_axes(COLORBAR_RECT))
         bar.set_label(label)
     rgba = np.concatenate([rgb, alpha[:, None]], axis=1)
 
@@ -148,7 +156,7 @@ def plot_map(x, y, color=None, categories=None, highlight=None, ids=None, out: s
     ax.set_title(title or f"latent map, {n:,} sources")
     if highlight is not None:
         _mark(ax, x, y, highlight, ids)
-    return finish(fig, out)
+    return ax if given else finish(fig, out)
 
 
 def _mark(ax, x: np.ndarray, y: np.ndarray, highlight, ids) -> None:

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 from matplotlib import colors
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from latentcat.errors import InputError
@@ -156,6 +157,48 @@ def _dmdt_panel(ax, row: dict, last: bool):
     if last:
         ax.set_xlabel("|dm| / std (last column: > 3)")
     return image
+
+
+def _panel(draw, row, ax, size: tuple[int, int]):
+    """One source's panel drawn by ``draw`` into ``ax`` (a new figure of ``size`` pixels when
+    None); returns the Axes."""
+    row = _rows_as_dicts(row, "row")[0]
+    if ax is None:
+        ax = new_figure(*size).add_subplot()
+    draw(ax, row, True)
+    return ax
+
+
+@plain_text
+def plot_fold(row, ax: Axes | None = None) -> Axes:
+    """A source's folded G light curve (bright up; the period in the title) in ``ax``.
+
+    Parameters
+    ----------
+    row : mapping or one-row pyarrow.Table
+        The source's feature row (`read_feature_rows`).
+    ax : matplotlib.axes.Axes, optional
+        Where to draw (a new 480 x 320 pixel figure when None).
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The points are the Line2D with gid ``"fold"``; without a fold, a Text with gid ``"missing"``.
+    """
+    return _panel(_fold_panel, row, ax, (480, 320))
+
+
+@plain_text
+def plot_xp(row, ax: Axes | None = None) -> Axes:
+    """A source's BP and RP spectra (flux / xp_scale, blue to red, with error bands) in ``ax``;
+    as `plot_fold` (gids ``"xp_bp"`` and ``"xp_rp"``)."""
+    return _panel(_xp_panel, row, ax, (560, 320))
+
+
+@plain_text
+def plot_dmdt(row, ax: Axes | None = None) -> Axes:
+    """A source's dm-dt map (p(|dm| | dt)) in ``ax``; as `plot_fold` (the image's gid: ``"dmdt"``)."""
+    return _panel(_dmdt_panel, row, ax, (360, 320))
 
 
 @plain_text
