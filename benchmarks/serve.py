@@ -15,7 +15,10 @@ HTTP requests from one client, one at a time:
 - figures: one source's fold / XP / dm-dt figure (`latentcat.plots.plot_similar`, matplotlib)
   and its small thumbnail (numpy), never drawn before;
 - the whole source page as a browser loads it: the HTML, the map PNG, the source's figure and
-  its 10 neighbours' thumbnails, none drawn before, one after the other.
+  its 10 neighbours' thumbnails, none drawn before, one after the other;
+- the map script's requests: a hover name (``/api/nearest``), a box of about 1,000 sources
+  (``/selection``, the HTML of its first page of 50; their thumbnails are images of their own) and "more like these"
+  of that box (``/like``: `Catalog.like` of its members, the top 100 listed, with the self-check).
 
     OMP_NUM_THREADS=1 python3 benchmarks/serve.py --n 100000
 """
@@ -86,6 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--requests", type=int, default=200, help="page and map requests timed, each")
     ap.add_argument("--thumbnails", type=int, default=20, help="source figures (matplotlib) timed")
     ap.add_argument("--full-pages", type=int, default=10, help="whole source pages (HTML, map, figure, thumbnails) timed")
+    ap.add_argument("--selections", type=int, default=5, help="box selections of ~1,000 sources (and their like) timed")
     ap.add_argument("--workdir", type=Path, default=None, help="keep the catalogue here")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
@@ -161,6 +165,19 @@ def main(argv: list[str] | None = None) -> None:
                 _get(base.rstrip("/") + src)
 
         whole = _timed(whole_page, args.full_pages)
+        hover = _timed(lambda i: _get(f"{base}api/nearest?view={zoomed[i].param()}&px={rng.integers(0, 880)}"
+                                      f"&py={rng.integers(0, 600)}"), args.requests)
+
+        def box_of(i: int, size: int = 1000) -> str:  # a square box around a random point holding ~size sources
+            c = int(rng.integers(0, explorer.map.n))
+            far = np.maximum(np.abs(explorer.map.x - explorer.map.x[c]), np.abs(explorer.map.y - explorer.map.y[c]))
+            half = float(np.partition(far, min(size, far.size - 1))[min(size, far.size - 1)])
+            cx, cy = float(explorer.map.x[c]), float(explorer.map.y[c])
+            return View(cx - half, cx + half, cy - half, cy + half).param()
+
+        boxes = [box_of(i) for i in range(args.selections)]
+        selections = _timed(lambda i: _get(f"{base}selection?box={boxes[i]}"), args.selections)
+        likes = _timed(lambda i: _get(f"{base}like?box={boxes[i]}"), args.selections)
     finally:
         server.shutdown()
         server.server_close()
@@ -183,6 +200,9 @@ def main(argv: list[str] | None = None) -> None:
         ("source figure PNG (plot_similar, matplotlib, not cached)", figures),
         ("thumbnail PNG (numpy, not cached)", thumbs),
         ("whole source page: HTML, map, figure, 10 thumbnails", whole),
+        ("hover name (api/nearest, JSON)", hover),
+        ("box of ~1,000 sources: selection page 1 (HTML)", selections),
+        ("box of ~1,000 sources: more like these (like(), top 100)", likes),
     ]
     for name, values in rows:
         print(f"{name:<58}{p(values, 50)} {p(values, 99)}{values.size:6d}")

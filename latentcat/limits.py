@@ -34,6 +34,13 @@ MAX_K = 10_000
 MAX_PAGE_ROWS = 100
 """Most rows an explorer page lists (neighbours, outliers, answers): each row draws a thumbnail."""
 
+MAX_SELECTION_ROWS = 100_000
+"""Most sources a map selection downloads (CSV or Parquet) in the explorer."""
+
+MAX_LIKE_MEMBERS = 2_000
+"""Most members of a map selection that "more like these" uses (an even sample by source_id
+beyond): `Catalog.like` compares every catalogue source with every member."""
+
 # ------------------------------------------------------------------ new sources (by example, add)
 
 MAX_EPOCHS = 2_000

@@ -1,13 +1,15 @@
 """`latentcat serve`: the explorer driven in a real headless browser (Chromium) on the tiny build.
 
 The server runs in a thread on a free port; pages are loaded with
-``chromium --headless --dump-dom`` and read back from the DOM the browser built; uploads,
-images and redirects are checked with urllib (a file upload is hard to script headless).
+``chromium --headless --dump-dom`` and read back from the DOM the browser built; the map's
+mouse gestures (hover, wheel, shift-drag) are sent through the DevTools protocol
+(tests/cdp.py); uploads, images, JSON and redirects are checked with urllib.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -23,6 +25,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -305,8 +308,10 @@ def test_pages_escape_and_forbid_scripts(server, query_id):
     where = "best_class_name = '<script>alert(1)</script>'"
     got, headers, body = fetch(f"{server.url}?" + urllib.parse.urlencode({"source_id": query_id, "where": where}))
     text = body.decode()
-    assert "<script" not in text and "&lt;script&gt;" in text
-    assert "script-src" not in headers["Content-Security-Policy"] and "default-src 'none'" in headers["Content-Security-Policy"]
+    # the only script is the explorer's own file: nothing inline, nothing from elsewhere
+    assert re.findall(r"<script[^>]*>", text) == ['<script src="/static/map.js" defer>'] and "&lt;script&gt;" in text
+    policy = dict(d.strip().split(" ", 1) for d in headers["Content-Security-Policy"].split(";") if d.strip())
+    assert policy["default-src"] == "'none'" and policy["script-src"] == "'self'" and policy["connect-src"] == "'self'"
 
 
 def _staged_csv(stage: Path, tmp_path: Path) -> tuple[int, Path]:
@@ -478,6 +483,96 @@ def test_discovery_pages_follow_the_session_and_download_its_answers(server, cat
     status, _, page = fetch(f"{server.url}discover", b"source_id=1&answer=yes", {"Content-Type": "text/plain"})
     assert status == 415
     assert fetch(f"{server.url}discover.csv")[2].decode() == mirror.to_csv()
+
+
+def _box_ids(cat, box: tuple[float, float, float, float]) -> list[int]:
+    x0, x1, y0, y1 = box
+    return cat.sql("SELECT source_id FROM map WHERE x >= $x0 AND x < $x1 AND y >= $y0 AND y < $y1 ORDER BY source_id",
+                   {"x0": x0, "x1": x1, "y0": y0, "y1": y1}).column("source_id").to_pylist()
+
+
+def test_a_box_of_the_map_lists_downloads_and_ranks_more_like_these(server, cat):
+    xy = cat.sql("SELECT median(x) AS x, median(y) AS y FROM map").to_pylist()[0]
+    box = (xy["x"] - 1.5, xy["x"] + 1.5, xy["y"] - 1.5, xy["y"] + 1.5)
+    param = ",".join(f"{v:.6g}" for v in box)
+    want = _box_ids(cat, tuple(float(v) for v in param.split(",")))
+    assert 5 <= len(want) <= 200
+    _, _, page = fetch(f"{server.url}selection?box={param}")
+    dom = Dom(page.decode())
+    listed = [int(a["href"].split("source_id=")[1]) for a in dom.find("a", **{"class": "source"})]
+    assert listed == want[:50] and f"{len(want):,} sources in the box" in dom.text["summary"]
+    status, headers, data = fetch(f"{server.url}selection.parquet?box={param}")
+    assert status == 200 and 'filename="selection.parquet"' in headers["Content-Disposition"]
+    table = pq.read_table(pa.BufferReader(data))
+    assert table.column("source_id").to_pylist() == want
+    assert table.column_names == cat.sql("SELECT * FROM source_meta LIMIT 0").column_names
+    status, _, data = fetch(f"{server.url}selection.csv?box={param}")
+    assert status == 200 and data.decode().count("\n") == len(want) + 1
+    # more like these: Catalog.like of the same members, with its self-check
+    _, _, page = fetch(f"{server.url}like?box={param}")
+    dom = Dom(page.decode())
+    ranked = [int(a["href"].split("source_id=")[1]) for a in dom.find("a", **{"class": "source"})]
+    expected = cat.like(want, top=100, with_meta=False)
+    assert ranked == expected.column("source_id").to_pylist() and not set(ranked) & set(want)
+    assert "held out" in dom.text["self-check"] and f"{len(want):,} members compared" in dom.text["like-info"]
+    # the hover name: the source nearest a pixel, as a click would open
+    sid = want[0]
+    view = cat.sql("SELECT min(x) AS x0, max(x) AS x1, min(y) AS y0, max(y) AS y1 FROM map").to_pylist()[0]
+    view = ",".join(f"{v:.6g}" for v in (view["x0"] - 1, view["x1"] + 1, view["y0"] - 1, view["y1"] + 1))
+    x, y = cat.sql(f"SELECT x, y FROM map WHERE source_id = {sid}").to_pylist()[0].values()
+    from latentcat.serve.mapview import View
+
+    px, py = View.parse(view).fitted().pixel_of(x, y)
+    status, headers, data = fetch(f"{server.url}api/nearest?view={view}&px={float(px) - 0.5}&py={float(py) - 0.5}")
+    found = json.loads(data)
+    assert status == 200 and headers["Content-Type"] == "application/json"
+    assert found["page"] == f"/?source_id={found['source_id']}" and int(found["source_id"]) in _box_ids(
+        cat, (x - 1, x + 1, y - 1, y + 1))
+    assert json.loads(fetch(f"{server.url}api/nearest?view={view}&px=-500&py=-500")[2]) == {}
+    for path, words in [("selection", "needs its box"), ("selection?box=1,0,0,1", "x1 must exceed x0"),
+                        ("like?box=abc", "give four numbers"), ("api/nearest?px=a&py=1", "give the pixel")]:
+        status, _, body = fetch(f"{server.url}{path}")
+        assert status == 400 and words in one_message(body.decode()), path
+
+
+def test_in_the_browser_hover_names_wheel_zooms_and_a_box_leads_to_more_like_these(server, cat, profile):
+    from cdp import SHIFT, Browser
+
+    with Browser(chromium(), profile / "cdp") as page:
+        page.open(server.url)
+        rect = json.loads(page.evaluate("JSON.stringify(document.querySelector('input.map').getBoundingClientRect())"))
+        x0, y0 = rect["x"], rect["y"]
+        start = page.evaluate("document.getElementById('mapbox').dataset.view")
+        # hover: the nearest source named, with its thumbnail
+        view = [float(v) for v in start.split(",")]
+        xy = cat.sql("SELECT source_id, x, y FROM map ORDER BY source_id LIMIT 1").to_pylist()[0]
+        from latentcat.serve.mapview import View
+
+        px, py = View(*view).pixel_of(xy["x"], xy["y"])
+        page.mouse("mouseMoved", x0 + 1 + float(px), y0 + 1 + float(py))
+        named = page.wait_for("!document.getElementById('maptip').hidden && document.getElementById('maptip').dataset.sourceId")
+        assert int(named) in cat.sql("SELECT source_id FROM map").column("source_id").to_pylist()
+        # the wheel zooms in around the cursor: a view 1.5 times smaller, in the address too
+        page.mouse("mouseWheel", x0 + 441, y0 + 301, deltaX=0, deltaY=-120)
+        zoomed = page.wait_for(f"document.getElementById('mapbox').dataset.view !== {json.dumps(start)} && "
+                               "document.getElementById('mapbox').dataset.view")
+        a, b = (float(v) for v in zoomed.split(",")[:2])
+        assert abs((b - a) * 1.5 - (view[1] - view[0])) < 1e-3 * (view[1] - view[0])
+        assert "view=" in page.evaluate("location.search")
+        # shift-drag selects a box: its sources listed, then "more like these"
+        page.drag((x0 + 300, y0 + 200), (x0 + 600, y0 + 420), modifiers=SHIFT)
+        title = page.wait_for("location.pathname === '/selection' && document.readyState === 'complete' && "
+                              "document.querySelector('h1').textContent")
+        box = dict(urllib.parse.parse_qsl(page.evaluate("location.search.slice(1)")))["box"]
+        want = _box_ids(cat, tuple(float(v) for v in box.split(",")))
+        assert title == f"Selection: {len(want):,} sources"
+        page.evaluate("document.getElementById('like').click()")
+        check = page.wait_for("location.pathname === '/like' && document.readyState === 'complete' && "
+                              "document.getElementById('self-check').textContent")
+        assert check.startswith("Self-check:")
+        ranked = page.evaluate("[...document.querySelectorAll('#liked a.source')].map(a => a.textContent)")
+        assert len(want) <= 2000  # the tiny build: every selected source is a member
+        assert [int(r) for r in ranked] == cat.like(want, top=100, with_meta=False).column("source_id").to_pylist()
 
 
 def test_latent_traversal_starts_at_the_sources_codes_and_decodes(server, cat, query_id):

@@ -7,10 +7,14 @@
     >>> server.server_address
     >>> server.serve_forever()
 
-The map of the whole catalogue (pan, zoom, colour; a click opens the nearest source), a page
-per source (its curves, metadata and k neighbours, each a link to its own page), the
-neighbours of an uploaded light curve, the top outliers and the classifier's classes. Pages
-are HTML rendered here, with PNG images, and no scripts; the URL holds the whole state.
+The map of the whole catalogue (pan, zoom, colour; a click opens the nearest source; with its
+script, the wheel zooms, a drag pans, hovering names a source and a shift-drag selects a box
+of sources, listed, downloadable and ranked "more like these"), a page per source (its curves,
+metadata and k neighbours, each a link to its own page), the neighbours of an uploaded light
+curve, the top outliers, a discovery session and the classifier's classes. Pages are HTML
+rendered here, with PNG images; the one script is the explorer's own (``static/map.js``,
+installed with the package, no other origin allowed), and every page works without it; the
+URL holds the whole state.
 
 Built on the standard library's ``http.server.ThreadingHTTPServer`` (one thread per request)
 and matplotlib: nothing to install beyond latentcat. It binds 127.0.0.1 unless told

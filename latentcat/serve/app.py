@@ -17,6 +17,14 @@ Routes (all GET unless said; the URL holds the whole state, so a view can be sha
                             POST: an answer (source_id, answer=yes/no/skip), then back to the page
     /discover.csv           the answers as a CSV file (source_id,interesting); with ``answers`` they are
                             also saved to that file after every answer, and resumed from it
+    /selection              the sources in a box of the map (box=x0,x1,y0,y1 in map units), paged,
+                            with downloads and "more like these"
+    /selection.csv, .parquet  their source_meta rows (at most `MAX_SELECTION_ROWS`)
+    /like                   "more like these": `Catalog.like` of the selection (box=...), with its self-check
+    /api/nearest            JSON: the source nearest a pixel of a map view (view, px, py), for the
+                            map script's hover names
+    /static/map.js          the map script: wheel to zoom, drag to pan, shift-drag to select a box,
+                            hover to name a source (the pages work without it)
     /classes                the classifier's classes; ?class=C&model=M: its sources by probability
     /latent                 latent traversal: a source's codes, changed by hand, decoded by the VAEs
 
@@ -44,10 +52,12 @@ from email.parser import BytesParser
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import numpy as np
+
 import latentcat
 from latentcat.errors import LatentcatError, one_line
 from latentcat.layout import FEATURES_DIR
-from latentcat.limits import MAX_PAGE_ROWS, MAX_UPLOAD_BYTES, SERVE_TIMEOUT
+from latentcat.limits import MAX_LIKE_MEMBERS, MAX_PAGE_ROWS, MAX_SELECTION_ROWS, MAX_UPLOAD_BYTES, SERVE_TIMEOUT
 from latentcat.serve import pages
 from latentcat.serve.figures import THUMB_HEIGHT, THUMB_WIDTH, thumbnail_png
 from latentcat.serve.mapview import HEIGHT, NAMED_MAX, WIDTH, MapData, View
@@ -64,6 +74,7 @@ CLICK_RADIUS = 12
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; "
+                               "script-src 'self'; connect-src 'self'; "
                                "form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
@@ -76,6 +87,12 @@ NEIGHBOUR_COLUMNS = (("rank", "rank"), ("link", "source_id"), ("distance", "dist
                      ("best_class_name", "DR3 class"), ("phot_g_mean_mag", "G"), ("bp_rp", "BP-RP"),
                      ("period", "period (d)"), ("g_amplitude", "amplitude"), ("n_obs", "G epochs"),
                      ("thumb", "fold | XP | dm-dt"))
+
+MAP_SCRIPT = (Path(__file__).parent / "static" / "map.js").read_bytes()
+"""The map's script, served at /static/map.js."""
+
+SELECTION_PAGE = 50
+"""Sources per page of a map selection."""
 
 ANSWER_WORDS = {True: "interesting", False: "not interesting", None: "skipped"}
 """How a discovery answer is shown."""
@@ -191,6 +208,13 @@ class Explorer:
                 ("GET", "/discover"): self.page_discover,
                 ("POST", "/discover"): lambda p: self.answer(headers or {}, body),
                 ("GET", "/discover.csv"): self.answers_csv,
+                ("GET", "/selection"): self.page_selection,
+                ("GET", "/selection.csv"): lambda p: self.selection_file(p, "csv"),
+                ("GET", "/selection.parquet"): lambda p: self.selection_file(p, "parquet"),
+                ("GET", "/like"): self.page_like,
+                ("GET", "/api/nearest"): self.api_nearest,
+                ("GET", "/static/map.js"): lambda p: Response(200, "text/javascript; charset=utf-8", MAP_SCRIPT,
+                                                                {"Cache-Control": "private, max-age=600"}),
                 ("GET", "/classes"): self.page_classes,
                 ("GET", "/latent"): self.page_latent,
                 ("GET", "/latent.png"): self.latent_png,
@@ -298,10 +322,13 @@ class Explorer:
             for sid, px, py, label in self.map.named(view, in_view, state.colour))
         naming = (" Hover a point for its name; a click on it opens it." if points else
                   f" Zoom in to {NAMED_MAX} sources or fewer to have the points under the cursor named.")
+        naming += (" With the page's script: the wheel zooms, a drag pans, a shift-drag selects the sources in a "
+                   "box (then \"more like these\"), and hovering names the nearest source.")
         return (
             f'<div class="columns map"><div><div class="controls">{buttons}</div>'
             f'<form method="get" action="/click" id="mapform">{pages.hidden(state.params(view=view), skip=("click",))}'
-            f'<div class="mapbox"><input class="map" type="image" name="at" src="{image}" width="{WIDTH}" '
+            f'<div class="mapbox" id="mapbox" data-view="{esc(view.param())}" data-colour="{esc(state.colour)}">'
+            f'<input class="map" type="image" name="at" src="{image}" width="{WIDTH}" '
             f'height="{HEIGHT}" alt="the catalogue map: click a point">{points}</div>'
             f'<div>a click on the map: {radios}</div></form>'
             f'<p class="note">{in_view.size:,} of {self.map.n:,} sources in this view; x {view.x0:.3g} to {view.x1:.3g}, '
@@ -658,6 +685,143 @@ class Explorer:
                 "to show you next.</p>"
                 f'<div id="outliers">{pages.table(columns, rows)}</div>')
         return self.html("outliers", body, None, state)
+
+    # ------------------------------------------------------------------ map selections
+
+    SOURCE_COLUMNS = (("link", "source_id"), ("best_class_name", "DR3 class"), ("phot_g_mean_mag", "G"),
+                      ("bp_rp", "BP-RP"), ("period", "period (d)"), ("g_amplitude", "amplitude"),
+                      ("thumb", "fold | XP | dm-dt"))
+
+    def _selected(self, params) -> tuple[View, np.ndarray]:
+        """The box of a selection (``box=x0,x1,y0,y1``, map units) and its source_ids, ascending."""
+        if not str(params.get("box", "")).strip():
+            raise PageError("a selection needs its box (box=x0,x1,y0,y1 in map units): shift-drag on the map")
+        box = View.parse(params["box"])
+        return box, self.map.ids[self.map.in_view(box)]
+
+    def _meta_of(self, ids) -> dict:
+        """source_id -> the columns a selection or like table shows."""
+        if not len(ids):
+            return {}
+        rows = self.cat.sql(
+            "SELECT s.source_id, l.best_class_name, s.phot_g_mean_mag, s.bp_rp, f.period, f.g_amplitude "
+            "FROM (SELECT unnest($ids::BIGINT[]) AS source_id) AS q JOIN sources s USING (source_id) "
+            "LEFT JOIN labels l USING (source_id) LEFT JOIN features f USING (source_id)",
+            {"ids": [int(i) for i in ids]}).to_pylist()
+        return {r["source_id"]: r for r in rows}
+
+    def _source_rows(self, ids, extra=None) -> list[dict]:
+        """Table rows (link, metadata, thumbnail) of ``ids``, with ``extra[i]`` merged into row i."""
+        meta = self._meta_of(ids)
+        rows = []
+        for i, sid in enumerate(int(s) for s in ids):
+            r = dict(meta.get(sid, {}))
+            r["link"] = Raw(f'<a class="source" href="{href("/", {"source_id": sid})}">{sid}</a>')
+            r["thumb"] = self.thumbnail(sid)
+            rows.append({**r, **(extra[i] if extra else {})})
+        return rows
+
+    def page_selection(self, params) -> Response:
+        box, ids = self._selected(params)
+        state = State()
+        total = int(ids.size)
+        back = f'<a href="{href("/", {"view": box.param()})}">Show the box on the map</a>'
+        if not total:
+            return self.html("selection", f'<h1>Selection</h1><p id="summary">No source in the box. {back}</p>',
+                             None, state)
+        pages_n = -(-total // SELECTION_PAGE)
+        page = parse_page(params.get("page", "1"), pages_n)
+        shown = ids[(page - 1) * SELECTION_PAGE: page * SELECTION_PAGE]
+        keep = {"box": box.param()}
+        pager = " ".join(f'<a href="{href("/selection", {**keep, "page": p})}">{p}</a>' if p != page else f"<b>{p}</b>"
+                         for p in range(max(1, page - 5), min(pages_n, page + 5) + 1))
+        sample = f" (an even sample of {MAX_LIKE_MEMBERS:,} of them)" if total > MAX_LIKE_MEMBERS else ""
+        body = (
+            f"<h1>Selection: {total:,} sources</h1>"
+            f'<p id="summary">{total:,} sources in the box x {box.x0:.4g} to {box.x1:.4g}, y {box.y0:.4g} to '
+            f"{box.y1:.4g} of the map. {back}.</p>"
+            f'<p><a class="button" id="like" href="{href("/like", keep)}">More like these</a>: every other source '
+            f"ranked by its mean distance to its 5 nearest members{sample} in the search space, with a self-check. "
+            f'Download: <a id="csv" href="{href("/selection.csv", keep)}">CSV</a>, '
+            f'<a id="parquet" href="{href("/selection.parquet", keep)}">Parquet</a> '
+            f"(the source_meta columns; at most {MAX_SELECTION_ROWS:,} rows).</p>"
+            f"<p>page {pager}</p>"
+            f'<div id="selection">{pages.table(self.SOURCE_COLUMNS, self._source_rows(shown))}</div>'
+        )
+        return self.html("selection", body, None, state)
+
+    def selection_file(self, params, kind: str) -> Response:
+        import io
+
+        import pyarrow.csv as pacsv
+        import pyarrow.parquet as pq
+
+        _, ids = self._selected(params)
+        if ids.size > MAX_SELECTION_ROWS:
+            raise PageError(f"the box holds {ids.size:,} sources; a download takes at most {MAX_SELECTION_ROWS:,}: "
+                            "select a smaller box", 413)
+        table = self.cat.sql("SELECT m.* FROM (SELECT unnest($ids::BIGINT[]) AS source_id) AS q "
+                             "JOIN source_meta m USING (source_id) ORDER BY source_id", {"ids": ids.tolist()})
+        buf = io.BytesIO()
+        if kind == "csv":
+            pacsv.write_csv(table, buf)
+            ctype = "text/csv; charset=utf-8"
+        else:
+            pq.write_table(table, buf)
+            ctype = "application/vnd.apache.parquet"
+        return Response(200, ctype, buf.getvalue(), {"Content-Disposition": f'attachment; filename="selection.{kind}"'})
+
+    def page_like(self, params) -> Response:
+        import json
+
+        box, ids = self._selected(params)
+        if not ids.size:
+            raise PageError(f"no source in the box {box.param()}: nothing to rank by")
+        members = ids if ids.size <= MAX_LIKE_MEMBERS else ids[np.linspace(0, ids.size - 1, MAX_LIKE_MEMBERS).astype(int)]
+        table = self.cat.like(members.tolist(), top=MAX_PAGE_ROWS, with_meta=False)
+        info = json.loads(table.schema.metadata[b"like_info"])
+        extra = [{"rank": r, "score": s, "nearest": Raw(f'<a href="{href("/", {"source_id": m})}">{m}</a>')}
+                 for r, s, m in zip(table.column("rank").to_pylist(), table.column("score").to_pylist(),
+                                    table.column("nearest_member").to_pylist())]
+        check = info["self_check"]
+        checked = ("needs two members or more" if check is None else
+                   f"of {check['held_out']} members held out, {check['recall']:.0%} rank in the top 1% "
+                   f"({check['top_1pct']:,} of {check['ranked']:,} sources; chance 1%), median rank {check['median_rank']:g}")
+        columns = (("rank", "rank"), ("link", "source_id"), ("score", "mean distance"), ("nearest", "nearest member"),
+                   *self.SOURCE_COLUMNS[1:])
+        sampled = f" ({ids.size:,} selected: an even sample by source_id)" if ids.size > MAX_LIKE_MEMBERS else ""
+        body = (
+            f"<h1>More like these {ids.size:,} sources</h1>"
+            f'<p id="like-info">{info["used"]:,} of {info["members"]:,} members compared on {esc(info["blocks"])}'
+            f'{sampled}; {info["ranked"]:,} sources ranked by {esc(info["rule"])}.</p>'
+            f'<p id="self-check">Self-check: {esc(checked)}.</p>'
+            f'<p><a href="{href("/selection", {"box": box.param()})}">Back to the selection</a></p>'
+            f'<div id="liked">{pages.table(columns, self._source_rows(table.column("source_id").to_pylist(), extra))}</div>'
+        )
+        return self.html("more like these", body, None, State())
+
+    def api_nearest(self, params) -> Response:
+        """JSON: the source nearest pixel (px, py) of a map view, within `CLICK_RADIUS` pixels
+        (``{}`` when none); its source_id as a string (JavaScript numbers hold 53 bits)."""
+        import json
+
+        state, problem = parse_state({k: params[k] for k in ("view", "colour") if k in params}, self.map.options)
+        if problem:
+            raise PageError(problem)
+        try:
+            px, py = float(params.get("px", "")), float(params.get("py", ""))
+        except ValueError:
+            raise PageError("give the pixel as px and py") from None
+        sid = None
+        if math.isfinite(px) and math.isfinite(py):
+            sid = self.map.nearest(self._view(state), px, py, CLICK_RADIUS)
+        found = {}
+        if sid is not None:
+            meta = self._meta_of([sid]).get(sid, {})
+            found = {"source_id": str(sid), "class": meta.get("best_class_name"), "g": meta.get("phot_g_mean_mag"),
+                     "period": meta.get("period"), "page": href("/", {"source_id": sid}),
+                     "thumb": href("/plot/thumb.png", {"source_id": sid})}
+        return Response(200, "application/json", json.dumps(found).encode())
 
     # ------------------------------------------------------------------ discovery
 

@@ -1,6 +1,6 @@
 """HTML of the explorer's pages: every value that reaches a page goes through `esc` (text and
 attributes alike) and every link through `href`, so nothing from a catalogue, a URL or an
-upload is ever read as markup. The pages carry no scripts."""
+upload is ever read as markup. The one script a page loads is the explorer's own map script (/static/map.js)."""
 
 from __future__ import annotations
 
@@ -33,6 +33,9 @@ input.map { border: 1px solid #ccc; cursor: crosshair; }
 .mapbox { position: relative; display: inline-block; line-height: 0; }
 .mapbox a.point { position: absolute; width: 10px; height: 10px; border-radius: 50%; }
 .mapbox a.point:hover { outline: 2px solid #000; }
+.mapbox .box { position: absolute; border: 1px dashed #000; background: rgba(29, 63, 102, .12); pointer-events: none; }
+.mapbox .tip { position: absolute; background: #fff; border: 1px solid #999; padding: 4px; font-size: 12px;
+  line-height: 1.3; pointer-events: none; z-index: 2; white-space: nowrap; }
 .columns { display: flex; flex-wrap: wrap; gap: 1.5em; align-items: flex-start; }
 .controls a { display: inline-block; padding: .15em .55em; margin: 0 .15em .3em 0; border: 1px solid #aac;
               border-radius: 3px; text-decoration: none; background: #f4f6fb; color: #1d3f66; }
@@ -117,7 +120,8 @@ def layout(title: str, body: str, catalogue: str, message: str | None = None, se
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{esc(title)} - latentcat</title><style>{CSS}</style></head><body>"
+        f"<title>{esc(title)} - latentcat</title><style>{CSS}</style>"
+        '<script src="/static/map.js" defer></script></head><body>'
         "<header>"
         f'<a class="home" href="/">latentcat explorer</a><span>{esc(catalogue)}</span>'
         '<a href="/">Map</a><a href="/upload">My light curve</a>'
