@@ -49,9 +49,14 @@
   }, { passive: false });
 
   let start = null, moved = false, rect = null;
+  let waiting = null, asked = 0;  // the hover name: its timer, and the number of the last request
   box.addEventListener("mousedown", (event) => {
     if (event.button !== 0) return;
     event.preventDefault();
+    clearTimeout(waiting);
+    asked++;  // a name asked for before the press is not shown
+    const named = document.getElementById("maptip");
+    if (named) named.hidden = true;  // no name over a drag or a box
     start = { at: local(event), shift: event.shiftKey };
     moved = false;
     if (start.shift) {
@@ -101,7 +106,6 @@
   tip.id = "maptip";
   tip.hidden = true;
   box.appendChild(tip);
-  let waiting = null, asked = 0;
   box.addEventListener("mousemove", (event) => {
     if (start) return;
     const [px, py] = local(event);
@@ -110,7 +114,7 @@
       const ask = ++asked;
       const url = `/api/nearest?view=${param(view)}&px=${px.toFixed(1)}&py=${py.toFixed(1)}`;
       const found = await (await fetch(url)).json();
-      if (ask !== asked) return;
+      if (ask !== asked || start) return;
       if (!found.source_id) { tip.hidden = true; return; }
       tip.replaceChildren();
       const name = document.createElement("div");
