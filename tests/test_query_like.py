@@ -163,3 +163,19 @@ def test_where_filter_and_errors(cat, rare):
         cat.like(members[:3], where="no_such_column > 1")
     with pytest.raises(LatentcatError, match="takes source_ids"):
         cat.like(np.zeros((2, 16)))
+
+
+def test_the_self_check_estimated_on_a_sample_agrees_with_the_exact_one():
+    from latentcat.analysis.like import self_check
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((60_000, 6)).astype(np.float32)
+    members = rng.choice(60_000, 150, replace=False)
+    x[members] = 1.5 + 0.8 * rng.standard_normal((150, 6))  # a class beside the crowd: some held-out members
+    x[rng.choice(60_000, 300, replace=False)] = 1.5 + 0.8 * rng.standard_normal((300, 6))  # rank high, and its others
+    exact = self_check(x, members, seed=4)
+    estimate = self_check(x, members, seed=4, sample=10_000)
+    assert exact["sampled"] is None and estimate["sampled"] == 10_000
+    assert exact["ranked"] == estimate["ranked"] and exact["top_1pct"] == estimate["top_1pct"]
+    assert abs(estimate["recall"] - exact["recall"]) <= 0.1 and 0.2 <= exact["recall"] < 1
+    assert abs(estimate["median_rank"] - exact["median_rank"]) <= 0.2 * exact["median_rank"] + 20

@@ -765,7 +765,9 @@ class Catalog:
         It also checks itself: a random fifth of the members used (at least one; ``seed``) is
         held out, the rest ranks the catalogue by the same rule (held-out members among the
         candidates, ``where`` not applied), and the share of held-out members that land in the
-        top 1% is its recall (chance: 1%).
+        top 1% is its recall (chance: 1%). Above 200,000 candidates the held-out members' ranks
+        are estimated against a random sample of 200,000 (`latentcat.analysis.like.SELF_CHECK_SAMPLE`);
+        the ranking itself is always exact.
 
         Parameters
         ----------
@@ -791,7 +793,8 @@ class Catalog:
             then the source_meta columns. ``table.schema.metadata[b"like_info"]`` (JSON):
             ``members`` (given), ``used``, ``set_aside`` (up to 20 source_ids lacking a compared
             part), ``m``, ``blocks``, ``rule``, ``ranked`` (sources ranked), and ``self_check``
-            (held_out, seed, m, ranked, top_1pct (rows), recall, chance, median_rank), null when
+            (held_out, seed, m, ranked, top_1pct (rows), recall, chance, median_rank, sampled:
+            the candidates sampled, or null when every one was ranked), null when
             fewer than two members are used.
 
         Raises
