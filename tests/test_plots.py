@@ -138,24 +138,27 @@ def test_plots_compose_in_a_notebook_figure_through_ax(sim_features, tmp_path):
 
     rows = _all_rows(sim_features)
     row = next(r for r in rows.values() if r["xp_reason"] is None and r["lc_reason"] is None)
-    fig = Figure(figsize=(16, 8), dpi=100)
-    axes = fig.subplots(2, 3)
-    assert plot_fold(row, ax=axes[0, 0]) is axes[0, 0]
-    (points,) = _by_gid(axes[0, 0].lines, "fold")
-    np.testing.assert_allclose(points.get_xdata(), row["fold_phase"], rtol=1e-6)
-    assert plot_xp(row, ax=axes[0, 1]) is axes[0, 1] and len(_by_gid(axes[0, 1].lines, "xp_bp")) == 1
-    assert plot_dmdt(row, ax=axes[0, 2]) is axes[0, 2]
-    (image,) = _by_gid(axes[0, 2].images, "dmdt")
-    np.testing.assert_allclose(image.get_array().ravel(), row["dmdt"], rtol=1e-6)
-    rng = np.random.default_rng(1)
-    assert plot_map(rng.normal(size=5000), rng.normal(size=5000), categories=["a", "b"] * 2500, ax=axes[1, 0]) is axes[1, 0]
-    assert len(_by_gid(axes[1, 0].images, "map")) == 1 and axes[1, 0].get_legend() is not None
-    assert plot_confusion([[5, 1], [2, 7]], ["RR", "EA"], ax=axes[1, 1]) is axes[1, 1]
-    assert plot_loss_curves([{"epoch": 0, "train_loss": None, "val_loss": 3.0}, {"epoch": 1, "train_loss": 2.0,
-                                                                                  "val_loss": 2.5}], ax=axes[1, 2]) is axes[1, 2]
-    assert len(fig.axes) == 6 + 1  # the confusion matrix's colour bar beside its axes; no other figure made
-    fig.savefig(tmp_path / "composed.png")
-    assert mpimg.imread(tmp_path / "composed.png").shape[:2] == (800, 1600)
+    # the caller's own figure, made with LaTeX off (an earlier import of gaiaxpy turns it on for the process)
+    with matplotlib.rc_context({"text.usetex": False}):
+        fig = Figure(figsize=(16, 8), dpi=100)
+        axes = fig.subplots(2, 3)
+        assert plot_fold(row, ax=axes[0, 0]) is axes[0, 0]
+        (points,) = _by_gid(axes[0, 0].lines, "fold")
+        np.testing.assert_allclose(points.get_xdata(), row["fold_phase"], rtol=1e-6)
+        assert plot_xp(row, ax=axes[0, 1]) is axes[0, 1] and len(_by_gid(axes[0, 1].lines, "xp_bp")) == 1
+        assert plot_dmdt(row, ax=axes[0, 2]) is axes[0, 2]
+        (image,) = _by_gid(axes[0, 2].images, "dmdt")
+        np.testing.assert_allclose(image.get_array().ravel(), row["dmdt"], rtol=1e-6)
+        rng = np.random.default_rng(1)
+        drawn = plot_map(rng.normal(size=5000), rng.normal(size=5000), categories=["a", "b"] * 2500, ax=axes[1, 0])
+        assert drawn is axes[1, 0]
+        assert len(_by_gid(axes[1, 0].images, "map")) == 1 and axes[1, 0].get_legend() is not None
+        assert plot_confusion([[5, 1], [2, 7]], ["RR", "EA"], ax=axes[1, 1]) is axes[1, 1]
+        assert plot_loss_curves([{"epoch": 0, "train_loss": None, "val_loss": 3.0}, {"epoch": 1, "train_loss": 2.0,
+                                                                                      "val_loss": 2.5}], ax=axes[1, 2]) is axes[1, 2]
+        assert len(fig.axes) == 6 + 1  # the confusion matrix's colour bar beside its axes; no other figure made
+        fig.savefig(tmp_path / "composed.png")
+        assert mpimg.imread(tmp_path / "composed.png").shape[:2] == (800, 1600)
     # a panel of its own, and out= with ax= refused (the caller saves its own figure)
     alone = plot_fold(row)
     assert alone.figure is not fig and _by_gid(alone.lines, "fold")
