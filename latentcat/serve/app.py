@@ -859,32 +859,17 @@ class Explorer:
                 "They are kept in this explorer's memory only (latentcat serve --answers FILE saves them), never in "
                 "the catalogue.")
         order = list(answers)[::-1][:MAX_PAGE_ROWS]  # the latest first
-        meta = {}
-        if order or sid is not None:
-            rows = self.cat.sql(
-                "SELECT s.source_id, l.best_class_name, s.phot_g_mean_mag, s.bp_rp, f.period, f.g_amplitude "
-                "FROM sources s LEFT JOIN labels l USING (source_id) LEFT JOIN features f USING (source_id) "
-                "WHERE list_contains($ids::BIGINT[], s.source_id)", {"ids": order + ([sid] if sid is not None else [])})
-            meta = {r["source_id"]: r for r in rows.to_pylist()}
-        columns = (("link", "source_id"), ("best_class_name", "DR3 class"), ("phot_g_mean_mag", "G"), ("bp_rp", "BP-RP"),
-                   ("period", "period (d)"), ("g_amplitude", "amplitude"), ("thumb", "fold | XP | dm-dt"))
-
-        def row(source_id: int, **extra) -> dict:
-            r = dict(meta.get(source_id, {}))
-            r["link"] = Raw(f'<a class="source" href="{href("/", {"source_id": source_id})}">{source_id}</a>')
-            r["thumb"] = self.thumbnail(source_id)
-            return {**r, **extra}
-
+        columns = self.SOURCE_COLUMNS
         if sid is None:
             shown = "<p>Every source has been shown.</p>"
         else:
-            shown = (f'<div id="next" data-source-id="{sid}">{pages.table(columns, [row(sid)])}'
+            shown = (f'<div id="next" data-source-id="{sid}">{pages.table(columns, self._source_rows([sid]))}'
                      '<form method="post" action="/discover" class="inline">'
                      f'{pages.hidden({"source_id": sid, "back": "discover"})}'
                      '<button type="submit" name="answer" value="yes">interesting</button>'
                      '<button type="submit" name="answer" value="no">not interesting</button>'
                      '<button type="submit" name="answer" value="skip">skip</button></form></div>')
-        given = [row(s, answer=ANSWER_WORDS[answers[s]]) for s in order]
+        given = self._source_rows(order, [{"answer": ANSWER_WORDS[answers[s]]} for s in order])
         body = (
             "<h1>Discovery</h1>"
             f'<p>{n_ranked:,} sources on {esc(parts)}, shown one at a time: the isolation forest\'s most unusual first, '
