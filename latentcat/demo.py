@@ -79,4 +79,31 @@ def example_queries(cat) -> list[tuple[str, str, pa.Table]]:
                              "FROM outlier_scores o LEFT JOIN labels l USING (source_id) "
                              "WHERE o.method = 'isolation_forest:space' ORDER BY o.rank LIMIT 5")
         examples.append((title, command, answer))
+        if table == "outlier_scores":
+            examples.append(_discovery_example(cat))
     return examples
+
+
+def _discovery_example(cat, n: int = 30) -> tuple[str, str, pa.Table]:
+    """A discovery session answered by someone who has seen enough eclipsing binaries (DR3 class
+    ECL: not interesting; any other class: interesting): the classes of the first ``n`` sources it
+    shows, beside the isolation forest's top ``n``."""
+    labels = cat.sql("SELECT source_id, best_class_name FROM labels").to_pydict()
+    classes = dict(zip(labels["source_id"], labels["best_class_name"]))
+    session = cat.discover()
+    shown = []
+    for _ in range(n):
+        sid = session.next()
+        if sid is None:
+            break
+        shown.append(classes.get(sid) or "no class")
+        session.label(sid, classes.get(sid) != "ECL")
+    top = cat.sql("SELECT source_id FROM outlier_scores WHERE method = 'isolation_forest:space' ORDER BY rank "
+                  "LIMIT $n", {"n": n}).column("source_id").to_pylist()
+    forest = [classes.get(s) or "no class" for s in top]
+    names = sorted(set(shown) | set(forest), key=lambda c: (-forest.count(c) - shown.count(c), c))
+    answer = pa.table({"class": names, "isolation forest, top": [forest.count(c) for c in names],
+                       "discover, first shown": [shown.count(c) for c in names]})
+    return (f"active discovery: the first {n} sources shown when eclipsing binaries (ECL) are answered "
+            "\"not interesting\" and the rest \"interesting\", beside the isolation forest's top 30",
+            "latentcat discover --labels my_answers.csv", answer)

@@ -196,3 +196,17 @@ def test_catalogue_sessions_and_the_cli_only_read_the_catalogue(query_catalog, t
                               str(query_catalog / "answers.csv"), "--oracle", str(oracle)])
     assert got.exit_code == 2 and "inside the catalogue folder" in got.output
     assert before == _digest(query_catalog)
+
+
+def test_the_demo_shows_a_session_beside_the_forest(tiny_build):
+    from latentcat.demo import example_queries
+
+    with open_catalog(tiny_build.catalogue) as cat:
+        examples = {what: (how, table) for what, how, table in example_queries(cat)}
+        labels = set(cat.sql("SELECT DISTINCT best_class_name FROM labels").column("best_class_name").to_pylist())
+    (what,) = [w for w in examples if w.startswith("active discovery")]
+    how, table = examples[what]
+    assert how.startswith("latentcat discover")
+    assert sum(table.column("discover, first shown").to_pylist()) == 30
+    assert sum(table.column("isolation forest, top").to_pylist()) == 30
+    assert set(table.column("class").to_pylist()) <= labels | {"no class"}
