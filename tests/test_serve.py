@@ -552,6 +552,16 @@ def test_in_the_browser_hover_names_wheel_zooms_and_a_box_leads_to_more_like_the
         page.mouse("mouseMoved", x0 + 1 + float(px), y0 + 1 + float(py))
         named = page.wait_for("!document.getElementById('maptip').hidden && document.getElementById('maptip').dataset.sourceId")
         assert int(named) in cat.sql("SELECT source_id FROM map").column("source_id").to_pylist()
+        # a plain click opens a source within the click radius, as the form does without the script
+        cx, cy = x0 + 1 + float(px), y0 + 1 + float(py)
+        page.mouse("mousePressed", cx, cy)
+        page.mouse("mouseReleased", cx, cy)
+        opened = page.wait_for("location.search.includes('source_id=') && document.readyState === 'complete' && "
+                               "new URLSearchParams(location.search).get('source_id')")
+        ox, oy = cat.sql(f"SELECT x, y FROM map WHERE source_id = {int(opened)}").to_pylist()[0].values()
+        opx, opy = View(*view).pixel_of(ox, oy)
+        assert np.hypot(float(opx) - float(px), float(opy) - float(py)) <= 13
+        page.open(server.url)
         # the wheel zooms in around the cursor: a view 1.5 times smaller, in the address too
         page.mouse("mouseWheel", x0 + 441, y0 + 301, deltaX=0, deltaY=-120)
         zoomed = page.wait_for(f"document.getElementById('mapbox').dataset.view !== {json.dumps(start)} && "

@@ -85,10 +85,7 @@
     start = null;
     image.style.transform = "";
     if (rect) { rect.remove(); rect = null; }
-    if (!moved) {  // a plain click: the form's own click (open, zoom or centre)
-      if (!shift) image.click();
-      return;
-    }
+    if (!moved) return;  // a plain click: the form's own (open, zoom or centre), with its position
     if (shift) {
       const [ax, ay] = dataAt(Math.min(px, x0), Math.max(py, y0));
       const [bx, by] = dataAt(Math.max(px, x0), Math.min(py, y0));
