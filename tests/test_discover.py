@@ -124,6 +124,17 @@ def test_a_session_resumes_from_its_answers_file(survey, tmp_path):
     assert _oracle(resumed, good, 15) == shown[15:]
 
 
+def test_fresh_sessions_share_the_vectors_and_keep_their_own_answers(survey):
+    ids, x, anomaly, odd, rare = survey
+    first = Discovery(ids, x, anomaly)
+    _oracle(first, set(ids[rare].tolist()), 10)
+    other = first.fresh()
+    assert other.x is first.x and other.quantile is first.quantile and other.answers == {}
+    np.testing.assert_array_equal(other.score(), Discovery(ids, x, anomaly).score())  # no answer of the first
+    other.label(int(ids[odd[0]]), False)
+    assert int(ids[odd[0]]) not in first.answers and len(first.answers) == 10
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ("id,answer\n1,true\n", "first line must be the header source_id,interesting"),
     ("source_id,interesting\n12,true\nabc,false\n", "line 3: source_id 'abc' is not an integer"),

@@ -441,48 +441,57 @@ def test_outliers_and_class_pages(server, cat):
     assert f"{n:,} sources predicted" in page.decode()
 
 
-def _answer(server, fields: dict) -> tuple[int, dict, bytes]:
+def _answer(server, fields: dict, cookie: str) -> tuple[int, dict, bytes]:
     return fetch(f"{server.url}discover", urllib.parse.urlencode(fields).encode(),
-                 {"Content-Type": "application/x-www-form-urlencoded"})
+                 {"Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie})
 
 
-def test_discovery_pages_follow_the_session_and_download_its_answers(server, cat):
+def test_discovery_pages_follow_each_browsers_session_and_download_its_answers(server, cat):
     mirror = cat.discover()  # the same session, answered the same way here
-    _, _, page = fetch(f"{server.url}discover")
+    _, headers, page = fetch(f"{server.url}discover")
+    cookie = headers["Set-Cookie"].split(";")[0]  # the browser's session key
+    assert cookie.startswith("latentcat_session=") and "HttpOnly" in headers["Set-Cookie"]
+    get = lambda path: fetch(f"{server.url}{path}", headers={"Cookie": cookie})  # noqa: E731
     first = int(Dom(page.decode()).find("div", id="next")[0]["data-source-id"])
     assert first == mirror.next()
-    status, _, page = _answer(server, {"source_id": first, "answer": "yes", "back": "discover"})
+    status, _, page = _answer(server, {"source_id": first, "answer": "yes", "back": "discover"}, cookie)
     mirror.label(first, True)
     dom = Dom(page.decode())  # the redirect leads back to the page, with the next source
     assert status == 200 and str(first) in dom.text["answers"] and "1 interesting" in dom.text["counts"]
     second = int(dom.find("div", id="next")[0]["data-source-id"])
     assert second == mirror.next() and second != first
     # the outliers page answers too, and comes back to the same ranking
-    _, _, page = fetch(f"{server.url}outliers?n=5")
+    _, _, page = get("outliers?n=5")
     dom = Dom(page.decode())
     assert len(dom.find("form", action="/discover")) == 5
     row = [int(a["href"].split("source_id=")[1]) for a in dom.find("a", **{"class": "source"})][1]
     status, _, page = _answer(server, {"source_id": row, "answer": "no", "back": "outliers",
-                                       "method": "isolation_forest:space", "n": 5})
+                                       "method": "isolation_forest:space", "n": 5}, cookie)
     mirror.label(row, False)
     assert status == 200 and "Top 5 outliers" in page.decode() and "not interesting" in page.decode()
-    _answer(server, {"source_id": second, "answer": "skip"})
+    _answer(server, {"source_id": second, "answer": "skip"}, cookie)
     mirror.skip(second)
-    _, _, page = fetch(f"{server.url}discover")
+    _, _, page = get("discover")
     assert int(Dom(page.decode()).find("div", id="next")[0]["data-source-id"]) == mirror.next()
-    status, headers, data = fetch(f"{server.url}discover.csv")
+    status, headers, data = get("discover.csv")
     assert status == 200 and headers["Content-Type"].startswith("text/csv")
     assert data.decode() == mirror.to_csv()
+    # another browser has a session of its own: none of those answers, the forest's first source next
+    _, headers, page = fetch(f"{server.url}discover")
+    other = headers["Set-Cookie"].split(";")[0]
+    assert other != cookie and int(Dom(page.decode()).find("div", id="next")[0]["data-source-id"]) == first
+    assert fetch(f"{server.url}discover.csv", headers={"Cookie": other})[2].decode() == "source_id,interesting\n"
     # bad answers are one message each, and change nothing
     for fields, code, words in [({"source_id": first, "answer": "maybe"}, 400, "unknown answer"),
                                 ({"source_id": "x1", "answer": "yes"}, 400, "is not a Gaia source_id"),
                                 ({"source_id": 7, "answer": "yes"}, 404, "not in this catalogue"),
                                 ({"source_id": first, "answer": "yes", "back": "https://elsewhere"}, 400, "unknown back")]:
-        status, _, page = _answer(server, fields)
+        status, _, page = _answer(server, fields, cookie)
         assert status == code and words in one_message(page.decode())
-    status, _, page = fetch(f"{server.url}discover", b"source_id=1&answer=yes", {"Content-Type": "text/plain"})
+    status, _, page = fetch(f"{server.url}discover", b"source_id=1&answer=yes",
+                            {"Content-Type": "text/plain", "Cookie": cookie})
     assert status == 415
-    assert fetch(f"{server.url}discover.csv")[2].decode() == mirror.to_csv()
+    assert get("discover.csv")[2].decode() == mirror.to_csv()
 
 
 def _box_ids(cat, box: tuple[float, float, float, float]) -> list[int]:

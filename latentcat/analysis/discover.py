@@ -149,6 +149,17 @@ class Discovery:
             else:
                 self.label(sid, answer)
 
+    def fresh(self) -> Discovery:
+        """A new session on the same sources, with no answers: it shares this one's vectors and
+        outlier quantiles (read-only) and holds only its own running sums (one explorer, many
+        people judging)."""
+        new = object.__new__(Discovery)
+        new.ids, new.x, new.quantile, new.parts = self.ids, self.x, self.quantile, self.parts
+        new.answers = {}
+        new._yes = np.zeros(self.ids.size)
+        new._all = np.zeros(self.ids.size)
+        return new
+
     @property
     def n_ranked(self) -> int:
         """Sources the session can show (answered ones included)."""

@@ -131,15 +131,18 @@ class _Handler(BaseHTTPRequestHandler):
         return name.lower() in LOOPBACK_NAMES or (name and _is_loopback(name))
 
     def _send(self, response: Response, method: str) -> None:
-        self.send_response(response.status)
-        self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(len(response.body)))
-        headers = {"Cache-Control": "no-store", **SECURITY_HEADERS, **response.headers}
-        for key, value in headers.items():
-            self.send_header(key, value)
-        self.end_headers()
-        if method != "HEAD":
-            self.wfile.write(response.body)
+        try:
+            self.send_response(response.status)
+            self.send_header("Content-Type", response.content_type)
+            self.send_header("Content-Length", str(len(response.body)))
+            headers = {"Cache-Control": "no-store", **SECURITY_HEADERS, **response.headers}
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.end_headers()
+            if method != "HEAD":
+                self.wfile.write(response.body)
+        except (BrokenPipeError, ConnectionResetError):  # the browser left (a new page, a dropped image)
+            self.close_connection = True
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - http.server's signature
         if not self.quiet:

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import math
 import re
+import secrets
 import sys
 import tempfile
 import threading
@@ -87,6 +88,13 @@ NEIGHBOUR_COLUMNS = (("rank", "rank"), ("link", "source_id"), ("distance", "dist
                      ("best_class_name", "DR3 class"), ("phot_g_mean_mag", "G"), ("bp_rp", "BP-RP"),
                      ("period", "period (d)"), ("g_amplitude", "amplitude"), ("n_obs", "G epochs"),
                      ("thumb", "fold | XP | dm-dt"))
+
+SESSION_COOKIE = "latentcat_session"
+"""The cookie that keys a browser's discovery session."""
+
+MAX_SESSIONS = 16
+"""Discovery sessions an explorer keeps in memory (the least recently used is dropped first);
+each holds two floats per source beside the shared vectors."""
 
 MAP_SCRIPT = (Path(__file__).parent / "static" / "map.js").read_bytes()
 """The map's script, served at /static/map.js."""
@@ -175,7 +183,8 @@ class Explorer:
         self.decoders = None                   # the trained VAEs, loaded on the first latent traversal
         self.latent_ranges = None              # per block: 1st percentile, median, 99th percentile
         self.discovery_lock = threading.Lock()
-        self.discovery = None                  # the explorer's discovery session, started on first use
+        self.discovery = None                  # the shared session (--answers), or the template of the others
+        self.sessions = OrderedDict()          # browser's session key -> its own discovery session
         if self.answers_path is not None:      # a bad answers file stops the start, in one line
             try:
                 self._session()
@@ -204,10 +213,10 @@ class Explorer:
                 ("GET", "/plot/lightcurve.png"): self.light_curve_png,
                 ("GET", "/upload"): self.page_upload,
                 ("POST", "/upload"): lambda p: self.upload(p, headers or {}, body),
-                ("GET", "/outliers"): self.page_outliers,
-                ("GET", "/discover"): self.page_discover,
+                ("GET", "/outliers"): lambda p: self.page_outliers(p, headers or {}),
+                ("GET", "/discover"): lambda p: self.page_discover(p, headers or {}),
                 ("POST", "/discover"): lambda p: self.answer(headers or {}, body),
-                ("GET", "/discover.csv"): self.answers_csv,
+                ("GET", "/discover.csv"): lambda p: self.answers_csv(p, headers or {}),
                 ("GET", "/selection"): self.page_selection,
                 ("GET", "/selection.csv"): lambda p: self.selection_file(p, "csv"),
                 ("GET", "/selection.parquet"): lambda p: self.selection_file(p, "parquet"),
@@ -654,7 +663,7 @@ class Explorer:
 
     # ------------------------------------------------------------------ outliers and classes
 
-    def page_outliers(self, params) -> Response:
+    def page_outliers(self, params, headers=None) -> Response:
         methods = self.cat.sql("SELECT DISTINCT method FROM outlier_scores ORDER BY method").column("method").to_pylist()
         state = State()
         if not methods:
@@ -668,7 +677,7 @@ class Explorer:
             "FROM outlier_scores o LEFT JOIN labels l USING (source_id) LEFT JOIN sources s USING (source_id) "
             "LEFT JOIN features f USING (source_id) WHERE o.method = $m ORDER BY o.rank LIMIT $n",
             {"m": method, "n": n}).to_pylist()
-        answers = self._answers()
+        answers = self._answers(self.session_key(headers or {})[0])
         for r in rows:
             r["link"] = Raw(f'<a class="source" href="{href("/", {"source_id": r["source_id"]})}">{r["source_id"]}</a>')
             r["thumb"] = self.thumbnail(r["source_id"])
@@ -825,18 +834,43 @@ class Explorer:
 
     # ------------------------------------------------------------------ discovery
 
-    def _session(self):
-        """The explorer's discovery session (`Catalog.discover`), started on first use (resumed
-        from the answers file, if one is given and exists); call with ``discovery_lock`` held."""
+    def _session(self, key: str | None = None):
+        """The discovery session (`Catalog.discover`) of a browser's session key; call with
+        ``discovery_lock`` held. With an answers file there is one session, resumed from it and
+        shared by everyone; otherwise each browser gets its own (the `MAX_SESSIONS` most recent
+        kept in memory), sharing the vectors."""
         if self.discovery is None:
             path = self.answers_path
             self.discovery = self.cat.discover(labels=path if path is not None and path.exists() else None)
-        return self.discovery
+        if self.answers_path is not None or key is None:
+            return self.discovery
+        session = self.sessions.pop(key, None) or self.discovery.fresh()
+        self.sessions[key] = session  # the most recent last
+        while len(self.sessions) > MAX_SESSIONS:
+            self.sessions.popitem(last=False)
+        return session
 
-    def _answers(self) -> dict:
-        """A copy of the session's answers (empty before the session starts)."""
+    @staticmethod
+    def session_key(headers) -> tuple[str, dict]:
+        """A browser's discovery session key (its cookie), and the header that sets a new one."""
+        from http.cookies import CookieError, SimpleCookie
+
+        try:
+            cookie = SimpleCookie(headers.get("Cookie", "") if hasattr(headers, "get") else "").get(SESSION_COOKIE)
+        except CookieError:
+            cookie = None
+        if cookie is not None and re.fullmatch(r"[A-Za-z0-9_-]{16,64}", cookie.value):
+            return cookie.value, {}
+        key = secrets.token_urlsafe(18)
+        return key, {"Set-Cookie": f"{SESSION_COOKIE}={key}; HttpOnly; SameSite=Strict; Path=/"}
+
+    def _answers(self, key: str) -> dict:
+        """A copy of a browser's answers (empty before its session starts)."""
         with self.discovery_lock:
-            return dict(self.discovery.answers) if self.discovery is not None else {}
+            if self.answers_path is not None:
+                return dict(self.discovery.answers) if self.discovery is not None else {}
+            session = self.sessions.get(key)
+            return dict(session.answers) if session is not None else {}
 
     @staticmethod
     def answer_buttons(sid: int, answers: dict, back: dict) -> Raw:
@@ -847,9 +881,10 @@ class Explorer:
                    '<button type="submit" name="answer" value="no">not interesting</button>'
                    f'<span class="given">{esc(given)}</span></form>')
 
-    def page_discover(self, params) -> Response:
+    def page_discover(self, params, headers=None) -> Response:
+        key, cookie = self.session_key(headers or {})
         with self.discovery_lock:
-            session = self._session()
+            session = self._session(key)
             sid = session.next()
             answers = dict(session.answers)
             counts, parts, n_ranked = session.counts, session.parts, session.n_ranked
@@ -881,7 +916,9 @@ class Explorer:
             f"<code>latentcat discover --labels FILE</code> resumes from that file. {esc(kept)}</p>"
             f'<div id="answers">{pages.table((("answer", "answer"), *columns), given)}</div>'
         )
-        return self.html("discovery", body, None, state)
+        response = self.html("discovery", body, None, state)
+        response.headers.update(cookie)
+        return response
 
     def answer(self, headers, body: bytes) -> Response:
         """POST /discover: record one answer, then go back to the page it came from."""
@@ -896,8 +933,9 @@ class Explorer:
         back = choice("back", form.get("back", "discover"), ["discover", "outliers"])
         if not self._exists(sid):
             raise PageError(f"source_id {sid} is not in this catalogue", 404)
+        key, cookie = self.session_key(headers)
         with self.discovery_lock:
-            session = self._session()
+            session = self._session(key)
             if answer == "skip":
                 session.skip(sid)
             else:
@@ -907,11 +945,12 @@ class Explorer:
         target = "/discover"
         if back == "outliers":
             target = pages.url("/outliers", {"method": str(form.get("method", ""))[:100], "n": parse_k(form.get("n", "20"))})
-        return Response(303, "text/plain; charset=utf-8", b"", {"Location": target})
+        return Response(303, "text/plain; charset=utf-8", b"", {"Location": target, **cookie})
 
-    def answers_csv(self, params) -> Response:
+    def answers_csv(self, params, headers=None) -> Response:
+        key, _ = self.session_key(headers or {})
         with self.discovery_lock:
-            text = self._session().to_csv()
+            text = self._session(key).to_csv()
         return Response(200, "text/csv; charset=utf-8", text.encode(),
                         {"Content-Disposition": 'attachment; filename="discoveries.csv"'})
 
