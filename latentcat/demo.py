@@ -105,5 +105,5 @@ def _discovery_example(cat, n: int = 30) -> tuple[str, str, pa.Table]:
     answer = pa.table({"class": names, "isolation forest, top": [forest.count(c) for c in names],
                        "discover, first shown": [shown.count(c) for c in names]})
     return (f"active discovery: the first {n} sources shown when eclipsing binaries (ECL) are answered "
-            "\"not interesting\" and the rest \"interesting\", beside the isolation forest's top 30",
+            f"\"not interesting\" and the rest \"interesting\", beside the isolation forest's top {n}",
             "latentcat discover --labels my_answers.csv", answer)

@@ -33,13 +33,12 @@ import hmac
 import ipaddress
 import secrets
 import sys
-from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from latentcat.limits import MAX_UPLOAD_BYTES, SERVE_TIMEOUT
 from latentcat.serve.app import SECURITY_HEADERS, Explorer
-from latentcat.serve.state import Response
+from latentcat.serve.state import Response, cookie, set_cookie
 
 __all__ = ["Explorer", "make_server", "serve"]
 
@@ -106,13 +105,9 @@ class _Handler(BaseHTTPRequestHandler):
         """None when the request carries the access token (cookie or bearer header); for the
         token in the URL, the redirect that sets the cookie; else the refusal."""
         token = self.server.token
-        try:
-            cookie = SimpleCookie(self.headers.get("Cookie", "")).get(TOKEN_COOKIE)
-        except CookieError:
-            cookie = None
         bearer = self.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         if any(hmac.compare_digest(given.encode(), token.encode())
-               for given in (cookie.value if cookie else "", bearer) if given):
+               for given in (cookie(self.headers, TOKEN_COOKIE), bearer) if given):
             return None
         parts = urlsplit(self.path)
         params = parse_qsl(parts.query, keep_blank_values=True)
@@ -120,8 +115,7 @@ class _Handler(BaseHTTPRequestHandler):
         if given and hmac.compare_digest(given.encode(), token.encode()):
             rest = urlencode([(k, v) for k, v in params if k != "token"])
             return Response(303, "text/plain; charset=utf-8", b"", {
-                "Location": parts.path + (f"?{rest}" if rest else ""),
-                "Set-Cookie": f"{TOKEN_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/"})
+                "Location": parts.path + (f"?{rest}" if rest else ""), **set_cookie(TOKEN_COOKIE, token)})
         return self.explorer.message_page("this explorer is served to the network and needs its access token: "
                                           "open the address it printed when it started (ending in /?token=...)", 403)
 

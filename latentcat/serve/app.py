@@ -63,8 +63,8 @@ from latentcat.serve import pages
 from latentcat.serve.figures import THUMB_HEIGHT, THUMB_WIDTH, thumbnail_png
 from latentcat.serve.mapview import HEIGHT, NAMED_MAX, WIDTH, MapData, View
 from latentcat.serve.pages import Raw, esc, fmt, href
-from latentcat.serve.state import (CLICKS, MAX_WHERE, MODALITIES, TIME_FORMATS, PageError, Response,
-                                   State, choice, parse_k, parse_page, parse_source_id, parse_state)
+from latentcat.serve.state import (CLICKS, MAX_WHERE, MODALITIES, TIME_FORMATS, PageError, Response, State, choice,
+                                   cookie, parse_k, parse_page, parse_source_id, parse_state, set_cookie)
 
 
 MAX_QUERY = 4096
@@ -853,16 +853,11 @@ class Explorer:
     @staticmethod
     def session_key(headers) -> tuple[str, dict]:
         """A browser's discovery session key (its cookie), and the header that sets a new one."""
-        from http.cookies import CookieError, SimpleCookie
-
-        try:
-            cookie = SimpleCookie(headers.get("Cookie", "") if hasattr(headers, "get") else "").get(SESSION_COOKIE)
-        except CookieError:
-            cookie = None
-        if cookie is not None and re.fullmatch(r"[A-Za-z0-9_-]{16,64}", cookie.value):
-            return cookie.value, {}
+        key = cookie(headers, SESSION_COOKIE)
+        if re.fullmatch(r"[A-Za-z0-9_-]{16,64}", key):
+            return key, {}
         key = secrets.token_urlsafe(18)
-        return key, {"Set-Cookie": f"{SESSION_COOKIE}={key}; HttpOnly; SameSite=Strict; Path=/"}
+        return key, set_cookie(SESSION_COOKIE, key)
 
     def _answers(self, key: str) -> dict:
         """A copy of a browser's answers (empty before its session starts)."""
@@ -873,13 +868,14 @@ class Explorer:
             return dict(session.answers) if session is not None else {}
 
     @staticmethod
-    def answer_buttons(sid: int, answers: dict, back: dict) -> Raw:
-        """The answer so far and the interesting / not interesting buttons of a source."""
+    def answer_buttons(sid: int, answers: dict, back: dict, skip: bool = False) -> Raw:
+        """The answer so far and the interesting / not interesting (and ``skip``) buttons of a source."""
         given = ANSWER_WORDS[answers[sid]] if sid in answers else ""
         return Raw(f'<form method="post" action="/discover" class="inline answer">{pages.hidden({"source_id": sid, **back})}'
                    '<button type="submit" name="answer" value="yes">interesting</button>'
                    '<button type="submit" name="answer" value="no">not interesting</button>'
-                   f'<span class="given">{esc(given)}</span></form>')
+                   + ('<button type="submit" name="answer" value="skip">skip</button>' if skip else "")
+                   + f'<span class="given">{esc(given)}</span></form>')
 
     def page_discover(self, params, headers=None) -> Response:
         key, cookie = self.session_key(headers or {})
@@ -899,11 +895,7 @@ class Explorer:
             shown = "<p>Every source has been shown.</p>"
         else:
             shown = (f'<div id="next" data-source-id="{sid}">{pages.table(columns, self._source_rows([sid]))}'
-                     '<form method="post" action="/discover" class="inline">'
-                     f'{pages.hidden({"source_id": sid, "back": "discover"})}'
-                     '<button type="submit" name="answer" value="yes">interesting</button>'
-                     '<button type="submit" name="answer" value="no">not interesting</button>'
-                     '<button type="submit" name="answer" value="skip">skip</button></form></div>')
+                     f'{self.answer_buttons(sid, answers, {"back": "discover"}, skip=True)}</div>')
         given = self._source_rows(order, [{"answer": ANSWER_WORDS[answers[s]]} for s in order])
         body = (
             "<h1>Discovery</h1>"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
+from http.cookies import CookieError, SimpleCookie
 
 from latentcat.encode import TIME_FORMATS as _TIME_FORMATS
 from latentcat.errors import LatentcatError
@@ -25,6 +26,20 @@ CLICKS = (("open", "open the nearest source"), ("zoom", "zoom in here"), ("centr
 TIME_FORMATS = tuple(_TIME_FORMATS.items())
 """The time formats an upload may use: (name, what it is)."""
 _ID = re.compile(r"\s*(\d{1,19})\s*", re.ASCII)
+
+
+def cookie(headers, name: str) -> str:
+    """The value of cookie ``name`` in a request's headers ("" when absent or unreadable)."""
+    try:
+        morsel = SimpleCookie(headers.get("Cookie", "") if hasattr(headers, "get") else "").get(name)
+    except CookieError:
+        return ""
+    return morsel.value if morsel is not None else ""
+
+
+def set_cookie(name: str, value: str) -> dict:
+    """The header that sets an HttpOnly, SameSite=Strict cookie for the whole explorer."""
+    return {"Set-Cookie": f"{name}={value}; HttpOnly; SameSite=Strict; Path=/"}
 
 
 class PageError(LatentcatError):
