@@ -179,3 +179,27 @@ def test_the_self_check_estimated_on_a_sample_agrees_with_the_exact_one():
     assert exact["ranked"] == estimate["ranked"] and exact["top_1pct"] == estimate["top_1pct"]
     assert abs(estimate["recall"] - exact["recall"]) <= 0.1 and 0.2 <= exact["recall"] < 1
     assert abs(estimate["median_rank"] - exact["median_rank"]) <= 0.2 * exact["median_rank"] + 20
+
+
+@pytest.mark.parametrize("n_members, spread", [(300, 0.6), (1200, 1.5), (90, 3.0)])
+def test_the_pruned_ranking_equals_scoring_every_row(n_members, spread):
+    """best_rows skips the rows its cluster bound rules out: the same rows, scores and nearest
+    members as scoring all of them, for tight and loose sets, with a filter."""
+    from latentcat.analysis.like import best_rows, set_scores
+
+    rng = np.random.default_rng(n_members)
+    centres = rng.standard_normal((12, 10)) * 3
+    label = rng.integers(0, 12, 80_000)
+    x = (centres[label] + rng.standard_normal((80_000, 10))).astype(np.float32)
+    members = rng.choice(np.flatnonzero(label == 4), n_members, replace=False)
+    x[members] = centres[4] + spread * rng.standard_normal((n_members, 10))
+    ids = rng.permutation(80_000).astype(np.int64) * 3
+    eligible = rng.random(80_000) < 0.9
+    eligible[members] = False
+    rows, score, nearest = best_rows(x, x[members], 5, 100, eligible, ids)
+    every, every_nearest = set_scores(x, x[members], 5)
+    pos = np.flatnonzero(eligible)
+    order = pos[np.lexsort((ids[pos], every[pos]))][:100]
+    np.testing.assert_array_equal(rows, order)
+    np.testing.assert_allclose(score, every[order], rtol=1e-5)  # float32 sums in other batches
+    np.testing.assert_array_equal(nearest, every_nearest[order])

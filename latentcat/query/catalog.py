@@ -43,7 +43,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from latentcat.analysis.like import LIKE_M, self_check, set_scores
+from latentcat.analysis.like import LIKE_M, best_rows, self_check
 from latentcat.blocks import BLOCK_DIM, BLOCKS, parse_block_set, SPACE
 from latentcat.catalog import index as lc_index
 from latentcat.catalog.store import sql_statements
@@ -205,15 +205,6 @@ def _like_parts(have: dict[str, np.ndarray], space: bool) -> tuple[str, ...]:
             if key[0] and key > best_key:
                 best, best_key = combo, key
     return best
-
-
-def _top(score: np.ndarray, ids: np.ndarray, eligible: np.ndarray, top: int) -> np.ndarray:
-    """Positions of the ``top`` eligible rows by (score, source_id)."""
-    pos = np.flatnonzero(eligible)
-    if pos.size > top:
-        cut = np.partition(score[pos], top - 1)[top - 1]
-        pos = pos[score[pos] <= cut]
-    return pos[np.lexsort((ids[pos], score[pos]))][:top]
 
 
 def _read_statements(query: str) -> None:
@@ -828,19 +819,18 @@ class Catalog:
         x = np.hstack([vec.parts[b][cand] for b in use])
         member_at = np.searchsorted(cand, rows[used])  # the members' positions among them
         m = min(LIKE_M, int(used.sum()))
-        score, nearest = set_scores(x, x[member_at], m)
         ranked = np.ones(cand.size, bool)
         ranked[member_at] = False  # no member is ranked (those set aside lack a part: not candidates)
         if where is not None:
             ranked &= self._filter(where).contains(vec.ids[cand])
-        pick = _top(score, vec.ids[cand], ranked, top)
+        pick, score, nearest = best_rows(x, x[member_at], m, top, ranked, vec.ids[cand])
         found = vec.ids[cand[pick]]
         name = lc_index.index_key(use, space)
         head = {
             "rank": pa.array(np.arange(1, pick.size + 1, dtype=np.int32)),
             "source_id": pa.array(found, pa.int64()),
-            "score": pa.array(score[pick], pa.float32()),
-            "nearest_member": pa.array(members[used][nearest[pick]], pa.int64()),
+            "score": pa.array(score, pa.float32()),
+            "nearest_member": pa.array(members[used][nearest], pa.int64()),
             "blocks": pa.array([name] * pick.size, pa.string()),
         }
         table = self._with_meta(head, found) if with_meta else pa.table(head)
