@@ -790,6 +790,9 @@ def serve(
     token: Optional[str] = typer.Option(None, "--token", envvar="LATENTCAT_SERVE_TOKEN",
                                         help="Access token every request must carry (default: a random one when --host "
                                              "is not a loopback address; none on loopback)."),
+    workers: int = typer.Option(1, "--workers", min=1, max=64,
+                                help="Processes answering requests (uvicorn's workers), each with the catalogue open "
+                                     "read-only; discovery sessions are shared between them through files."),
 ) -> None:
     """Start a local read-only web explorer of a catalogue: the map, a page per source with its
     neighbours, your own light curve's neighbours, outliers and classes (Ctrl-C stops it)."""
@@ -801,7 +804,7 @@ def serve(
         _checked_output(answers, catalog or Path("catalog"), force=True, option="--answers")  # an existing file is resumed
     run_serve(catalog or Path("catalog"), host=host, port=port, stage=stage,
               max_upload=int(max_upload_mb * 1024 * 1024), announce=typer.echo, timeout=timeout, answers=answers,
-              token=token)
+              token=token, workers=workers)
 
 
 @command()

@@ -15,8 +15,8 @@ import subprocess
 import time
 from pathlib import Path
 
-SHIFT = 8
-"""The protocol's modifier bit of the shift key."""
+ALT, SHIFT = 1, 8
+"""The protocol's modifier bits of the alt and shift keys."""
 
 
 class Browser:
@@ -114,9 +114,14 @@ class Browser:
 
     def drag(self, start: tuple[float, float], end: tuple[float, float], modifiers: int = 0, steps: int = 8) -> None:
         """Press at ``start``, move to ``end`` in steps, release there."""
-        self.mouse("mouseMoved", *start, modifiers)
-        self.mouse("mousePressed", *start, modifiers)
-        for k in range(1, steps + 1):
-            f = k / steps
-            self.mouse("mouseMoved", start[0] + f * (end[0] - start[0]), start[1] + f * (end[1] - start[1]), modifiers)
-        self.mouse("mouseReleased", *end, modifiers)
+        path = [(start[0] + k / steps * (end[0] - start[0]), start[1] + k / steps * (end[1] - start[1]))
+                for k in range(steps + 1)]
+        self.trace(path, modifiers)
+
+    def trace(self, path: list[tuple[float, float]], modifiers: int = 0) -> None:
+        """Press at the first point of ``path``, move through the others, release at the last."""
+        self.mouse("mouseMoved", *path[0], modifiers)
+        self.mouse("mousePressed", *path[0], modifiers)
+        for x, y in path[1:]:
+            self.mouse("mouseMoved", x, y, modifiers)
+        self.mouse("mouseReleased", *path[-1], modifiers)

@@ -473,8 +473,10 @@ def test_repeated_times_keep_the_first_epoch_and_are_counted(query_file_catalog)
 
 
 def test_explorer_empty_views_and_late_pages_answer(tiny_build, tmp_path):
+    from starlette.testclient import TestClient
+
     from latentcat.catalog import store
-    from latentcat.serve.app import Explorer
+    from latentcat.serve import Explorer, create_app
 
     cat_dir = Path(shutil.copytree(tiny_build.catalogue, tmp_path / "cat"))
     n = 2_105  # more than 100 pages of 20 rows in one class
@@ -483,16 +485,17 @@ def test_explorer_empty_views_and_late_pages_answer(tiny_build, tmp_path):
                             "many")
     explorer = Explorer(cat_dir)
     try:
-        page = explorer.respond("GET", "/classes?model=many&class=RR&page=101")
-        assert page.status == 200 and b"sources 2,001 to 2,020" in page.body
-        last = explorer.respond("GET", "/classes?model=many&class=RR&page=106")
-        assert last.status == 200 and b"sources 2,101 to 2,105" in last.body and b">next<" not in last.body
-        past = explorer.respond("GET", "/classes?model=many&class=RR&page=107")
-        assert past.status == 404 and b"page must be between 1 and 106" in past.body
+        client = TestClient(create_app(explorer), base_url="http://127.0.0.1")
+        page = client.get("/classes?model=many&class=RR&page=101")
+        assert page.status_code == 200 and "sources 2,001 to 2,020" in page.text
+        last = client.get("/classes?model=many&class=RR&page=106")
+        assert last.status_code == 200 and "sources 2,101 to 2,105" in last.text and ">next<" not in last.text
+        past = client.get("/classes?model=many&class=RR&page=107")
+        assert past.status_code == 404 and "page must be between 1 and 106" in past.text
         full = explorer.map.full
         width = full.x1 - full.x0
-        empty = explorer.respond("GET", f"/map.png?view={full.x1 + 2 * width},{full.x1 + 3 * width},{full.y0},{full.y1}")
-        assert empty.status == 200 and empty.content_type == "image/png"
+        empty = client.get(f"/map.png?view={full.x1 + 2 * width},{full.x1 + 3 * width},{full.y0},{full.y1}")
+        assert empty.status_code == 200 and empty.headers["content-type"] == "image/png"
     finally:
         explorer.close()
 
@@ -501,17 +504,20 @@ def test_explorer_filter_is_stopped_at_its_time_limit(tiny_build):
     import time
     import urllib.parse
 
-    from latentcat.serve.app import Explorer
+    from starlette.testclient import TestClient
+
+    from latentcat.serve import Explorer, create_app
 
     explorer = Explorer(tiny_build.catalogue, timeout=1.0)
     try:
+        client = TestClient(create_app(explorer), base_url="http://127.0.0.1")
         with latentcat.open(tiny_build.catalogue) as cat:
             sid = cat.sql("SELECT source_id FROM embeddings WHERE z_fold IS NOT NULL ORDER BY 1 LIMIT 1")[0][0].as_py()
         t0 = time.perf_counter()
-        page = explorer.respond("GET", "/?" + urllib.parse.urlencode({"source_id": sid, "where": SLOW}))
+        page = client.get("/?" + urllib.parse.urlencode({"source_id": sid, "where": SLOW}))
         assert time.perf_counter() - t0 < 30
-        assert b"stopped after 1 s" in page.body and b"Traceback" not in page.body
-        assert explorer.respond("GET", f"/?source_id={sid}").status == 200
+        assert "stopped after 1 s" in page.text and "Traceback" not in page.text
+        assert client.get(f"/?source_id={sid}").status_code == 200
     finally:
         explorer.close()
 

@@ -46,6 +46,18 @@ VIRIDIS = (matplotlib.colormaps["viridis"](np.linspace(0, 1, 256))[:, :3] * 255)
 """The 256-step viridis colour table (RGB, 0..255) that numbers and densities are drawn with."""
 
 
+def png_bytes(rgb: np.ndarray) -> bytes:
+    """An (h, w, 3) uint8 image as PNG bytes (Pillow; fast compression: the explorer draws
+    its views on request)."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb, np.uint8), "RGB").save(buf, format="PNG", compress_level=3)
+    return buf.getvalue()
+
+
 def hex_rgb(colour: str) -> tuple[float, float, float]:
     """``"#rrggbb"`` as RGB in 0..1."""
     return tuple(int(colour[i:i + 2], 16) / 255.0 for i in (1, 3, 5))

@@ -5,8 +5,8 @@ image's pixels (a sparse view uses bins of a few pixels, so a lone source stays 
 coloured by `latentcat.plots.raster`, the rules `latentcat map` follows too: by a category
 (the mean colour of a pixel's sources, weighted by count), a number (the mean value of a
 pixel's sources on the viridis scale) or the density, with an opacity that grows with the log
-of the pixel's count. The PNG is written with zlib, so a view of millions of points costs a
-few vectorised passes over them.
+of the pixel's count: a view of millions of points costs a few vectorised passes over them.
+The marks (a cross on the source, rings on its neighbours) are drawn by Pillow.
 
 A view is square in data units per pixel: the window asked for is widened along its short
 side to the image's shape, so the pixel under a click maps back to one map position
@@ -16,14 +16,13 @@ side to the image's shape, so the pixel under a click maps back to one map posit
 from __future__ import annotations
 
 import math
-import struct
 import threading
-import zlib
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from PIL import Image, ImageDraw
 
 from latentcat.errors import LatentcatError
 from latentcat.plots import raster
@@ -53,19 +52,6 @@ FIXED_COLOURINGS = {
 }
 NUMERIC_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "FLOAT", "DOUBLE", "REAL", "DECIMAL",
                  "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT")
-
-
-def png_bytes(rgb: np.ndarray) -> bytes:
-    """An (h, w, 3) uint8 image as PNG bytes (zlib, no other library)."""
-    h, w, _ = rgb.shape
-    raw = np.zeros((h, w * 3 + 1), np.uint8)  # each row: filter byte 0, then the pixels
-    raw[:, 1:] = rgb.reshape(h, w * 3)
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw.tobytes(), 6)) + chunk(b"IEND", b""))
 
 
 @dataclass(frozen=True)
@@ -126,6 +112,50 @@ class View:
         """Pixel column and row (row 0 at the top) of map positions, as floats."""
         return ((np.asarray(x) - self.x0) / (self.x1 - self.x0) * width,
                 (self.y1 - np.asarray(y)) / (self.y1 - self.y0) * height)
+
+
+MAX_LASSO_POINTS = 200
+"""Most corners a lasso may have (the map script simplifies a drawn one to fewer)."""
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Sources chosen on the map: a box (``box=x0,x1,y0,y1``) or a lasso, a closed polygon
+    (``lasso=x1,y1,x2,y2,...``, 3 to `MAX_LASSO_POINTS` corners), in map units."""
+
+    kind: str                       # "box" or "lasso"
+    bounds: View                    # the box, or the lasso's bounding box
+    corners: tuple[tuple[float, float], ...] = ()
+
+    @classmethod
+    def parse(cls, params) -> Selection:
+        """The selection in a request's parameters; anything else is a one-line error."""
+        if str(params.get("lasso", "")).strip():
+            text = str(params["lasso"])
+            try:
+                values = [float(v) for v in text.split(",")]
+            except ValueError:
+                values = []
+            n = len(values) // 2
+            if len(values) % 2 or not 3 <= n <= MAX_LASSO_POINTS or not all(math.isfinite(v) and abs(v) < 1e12
+                                                                          for v in values):
+                raise LatentcatError(f"bad lasso {text[:60]!r}...: give 3 to {MAX_LASSO_POINTS} corners as "
+                                     "x1,y1,x2,y2,... in map units")
+            corners = tuple(zip(values[0::2], values[1::2]))
+            xs, ys = values[0::2], values[1::2]
+            if max(xs) - min(xs) < 1e-9 or max(ys) - min(ys) < 1e-9:
+                raise LatentcatError("bad lasso: it encloses no area")
+            return cls("lasso", View(min(xs), max(xs), min(ys), max(ys)), corners)
+        if str(params.get("box", "")).strip():
+            return cls("box", View.parse(params["box"]))
+        raise LatentcatError("a selection needs its box (box=x0,x1,y0,y1) or lasso (lasso=x1,y1,x2,y2,...) in map "
+                             "units: shift-drag or alt-drag on the map")
+
+    def params(self) -> dict[str, str]:
+        """The selection as URL parameters."""
+        if self.kind == "box":
+            return {"box": self.bounds.param()}
+        return {"lasso": ",".join(f"{v:.6g}" for corner in self.corners for v in corner)}
 
 
 @dataclass
@@ -252,6 +282,17 @@ class MapData:
         """Row numbers of the points inside a view."""
         return np.flatnonzero((self.x >= view.x0) & (self.x < view.x1) & (self.y >= view.y0) & (self.y < view.y1))
 
+    def select(self, selection: Selection) -> np.ndarray:
+        """Row numbers of the points inside a box or a lasso (matplotlib's point-in-polygon
+        test, on the points of the lasso's bounding box only)."""
+        rows = self.in_view(selection.bounds)
+        if selection.kind == "box" or rows.size == 0:
+            return rows
+        from matplotlib.path import Path as Polygon
+
+        inside = Polygon(np.asarray(selection.corners)).contains_points(np.column_stack([self.x[rows], self.y[rows]]))
+        return rows[inside]
+
     def nearest(self, view: View, px: float, py: float, radius_px: float = 12.0,
                 width: int = WIDTH, height: int = HEIGHT) -> int | None:
         """The source_id of the point nearest pixel (px, py) of a fitted view, within ``radius_px``."""
@@ -302,33 +343,27 @@ class MapData:
         image = (image * 255 + 0.5).astype(np.uint8).reshape(ny, nx, 3)
         if block > 1:
             image = np.repeat(np.repeat(image, block, axis=0), block, axis=1)[:height, :width]
-        image = np.ascontiguousarray(image)
+        picture = Image.fromarray(np.ascontiguousarray(image), "RGB")
+        pen = ImageDraw.Draw(picture)
         for sid in rings:
-            self._draw(image, view, sid, ring=True)
+            self._mark(pen, view, sid, ring=True, size=(width, height))
         if mark is not None:
-            self._draw(image, view, mark, ring=False)
-        return png_bytes(image)
+            self._mark(pen, view, mark, ring=False, size=(width, height))
+        return raster.png_bytes(np.asarray(picture))
 
-    def _draw(self, image: np.ndarray, view: View, source_id: int, ring: bool) -> None:
+    def _mark(self, pen, view: View, source_id: int, ring: bool, size: tuple[int, int]) -> None:
         """A ring or a cross (with a white outline) at a source's place, if it is in the view."""
         where = self.position(int(source_id))
         if where is None:
             return
-        height, width, _ = image.shape
-        px, py = view.pixel_of(where[0], where[1], width, height)
-        cx, cy = int(px), int(py)
-        if not (0 <= cx < width and 0 <= cy < height):
+        px, py = view.pixel_of(where[0], where[1], *size)
+        cx, cy = float(px), float(py)
+        if not (0 <= cx < size[0] and 0 <= cy < size[1]):
             return
-        yy, xx = np.mgrid[-9:10, -9:10]
         if ring:
-            r = np.hypot(xx, yy)
-            shapes = [((r >= 4.5) & (r <= 8.6), (255, 255, 255)), ((r >= 5.5) & (r <= 7.5), RING_RGB)]
+            pen.ellipse((cx - 8, cy - 8, cx + 8, cy + 8), outline=(255, 255, 255), width=4)
+            pen.ellipse((cx - 7, cy - 7, cx + 7, cy + 7), outline=RING_RGB, width=2)
         else:
-            off = np.abs(np.abs(xx) - np.abs(yy))
-            diag = (off <= 2) & (np.abs(xx) <= 9) & (np.abs(yy) <= 9)
-            core = (off <= 1) & (np.abs(xx) <= 7) & (np.abs(yy) <= 7)
-            shapes = [(diag, (255, 255, 255)), (core, HIGHLIGHT_RGB)]
-        for mask, colour in shapes:
-            ys, xs = yy[mask] + cy, xx[mask] + cx
-            ok = (ys >= 0) & (ys < height) & (xs >= 0) & (xs < width)
-            image[ys[ok], xs[ok]] = colour
+            for colour, reach, thick in (((255, 255, 255), 9, 5), (HIGHLIGHT_RGB, 7, 3)):
+                pen.line((cx - reach, cy - reach, cx + reach, cy + reach), fill=colour, width=thick)
+                pen.line((cx - reach, cy + reach, cx + reach, cy - reach), fill=colour, width=thick)

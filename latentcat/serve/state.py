@@ -7,8 +7,7 @@ neighbour filter, at most `MAX_WHERE` characters, which only `Catalog.similar(wh
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
-from http.cookies import CookieError, SimpleCookie
+from dataclasses import dataclass, replace
 
 from latentcat.encode import TIME_FORMATS as _TIME_FORMATS
 from latentcat.errors import LatentcatError
@@ -28,34 +27,12 @@ TIME_FORMATS = tuple(_TIME_FORMATS.items())
 _ID = re.compile(r"\s*(\d{1,19})\s*", re.ASCII)
 
 
-def cookie(headers, name: str) -> str:
-    """The value of cookie ``name`` in a request's headers ("" when absent or unreadable)."""
-    try:
-        morsel = SimpleCookie(headers.get("Cookie", "") if hasattr(headers, "get") else "").get(name)
-    except CookieError:
-        return ""
-    return morsel.value if morsel is not None else ""
-
-
-def set_cookie(name: str, value: str) -> dict:
-    """The header that sets an HttpOnly, SameSite=Strict cookie for the whole explorer."""
-    return {"Set-Cookie": f"{name}={value}; HttpOnly; SameSite=Strict; Path=/"}
-
-
 class PageError(LatentcatError):
     """A bad request: shown as one message on the page, with an HTTP status."""
 
     def __init__(self, message: str, status: int = 400):
         super().__init__(message)
         self.status = status
-
-
-@dataclass
-class Response:
-    status: int
-    content_type: str
-    body: bytes
-    headers: dict = field(default_factory=dict)
 
 
 def parse_source_id(text: str) -> int:

@@ -21,8 +21,7 @@ import numpy as np
 from latentcat.blocks import BLOCK_DIM, BLOCKS
 from latentcat.errors import LatentcatError
 from latentcat.layout import MODELS_DIR
-from latentcat.serve.state import PageError, Response, State, parse_source_id
-from latentcat.serve.pages import esc, href
+from latentcat.serve.state import PageError, parse_source_id
 
 N_PHASE = 200
 """Phases at which the fold decoder is drawn."""
@@ -145,8 +144,8 @@ def _decoded_row(explorer, codes: dict[str, np.ndarray]) -> dict:
     return row
 
 
-def latent_png(explorer, params) -> Response:
-    """The decoded spectrum, dm-dt map and fold of the codes in the URL, as a PNG."""
+def latent_png(explorer, params):
+    """The decoded spectrum, dm-dt map and fold of the codes in the URL, as a PNG response."""
     from latentcat.plots import figure_png, plot_similar
 
     ranges = _ranges(explorer)
@@ -158,12 +157,11 @@ def latent_png(explorer, params) -> Response:
         with explorer.draw_lock:
             return figure_png(plot_similar([row], [], meta={0: {"class": "decoded", "g_mag": None}}))
 
-    return Response(200, "image/png", explorer.images.get(key, draw), {"Cache-Control": "private, max-age=600"})
+    return explorer._image(key, draw)
 
 
-def latent_page(explorer, params) -> Response:
+def latent_page(explorer, params):
     """Sliders over each block's numbers, the decoded features, and the source's own for comparison."""
-    state = State()
     ranges = _ranges(explorer)
     if not ranges:
         raise PageError("this catalogue has no latent codes to traverse", 404)
@@ -174,41 +172,21 @@ def latent_page(explorer, params) -> Response:
     if not models:
         raise PageError("this catalogue has no trained models (models/) to decode with", 404)
     codes, sid, notes = _codes(explorer, params, ranges)
-    fieldsets = []
+    blocks = []
     for block, q in ranges.items():
         if block not in models:
             continue
         labels = _labels(block, models[block][1])
-        rows = []
+        sliders = []
         for d in range(BLOCK_DIM):
             lo, hi = min(q[0, d], codes[block][d]), max(q[2, d], codes[block][d])
-            step = max((hi - lo) / 100, 1e-4)
-            step = float(f"{step:.1g}")
+            step = float(f"{max((hi - lo) / 100, 1e-4):.1g}")
             name, physical = labels[d]
             value = codes[block][d]
-            shown = f" ({physical(value)})" if physical else ""
-            rows.append(
-                f'<div><label>{esc(name)} <input type="range" name="{esc(block)}{d}" min="{lo:.4g}" max="{hi:.4g}" '
-                f'step="{step:g}" value="{value:.4g}"></label> {esc(f"{value:.4g}")}{esc(shown)}</div>')
-        fieldsets.append(f'<fieldset id="sliders-{esc(block)}"><legend>{esc(block)} block</legend>{"".join(rows)}</fieldset>')
+            sliders.append({"name": name, "field": f"{block}{d}", "lo": f"{lo:.4g}", "hi": f"{hi:.4g}",
+                            "step": f"{step:g}", "value": f"{value:.4g}",
+                            "shown": f" ({physical(value)})" if physical else ""})
+        blocks.append((block, sliders))
     url_codes = {b: ",".join(f"{v:.5g}" for v in codes[b]) for b in codes if b in models}
-    image = href("/latent.png", url_codes)
-    own = ""
-    if sid is not None:
-        own = (f'<h2>source_id {sid} as stored (<a href="{href("/", {"source_id": sid})}">its page</a>)</h2>'
-               f'<img class="figure" src="{href("/plot/source.png", {"source_id": sid})}" alt="features of {sid}">')
-    note = "".join(f'<p class="note">{esc(n)}</p>' for n in notes)
-    body = (
-        "<h1>Latent traversal</h1>"
-        "<p>Each slider is one latent number, over the 1st to 99th percentile of the catalogue; <b>Decode</b> draws what "
-        "the catalogue's trained decoders make of the chosen numbers: the XP spectrum (flux / xp_scale), the dm-dt map "
-        "and the fold (on the 0..1 magnitude scale).</p>" + note +
-        '<form method="get" action="/latent" id="latent-form">'
-        + (f'<input type="hidden" name="source_id" value="{sid}">' if sid is not None else "")
-        + "".join(fieldsets)
-        + '<button type="submit">Decode</button> '
-        + (f'<a href="{href("/latent", {"source_id": sid} if sid is not None else {})}">back to the start</a>')
-        + "</form>"
-        f'<h2>decoded</h2><img class="figure" id="decoded" src="{image}" alt="decoded features">{own}'
-    )
-    return explorer.html("latent traversal", body, None, state)
+    return explorer.render("latent.html", "latent traversal", notes=notes, source_id=sid, blocks=blocks,
+                           codes=url_codes)

@@ -3,6 +3,8 @@
 //   wheel          zoom in or out around the cursor
 //   drag           pan
 //   shift + drag   select the sources in a box: opens /selection (list, downloads, "more like these")
+//   alt + drag     draw a lasso around sources: opens /selection with its corners
+//                  (the buttons above the map make a plain drag select a box or draw a lasso too)
 //   hover          name the source nearest the cursor (GET /api/nearest), with its thumbnail
 // A view is four numbers x0,x1,y0,y1 in map units; pixel rows count down from the top, as on
 // the server (latentcat/serve/mapview.py, View.data_at and View.pixel_of).
@@ -48,7 +50,24 @@
     show([cx - (cx - view[0]) * f, cx + (view[1] - cx) * f, cy - (cy - view[2]) * f, cy + (view[3] - cy) * f]);
   }, { passive: false });
 
-  let start = null, moved = false, rect = null;
+  // what a plain drag does: pan, box or lasso (buttons made here: without the script there is no drag)
+  let tool = "pan";
+  const tools = document.createElement("div");
+  tools.className = "tools";
+  tools.id = "maptools";
+  for (const [value, label] of [["pan", "drag pans"], ["box", "drag selects a box"], ["lasso", "drag draws a lasso"]]) {
+    const choice = document.createElement("label");
+    const radio = document.createElement("input");
+    Object.assign(radio, { type: "radio", name: "maptool", value: value, checked: value === tool });
+    radio.addEventListener("change", () => { tool = value; });
+    choice.append(radio, " " + label + " ");
+    tools.append(choice);
+  }
+  box.parentNode.insertBefore(tools, box);
+
+  const SVG = "http://www.w3.org/2000/svg";
+  const MAX_CORNERS = 100;  // the server takes up to 200
+  let start = null, moved = false, rect = null, lasso = null, trace = [];
   let waiting = null, asked = 0;  // the hover name: its timer, and the number of the last request
   box.addEventListener("mousedown", (event) => {
     if (event.button !== 0) return;
@@ -57,12 +76,21 @@
     asked++;  // a name asked for before the press is not shown
     const named = document.getElementById("maptip");
     if (named) named.hidden = true;  // no name over a drag or a box
-    start = { at: local(event), shift: event.shiftKey };
+    const mode = event.shiftKey ? "box" : event.altKey ? "lasso" : tool;
+    start = { at: local(event), mode: mode };
     moved = false;
-    if (start.shift) {
+    if (mode === "box") {
       rect = document.createElement("div");
       rect.className = "box";
       box.appendChild(rect);
+    } else if (mode === "lasso") {
+      lasso = document.createElementNS(SVG, "svg");
+      lasso.setAttribute("class", "lasso");
+      lasso.setAttribute("width", W);
+      lasso.setAttribute("height", H);
+      lasso.appendChild(document.createElementNS(SVG, "polygon"));
+      box.appendChild(lasso);
+      trace = [start.at];
     }
   });
   window.addEventListener("mousemove", (event) => {
@@ -73,6 +101,9 @@
     if (rect) {
       Object.assign(rect.style, { left: Math.min(px, x0) + "px", top: Math.min(py, y0) + "px",
                                   width: Math.abs(px - x0) + "px", height: Math.abs(py - y0) + "px" });
+    } else if (lasso) {
+      trace.push([px, py]);
+      lasso.firstChild.setAttribute("points", trace.map((p) => p.join(",")).join(" "));
     } else if (moved) {
       image.style.transform = `translate(${px - x0}px, ${py - y0}px)`;
     }
@@ -81,15 +112,22 @@
     if (!start) return;
     const [px, py] = local(event);
     const [x0, y0] = start.at;
-    const shift = start.shift;
+    const mode = start.mode;
     start = null;
     image.style.transform = "";
     if (rect) { rect.remove(); rect = null; }
+    if (lasso) { lasso.remove(); lasso = null; }
     if (!moved) return;  // a plain click: the form's own (open, zoom or centre), with its position
-    if (shift) {
+    if (mode === "box") {
       const [ax, ay] = dataAt(Math.min(px, x0), Math.max(py, y0));
       const [bx, by] = dataAt(Math.max(px, x0), Math.min(py, y0));
       if (bx > ax && by > ay) window.location.assign("/selection?box=" + param([ax, bx, ay, by]));
+      return;
+    }
+    if (mode === "lasso") {
+      const step = Math.ceil(trace.length / MAX_CORNERS);
+      const corners = trace.filter((_, i) => i % step === 0).map(([x, y]) => dataAt(x, y));
+      if (corners.length >= 3) window.location.assign("/selection?lasso=" + param(corners.flat()));
       return;
     }
     const dx = (px - x0) / W * (view[1] - view[0]), dy = (py - y0) / H * (view[3] - view[2]);
