@@ -203,3 +203,16 @@ def test_the_pruned_ranking_equals_scoring_every_row(n_members, spread):
     np.testing.assert_array_equal(rows, order)
     np.testing.assert_allclose(score, every[order], rtol=1e-5)  # float32 sums in other batches
     np.testing.assert_array_equal(nearest, every_nearest[order])
+
+
+def test_the_pruned_self_check_equals_scoring_every_candidate(monkeypatch):
+    from latentcat.analysis import like
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((60_000, 8)).astype(np.float32)
+    members = rng.choice(60_000, 400, replace=False)
+    x[members] = 1.2 + 0.7 * rng.standard_normal((400, 8))
+    pruned = like.self_check(x, members, seed=6)
+    monkeypatch.setattr(like, "PRUNE_MIN_MEMBERS", 10**9)  # every candidate scored
+    every = like.self_check(x, members, seed=6)
+    assert pruned == every and 0 < every["recall"] < 1

@@ -53,12 +53,10 @@ def best_rows(x: np.ndarray, members: np.ndarray, m: int, top: int, eligible: np
     """The ``top`` rows of ``x`` where ``eligible``, by (score, ``ids``), as `set_scores`
     would rank them all: their row numbers, scores and nearest members.
 
-    Exact, without scoring every row: the members are grouped by k-means into about
-    sqrt(members) clusters; a row's distance to a cluster's centre less the cluster's radius
-    bounds from below its distance to each member of that cluster, so the smallest such bound
-    bounds its score (the mean distance to its m nearest members is at least the nearest). The
-    rows with the smallest bounds are scored first; the ``top``-th best score found is then a
-    cut, and only the rows whose bound is below it are scored too."""
+    Exact, without scoring every row: `lower_bounds` bounds each row's score from below (the
+    mean distance to its m nearest members is at least the nearest). The rows with the
+    smallest bounds are scored first; the ``top``-th best score found is then a cut, and only
+    the rows whose bound is below it are scored too."""
     pos = np.flatnonzero(eligible)
     members = np.ascontiguousarray(members, np.float32)
     first = max(4 * top, 4096)
@@ -66,19 +64,7 @@ def best_rows(x: np.ndarray, members: np.ndarray, m: int, top: int, eligible: np
         score, nearest = set_scores(x[pos], members, m)
         pick = _best(score, ids[pos], top)
         return pos[pick], score[pick], nearest[pick]
-    k = int(math.sqrt(members.shape[0]))
-    kmeans = faiss.Kmeans(members.shape[1], k, niter=10, seed=1, min_points_per_centroid=1)
-    kmeans.train(members)
-    centres = kmeans.centroids
-    _, cluster = kmeans.index.search(members, 1)
-    spread = np.sqrt(np.maximum(((members - centres[cluster[:, 0]]) ** 2).sum(axis=1), 0))
-    radius = np.zeros(k, np.float32)
-    np.maximum.at(radius, cluster[:, 0], spread)
-    bound = np.empty(pos.size, np.float32)
-    for start in range(0, pos.size, 1 << 18):
-        d2 = faiss.pairwise_distances(np.ascontiguousarray(x[pos[start:start + (1 << 18)]], np.float32), centres)
-        bound[start:start + (1 << 18)] = (np.sqrt(np.maximum(d2, 0)) - radius).min(axis=1)
-    bound *= 1 - 1e-4  # room for the rounding of distances computed two ways
+    bound = lower_bounds(x[pos], members)
     scored = np.argpartition(bound, first)[:first]
     score, nearest = set_scores(x[pos[scored]], members, m)
     cut = np.partition(score, top - 1)[top - 1]
@@ -89,6 +75,27 @@ def best_rows(x: np.ndarray, members: np.ndarray, m: int, top: int, eligible: np
         score, nearest = np.concatenate([score, more_score]), np.concatenate([nearest, more_nearest])
     pick = _best(score, ids[pos[scored]], top)
     return pos[scored[pick]], score[pick], nearest[pick]
+
+
+def lower_bounds(x: np.ndarray, members: np.ndarray, chunk: int = 1 << 18) -> np.ndarray:
+    """For each row of ``x``, a lower bound of its distance to the nearest of ``members`` (so of
+    its score): the members are grouped by k-means into about sqrt(members) clusters, and a
+    row's distance to a cluster's centre less the cluster's radius is at most its distance to
+    any member of that cluster. Costs a few percent of scoring the row."""
+    members = np.ascontiguousarray(members, np.float32)
+    k = max(1, int(math.sqrt(members.shape[0])))
+    kmeans = faiss.Kmeans(members.shape[1], k, niter=10, seed=1, min_points_per_centroid=1)
+    kmeans.train(members)
+    centres = kmeans.centroids
+    _, cluster = kmeans.index.search(members, 1)
+    spread = np.sqrt(np.maximum(((members - centres[cluster[:, 0]]) ** 2).sum(axis=1), 0))
+    radius = np.zeros(k, np.float32)
+    np.maximum.at(radius, cluster[:, 0], spread)
+    bound = np.empty(len(x), np.float32)
+    for start in range(0, len(x), chunk):
+        d2 = faiss.pairwise_distances(np.ascontiguousarray(x[start:start + chunk], np.float32), centres)
+        bound[start:start + chunk] = (np.sqrt(np.maximum(d2, 0)) - radius).min(axis=1)
+    return bound * (1 - 1e-4) - 1e-6  # room for the rounding of distances computed two ways
 
 
 def _best(score: np.ndarray, ids: np.ndarray, top: int) -> np.ndarray:
@@ -121,8 +128,13 @@ def self_check(x: np.ndarray, member_at: np.ndarray, seed: int, sample: int = SE
     sampled = rows.size > sample
     if sampled:  # the candidates' scores on a random sample, the held-out members' exactly
         rows = np.sort(rng.choice(rows, sample, replace=False))
-    score, _ = set_scores(x[rows], x[train], m)
-    held_score = set_scores(x[out], x[train], m)[0] if sampled else score[np.searchsorted(rows, out)]
+    # a candidate counts for a held-out member when its score is lower: the candidates whose
+    # bound exceeds every held-out score never count, and are not scored
+    held_score = set_scores(x[out], x[train], m)[0]
+    scored = rows[lower_bounds(x[rows], x[train]) <= held_score.max()] if train.size > PRUNE_MIN_MEMBERS else rows
+    score, _ = set_scores(x[scored], x[train], m)
+    if not sampled:  # the held-out members are candidates: their scores as computed with the others
+        held_score = score[np.searchsorted(scored, out)]
     ranks = np.searchsorted(np.sort(score), held_score, side="left") * (n_ranked / rows.size) + 1
     return {"held_out": int(out.size), "seed": int(seed), "m": m, "ranked": n_ranked,
             "top_1pct": top, "recall": round(float(np.mean(ranks <= top)), 4), "chance": LIKE_TOP_SHARE,
