@@ -13,12 +13,13 @@ HTTP requests from one client, one at a time:
   request a slightly different window, so no cached image is reused; and a click (the
   nearest source to a pixel, answered by a redirect);
 - figures: one source's fold / XP / dm-dt figure (`latentcat.plots.plot_similar`, matplotlib)
-  and its small thumbnail (numpy), never drawn before;
+  and its small thumbnail (Pillow), never drawn before;
 - the whole source page as a browser loads it: the HTML, the map PNG, the source's figure and
   its 10 neighbours' thumbnails, none drawn before, one after the other;
 - the map script's requests: a hover name (``/api/nearest``), a box of about 1,000 sources
-  (``/selection``, the HTML of its first page of 50; their thumbnails are images of their own) and "more like these"
-  of that box (``/like``: `Catalog.like` of its members, the top 100 listed, with the self-check).
+  (``/selection``, the HTML of its first page of 50; their thumbnails are images of their own), a lasso (a
+  circle of 40 corners inside that box) and "more like these" of the box (``/like``: `Catalog.like` of its
+  members, the top 100 listed, with the self-check).
 
     OMP_NUM_THREADS=1 python3 benchmarks/serve.py --n 100000
 """
@@ -26,6 +27,7 @@ HTTP requests from one client, one at a time:
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import sys
@@ -177,7 +179,21 @@ def main(argv: list[str] | None = None) -> None:
 
         boxes = [box_of(i) for i in range(args.selections)]
         selections = _timed(lambda i: _get(f"{base}selection?box={boxes[i]}"), args.selections)
+
+        def lasso_of(box: str) -> str:  # the circle inscribed in a box, 40 corners
+            x0, x1, y0, y1 = (float(v) for v in box.split(","))
+            t = np.linspace(0, 2 * np.pi, 40, endpoint=False)
+            xs, ys = (x0 + x1) / 2 + (x1 - x0) / 2 * np.cos(t), (y0 + y1) / 2 + (y1 - y0) / 2 * np.sin(t)
+            return ",".join(f"{v:.6g}" for xy in zip(xs, ys) for v in xy)
+
+        lassos = _timed(lambda i: _get(f"{base}selection?lasso={lasso_of(boxes[i])}"), args.selections)
         likes = _timed(lambda i: _get(f"{base}like?box={boxes[i]}"), args.selections)
+        import faiss  # the same with FAISS on every core, as a `latentcat serve` started without OMP_NUM_THREADS runs
+
+        one = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(os.cpu_count() or 1)
+        likes_all = _timed(lambda i: _get(f"{base}like?box={boxes[i]}"), args.selections)
+        faiss.omp_set_num_threads(one)
     finally:
         server.shutdown()
         server.server_close()
@@ -198,11 +214,13 @@ def main(argv: list[str] | None = None) -> None:
         ("map view PNG, window 1/8 wide, coloured by period", map_zoom),
         ("map click -> nearest source (redirect)", clicks),
         ("source figure PNG (plot_similar, matplotlib, not cached)", figures),
-        ("thumbnail PNG (numpy, not cached)", thumbs),
+        ("thumbnail PNG (Pillow, not cached)", thumbs),
         ("whole source page: HTML, map, figure, 10 thumbnails", whole),
         ("hover name (api/nearest, JSON)", hover),
         ("box of ~1,000 sources: selection page 1 (HTML)", selections),
+        ("lasso (40 corners) inside that box: selection page 1", lassos),
         ("box of ~1,000 sources: more like these (like(), top 100)", likes),
+        (f"the same, FAISS on {os.cpu_count()} threads (serve's default)", likes_all),
     ]
     for name, values in rows:
         print(f"{name:<58}{p(values, 50)} {p(values, 99)}{values.size:6d}")
