@@ -184,7 +184,7 @@ class Explorer:
     def _environment(self) -> Environment:
         env = Environment(loader=_loader(), autoescape=select_autoescape(["html"], default=True),
                           undefined=StrictUndefined if os.environ.get("LATENTCAT_STRICT_TEMPLATES") else Undefined,
-                          trim_blocks=True, lstrip_blocks=True)
+                          lstrip_blocks=True)
         env.filters["fmt"] = fmt
         env.filters["n"] = lambda v: f"{int(v):,}"
         env.globals.update(url=url, catalogue=self.name, version=__version__, has_features=self.features is not None,
