@@ -67,8 +67,16 @@ def _timed(fn, repeats: int) -> np.ndarray:
     return out * 1e3  # ms
 
 
-def _write_map(cat_dir: Path, seed: int) -> int:
-    """A map table: one Gaussian blob per DR3 class (unlabelled sources spread over all)."""
+def _write_map(cat_dir: Path, seed: int, kind: str = "blobs") -> int:
+    """A map table: one Gaussian blob per DR3 class (unlabelled sources spread over all), or
+    with ``kind="fitted"`` the map a build fits (`latentcat.analyse.fit_map_model`: the
+    parametric map of the search space), on which a box holds sources alike in the space."""
+    if kind == "fitted":
+        from latentcat.analyse import fit_map_model
+
+        with open_catalog(cat_dir) as cat:
+            xy, _ = fit_map_model(cat, seed=seed)
+        return write_map(cat_dir, xy)
     with open_catalog(cat_dir) as cat:
         rows = cat.sql("SELECT e.source_id, l.best_class_name FROM embeddings e LEFT JOIN labels l USING (source_id) "
                        "ORDER BY e.source_id").to_pydict()
@@ -93,6 +101,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--full-pages", type=int, default=10, help="whole source pages (HTML, map, figure, thumbnails) timed")
     ap.add_argument("--selections", type=int, default=5, help="box selections of ~1,000 sources (and their like) timed")
     ap.add_argument("--workdir", type=Path, default=None, help="keep the catalogue here")
+    ap.add_argument("--map", choices=("blobs", "fitted"), default="blobs",
+                    help="the map: one blob per class (quick), or fitted on the search space as a build does")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
@@ -108,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     cat_dir = args.workdir / "cat"
     write_catalog(cat_dir, build_info={"seed": args.seed}, seed=args.seed, **inputs)
     shutil.copytree(inputs["features_dir"], cat_dir / "features")  # as a build leaves them, for the thumbnails
-    n_map = _write_map(cat_dir, args.seed)
+    n_map = _write_map(cat_dir, args.seed, args.map)
     t_build = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -201,7 +211,8 @@ def main(argv: list[str] | None = None) -> None:
             tmp.cleanup()
 
     p = lambda a, q: f"{np.percentile(a, q):9.1f}"  # noqa: E731
-    print(f"latentcat serve benchmark: n={args.n:,} sources, {n_map:,} on the map, one client, requests one at a time")
+    print(f"latentcat serve benchmark: n={args.n:,} sources, {n_map:,} on the map ({args.map}), one client, "
+          "requests one at a time")
     print(f"inputs written in {t_inputs:.1f} s, catalogue and map in {t_build:.1f} s; "
           f"explorer started (open + map loaded) in {t_start * 1e3:.0f} ms")
     print()
