@@ -174,27 +174,21 @@ CREATE OR REPLACE MACRO similar_to_latents(qid, k) AS TABLE
     ORDER BY distance, e.source_id
     LIMIT k;
 
--- Nearest sources on one block: the XP spectrum, the dm-dt map or the folded light curve.
-CREATE OR REPLACE MACRO similar_to_xp(qid, k) AS TABLE
-    SELECT e.source_id, array_distance(e.z_xp, q.z_xp) AS distance
-    FROM embeddings AS e, (SELECT z_xp FROM embeddings WHERE source_id = qid) AS q
-    WHERE e.source_id <> qid AND e.z_xp IS NOT NULL AND q.z_xp IS NOT NULL
+-- Nearest sources on one block (block: 'xp', 'dmdt' or 'fold'): the XP spectrum, the dm-dt
+-- map or the folded light curve; similar_to_xp, similar_to_dmdt and similar_to_fold name it.
+CREATE OR REPLACE MACRO similar_to_block(qid, k, block) AS TABLE
+    WITH e AS (SELECT source_id, CASE block WHEN 'xp' THEN z_xp WHEN 'dmdt' THEN z_dmdt WHEN 'fold' THEN z_fold
+                                 END AS z
+               FROM embeddings)
+    SELECT e.source_id, array_distance(e.z, q.z) AS distance
+    FROM e, (SELECT z FROM e WHERE source_id = qid) AS q
+    WHERE e.source_id <> qid AND e.z IS NOT NULL AND q.z IS NOT NULL
     ORDER BY distance, e.source_id
     LIMIT k;
 
-CREATE OR REPLACE MACRO similar_to_dmdt(qid, k) AS TABLE
-    SELECT e.source_id, array_distance(e.z_dmdt, q.z_dmdt) AS distance
-    FROM embeddings AS e, (SELECT z_dmdt FROM embeddings WHERE source_id = qid) AS q
-    WHERE e.source_id <> qid AND e.z_dmdt IS NOT NULL AND q.z_dmdt IS NOT NULL
-    ORDER BY distance, e.source_id
-    LIMIT k;
-
-CREATE OR REPLACE MACRO similar_to_fold(qid, k) AS TABLE
-    SELECT e.source_id, array_distance(e.z_fold, q.z_fold) AS distance
-    FROM embeddings AS e, (SELECT z_fold FROM embeddings WHERE source_id = qid) AS q
-    WHERE e.source_id <> qid AND e.z_fold IS NOT NULL AND q.z_fold IS NOT NULL
-    ORDER BY distance, e.source_id
-    LIMIT k;
+CREATE OR REPLACE MACRO similar_to_xp(qid, k) AS TABLE SELECT * FROM similar_to_block(qid, k, 'xp');
+CREATE OR REPLACE MACRO similar_to_dmdt(qid, k) AS TABLE SELECT * FROM similar_to_block(qid, k, 'dmdt');
+CREATE OR REPLACE MACRO similar_to_fold(qid, k) AS TABLE SELECT * FROM similar_to_block(qid, k, 'fold');
 
 -- Nearest sources on the blocks the query source has. A source without XP is compared on
 -- dm-dt + fold, and so on: the distance sums the squared distances of the blocks the query has

@@ -90,3 +90,12 @@ def test_writes_to_a_catalogue_keep_its_storage_version(cat_dir, tmp_path):
                        "(SELECT count(*) FROM outlier_scores WHERE method = 'test'), (SELECT count(*) FROM map), "
                        "(SELECT value->>'$.written' FROM build_info WHERE key = 'note')")
     assert rows == [["2", "2", "2", "true"]]
+
+
+@pytest.mark.parametrize("block", ["xp", "fold"])
+def test_the_one_block_macros_in_the_shell_match_the_python_api(cat_dir, block):
+    shell_ids = [int(r[0]) for r in _shell_rows(cat_dir / store.DB_NAME,
+                                                 f"SELECT source_id FROM similar_to_{block}({QUERY_ID}, 5)")]
+    with open_catalog(cat_dir) as cat:
+        api_ids = cat.similar(QUERY_ID, k=5, modality=block, with_meta=False).column("source_id").to_pylist()
+    assert len(shell_ids) == 5 and shell_ids == api_ids

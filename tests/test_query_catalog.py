@@ -123,6 +123,17 @@ def test_faiss_search_and_sql_macro_agree(cat, bare, tables):
     assert set(got.column("blocks").to_pylist()) == {"xp+dmdt+fold"}
 
 
+@pytest.mark.parametrize("block", ["xp", "dmdt", "fold"])
+def test_the_one_block_macros_give_the_one_block_search(cat, bare, tables, block):
+    got = cat.similar(QUERY_ID, k=10, modality=block, with_meta=False)
+    macro = bare.execute(f"SELECT source_id, distance FROM similar_to_{block}(?, 10)", [QUERY_ID]).fetchall()
+    assert got.column("source_id").to_pylist() == [r[0] for r in macro]
+    ids, dist = brute_force(tables, QUERY_ID, (block,), 10)
+    assert [r[0] for r in macro] == ids.tolist()
+    np.testing.assert_allclose([r[1] for r in macro], dist, rtol=1e-5)
+    assert bare.execute(f"SELECT * FROM similar_to_block(?, 10, '{block}')", [QUERY_ID]).fetchall() == macro
+
+
 @pytest.mark.parametrize("modality", ["xp", "dmdt", "fold"])
 def test_single_modality_matches_its_macro(cat, bare, modality):
     got = cat.similar(QUERY_ID, k=7, modality=modality)
