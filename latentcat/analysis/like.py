@@ -16,6 +16,8 @@ import math
 import faiss
 import numpy as np
 
+from latentcat.analysis.space import cluster_radii
+
 LIKE_M = 5
 """A source's score is its mean distance to its m = min(LIKE_M, set size) nearest members."""
 
@@ -88,9 +90,7 @@ def lower_bounds(x: np.ndarray, members: np.ndarray, chunk: int = 1 << 18) -> np
     kmeans.train(members)
     centres = kmeans.centroids
     _, cluster = kmeans.index.search(members, 1)
-    spread = np.sqrt(np.maximum(((members - centres[cluster[:, 0]]) ** 2).sum(axis=1), 0))
-    radius = np.zeros(k, np.float32)
-    np.maximum.at(radius, cluster[:, 0], spread)
+    radius = cluster_radii(members, centres, cluster[:, 0])
     bound = np.empty(len(x), np.float32)
     for start in range(0, len(x), chunk):
         d2 = faiss.pairwise_distances(np.ascontiguousarray(x[start:start + chunk], np.float32), centres)

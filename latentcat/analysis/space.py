@@ -195,6 +195,16 @@ def vectors_of(table: pa.Table) -> dict[str, np.ndarray]:
     return out
 
 
+def cluster_radii(x: np.ndarray, centroids: np.ndarray, label: np.ndarray) -> np.ndarray:
+    """float32 (n clusters,): the largest distance of a cluster's vectors from its centroid,
+    rounded up a little (1e-5 relative) so that float32 distances computed elsewhere stay
+    inside it: with the triangle inequality, a vector is at least (its distance to the
+    centroid) - radius from every member of the cluster."""
+    radius = np.zeros(len(centroids))
+    np.maximum.at(radius, label, np.linalg.norm(x.astype(np.float64) - centroids[label], axis=1))
+    return (radius * (1 + 1e-5) + 1e-6).astype(np.float32)
+
+
 def _as_part(parts: dict[str, np.ndarray], name: str) -> np.ndarray:
     x = np.asarray(parts[name], np.float64)
     return x.reshape(len(x), PART_DIM[name])

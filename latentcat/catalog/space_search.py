@@ -36,7 +36,7 @@ import faiss
 import numpy as np
 import pyarrow as pa
 
-from latentcat.analysis.space import PART_DIM, present_sets, vectors_of
+from latentcat.analysis.space import PART_DIM, cluster_radii, present_sets, vectors_of
 from latentcat.catalog.index import recall_at_k
 
 PART_BITS = {"xp": 1, "dmdt": 2, "fold": 4, "colour": 8}
@@ -97,7 +97,7 @@ def ivf_lists(x: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.
     nlist = max(1, n // LIST_SIZE)
     if nlist == 1:
         centroids = x.mean(axis=0, keepdims=True).astype(np.float32)
-        return np.zeros(n, np.int32), centroids, _radii(x, centroids, np.zeros(n, np.int32)), 1, 1.0
+        return np.zeros(n, np.int32), centroids, cluster_radii(x, centroids, np.zeros(n, np.int32)), 1, 1.0
     rng = np.random.default_rng(seed)
     kmeans = faiss.Kmeans(d, nlist, niter=10, seed=seed, max_points_per_centroid=64)
     kmeans.train(x[np.sort(rng.choice(n, min(n, 64 * nlist), replace=False))])
@@ -127,15 +127,7 @@ def ivf_lists(x: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.
             break
         nprobe = min(nlist, nprobe * 2)
     list_id = nearest[:, 0].astype(np.int32)
-    return list_id, centroids, _radii(x, centroids, list_id), nprobe, recall
-
-
-def _radii(x: np.ndarray, centroids: np.ndarray, list_id: np.ndarray) -> np.ndarray:
-    """float32 (nlist,): the largest distance of a list's vectors from its centroid, rounded up
-    a little (1e-5 relative) so that float32 distances computed elsewhere stay inside it."""
-    radius = np.zeros(len(centroids))
-    np.maximum.at(radius, list_id, np.linalg.norm(x.astype(np.float64) - centroids[list_id], axis=1))
-    return (radius * (1 + 1e-5) + 1e-6).astype(np.float32)
+    return list_id, centroids, cluster_radii(x, centroids, list_id), nprobe, recall
 
 
 def write_space_search(con: duckdb.DuckDBPyConnection, seed: int = 0) -> dict:
