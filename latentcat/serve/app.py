@@ -219,6 +219,21 @@ class Explorer:
 
     # ------------------------------------------------------------------ the map
 
+    def _checked_state(self, params) -> State:
+        """The state in a URL, or a PageError naming its first problem."""
+        state, problem = parse_state(params, self.map.options)
+        if problem:
+            raise PageError(problem)
+        return state
+
+    @staticmethod
+    def _pixel(params, names: tuple[str, str], missing: str) -> tuple[float, float]:
+        """A pixel of a map view given as two numbers in the URL, or a PageError."""
+        try:
+            return float(params.get(names[0], "")), float(params.get(names[1], ""))
+        except ValueError:
+            raise PageError(missing) from None
+
     def _view(self, state: State) -> View:
         return (state.view or self.map.full).fitted(WIDTH, HEIGHT)
 
@@ -227,9 +242,7 @@ class Explorer:
         return self.cat.similar(state.source_id, k=state.k, modality=state.modality, where=state.where or None)
 
     def map_png(self, params) -> Response:
-        state, problem = parse_state(params, self.map.options)
-        if problem:
-            raise PageError(problem)
+        state = self._checked_state(params)
         rings = ()
         if state.source_id is not None:
             try:
@@ -277,13 +290,8 @@ class Explorer:
         }
 
     def click(self, params) -> Response:
-        state, problem = parse_state(params, self.map.options)
-        if problem:
-            raise PageError(problem)
-        try:
-            px, py = float(params.get("at.x", "")), float(params.get("at.y", ""))
-        except ValueError:
-            raise PageError("a map click needs its position (at.x, at.y) in pixels") from None
+        state = self._checked_state(params)
+        px, py = self._pixel(params, ("at.x", "at.y"), "a map click needs its position (at.x, at.y) in pixels")
         if not (0 <= px <= WIDTH and 0 <= py <= HEIGHT):
             raise PageError(f"the click ({px:g}, {py:g}) is outside the {WIDTH} x {HEIGHT} map")
         view = self._view(state)
@@ -615,13 +623,8 @@ class Explorer:
     def api_nearest(self, params) -> Response:
         """JSON: the source nearest pixel (px, py) of a map view, within `CLICK_RADIUS` pixels
         (``{}`` when none); its source_id as a string (JavaScript numbers hold 53 bits)."""
-        state, problem = parse_state({k: params[k] for k in ("view", "colour") if k in params}, self.map.options)
-        if problem:
-            raise PageError(problem)
-        try:
-            px, py = float(params.get("px", "")), float(params.get("py", ""))
-        except ValueError:
-            raise PageError("give the pixel as px and py") from None
+        state = self._checked_state({k: params[k] for k in ("view", "colour") if k in params})
+        px, py = self._pixel(params, ("px", "py"), "give the pixel as px and py")
         sid = None
         if math.isfinite(px) and math.isfinite(py):
             sid = self.map.nearest(self._view(state), px, py, CLICK_RADIUS)
