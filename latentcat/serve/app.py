@@ -172,6 +172,7 @@ class Explorer:
             self.decoders = None                     # the trained VAEs, loaded on the first latent traversal
             self.latent_ranges = None                # per block: 1st percentile, median, 99th percentile
             self.sessions = Sessions(self.cat.discover, answers=answers, folder=sessions_dir)
+            self._similar = lru_cache(maxsize=256)(self._similar)  # the catalogue is a snapshot: never stale
             self.templates = self._environment()
         except BaseException:
             self.cat.close()
@@ -238,8 +239,12 @@ class Explorer:
         return (state.view or self.map.full).fitted(WIDTH, HEIGHT)
 
     def _neighbour_table(self, state: State):
-        """Catalog.similar for the state's source, k, modality and filter."""
-        return self.cat.similar(state.source_id, k=state.k, modality=state.modality, where=state.where or None)
+        """Catalog.similar for the state's source, k, modality and filter: a source page and
+        its map image (which rings the neighbours) ask for the same one, so the last 256 are kept."""
+        return self._similar(state.source_id, state.k, state.modality, state.where or None)
+
+    def _similar(self, source_id: int, k: int, modality: str, where: str | None):
+        return self.cat.similar(source_id, k=k, modality=modality, where=where)
 
     def map_png(self, params) -> Response:
         state = self._checked_state(params)
