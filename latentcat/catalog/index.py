@@ -14,6 +14,7 @@ a sample of the catalogue's own vectors reaches ``target_recall``.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from pathlib import Path
@@ -241,11 +242,17 @@ def _ivf(index: faiss.Index):
     return index if isinstance(index, faiss.IndexIVF) else faiss.try_extract_index_ivf(index)
 
 
+@functools.lru_cache(maxsize=64)
+def _ivf_params(nprobe: int) -> faiss.SearchParametersIVF:
+    """The IVF search parameters of an nprobe without a selector, made once (FAISS only reads them)."""
+    return faiss.SearchParametersIVF(nprobe=nprobe)
+
+
 def _raw_search(index: faiss.Index, q: np.ndarray, k: int, selector, nprobe: int | None):
     """One FAISS call: squared distances and ids (n, k), -1 where fewer were found. A single
     query runs on one OpenMP thread (threads only cost time for one vector); a batch uses them."""
     if nprobe is not None:
-        params = faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)
+        params = faiss.SearchParametersIVF(sel=selector, nprobe=nprobe) if selector is not None else _ivf_params(nprobe)
     else:
         params = faiss.SearchParameters(sel=selector) if selector is not None else None
     if len(q) > 1:
@@ -277,6 +284,51 @@ def _exact_distances(index: faiss.Index, q: np.ndarray, found: np.ndarray) -> tu
         d2[valid] = (diff * diff).sum(axis=1)
     order = np.argsort(d2, axis=1, kind="stable")
     return np.take_along_axis(d2, order, axis=1), np.take_along_axis(found, order, axis=1)
+
+
+def _plan(index: faiss.Index, k: int, allowed, exclude: bool):
+    """How a search of ``index`` runs: (its IVF part or None, nprobe, FAISS selector, the allowed
+    set, post-filter?, neighbours asked for), or None when nothing can be found."""
+    ntotal = int(index.ntotal)
+    if ntotal == 0:
+        return None
+    if allowed is not None and not isinstance(allowed, Allowed):
+        allowed = Allowed(allowed)
+    if allowed is not None and len(allowed) == 0:
+        return None
+    ivf = _ivf(index)
+    nprobe = ivf.nprobe if ivf is not None else None
+    selector = None
+    if allowed is not None and (ivf is not None or len(allowed) < FLAT_POSTFILTER * ntotal):
+        selector = allowed.selector()
+    post = allowed is not None and selector is None
+    kk = k + int(exclude)
+    want = kk if not post else int(min(ntotal, 2 * kk * ntotal / len(allowed) + 16))
+    return ivf, nprobe, selector, allowed, post, max(1, min(want, ntotal))
+
+
+def search_one(index: faiss.Index, query: np.ndarray, k: int, allowed: Allowed | np.ndarray | None = None,
+               exclude: int = -1) -> tuple[list[int], list[float]]:
+    """`search_many` for one query vector (float32 (1, d), contiguous), on plain lists: the ids
+    of its k nearest (fewer where fewer exist) and their Euclidean distances, ascending."""
+    plan = _plan(index, k, allowed, exclude >= 0)
+    if plan is None:
+        return [], []
+    ivf, nprobe, selector, allowed, post, want = plan
+    if post:
+        dist, found = search_many(index, query, k, allowed, np.array([exclude]))
+        keep = found[0] >= 0
+        return found[0, keep].tolist(), dist[0, keep].tolist()
+    while True:
+        dist, found = _raw_search(index, query, want, selector, nprobe)
+        if ivf is None:
+            dist, found = _exact_distances(index, query, found)
+        ids = found[0].tolist()
+        hits = [(i, d) for i, d in zip(ids, dist[0].tolist()) if i >= 0 and i != exclude][:k]
+        if len(hits) >= k or ivf is None or nprobe >= ivf.nlist or -1 not in ids:
+            break
+        nprobe = min(ivf.nlist, nprobe * 4)
+    return [i for i, _ in hits], [math.sqrt(max(d, 0.0)) for _, d in hits]
 
 
 def search_many(
@@ -318,38 +370,17 @@ def search_many(
     n = len(q)
     out_d = np.full((n, k), np.inf, np.float32)
     out_i = np.full((n, k), -1, np.int64)
-    ntotal = int(index.ntotal)
-    if n == 0 or ntotal == 0:
-        return out_d, out_i
-    if allowed is not None and not isinstance(allowed, Allowed):
-        allowed = Allowed(allowed)
-    if allowed is not None and len(allowed) == 0:
-        return out_d, out_i
     exclude = np.full(n, -1, np.int64) if exclude is None else np.asarray(exclude, np.int64)
-    ivf = _ivf(index)
-    nprobe = ivf.nprobe if ivf is not None else None
-    selector = None
-    if allowed is not None and (ivf is not None or len(allowed) < FLAT_POSTFILTER * ntotal):
-        selector = allowed.selector()
-    post = allowed is not None and selector is None
-    kk = k + int((exclude >= 0).any())
-    want = kk if not post else int(min(ntotal, 2 * kk * ntotal / len(allowed) + 16))
-    want = max(1, min(want, ntotal))
-    if n == 1 and not post:  # one query: the same rule on plain lists, without numpy's per-call costs
-        ex = int(exclude[0])
-        while True:
-            dist, found = _raw_search(index, q, want, selector, nprobe)
-            if ivf is None:
-                dist, found = _exact_distances(index, q, found)
-            ids = found[0].tolist()
-            hits = [(i, d) for i, d in zip(ids, dist[0].tolist()) if i >= 0 and i != ex][:k]
-            if len(hits) >= k or ivf is None or nprobe >= ivf.nlist or -1 not in ids:
-                break
-            nprobe = min(ivf.nlist, nprobe * 4)
-        if hits:
-            out_i[0, :len(hits)] = [i for i, _ in hits]
-            out_d[0, :len(hits)] = [math.sqrt(max(d, 0.0)) for _, d in hits]
+    plan = _plan(index, k, allowed, bool((exclude >= 0).any())) if n else None
+    if plan is None:
         return out_d, out_i
+    ivf, nprobe, selector, allowed, post, want = plan
+    if n == 1 and not post:
+        found, dist = search_one(index, q, k, allowed, int(exclude[0]))
+        out_i[0, :len(found)] = found
+        out_d[0, :len(found)] = dist
+        return out_d, out_i
+    ntotal = int(index.ntotal)
     if ivf is None and n * q.shape[1] >= BLAS_THRESHOLD:  # distances through BLAS: refined below
         want = min(ntotal, want + BLAS_MARGIN)
     todo = np.arange(n)
