@@ -486,6 +486,8 @@ def similar(
     ),
     meta: bool = typer.Option(True, "--meta/--no-meta", help="Join the neighbours' metadata (default), or give "
                               "only rank, source_id, distance and blocks: the fastest, for bulk queries."),
+    columns: Optional[str] = typer.Option(None, "--columns", help="Join only these source_meta columns, "
+                                          "comma-separated (e.g. phot_g_mean_mag,bp_rp,best_class_name)."),
     file_source_id: Optional[int] = typer.Option(None, "--source-id", help="Which source of a DataLink file holding several."),
     bp_rp: Optional[float] = typer.Option(None, "--bp-rp", help="With --from-file: the source's Gaia BP-RP colour (mag), so the search space compares colour too."),
     catalog: Optional[Path] = CATALOG_OPTION,
@@ -501,6 +503,10 @@ def similar(
         raise LatentcatError("give exactly one of SOURCE_ID, --from-file FILE or --ids-file FILE")
     if source_id is not None:
         source_id = as_source_id(source_id)
+    if columns is not None:
+        if not meta:
+            raise LatentcatError("give --columns or --no-meta, not both")
+        meta = [c.strip() for c in columns.split(",") if c.strip()]
     with _open_catalog(catalog, timeout=timeout) as cat:
         if ids_file is not None:
             _similar_many(cat, ids_file, output, fmt, force, k=k, modality=modality, where=where, with_meta=meta)
@@ -512,7 +518,8 @@ def similar(
         from latentcat.query.by_example import similar_to_file
 
         table, info = similar_to_file(cat, from_file, k=k, modality=modality, where=where,
-                                      time_format=time_format, source_id=file_source_id, bp_rp=bp_rp)
+                                      time_format=time_format, source_id=file_source_id, bp_rp=bp_rp,
+                                      with_meta=meta)
         for note in info.get("notes", []):
             typer.echo(f"note: {note}", err=True)
         typer.echo(

@@ -65,12 +65,29 @@ def test_similar_ids_file_to_csv_without_metadata(cat_dir, ids_file, ids, tmp_pa
     assert result.exit_code == 2 and "--force" in result.stderr
 
 
+def test_similar_columns_option_joins_only_those_columns(cat_dir, ids_file, ids, tmp_path):
+    out = tmp_path / "nb.csv"
+    result = runner.invoke(app, ["similar", "--ids-file", str(ids_file), "-k", "2", "--columns", "best_class_name, period",
+                                 "--catalog", str(cat_dir), "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(out.open()))
+    assert list(rows[0]) == ["query_id", "rank", "source_id", "distance", "blocks", "best_class_name", "period"]
+    with open_catalog(cat_dir) as cat:
+        want = cat.similar(ids, k=2)
+    assert [r["best_class_name"] for r in rows] == [c or "" for c in want.column("best_class_name").to_pylist()]
+    result = runner.invoke(app, ["similar", str(QUERY_ID), "--columns", "ruwe", "--catalog", str(cat_dir), "-f", "json"])
+    assert result.exit_code == 0, result.output
+    assert list(json.loads(result.stdout)[0]) == ["rank", "source_id", "distance", "blocks", "ruwe"]
+
+
 @pytest.mark.parametrize("args, message", [
     (["--ids-file", "IDS"], "--ids-file writes its answer to --output FILE"),
     (["--ids-file", "IDS", "--output", "OUT", "--format", "json"], "--ids-file writes parquet or csv, not json"),
     ([str(QUERY_ID), "--ids-file", "IDS"], "give exactly one of SOURCE_ID, --from-file FILE or --ids-file FILE"),
     (["--ids-file", "BAD", "--output", "OUT"], "bad.txt line 3: not a source_id: 'abc'"),
     (["--ids-file", "UNKNOWN", "--output", "OUT"], "source_id 42 is not in the catalogue (and 1 more of the 3 queries)"),
+    (["--ids-file", "IDS", "--output", "OUT", "--columns", "ra,mag"], "source_meta has no column 'mag' (it has: "),
+    ([str(QUERY_ID), "--columns", "ra", "--no-meta"], "give --columns or --no-meta, not both"),
 ])
 def test_similar_ids_file_errors_are_one_line_and_write_nothing(cat_dir, tmp_path, args, message):
     (tmp_path / "ids.txt").write_text(f"{QUERY_ID}\n")

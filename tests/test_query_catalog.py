@@ -8,6 +8,8 @@ import textwrap
 
 import duckdb
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401
 import pytest
 
 from catalog_fixtures import NO_XP_ID, QUERY_ID, make_tables, write_inputs
@@ -295,6 +297,41 @@ def test_similar_without_metadata_gives_the_same_neighbours(cat):
     assert bare.column_names == ["rank", "source_id", "distance", "blocks"]
     assert bare.column("source_id").to_pylist() == full.column("source_id").to_pylist()
     assert bare.column("distance").to_pylist() == full.column("distance").to_pylist()
+
+
+@pytest.mark.parametrize("query", [QUERY_ID, [QUERY_ID, NO_XP_ID]], ids=["one", "batch"])
+def test_metadata_columns_asked_for_are_those_of_the_full_answer(cat, query):
+    columns = ["best_class_name", "phot_g_mean_mag", "source_id", "period"]
+    full = cat.similar(query, k=7)
+    some = cat.similar(query, k=7, with_meta=columns)
+    head = (["query_id"] if isinstance(query, list) else []) + ["rank", "source_id", "distance", "blocks"]
+    assert some.column_names == head + ["best_class_name", "phot_g_mean_mag", "period"]
+    assert some.equals(full.select(some.column_names))
+    liked = cat.like([QUERY_ID, NO_XP_ID], top=6, with_meta=["ruwe"])
+    assert liked.column_names[-1] == "ruwe"
+    assert liked.column("ruwe").equals(cat.like([QUERY_ID, NO_XP_ID], top=6).column("ruwe"))
+
+
+def test_unknown_metadata_columns_are_refused_before_any_search(cat):
+    with pytest.raises(LatentcatError, match=r"^source_meta has no column 'magnitude' \(it has: has_xp, "):
+        cat.similar(QUERY_ID, with_meta=["phot_g_mean_mag", "magnitude"])
+    with pytest.raises(LatentcatError, match="with_meta takes True, False or a list"):
+        cat.similar(QUERY_ID, with_meta="phot_g_mean_mag")
+    with pytest.raises(LatentcatError, match="source_meta has no column 'distance'"):
+        list(cat.iter_similar([QUERY_ID], with_meta=["distance"]))
+
+
+def test_one_query_on_ivf_indexes_gives_the_batch_answer(ivf_dir):
+    """A single source_id takes a path of its own (plain lists, search_one): the same rows as the
+    same source searched in a batch, with and without a where filter."""
+    with open_catalog(ivf_dir) as c:
+        ids = c.sql("SELECT source_id FROM space WHERE parts <> '' ORDER BY source_id LIMIT 12").column(0).to_pylist()
+        for where in (None, "phot_g_mean_mag < 17"):
+            batch = c.similar(ids, k=8, where=where)
+            for sid in ids:
+                one = c.similar(sid, k=8, where=where)
+                mine = batch.filter(pa.compute.equal(batch.column("query_id"), sid)).drop_columns(["query_id"])
+                assert one.equals(mine), (sid, where)
 
 
 def test_dataframe_convenience_matches_the_arrow_answer(cat):

@@ -94,7 +94,7 @@ def _checked_xp(xp) -> list[np.ndarray | None]:
 
 def similar_to_data(cat, light_curve=None, xp=None, k: int = 10, modality: str = "space",
                     where: str | None = None, time_format: str = "gaia",
-                    bp_rp: float | None = None) -> tuple[pa.Table, dict]:
+                    bp_rp: float | None = None, with_meta=True) -> tuple[pa.Table, dict]:
     """The catalogue sources nearest to a light curve and/or XP spectrum that is not in it.
 
     Parameters
@@ -118,6 +118,8 @@ def similar_to_data(cat, light_curve=None, xp=None, k: int = 10, modality: str =
         See `to_gaia_time`.
     bp_rp : float, optional
         The source's Gaia BP - RP colour (mag), the search space's colour part.
+    with_meta : bool or list of str
+        The source_meta columns joined to the neighbours, as in `Catalog.similar`.
 
     Returns
     -------
@@ -191,7 +193,7 @@ def similar_to_data(cat, light_curve=None, xp=None, k: int = 10, modality: str =
     else:
         vector = np.concatenate([emb[f"z_{b}"] for b in blocks])
         searched = block_set_name(blocks)
-    neighbours = cat.similar(vector, k=k, modality=searched, where=where)
+    neighbours = cat.similar(vector, k=k, modality=searched, where=where, with_meta=with_meta)
 
     info = {
         "blocks": searched,
@@ -390,7 +392,7 @@ def read_query_file(path: str | Path, time_format: str = "gaia", source_id: int 
 
 def similar_to_file(cat, path: str | Path, k: int = 10, modality: str = "space", where: str | None = None,
                     time_format: str = "gaia", source_id: int | None = None,
-                    bp_rp: float | None = None) -> tuple[pa.Table, dict]:
+                    bp_rp: float | None = None, with_meta=True) -> tuple[pa.Table, dict]:
     """`read_query_file` then `similar_to_data`: the neighbours of the data in a file.
 
     Returns
@@ -403,7 +405,7 @@ def similar_to_file(cat, path: str | Path, k: int = 10, modality: str = "space",
     settings = catalogue_settings(cat.path, cat.info()["build_info"])
     data = read_query_file(path, time_format, source_id, settings["keep_variability_rejected"])
     neighbours, info = similar_to_data(cat, data.light_curve, data.xp, k=k, modality=modality, where=where,
-                                       bp_rp=bp_rp)
+                                       bp_rp=bp_rp, with_meta=with_meta)
     notes = data.notes + ([f"{info['duplicate_epochs']} epochs at a repeated time dropped "
                            f"({info['conflicting_epochs']} with another magnitude): the first listed is kept"]
                           if info["duplicate_epochs"] else [])

@@ -28,6 +28,7 @@ source_ids; a ``where`` filter is evaluated once per filter text and kept with i
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -37,7 +38,7 @@ import threading
 from collections import OrderedDict
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import duckdb
 import numpy as np
@@ -133,6 +134,18 @@ class _Batch(NamedTuple):
     rows: np.ndarray | None
     x: np.ndarray | None
     """float32 (n, d): vector queries."""
+
+
+@functools.lru_cache(maxsize=None)
+def _ranks(n: int) -> pa.Array:
+    """int32 1..n, made once per n (a one-query answer's rank column)."""
+    return pa.array(np.arange(1, n + 1, dtype=np.int32))
+
+
+@functools.lru_cache(maxsize=1024)
+def _repeated(text: str, n: int) -> pa.Array:
+    """``text`` n times as an Arrow string array, made once per (text, n)."""
+    return pa.array([text] * n, pa.string())
 
 
 def _as_batch(query) -> np.ndarray | None:
@@ -447,7 +460,7 @@ class Catalog:
     # -----------------------------------------------------------------------------------
     # what the searches read, loaded once per Catalog (the Catalog is a snapshot)
 
-    def _once(self, key: str, load):
+    def _once(self, key: str | tuple, load):
         """A value loaded on first use and kept for the Catalog's life."""
         value = self._loaded.get(key)
         if value is None:
@@ -572,10 +585,20 @@ class Catalog:
         return _Batch(np.arange(n, dtype=np.int64), np.full(n, -1, np.int64), np.zeros(n, np.int64),
                       {0: wanted}, space, None, None, np.ascontiguousarray(x))
 
-    def _answer(self, batch: _Batch, pos: np.ndarray, k: int, allowed, with_meta: bool,
+    def _answer(self, batch: _Batch, pos: np.ndarray, k: int, allowed, with_meta: bool | tuple[str, ...],
                 with_query_id: bool) -> pa.Table:
         """The neighbours of the queries at positions ``pos`` of a batch: one FAISS call per part
         set among them, the metadata of all their neighbours taken at once."""
+        if pos.size == 1 and not with_query_id:  # one query (`similar`): plain lists, columns made once
+            p = int(pos[0])
+            blocks = batch.sets[int(batch.code[p])]
+            x = batch.x[p : p + 1] if batch.x is not None else \
+                np.concatenate([batch.vectors.parts[b][batch.rows[p]] for b in blocks])[None]
+            found, dist = lc_index.search_one(self._index(blocks, batch.space), x, k, allowed, int(batch.exclude[p]))
+            head = {"rank": _ranks(len(found)), "source_id": pa.array(found, pa.int64()),
+                    "distance": pa.array(dist, pa.float32()),
+                    "blocks": _repeated(lc_index.index_key(blocks, batch.space), len(found))}
+            return self._with_meta(head, np.array(found, np.int64), with_meta)
         parts = []
         for code, blocks in batch.sets.items():
             sel = pos if len(batch.sets) == 1 else pos[batch.code[pos] == code]
@@ -609,26 +632,55 @@ class Catalog:
         head["source_id"] = pa.array(ids, pa.int64())
         head["distance"] = pa.array(dist, pa.float32())
         if len(keys) == 1:
-            head["blocks"] = pa.array([names[0]] * len(code), pa.string())
+            head["blocks"] = _repeated(names[0], len(code))
         else:
             head["blocks"] = pa.array(names, pa.string()).take(np.searchsorted(keys, code))
-        if not with_meta:
-            return pa.table(head)
-        return self._with_meta(head, ids)
+        return self._with_meta(head, ids, with_meta)
 
-    def _with_meta(self, head: dict, ids: np.ndarray) -> pa.Table:
-        """``head`` (the neighbour columns) followed by the source_meta columns of ``ids``, taken by
-        row from the loaded source_meta (null where a row is missing)."""
+    def _with_meta(self, head: dict, ids: np.ndarray, columns: bool | tuple[str, ...] = True) -> pa.Table:
+        """``head`` (the neighbour columns) followed by the source_meta ``columns`` of ``ids`` (True:
+        all of them, False: none), taken by row from the loaded source_meta (null where a row is
+        missing)."""
+        if columns is False:
+            return pa.table(head)
         meta_ids, meta = self._meta_rows()
+        if columns is not True:
+            meta = self._meta_columns(columns)
         pos = np.minimum(np.searchsorted(meta_ids, ids), max(meta_ids.size - 1, 0))
         there = meta_ids[pos] == ids if meta_ids.size else np.zeros(ids.size, bool)
         rows = meta.take(pos if there.all() else pa.array(pos, pa.int64(), mask=~there))
-        for j, (name, column) in enumerate(head.items()):  # cheaper than listing the 35 columns
-            rows = rows.add_column(j, name, column)
-        return pa.Table.from_batches([rows])
+        return pa.Table.from_batches([pa.RecordBatch.from_arrays(
+            [*head.values(), *rows.columns], names=[*head, *rows.schema.names])])
+
+    def _checked_meta(self, with_meta) -> bool | tuple[str, ...]:
+        """The ``with_meta`` argument checked: True (every source_meta column), False (none) or a
+        tuple of source_meta column names, each known (checked before anything is searched)."""
+        if isinstance(with_meta, (bool, np.bool_)):
+            return bool(with_meta)
+        if isinstance(with_meta, str) or not isinstance(with_meta, Sequence) \
+                or not all(isinstance(c, str) for c in with_meta):
+            raise LatentcatError("with_meta takes True, False or a list of source_meta column names, "
+                                 f"got {with_meta!r}")
+        self._meta_columns(tuple(with_meta))
+        return tuple(with_meta)
+
+    def _meta_columns(self, columns: tuple[str, ...]) -> pa.RecordBatch:
+        """The loaded source_meta narrowed to ``columns`` (in their order; source_id, which every
+        answer has, left out), kept per column list; an unknown name is a LatentcatError."""
+        wanted = tuple(dict.fromkeys(c for c in columns if c != "source_id"))
+
+        def load():
+            meta = self._meta_rows()[1]
+            unknown = [c for c in wanted if c not in meta.schema.names]
+            if unknown:
+                raise LatentcatError(f"source_meta has no column {unknown[0]!r} "
+                                     f"(it has: {', '.join(meta.schema.names)})")
+            return meta.select(list(wanted))
+
+        return self._once(("meta",) + wanted, load)
 
     def iter_similar(self, queries, k: int = 10, modality: str = "space", where: str | None = None, *,
-                     with_meta: bool = True, chunk_size: int = CHUNK):
+                     with_meta: bool | Sequence[str] = True, chunk_size: int = CHUNK):
         """`similar` for many queries, one Arrow table per chunk of ``chunk_size`` queries, for
         streaming large batches (``latentcat similar --ids-file`` writes them as they come).
 
@@ -642,6 +694,7 @@ class Catalog:
         iterator of pyarrow.Table
         """
         k = _checked_k(k)
+        with_meta = self._checked_meta(with_meta)
         batch = self._batch(_as_batch(queries), modality, single=False)
         allowed = self._filter(where) if where is not None else None
         chunk_size = max(1, int(chunk_size))
@@ -656,7 +709,7 @@ class Catalog:
 
     def similar(self, query=None, k: int = 10, modality: str = "space", where: str | None = None, *,
                 light_curve=None, xp=None, time_format: str = "gaia", bp_rp: float | None = None,
-                with_meta: bool = True) -> pa.Table:
+                with_meta: bool | Sequence[str] = True) -> pa.Table:
         """The k catalogue sources nearest to a source, a latent vector, or raw data; or to each
         of many sources or vectors at once.
 
@@ -681,9 +734,11 @@ class Catalog:
         bp_rp : float, optional
             With ``light_curve``/``xp``: the source's BP - RP colour, so that the search space's
             colour part is compared too (data alone carries none).
-        with_meta : bool
-            Join the neighbours to the catalogue's metadata (default). False returns only
-            rank, source_id, distance and blocks.
+        with_meta : bool or list of str
+            Join the neighbours to the catalogue's metadata: True, every source_meta column
+            (the default); a list, those columns only (the cheapest way to get a few: the
+            answer is assembled from them alone); False, only rank, source_id, distance and
+            blocks.
         k : int
             Number of neighbours (per query).
         modality : {"space", "all", "xp", "dmdt", "fold"} or a block set such as "dmdt+fold"
@@ -720,7 +775,8 @@ class Catalog:
             from latentcat.query.by_example import similar_to_data
 
             table, info = similar_to_data(self, light_curve=light_curve, xp=xp, k=k, modality=modality,
-                                          where=where, time_format=time_format, bp_rp=bp_rp)
+                                          where=where, time_format=time_format, bp_rp=bp_rp,
+                                          with_meta=with_meta)
             meta = {b"query_info": json.dumps(info, default=_jsonable).encode()}
             return table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
         if query is None:
@@ -730,6 +786,7 @@ class Catalog:
             tables = list(self.iter_similar(queries, k, modality, where, with_meta=with_meta))
             return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
         k = _checked_k(k)
+        with_meta = self._checked_meta(with_meta)
         if isinstance(query, (int, np.integer)):
             one = np.array([as_source_id(query)], np.int64)
         else:
@@ -739,7 +796,7 @@ class Catalog:
         return self._answer(batch, np.arange(1), k, allowed, with_meta, with_query_id=False)
 
     def like(self, ids, top: int = 100, where: str | None = None, modality: str = "space", *,
-             with_meta: bool = True, seed: int = 0) -> pa.Table:
+             with_meta: bool | Sequence[str] = True, seed: int = 0) -> pa.Table:
         """More like these: every other source ranked by its similarity to a set of sources.
 
         The rule: a source's ``score`` is its mean Euclidean distance to its m nearest members
@@ -772,8 +829,8 @@ class Catalog:
             As in `similar`: ``"space"`` (the default), ``"all"`` (the latent blocks), or named
             parts or blocks (``"space:dmdt+fold+colour"``, ``"fold"``), which are then used as
             given (e.g. to rank the sources without XP too when every member has it).
-        with_meta : bool
-            Join the source_meta columns (default).
+        with_meta : bool or list of str
+            Join the source_meta columns: all (default), those listed, or none (False).
         seed : int
             Seed of the held-out fifth.
 
@@ -795,6 +852,7 @@ class Catalog:
             part), or a bad ``where`` filter.
         """
         top = _checked_k(top, "top")
+        with_meta = self._checked_meta(with_meta)
         given = _as_batch([ids] if isinstance(ids, (int, np.integer)) else ids)
         if given is None or given.dtype.kind not in "iu":
             raise LatentcatError("like() takes source_ids (integers)")
@@ -833,7 +891,7 @@ class Catalog:
             "nearest_member": pa.array(members[used][nearest], pa.int64()),
             "blocks": pa.array([name] * pick.size, pa.string()),
         }
-        table = self._with_meta(head, found) if with_meta else pa.table(head)
+        table = self._with_meta(head, found, with_meta)
         info = {"members": int(members.size), "used": int(used.sum()),
                 "set_aside": members[~used][:20].tolist(), "m": m, "blocks": name,
                 "rule": f"mean distance to the {m} nearest members", "ranked": int(ranked.sum()),
