@@ -136,15 +136,16 @@ class _Batch(NamedTuple):
     """float32 (n, d): vector queries."""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=64)
 def _ranks(n: int) -> pa.Array:
     """int32 1..n, made once per n (a one-query answer's rank column)."""
     return pa.array(np.arange(1, n + 1, dtype=np.int32))
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=64)
 def _repeated(text: str, n: int) -> pa.Array:
-    """``text`` n times as an Arrow string array, made once per (text, n)."""
+    """``text`` n times as an Arrow string array, made once per (text, n) (a one-query answer's
+    blocks column)."""
     return pa.array([text] * n, pa.string())
 
 
@@ -632,7 +633,7 @@ class Catalog:
         head["source_id"] = pa.array(ids, pa.int64())
         head["distance"] = pa.array(dist, pa.float32())
         if len(keys) == 1:
-            head["blocks"] = _repeated(names[0], len(code))
+            head["blocks"] = pa.repeat(pa.scalar(names[0], pa.string()), len(code))
         else:
             head["blocks"] = pa.array(names, pa.string()).take(np.searchsorted(keys, code))
         return self._with_meta(head, ids, with_meta)
