@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from joblib import cpu_count, delayed, Parallel
 from sklearn.base import BaseEstimator, ClassifierMixin, clone, TransformerMixin
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
@@ -563,14 +564,16 @@ def classify(
     y_names[known] = np.asarray(classes, dtype=object)[y[known]]
 
     in_cv = stratified_sample(y, CV_MAX, seed, least=max(2, int(cv)))
-    y_cv = np.where(in_cv, y, -1)
-    oof, oof_base = _out_of_fold(estimator, template, blocks, y_cv, np.where(in_cv, y_names, None), classes, sets,
-                                 baseline, cv, seed)
+    in_fit = stratified_sample(y, FIT_MAX, seed, least=2)
+    fold_tasks, fold_tests, base_tests = _fold_tasks(estimator, template, blocks, np.where(in_cv, y, -1), y_names, sets,
+                                                     baseline, cv, seed)
+    final_task = delayed(_fit_final)(estimator, {b: v[in_fit] for b, v in blocks.items()}, y_names[in_fit], sets)
+    *fold_results, final = _run_parallel([*fold_tasks, final_task])
+    oof, oof_base = _out_of_fold(fold_results, fold_tests, base_tests, y.size, classes)
     scored = in_cv & (oof >= 0)
     report, confusion, f1 = _scores(y[scored], oof[scored], classes)
 
     # the final model, fitted once on the labelled sources; predictions for every source with a code
-    final = clone(estimator).fit(blocks, np.where(stratified_sample(y, FIT_MAX, seed, least=2), y_names, None), sets=sets)
     predictions = final.predict_table(ids, blocks)
     return ClassifyResult(
         model_id=final.model_id_,
@@ -633,28 +636,70 @@ def _class_codes(labels, usable: np.ndarray, need: int, labels_name: str, modali
     return np.where(labelled, to_class[code], -1), classes, left_out
 
 
-def _out_of_fold(estimator, template, blocks, y, y_names, classes, sets, baseline, cv: int, seed: int):
-    """Cross-validated class codes of every labelled source of the kept classes (-1: none):
-    from the block-set classifier, and from the same classifier on ``baseline``."""
+def _fold_tasks(estimator, template, blocks, y, y_names, sets, baseline, cv: int, seed: int):
+    """The cross-validation fits of the labelled sources (``y >= 0``, class codes) as joblib
+    tasks: per fold, the block-set classifier and the same classifier on ``baseline``, each
+    given only the rows it fits and predicts. Returns (tasks; per fold, the rows the
+    classifier predicts; per fold, the rows the baseline predicts or None)."""
     n = y.size
-    oof = np.full(n, -1, np.int64)
-    oof_base = np.full(n, -1, np.int64)
     has_base = np.isfinite(baseline).all(axis=1) if baseline is not None else np.zeros(n, bool)
     folds = StratifiedKFold(n_splits=int(cv), shuffle=True, random_state=seed)
     known_rows = np.flatnonzero(y >= 0)
+    tasks, tests, base_tests = [], [], []
     for train_idx, test_idx in folds.split(known_rows, y[known_rows]):
-        train = np.zeros(n, bool)
-        train[known_rows[train_idx]] = True
-        test = np.zeros(n, bool)
-        test[known_rows[test_idx]] = True
-        fold = clone(estimator).fit(blocks, np.where(train, y_names, None), sets=sets)
-        got = fold.predict({b: v[test] for b, v in blocks.items()})
-        rows, ok = np.flatnonzero(test), np.array([g is not None for g in got], bool)
-        oof[rows[ok]] = np.searchsorted(classes, got[ok].astype(str))
-        fit_rows, test_rows = train & has_base, test & has_base
-        if test_rows.any() and np.unique(y[fit_rows]).size >= 2:
-            base = fit_model(template, baseline[fit_rows], y[fit_rows])
-            oof_base[test_rows] = base.predict(baseline[test_rows])
+        train, test = np.sort(known_rows[train_idx]), np.sort(known_rows[test_idx])
+        tasks.append(delayed(_fit_fold)(estimator, {b: v[train] for b, v in blocks.items()}, y_names[train], sets,
+                                        {b: v[test] for b, v in blocks.items()}))
+        tests.append(test)
+        fit_rows, test_rows = train[has_base[train]], test[has_base[test]]
+        if test_rows.size and np.unique(y[fit_rows]).size >= 2:
+            tasks.append(delayed(_fit_baseline)(template, baseline[fit_rows], y[fit_rows], baseline[test_rows]))
+            base_tests.append(test_rows)
+        else:
+            base_tests.append(None)
+    return tasks, tests, base_tests
+
+
+def _fit_fold(estimator, train_blocks, train_names, sets, test_blocks) -> np.ndarray:
+    """One fold: a clone of ``estimator`` fitted on the training rows; its class names (None:
+    no model applies) for the test rows."""
+    return clone(estimator).fit(train_blocks, train_names, sets=sets).predict(test_blocks)
+
+
+def _fit_baseline(template, x_train, y_train, x_test) -> np.ndarray:
+    """One fold of the baseline: `fit_model` on the classic numbers; class codes of the test rows."""
+    return fit_model(template, x_train, y_train).predict(x_test)
+
+
+def _fit_final(estimator, blocks, names, sets) -> BlockSetClassifier:
+    """The final model: a clone of ``estimator`` fitted on every row given."""
+    return clone(estimator).fit(blocks, names, sets=sets)
+
+
+def _run_parallel(tasks: list) -> list:
+    """Run joblib tasks, one process per core (at most one per task), and return their results
+    in order. Each fit is small (at most `CV_MAX` sources in a cross-validation fold), and a
+    small gradient-boosting fit runs best on one thread: OpenMP threads of one fit spend their
+    time waiting for each other, several times longer when another process holds a core. So the
+    fits run side by side, each process given its share of the cores' threads (joblib's loky
+    backend), rather than one after the other on every thread."""
+    n_jobs = max(1, min(len(tasks), cpu_count()))
+    return Parallel(n_jobs=n_jobs)(tasks)
+
+
+def _out_of_fold(fold_results: list, tests: list, base_tests: list, n: int, classes: list[str]):
+    """Cross-validated class codes of every labelled source of the kept classes (-1: none):
+    from the block-set classifier, and from the same classifier on the baseline numbers,
+    assembled from the results of the `_fold_tasks` (in their order)."""
+    oof = np.full(n, -1, np.int64)
+    oof_base = np.full(n, -1, np.int64)
+    results = iter(fold_results)
+    for test, base_test in zip(tests, base_tests):
+        got = next(results)
+        ok = np.array([g is not None for g in got], bool)
+        oof[test[ok]] = np.searchsorted(classes, got[ok].astype(str))
+        if base_test is not None:
+            oof_base[base_test] = next(results)
     return oof, oof_base
 
 
