@@ -573,7 +573,7 @@ def classify(
     scored = in_cv & (oof >= 0)
     report, confusion, f1 = _scores(y[scored], oof[scored], classes)
 
-    # the final model, fitted once on the labelled sources; predictions for every source with a code
+    # predictions for every source with a code, by the final model (fitted once on the labelled sources)
     predictions = final.predict_table(ids, blocks)
     return ClassifyResult(
         model_id=final.model_id_,
@@ -678,11 +678,12 @@ def _fit_final(estimator, blocks, names, sets) -> BlockSetClassifier:
 
 def _run_parallel(tasks: list) -> list:
     """Run joblib tasks, one process per core (at most one per task), and return their results
-    in order. Each fit is small (at most `CV_MAX` sources in a cross-validation fold), and a
-    small gradient-boosting fit runs best on one thread: OpenMP threads of one fit spend their
-    time waiting for each other, several times longer when another process holds a core. So the
-    fits run side by side, each process given its share of the cores' threads (joblib's loky
-    backend), rather than one after the other on every thread."""
+    in order. The cross-validation fits are small (at most `CV_MAX` sources), and a small
+    gradient-boosting fit runs best on one thread: OpenMP threads of one fit spend their time
+    waiting for each other, several times longer when another process holds a core. So the fits
+    (the final one, on up to `FIT_MAX` sources, among them) run side by side, each process given
+    its share of the cores' threads (joblib's loky backend), rather than one after the other on
+    every thread."""
     n_jobs = max(1, min(len(tasks), cpu_count()))
     return Parallel(n_jobs=n_jobs)(tasks)
 
