@@ -567,9 +567,9 @@ def classify(
     in_fit = stratified_sample(y, FIT_MAX, seed, least=2)
     fold_tasks, fold_tests, base_tests = _fold_tasks(estimator, template, blocks, np.where(in_cv, y, -1), y_names, sets,
                                                      baseline, cv, seed)
-    final_task = delayed(_fit_final)(estimator, {b: v[in_fit] for b, v in blocks.items()}, y_names[in_fit], sets)
-    *fold_results, final = _run_parallel([*fold_tasks, final_task])
-    oof, oof_base = _out_of_fold(fold_results, fold_tests, base_tests, y.size, classes)
+    final_task = delayed(_fitted)(estimator, {b: v[in_fit] for b, v in blocks.items()}, y_names[in_fit], sets)
+    *fold_models, final = _run_parallel([*fold_tasks, final_task])
+    oof, oof_base = _out_of_fold(fold_models, blocks, baseline, fold_tests, base_tests, classes)
     scored = in_cv & (oof >= 0)
     report, confusion, f1 = _scores(y[scored], oof[scored], classes)
 
@@ -639,8 +639,8 @@ def _class_codes(labels, usable: np.ndarray, need: int, labels_name: str, modali
 def _fold_tasks(estimator, template, blocks, y, y_names, sets, baseline, cv: int, seed: int):
     """The cross-validation fits of the labelled sources (``y >= 0``, class codes) as joblib
     tasks: per fold, the block-set classifier and the same classifier on ``baseline``, each
-    given only the rows it fits and predicts. Returns (tasks; per fold, the rows the
-    classifier predicts; per fold, the rows the baseline predicts or None)."""
+    given only the rows it fits. Returns (tasks; per fold, the rows the classifier predicts;
+    per fold, the rows the baseline predicts or None)."""
     n = y.size
     has_base = np.isfinite(baseline).all(axis=1) if baseline is not None else np.zeros(n, bool)
     folds = StratifiedKFold(n_splits=int(cv), shuffle=True, random_state=seed)
@@ -648,31 +648,20 @@ def _fold_tasks(estimator, template, blocks, y, y_names, sets, baseline, cv: int
     tasks, tests, base_tests = [], [], []
     for train_idx, test_idx in folds.split(known_rows, y[known_rows]):
         train, test = np.sort(known_rows[train_idx]), np.sort(known_rows[test_idx])
-        tasks.append(delayed(_fit_fold)(estimator, {b: v[train] for b, v in blocks.items()}, y_names[train], sets,
-                                        {b: v[test] for b, v in blocks.items()}))
+        tasks.append(delayed(_fitted)(estimator, {b: v[train] for b, v in blocks.items()}, y_names[train], sets))
         tests.append(test)
         fit_rows, test_rows = train[has_base[train]], test[has_base[test]]
         if test_rows.size and np.unique(y[fit_rows]).size >= 2:
-            tasks.append(delayed(_fit_baseline)(template, baseline[fit_rows], y[fit_rows], baseline[test_rows]))
+            tasks.append(delayed(fit_model)(template, baseline[fit_rows], y[fit_rows]))
             base_tests.append(test_rows)
         else:
             base_tests.append(None)
     return tasks, tests, base_tests
 
 
-def _fit_fold(estimator, train_blocks, train_names, sets, test_blocks) -> np.ndarray:
-    """One fold: a clone of ``estimator`` fitted on the training rows; its class names (None:
-    no model applies) for the test rows."""
-    return clone(estimator).fit(train_blocks, train_names, sets=sets).predict(test_blocks)
-
-
-def _fit_baseline(template, x_train, y_train, x_test) -> np.ndarray:
-    """One fold of the baseline: `fit_model` on the classic numbers; class codes of the test rows."""
-    return fit_model(template, x_train, y_train).predict(x_test)
-
-
-def _fit_final(estimator, blocks, names, sets) -> BlockSetClassifier:
-    """The final model: a clone of ``estimator`` fitted on every row given."""
+def _fitted(estimator, blocks, names, sets) -> BlockSetClassifier:
+    """A clone of ``estimator`` fitted on every row given (a fold's training rows, or the final
+    model's)."""
     return clone(estimator).fit(blocks, names, sets=sets)
 
 
@@ -688,19 +677,20 @@ def _run_parallel(tasks: list) -> list:
     return Parallel(n_jobs=n_jobs)(tasks)
 
 
-def _out_of_fold(fold_results: list, tests: list, base_tests: list, n: int, classes: list[str]):
+def _out_of_fold(fold_models: list, blocks, baseline, tests: list, base_tests: list, classes: list[str]):
     """Cross-validated class codes of every labelled source of the kept classes (-1: none):
-    from the block-set classifier, and from the same classifier on the baseline numbers,
-    assembled from the results of the `_fold_tasks` (in their order)."""
+    each fold's held-out rows predicted by the models its `_fold_tasks` fitted (in their order),
+    the block-set classifier and the same classifier on the baseline numbers."""
+    n = len(next(iter(blocks.values())))
     oof = np.full(n, -1, np.int64)
     oof_base = np.full(n, -1, np.int64)
-    results = iter(fold_results)
+    models = iter(fold_models)
     for test, base_test in zip(tests, base_tests):
-        got = next(results)
+        got = next(models).predict({b: v[test] for b, v in blocks.items()})
         ok = np.array([g is not None for g in got], bool)
         oof[test[ok]] = np.searchsorted(classes, got[ok].astype(str))
         if base_test is not None:
-            oof_base[base_test] = next(results)
+            oof_base[base_test] = next(models).predict(baseline[base_test])
     return oof, oof_base
 
 
