@@ -94,6 +94,14 @@ _TRANSIT_ID_ZERO = -7.72397561e16
 #: Per fine class: fraction, coarse DR3 class, G range and slope (p(G) ~ 10^(slope G)),
 #: Teff range (K), M_G (mean, sd), BP and RP amplitude relative to G, disc fraction and
 #: disc scale height in |b| (deg).
+#: The BP and RP amplitudes relative to G (``bprp_amp``) follow the fall of a variable's
+#: amplitude with wavelength: for pulsators, hotter when brighter, the B amplitude is about 1.5
+#: times the V amplitude and the Ic amplitude about 0.6 (Galactic Cepheids, Klagyivik &
+#: Szabados 2009, A&A 504, 959; RR Lyrae alike), which Gaia's broader BP (330-680 nm) and RP
+#: (630-1050 nm) soften to about 1.3 and 0.75 of the G amplitude; eclipsing and ellipsoidal
+#: binaries of two similar stars dim nearly alike in every band (1.05, 0.95); Miras, whose
+#: visual amplitude far exceeds the red one, 1.6 and 0.7. Each source's two ratios scatter
+#: about its class's by ``BPRP_AMP_SCATTER``.
 CLASS_TABLE: dict[str, dict] = {
     "RRAB": dict(frac=0.065, coarse="RR", g=(12.0, 20.7, 0.3), teff=(6000, 7000), mg=(0.6, 0.2), bprp_amp=(1.3, 0.75), disc=(0.3, 10)),
     "RRC": dict(frac=0.035, coarse="RR", g=(12.0, 20.7, 0.3), teff=(6800, 7600), mg=(0.6, 0.2), bprp_amp=(1.3, 0.75), disc=(0.3, 10)),
@@ -111,6 +119,10 @@ CLASS_TABLE: dict[str, dict] = {
     "QSO": dict(frac=0.090, coarse="AGN", g=(15.5, 20.7, 0.6), teff=None, mg=None, bprp_amp=(1.15, 0.9), disc=(0.0, 0)),
     "CONST": dict(frac=0.098, coarse=None, g=(10.0, 20.7, 0.3), teff=(4000, 8000), mg=(4.0, 2.0), bprp_amp=(1.0, 1.0), disc=(0.6, 10)),
 }
+
+#: Standard deviation of each source's BP and RP amplitude ratios about its class's values
+#: (no variable of a class has exactly the class's mean temperature swing or component stars).
+BPRP_AMP_SCATTER = 0.08
 
 #: Probability that the classifier gives the right coarse class, and the classes it confuses it with.
 CONFUSION: dict[str, tuple[float, tuple[str, ...]]] = {
@@ -332,7 +344,7 @@ def simulate_tables(n: int, seed: int | list[int], pixels: tuple[int, int] = (0,
     times, offsets = lc.gaia_cadence(src_info["ecl_lat"], rng)
     src, _ = lc.flat_index(offsets)
     dm, amplitude = lc.light_curves(cls, params, subclass, times, offsets, rng)
-    true = _true_magnitudes(cls, src_info, src, dm)
+    true = _true_magnitudes(cls, src_info, src, dm, rng)
     rejected, bands = _observe_transits(true, rng)
     epoch = _epoch_table(source_id, times, offsets, rejected, bands)
 
@@ -378,11 +390,13 @@ class _BandTransits:
 
 
 def _true_magnitudes(cls: np.ndarray, src_info: dict[str, np.ndarray], src: np.ndarray,
-                     dm: np.ndarray) -> dict[str, np.ndarray]:
+                     dm: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Noise-free G, BP and RP magnitudes of every transit: each source's reference magnitudes plus
-    its light curve ``dm``, scaled in BP and RP by its class's amplitude ratios."""
-    amp_bp = np.array([CLASS_TABLE[c]["bprp_amp"][0] for c in CLASSES])[cls]
-    amp_rp = np.array([CLASS_TABLE[c]["bprp_amp"][1] for c in CLASSES])[cls]
+    its light curve ``dm``, scaled in BP and RP by its own amplitude ratios (its class's, with
+    a scatter of ``BPRP_AMP_SCATTER``)."""
+    scatter = rng.normal(0.0, BPRP_AMP_SCATTER, (2, cls.size))
+    amp_bp = np.array([CLASS_TABLE[c]["bprp_amp"][0] for c in CLASSES])[cls] + scatter[0]
+    amp_rp = np.array([CLASS_TABLE[c]["bprp_amp"][1] for c in CLASSES])[cls] + scatter[1]
     return {"g": src_info["g_ref"][src] + dm,
             "bp": src_info["bp_ref"][src] + amp_bp[src] * dm,
             "rp": src_info["rp_ref"][src] + amp_rp[src] * dm}
