@@ -543,3 +543,79 @@ def test_period_recovery_per_class_on_a_simulated_survey():
     # holds mostly detached binaries, as DR3 does, so its own mix would weigh EA more.
     weighted = 0.65 * rate["EW"] + 0.31 * rate["EA"] + 0.04 * rate["EB"]
     assert weighted >= 0.86, (weighted, rate)  # 0.877 with Kepler's eclipse widths
+
+
+@pytest.fixture(scope="module")
+def real_bands():
+    """The G, BP and RP epochs of the 8 real DR3 sources (flagged epochs dropped), per source
+    id, and one row per transit holding all three bands (joined on transit_id)."""
+    t = Table.read(DATA / "epoch_photometry_datalink_8_sources.vot.xml")
+    t = t[~np.asarray(t["rejected_by_photometry"], bool) & ~np.asarray(t["rejected_by_variability"], bool)
+          & np.isfinite(np.asarray(t["mag"], float))]
+    bands = {}
+    for band in ("G", "BP", "RP"):
+        curves = []
+        for sid in np.unique(t["source_id"]):
+            s = t[(t["source_id"] == sid) & (t["band"] == band)]
+            s.sort("time")
+            flux, ferr = np.asarray(s["flux"], float), np.asarray(s["flux_error"], float)
+            curves.append((np.asarray(s["time"], float), np.asarray(s["mag"], float), 1.0857 * ferr / flux))
+        bands[band.lower()] = tuple(_pad(curves))
+    joined = []
+    for sid in np.unique(t["source_id"]):
+        s = t[t["source_id"] == sid]
+        by_band = {b: {int(r["transit_id"]): r for r in s[s["band"] == b]} for b in ("G", "BP", "RP")}
+        ids = sorted(set(by_band["G"]) & set(by_band["BP"]) & set(by_band["RP"]))
+        row = lambda b, i: by_band[b][i]  # noqa: E731
+        g = np.array([row("G", i)["mag"] for i in ids], float)
+        c = np.array([row("BP", i)["mag"] - row("RP", i)["mag"] for i in ids], float)
+        var = np.array([sum((1.0857 * row(b, i)["flux_error"] / row(b, i)["flux"]) ** 2 for b in ("BP", "RP")) for i in ids])
+        joined.append((g, c, var))
+    return bands, joined
+
+
+def test_colour_slope_on_real_dr3_transits_equals_a_fit_joined_on_transit_id(real_bands, monkeypatch):
+    """The BP and RP epochs found by time (27-35 s after G) are those of the same transit_id,
+    and the slope is the weighted straight line through them."""
+    from latentcat.features import colour
+
+    bands, joined = real_bands
+    monkeypatch.setattr(colour, "CLIP", np.inf)  # no point dropped: compare with the plain fit
+    slope, err = colour.colour_slopes(bands["g"][0], bands["g"][1], {"bp": bands["bp"], "rp": bands["rp"]})
+    for i, (g, c, var) in enumerate(joined):
+        assert len(g) >= 20
+        (expected, _), cov = np.polyfit(g, c, 1, w=1 / np.sqrt(var), cov="unscaled")
+        assert slope[i] == pytest.approx(expected, abs=1e-4)
+        chi2 = np.sum((c - np.polyval([expected, _], g)) ** 2 / var) / (len(g) - 2)
+        assert err[i] == pytest.approx(np.sqrt(cov[0, 0] * max(chi2, 1.0)), rel=1e-3)
+
+
+def _three_bands(t, dm, ratio_bp, ratio_rp, sigma, rng):
+    """G, BP and RP curves of one variable whose BP and RP amplitudes are ``ratio_*`` times G's,
+    BP and RP observed 27 and 35 s after G, each point with error ``sigma``."""
+    bp_t, rp_t = t + 27 / 86400, t + 35 / 86400
+    return {"g": (t, 15 + dm + rng.normal(0, sigma / 4, t.size)),
+            "bp": (bp_t, 15.4 + ratio_bp * dm + rng.normal(0, sigma, t.size), np.full(t.size, sigma)),
+            "rp": (rp_t, 14.6 + ratio_rp * dm + rng.normal(0, sigma, t.size), np.full(t.size, sigma))}
+
+
+def test_colour_slope_tells_a_pulsating_star_from_a_grey_binary(real_curves):
+    from latentcat.features.colour import colour_slopes
+
+    rng = np.random.default_rng(4)
+    t = real_curves[0][0][np.isfinite(real_curves[0][0])]
+    dm = 0.3 * np.sin(2 * np.pi * t / 0.55)
+    curves = [_three_bands(t, dm, 1.3, 0.75, 0.01, rng), _three_bands(t, dm, 1.05, 0.95, 0.01, rng)]
+    # a BP epoch hit by a neighbour (1 mag too bright) on the pulsator
+    curves[0]["bp"][1][5] -= 1.0
+    g_t, g_m = _pad([c["g"] for c in curves])[:2]
+    bands = {b: tuple(_pad([c[b] for c in curves])) for b in ("bp", "rp")}
+    slope, err = colour_slopes(g_t, g_m, bands)
+    assert slope[0] == pytest.approx(0.55, abs=3 * err[0]) and err[0] < 0.01
+    assert slope[1] == pytest.approx(0.10, abs=3 * err[1])
+    # BP and RP epochs not within 86 s of a G epoch belong to no transit of it: no slope
+    late = {b: (a[0] + 0.01, a[1], a[2]) for b, a in bands.items()}
+    assert np.isnan(colour_slopes(g_t, g_m, late)[0]).all()
+    # fewer than five transits with all three bands: no slope
+    few = {b: (np.where(np.arange(a[0].shape[1]) < 4, a[0], np.nan), a[1], a[2]) for b, a in bands.items()}
+    assert np.isnan(colour_slopes(g_t, g_m, few)[0]).all()

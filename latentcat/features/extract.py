@@ -34,7 +34,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from latentcat.atomic import write_file
 from latentcat.compute import check_folders, check_scheduler, check_written, shard_runner, write_parquet
 from latentcat.errors import InputError
-from latentcat.features import MIN_EPOCHS, SHARD_SIZE, clean, dmdt, fold, period, stats, xp
+from latentcat.features import MIN_EPOCHS, SHARD_SIZE, clean, colour, dmdt, fold, period, stats, xp
 from latentcat.features.ragged import compact, list_lengths, pad_lists, to_list_array
 from latentcat.layout import INGEST_REPORT, staged
 
@@ -56,6 +56,8 @@ FEATURES_SCHEMA = pa.schema(
         ("period_power", pa.float32()),
         ("period_coherence", pa.float32()),
         ("period_reliable", pa.bool_()),
+        ("colour_slope", pa.float32()),
+        ("colour_slope_err", pa.float32()),
         ("fold_phase", pa.list_(pa.float32())),
         ("fold_mag", pa.list_(pa.float32())),
         ("fold_err", pa.list_(pa.float32())),
@@ -212,7 +214,13 @@ def compute_shard(stage_dir: Path, lo: int, hi: int, min_epochs: int = MIN_EPOCH
     pyarrow.Table, sorted by source_id.
     """
     stage_dir = Path(stage_dir)
-    lc = _read_range(stage_dir / LC_FILE, lo, hi, ["source_id", "g_time", "g_mag", "g_mag_err"])
+    columns = ["source_id", *(f"{b}_{c}" for b in ("g", "bp", "rp") for c in ("time", "mag", "mag_err"))]
+    try:  # BP and RP epochs where the staged table has them (the colour slope); read errors: _read_range says them
+        names = set(pq.read_schema(stage_dir / LC_FILE).names)
+        columns = [c for c in columns if c in names or not c.startswith(("bp_", "rp_"))]
+    except (OSError, pa.ArrowInvalid):
+        pass
+    lc = _read_range(stage_dir / LC_FILE, lo, hi, columns)
     xpt = _read_range(stage_dir / XP_FILE, lo, hi, ["source_id", "bp_flux", "bp_flux_error", "rp_flux", "rp_flux_error"])
     return features_table(lc, xpt, min_epochs, stage_dir / LC_FILE, stage_dir / XP_FILE)
 
@@ -233,7 +241,8 @@ def features_table(lc: pa.Table | None, xpt: pa.Table | None, min_epochs: int = 
     return pa.table([columns[f.name] for f in FEATURES_SCHEMA], schema=FEATURES_SCHEMA) if n else FEATURES_SCHEMA.empty_table()
 
 
-def light_curve_features(time: np.ndarray, mag: np.ndarray, err: np.ndarray, min_epochs: int = MIN_EPOCHS) -> dict[str, np.ndarray]:
+def light_curve_features(time: np.ndarray, mag: np.ndarray, err: np.ndarray, min_epochs: int = MIN_EPOCHS,
+                         bands: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None) -> dict[str, np.ndarray]:
     """All light-curve features of a batch of NaN-padded G light curves.
 
     Parameters
@@ -244,13 +253,17 @@ def light_curve_features(time: np.ndarray, mag: np.ndarray, err: np.ndarray, min
         Magnitudes and errors, NaN-padded likewise.
     min_epochs : int
         Fewest cleaned epochs for features.
+    bands : dict, optional
+        ``"bp"`` and ``"rp"`` -> (time, mag, err) NaN-padded arrays of the same sources, for
+        the colour slope (`latentcat.features.colour`); without them it is NaN.
 
     Returns
     -------
     dict
         ``n_obs``, ``n_clipped``, ``lc_reason`` (object, None where features exist), the
         summary statistics, ``dmdt``/``dmdt_err`` (n, 200), ``period``, ``period_fap``,
-        ``period_power``, ``period_coherence``, ``period_reliable``, and
+        ``period_power``, ``period_coherence``, ``period_reliable``, ``colour_slope``,
+        ``colour_slope_err``, and
         ``fold_phase``/``fold_mag``/``fold_err`` (n, m) padded arrays (folded at twice the
         period where it is reliable, else in time order: `latentcat.features.fold`).
         Rows with a reason hold NaN (``period_reliable`` False).
@@ -274,7 +287,8 @@ def light_curve_features(time: np.ndarray, mag: np.ndarray, err: np.ndarray, min
     }
     width = t.shape[1]
     nan = lambda *shape, dt=np.float32: np.full(shape, np.nan, dtype=dt)  # noqa: E731
-    for key in ("g_mean", "g_median", "g_std", "g_amplitude", "g_skew", "time_span", "period_power", "period_coherence"):
+    for key in ("g_mean", "g_median", "g_std", "g_amplitude", "g_skew", "time_span", "period_power", "period_coherence",
+                "colour_slope", "colour_slope_err"):
         res[key] = nan(n)
     for key in ("period", "period_fap"):
         res[key] = nan(n, dt=np.float64)
@@ -292,6 +306,9 @@ def light_curve_features(time: np.ndarray, mag: np.ndarray, err: np.ndarray, min
         if key != "n_obs":
             res[key][idx] = value
     res["dmdt"][idx], res["dmdt_err"][idx] = dmdt.dmdt_maps(t, m)
+    if bands is not None:
+        res["colour_slope"][idx], res["colour_slope_err"][idx] = colour.colour_slopes(
+            t, m, {b: tuple(a[idx] for a in arrays) for b, arrays in bands.items()})
     per = period.find_periods(t, m, e)
     for key in ("period", "period_fap", "period_power", "period_coherence", "period_reliable"):
         res[key][idx] = per[key]
@@ -379,7 +396,7 @@ def _light_curve_columns(path: Path, lc: pa.Table | None, ids: np.ndarray, min_e
     lists = {"dmdt": [], "dmdt_err": [], "fold_phase": [], "fold_mag": [], "fold_err": []}
     list_rows = []
     scalars = ("g_mean", "g_median", "g_std", "g_amplitude", "g_skew", "time_span", "period", "period_fap", "period_power",
-               "period_coherence")
+               "period_coherence", "colour_slope", "colour_slope_err")
     for key in scalars:
         res[key] = np.full(n, np.nan, np.float64 if key in ("period", "period_fap") else np.float32)
     res["period_reliable"] = np.zeros(n, bool)
@@ -388,7 +405,7 @@ def _light_curve_columns(path: Path, lc: pa.Table | None, ids: np.ndarray, min_e
         for lo in range(0, lc.num_rows, _LC_BATCH):
             batch = lc.slice(lo, _LC_BATCH)
             time, mag, err = _validated_light_curves(path, batch)
-            feats = light_curve_features(time, mag, err, min_epochs)
+            feats = light_curve_features(time, mag, err, min_epochs, _band_curves(batch))
             rows = pos[lo : lo + batch.num_rows]
             for key in ("n_obs", "n_clipped", "lc_reason", "period_reliable", *scalars):
                 res[key][rows] = feats[key]
@@ -439,6 +456,20 @@ def _validated_light_curves(path: Path, batch: pa.Table) -> tuple[np.ndarray, np
     if len(rows):
         raise InputError(f"{path}: g_time is not sorted ascending for source_id {sid[rows[0]]}")
     return time, mag, err
+
+
+def _band_curves(batch: pa.Table) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] | None:
+    """NaN-padded (time, mag, mag_err) arrays of the BP and RP epochs of a batch (a source
+    without a band: all NaN), or None where the table has no BP and RP columns."""
+    names = [f"{b}_{c}" for b in ("bp", "rp") for c in ("time", "mag", "mag_err")]
+    if not set(names) <= set(batch.column_names):
+        return None
+    out = {}
+    for band in ("bp", "rp"):
+        cols = [batch[f"{band}_{c}"] for c in ("time", "mag", "mag_err")]
+        width = int(list_lengths(cols[0]).max()) if batch.num_rows else 0
+        out[band] = tuple(pad_lists(col, np.float64, width) for col in cols)
+    return out
 
 
 def _xp_columns(path: Path, xpt: pa.Table | None, ids: np.ndarray) -> dict[str, pa.Array]:
