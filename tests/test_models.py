@@ -105,8 +105,11 @@ def make_features(
             rows["fold_err"].append((err[order] / (hi - lo)).astype(np.float32))
             rows["lc_reason"].append(None)
             rows["period_reliable"].append(True)
+            # d(BP - RP)/dG: long-period and RR Lyrae-like pulsators redden as they fade, binaries hardly
+            rows["colour_slope"].append([0.45, 0.55, 0.08][kind[k]])
+            rows["colour_slope_err"].append(0.03)
         else:
-            for name in ("dmdt", "dmdt_err", "fold_phase", "fold_mag", "fold_err"):
+            for name in ("dmdt", "dmdt_err", "fold_phase", "fold_mag", "fold_err", "colour_slope", "colour_slope_err"):
                 rows[name].append(None)
             rows["lc_reason"].append("too few G epochs")
             rows["period_reliable"].append(None)
@@ -574,11 +577,46 @@ def test_fold_code_holds_the_fold_period_and_amplitude_as_coordinates(features, 
     z = np.array([v for v in emb.column("z_fold").to_pylist() if v is not None])
     cols = [feats.column(c).to_numpy(zero_copy_only=False) for c in ("period", "period_reliable", "time_span", "g_amplitude")]
     context = fold_context(*[c[has] for c in cols])
-    np.testing.assert_allclose(z[:, :2], (context - CONTEXT_CENTER) / CONTEXT_SCALE, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(z[:, :2], (context - CONTEXT_CENTER[:2]) / CONTEXT_SCALE[:2], rtol=1e-5, atol=1e-5)
     # fold period: twice the period where it is reliable (all of these), log10 in days
     np.testing.assert_allclose(context[:, 0], np.log10(2 * cols[0][has]), rtol=1e-6)
     logvar = np.array([v for v in emb.column("z_logvar_fold").to_pylist() if v is not None])
     assert np.all(logvar[:, :2] == -20.0) and np.all(logvar[:, 2:] > -20.0)
+
+
+def test_fold_code_can_hold_the_colour_slope_as_a_third_coordinate(features, tmp_path):
+    from latentcat.models.data import COLOUR_SLOPE_PRIOR, fold_context
+    from latentcat.models.fold_vae import CONTEXT_CENTER, CONTEXT_SCALE
+
+    config = TrainConfig.from_dict({"seed": 3, "progress": False, "val_fraction": 0.2,
+                                    "fold": {"max_epochs": 2, "width": 16, "harmonics": 4,
+                                             "context": "coordinates+colour"}})
+    train(features, tmp_path / "models", config, modalities=("fold",), device="cpu")
+    embed(features, tmp_path / "models", tmp_path / "emb", device="cpu")
+    emb = pq.read_table(tmp_path / "emb" / "embeddings-00000.parquet")
+    feats = pq.read_table(features / "features-00000.parquet")
+    has = emb.column("has_fold").to_numpy(zero_copy_only=False)
+    z = np.array([v for v in emb.column("z_fold").to_pylist() if v is not None])
+    slope = feats.column("colour_slope").to_numpy(zero_copy_only=False)[has]
+    # a slope measured to 0.03 keeps its value (the prior's sd is 0.25: a pull of 1.4 % towards 0.3)
+    w = 1 / 0.03**2
+    expected = (w * slope + COLOUR_SLOPE_PRIOR[0] / COLOUR_SLOPE_PRIOR[1] ** 2) / (w + 1 / COLOUR_SLOPE_PRIOR[1] ** 2)
+    np.testing.assert_allclose(z[:, 2], (expected - CONTEXT_CENTER[2]) / CONTEXT_SCALE[2], rtol=1e-5, atol=1e-5)
+    assert np.all(np.abs(expected - slope) < 0.01)
+    logvar = np.array([v for v in emb.column("z_logvar_fold").to_pylist() if v is not None])
+    assert np.all(logvar[:, :3] == -20.0) and np.all(logvar[:, 3:] > -20.0)
+    # no slope measured (no BP or RP epochs): the prior's mean, not a made-up value
+    ones = np.ones(2)
+    context = fold_context(ones, ones.astype(bool), ones, ones, np.array([np.nan, 0.5]), np.array([np.nan, 1e-4]))
+    np.testing.assert_allclose(context[:, 2], [COLOUR_SLOPE_PRIOR[0], 0.5], atol=1e-4)
+    # features written before the colour slope existed: the model says what is missing
+    old = tmp_path / "old"
+    old.mkdir()
+    pq.write_table(feats.drop_columns(["colour_slope", "colour_slope_err"]), old / "features-00000.parquet")
+    with pytest.raises(InputError, match="lack colour_slope"):
+        embed(old, tmp_path / "models", tmp_path / "emb-old", device="cpu")
+    with pytest.raises(InputError, match="dmdt.context must be one of none, coordinates;"):
+        TrainConfig.from_dict({"dmdt": {"context": "coordinates+colour"}})
 
 
 def test_dmdt_code_holds_the_mean_magnitude_as_a_coordinate(features, tmp_path):

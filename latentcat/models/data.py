@@ -43,8 +43,16 @@ COLUMNS = {
 }
 #: The feature columns each model's context comes from (`dmdt_context`, `fold_context`).
 CONTEXT_COLUMNS = {"dmdt": ("g_mean",), "fold": ("period", "period_reliable", "time_span", "g_amplitude")}
+#: Feature columns a context takes when the shard has them (features written before they
+#: existed lack them; a model that needs them says so).
+OPTIONAL_CONTEXT_COLUMNS = {"fold": ("colour_slope", "colour_slope_err")}
 #: Smallest amplitude (mag) the context's logarithm takes.
 MIN_AMPLITUDE = 1e-3
+#: Prior of the colour slope d(BP - RP)/dG (mean, standard deviation) that a source's measured
+#: slope is combined with (`fold_context`): between nearly grey binaries (~0) and pulsating
+#: stars (~0.5), and as wide as that gap, so a slope measured to better than ~0.1 keeps its
+#: value and one that is not measured (no BP or RP epochs, no variability) sits at 0.3.
+COLOUR_SLOPE_PRIOR = (0.3, 0.25)
 
 
 def dmdt_context(g_mean: np.ndarray) -> np.ndarray:
@@ -56,23 +64,34 @@ def dmdt_context(g_mean: np.ndarray) -> np.ndarray:
     return np.asarray(g_mean, np.float64)[:, None].astype(np.float32)
 
 
-def fold_context(period: np.ndarray, reliable: np.ndarray, time_span: np.ndarray, amplitude: np.ndarray) -> np.ndarray:
-    """What the fold stage's normalisation takes away from a light curve, per source.
+def fold_context(period: np.ndarray, reliable: np.ndarray, time_span: np.ndarray, amplitude: np.ndarray,
+                 colour_slope: np.ndarray | None = None, colour_slope_err: np.ndarray | None = None) -> np.ndarray:
+    """What the fold stage's normalisation takes away from a light curve, per source, and
+    what the G fold does not hold.
 
     Columns: log10 of the period the curve was folded at (d; twice ``period`` where it is
-    reliable, else the time span: `latentcat.features.fold.fold_periods`) and log10 of the
-    5-95 % amplitude ``g_amplitude`` (mag, at least ``MIN_AMPLITUDE``).
+    reliable, else the time span: `latentcat.features.fold.fold_periods`), log10 of the
+    5-95 % amplitude ``g_amplitude`` (mag, at least ``MIN_AMPLITUDE``) and, when the colour
+    slope is given, the colour slope d(BP - RP)/dG (`latentcat.features.colour`) combined with
+    `COLOUR_SLOPE_PRIOR` by inverse-variance weights: the measured slope where it is precise,
+    the prior mean where it is missing.
 
     Returns
     -------
-    float32 array (n, 2)
+    float32 array (n, 2), or (n, 3) with the colour slope
     """
     from latentcat.features.fold import fold_periods
 
     fold_period = fold_periods(np.asarray(period, np.float64), np.asarray(reliable, bool), np.asarray(time_span, np.float64))
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.stack([np.log10(fold_period), np.log10(np.maximum(np.asarray(amplitude, np.float64), MIN_AMPLITUDE))],
-                        axis=1).astype(np.float32)
+        cols = [np.log10(fold_period), np.log10(np.maximum(np.asarray(amplitude, np.float64), MIN_AMPLITUDE))]
+        if colour_slope is not None:
+            slope = np.asarray(colour_slope, np.float64)
+            err = np.asarray(colour_slope_err, np.float64)
+            mean, sd = COLOUR_SLOPE_PRIOR
+            w = np.where(np.isfinite(slope) & np.isfinite(err) & (err > 0), 1.0 / err**2, 0.0)
+            cols.append((w * np.nan_to_num(slope) + mean / sd**2) / (w + 1 / sd**2))
+        return np.stack(cols, axis=1).astype(np.float32)
 
 
 def list_shards(features_dir: Path) -> list[Path]:
@@ -226,7 +245,7 @@ def load_modality(path: Path, modality: str, in_dim: int | None = None) -> Modal
     ModalityArrays
     """
     path = Path(path)
-    columns = [*COLUMNS[modality], *CONTEXT_COLUMNS.get(modality, ())]
+    columns = [*COLUMNS[modality], *CONTEXT_COLUMNS.get(modality, ()), *OPTIONAL_CONTEXT_COLUMNS.get(modality, ())]
     try:
         schema_names = pq.read_schema(path).names
         table = pq.read_table(path, columns=["source_id", *[c for c in columns if c in schema_names]])
@@ -302,6 +321,9 @@ def _context(table: pa.Table, path: Path, schema_names: list[str], modality: str
     columns = CONTEXT_COLUMNS.get(modality, ())
     if not columns or not all(c in schema_names for c in columns):
         return {}
+    optional = OPTIONAL_CONTEXT_COLUMNS.get(modality, ())
+    if all(c in schema_names for c in optional):
+        columns = (*columns, *optional)
     table = table.select(list(columns)).filter(pa.array(present))
     values = [table.column(c).to_numpy(zero_copy_only=False) for c in columns]
     context = dmdt_context(*values) if modality == "dmdt" else fold_context(*values)

@@ -53,11 +53,15 @@ class ConvEncoder(nn.Module):
 
 
 #: How the fold's context (`latentcat.models.data.fold_context`: log10 fold period, log10
-#: amplitude) is made a coordinate of the code: (value - CONTEXT_CENTER) / CONTEXT_SCALE, so a
-#: 1 d fold period of a 0.16 mag amplitude sits at 0; 1 dex of period and 0.5 dex of amplitude
-#: are one unit, the spread of a learned latent.
-CONTEXT_CENTER = (0.0, -0.8)
-CONTEXT_SCALE = (1.0, 0.5)
+#: amplitude, colour slope) is made a coordinate of the code: (value - CONTEXT_CENTER) /
+#: CONTEXT_SCALE, so a 1 d fold period of a 0.16 mag amplitude and a colour slope of 0.3 sit at
+#: 0; 1 dex of period, 0.5 dex of amplitude and 0.25 of colour slope (about the gap between an
+#: eclipsing binary and a pulsating star) are one unit, the spread of a learned latent.
+CONTEXT_CENTER = (0.0, -0.8, 0.3)
+CONTEXT_SCALE = (1.0, 0.5, 0.25)
+
+#: Measured coordinates of the code for each ``context`` setting.
+N_FIXED = {"none": 0, "coordinates": 2, "coordinates+colour": 3}
 
 
 class FoldVAE(VAE):
@@ -69,6 +73,8 @@ class FoldVAE(VAE):
     the amplitude themselves (standardised: ``CONTEXT_CENTER``, ``CONTEXT_SCALE``); the encoder
     sees them beside the pooled points and infers the other ``latent_dim - 2`` coordinates,
     the decoder draws the shape from all of them, and the KL term applies to the inferred ones.
+    ``context = "coordinates+colour"`` adds a third, the colour slope d(BP - RP)/dG
+    (`latentcat.models.data.fold_context`), and infers ``latent_dim - 3``.
 
     Each point is (mag, sin/cos(2 pi h phase), h = 1..harmonics), and with ``encode_errors``
     also the point's error. The encoder runs over the phase-sorted points of each source
@@ -95,9 +101,9 @@ class FoldVAE(VAE):
         self.harmonics = config.harmonics
         self.sigma_floor = config.sigma_floor
         self.encode_errors = config.encode_errors
-        self.n_fixed = 2 if config.context == "coordinates" else 0
-        self.register_buffer("context_center", torch.tensor(CONTEXT_CENTER), persistent=False)
-        self.register_buffer("context_scale", torch.tensor(CONTEXT_SCALE), persistent=False)
+        self.n_fixed = N_FIXED[config.context]
+        self.register_buffer("context_center", torch.tensor(CONTEXT_CENTER[: self.n_fixed]), persistent=False)
+        self.register_buffer("context_scale", torch.tensor(CONTEXT_SCALE[: self.n_fixed]), persistent=False)
         n_point = 1 + int(config.encode_errors) + 2 * config.harmonics
         self.encoder = config.encoder
         if config.encoder == "gru":
@@ -143,7 +149,10 @@ class FoldVAE(VAE):
         if "context" not in batch:
             raise InputError("the fold model takes the fold period and amplitude as coordinates, but the features "
                              "lack period, period_reliable, time_span or g_amplitude")
-        context = (batch["context"] - self.context_center) / self.context_scale
+        if batch["context"].shape[1] < self.n_fixed:
+            raise InputError("the fold model takes the colour slope as a coordinate, but the features lack "
+                             "colour_slope and colour_slope_err (written by an older latentcat: run the features again)")
+        context = (batch["context"][:, : self.n_fixed] - self.context_center) / self.context_scale
         mu, logvar = self.head(torch.cat([pooled, context], dim=-1)).chunk(2, dim=-1)
         return self.with_fixed(context, mu, logvar)
 

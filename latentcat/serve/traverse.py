@@ -62,7 +62,8 @@ def _ranges(explorer) -> dict[str, np.ndarray]:
 def _labels(block: str, record: dict) -> list[tuple[str, callable]]:
     """(name, value -> physical text or None) for each number of a block."""
     plain = [(f"z_{block}[{d + 1}]", None) for d in range(BLOCK_DIM)]
-    if record.get("model", {}).get("context") != "coordinates":
+    context = record.get("model", {}).get("context")
+    if context not in ("coordinates", "coordinates+colour"):
         return plain
     if block == "fold":
         from latentcat.models import fold_vae
@@ -70,6 +71,8 @@ def _labels(block: str, record: dict) -> list[tuple[str, callable]]:
         centre, scale = fold_vae.CONTEXT_CENTER, fold_vae.CONTEXT_SCALE
         plain[0] = ("log10 fold period (fixed)", lambda v: f"fold period {10 ** (v * scale[0] + centre[0]):.4g} d")
         plain[1] = ("log amplitude, scaled (fixed)", lambda v: f"amplitude {10 ** (v * scale[1] + centre[1]):.3g} mag")
+        if context == "coordinates+colour":
+            plain[2] = ("colour slope, scaled (fixed)", lambda v: f"d(BP-RP)/dG = {v * scale[2] + centre[2]:.2f}")
     if block == "dmdt":
         from latentcat.models import dmdt_vae
 
