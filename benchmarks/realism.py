@@ -6,7 +6,9 @@ long-period variables on Gaia's real sampling. Run by hand; prints two tables.
     curves (500 each of RR, ECL, CEP, LPV and DSCT|GDOR|SXPHE by DR3's classifier, a bright
     sample with median G 10-15) computed with the same feature code (latentcat ingest +
     latentcat features), and the targets the simulator is held to. The real LPV period is
-    the one the period search gave before it knew the scanning law's alias bands.
+    the one the period search gave before it knew the scanning law's alias bands. Then the
+    colour slope d(BP-RP)/dG (latentcat.features.colour) per simulated class, beside the slopes
+    of the real DR3 sources at hand (tests/data/gaia_dr3: 7 SOLAR_LIKE, 1 YSO).
 (b) Long-period variables of the simulator (Miras, semi-regular and irregular variables) put
     on the epochs of real DR3 light curves (the eight sources in tests/data/gaia_dr3, each
     used for many simulated stars) and on the simulator's own scanning law: the share whose
@@ -78,7 +80,7 @@ def survey_table(n: int, seed: int, workers: int) -> None:
         simulate_survey(n=n, seed=seed, out=tmp)
         ingest([tmp / "archive"], tmp / "stage")
         extract_features(tmp / "stage", tmp / "features", n_workers=workers)
-        feats = pq.read_table(tmp / "features", columns=["source_id", *STATS, "period_reliable"]).to_pandas()
+        feats = pq.read_table(tmp / "features", columns=["source_id", *STATS, "period_reliable", "colour_slope"]).to_pandas()
         truth = pq.read_table(tmp / "truth.parquet", columns=["source_id", "class", "mean_g"]).to_pandas()
     df = feats.merge(truth, on="source_id")
     df["coarse"] = df["class"].map({k: v["coarse"] for k, v in CLASS_TABLE.items()})
@@ -96,6 +98,16 @@ def survey_table(n: int, seed: int, workers: int) -> None:
             ok = value <= bound if op == "<=" else value >= bound
             checks.append(f"{stat} {op} {bound}: {'met' if ok else 'NOT met'}")
         print(f"    {coarse:<17}{len(rows):>6}{cells}   {'; '.join(checks)}")
+    real = real_colour_slopes()
+    print("    colour slope d(BP-RP)/dG, median, simulated (G < 16) / the real DR3 sources in tests/data/gaia_dr3:")
+    for coarse, fine in (("SOLAR_LIKE", "ROT"), ("YSO", "YSO")):
+        sim = bright.loc[bright["class"] == fine, "colour_slope"]
+        values = real.get(coarse, [])
+        print(f"    {coarse:<17}{sim.notna().sum():>6}{float(np.nanmedian(sim)):>9.3g} / {float(np.median(values)):<5.3g}"
+              f"   ({len(values)} real: {', '.join(f'{v:.2f}' for v in values)})")
+    for fine in ("RRAB", "DCEP", "EW", "EA", "MIRA"):
+        sim = bright.loc[bright["class"] == fine, "colour_slope"]
+        print(f"    {fine:<17}{sim.notna().sum():>6}{float(np.nanmedian(sim)):>9.3g}   (no real curve of this class at hand)")
 
 
 def real_epochs() -> list[np.ndarray]:
@@ -105,6 +117,34 @@ def real_epochs() -> list[np.ndarray]:
     t = Table.read(DATA / "epoch_photometry_datalink_8_sources.vot.xml")
     t = t[(t["band"] == "G") & ~np.asarray(t["rejected_by_photometry"], bool) & ~np.asarray(t["rejected_by_variability"], bool)]
     return [np.sort(np.asarray(t["time"][t["source_id"] == s], float)) for s in np.unique(t["source_id"])]
+
+
+def real_colour_slopes() -> dict[str, list[float]]:
+    """Colour slopes (latentcat.features.colour) of the DR3 sources in tests/data/gaia_dr3, by
+    their DR3 class: the same code on the archive's epochs of all three bands."""
+    from astropy.table import Table
+
+    from latentcat.features import clean
+    from latentcat.features.colour import colour_slopes
+
+    t = Table.read(DATA / "epoch_photometry_datalink_8_sources.vot.xml")
+    t = t[~np.asarray(t["rejected_by_photometry"], bool) & ~np.asarray(t["rejected_by_variability"], bool)
+          & np.isfinite(np.asarray(t["mag"], float))]
+    labels = Table.read(DATA / "epoch_photometry_8_sources_labels.csv")
+    out: dict[str, list[float]] = {}
+    for sid in np.unique(t["source_id"]):
+        bands = {}
+        for band in ("G", "BP", "RP"):
+            s = t[(t["source_id"] == sid) & (t["band"] == band)]
+            s.sort("time")
+            mag = np.asarray(s["mag"], float)
+            bands[band.lower()] = (np.asarray(s["time"], float)[None], mag[None],
+                                   (1.0857 * np.asarray(s["flux_error"], float) / np.asarray(s["flux"], float))[None])
+        g_t, g_m, g_e = bands.pop("g")
+        slope, _ = colour_slopes(g_t, np.where(clean.clean_mask(g_m, g_e), g_m, np.nan), bands)
+        cls = str(labels["best_class_name"][labels["source_id"] == sid][0])
+        out.setdefault(cls, []).append(float(slope[0]))
+    return out
 
 
 def simulated_curves(cls: np.ndarray, rng: np.random.Generator, epochs: list[np.ndarray] | None = None):
