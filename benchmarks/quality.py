@@ -366,7 +366,7 @@ def survey_rows(train: dict, test: dict, seed: int, classifier: str) -> list[dic
     with_slope = {t: {"classic": np.column_stack([classic[t]["classic"], (d["colour_slope"] - 0.3) / 0.25])}
                   for t, d in (("train", train), ("test", test))}
     row("classic numbers + colour slope d(BP-RP)/dG (9)", with_slope["train"], with_slope["test"],
-        note="the slope as the fold code holds it with context = coordinates+colour")
+        note="the slope as a code holds it with context = coordinates+colour")
     z = {t: {b: d[f"z_{b}"] for b in ("xp", "dmdt", "fold")} for t, d in (("train", train), ("test", test))}
     with_xp = {t: np.flatnonzero(np.isfinite(d["z_xp"][:, 0]))for t, d in (("train", train), ("test", test))}
     row("z_xp", {"xp": z["train"]["xp"]}, {"xp": z["test"]["xp"]}, np.intersect1d(lc_tr, with_xp["train"]),

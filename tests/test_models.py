@@ -615,8 +615,32 @@ def test_fold_code_can_hold_the_colour_slope_as_a_third_coordinate(features, tmp
     pq.write_table(feats.drop_columns(["colour_slope", "colour_slope_err"]), old / "features-00000.parquet")
     with pytest.raises(InputError, match="lack colour_slope"):
         embed(old, tmp_path / "models", tmp_path / "emb-old", device="cpu")
-    with pytest.raises(InputError, match="dmdt.context must be one of none, coordinates;"):
-        TrainConfig.from_dict({"dmdt": {"context": "coordinates+colour"}})
+
+
+def test_dmdt_code_can_hold_the_colour_slope_as_its_second_coordinate(features, tmp_path):
+    from latentcat.models.data import colour_coordinate
+    from latentcat.models.dmdt_vae import COLOUR_CENTER, COLOUR_SCALE, CONTEXT_CENTER, CONTEXT_SCALE
+
+    config = TrainConfig.from_dict({"seed": 3, "progress": False, "val_fraction": 0.2,
+                                    "dmdt": {"max_epochs": 2, "width": 16, "context": "coordinates+colour"}})
+    train(features, tmp_path / "models", config, modalities=("dmdt",), device="cpu")
+    embed(features, tmp_path / "models", tmp_path / "emb", device="cpu")
+    emb = pq.read_table(tmp_path / "emb" / "embeddings-00000.parquet")
+    feats = pq.read_table(features / "features-00000.parquet")
+    has = emb.column("has_dmdt").to_numpy(zero_copy_only=False)
+    z = np.array([v for v in emb.column("z_dmdt").to_pylist() if v is not None])
+    col = lambda name: feats.column(name).to_numpy(zero_copy_only=False)[has]  # noqa: E731
+    np.testing.assert_allclose(z[:, 0], (col("g_mean") - CONTEXT_CENTER) / CONTEXT_SCALE, rtol=1e-5, atol=1e-5)
+    slope = colour_coordinate(col("colour_slope"), col("colour_slope_err"))
+    np.testing.assert_allclose(z[:, 1], (slope - COLOUR_CENTER) / COLOUR_SCALE, rtol=1e-5, atol=1e-5)
+    assert np.all(np.abs(slope - col("colour_slope")) < 0.01)  # measured to 0.03: kept
+    logvar = np.array([v for v in emb.column("z_logvar_dmdt").to_pylist() if v is not None])
+    assert np.all(logvar[:, :2] == -20.0) and np.all(logvar[:, 2:] > -20.0)
+    old = tmp_path / "old"
+    old.mkdir()
+    pq.write_table(feats.drop_columns(["colour_slope", "colour_slope_err"]), old / "features-00000.parquet")
+    with pytest.raises(InputError, match="dm-dt model takes the colour slope"):
+        embed(old, tmp_path / "models", tmp_path / "emb-old", device="cpu")
 
 
 def test_dmdt_code_holds_the_mean_magnitude_as_a_coordinate(features, tmp_path):

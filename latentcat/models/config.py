@@ -203,7 +203,8 @@ class TrainConfig:
                 raise InputError(f"{source}: unknown key {key}")
         for m in MODALITIES:
             section = getattr(cfg, m)
-            allowed = {"dmdt": ("none", "coordinates"), "fold": ("none", "coordinates", "coordinates+colour")}.get(m, ("none",))
+            allowed = {"dmdt": ("none", "coordinates", "coordinates+colour"),
+                       "fold": ("none", "coordinates", "coordinates+colour")}.get(m, ("none",))
             if section.context not in allowed:
                 raise InputError(f"{source}: {m}.context must be one of {', '.join(allowed)}; got {section.context!r}")
             if section.encoder not in ("conv", "gru"):

@@ -45,7 +45,7 @@ COLUMNS = {
 CONTEXT_COLUMNS = {"dmdt": ("g_mean",), "fold": ("period", "period_reliable", "time_span", "g_amplitude")}
 #: Feature columns a context takes when the shard has them (features written before they
 #: existed lack them; a model that needs them says so).
-OPTIONAL_CONTEXT_COLUMNS = {"fold": ("colour_slope", "colour_slope_err")}
+OPTIONAL_CONTEXT_COLUMNS = {"dmdt": ("colour_slope", "colour_slope_err"), "fold": ("colour_slope", "colour_slope_err")}
 #: Smallest amplitude (mag) the context's logarithm takes.
 MIN_AMPLITUDE = 1e-3
 #: Prior of the colour slope d(BP - RP)/dG (mean, standard deviation) that a source's measured
@@ -55,13 +55,31 @@ MIN_AMPLITUDE = 1e-3
 COLOUR_SLOPE_PRIOR = (0.3, 0.25)
 
 
-def dmdt_context(g_mean: np.ndarray) -> np.ndarray:
-    """What a dm-dt map leaves out, per source: the mean G magnitude ``g_mean`` (mag).
+def dmdt_context(g_mean: np.ndarray, colour_slope: np.ndarray | None = None,
+                 colour_slope_err: np.ndarray | None = None) -> np.ndarray:
+    """What a dm-dt map leaves out, per source: the mean G magnitude ``g_mean`` (mag) and,
+    when given, the colour slope (`colour_coordinate`).
 
     The map holds magnitude differences only, so a bright and a faint source of the same
-    variability look alike except for their noise. Returns float32 array (n, 1).
+    variability look alike except for their noise. Returns float32 array (n, 1), or (n, 2)
+    with the colour slope.
     """
-    return np.asarray(g_mean, np.float64)[:, None].astype(np.float32)
+    cols = [np.asarray(g_mean, np.float64)]
+    if colour_slope is not None:
+        cols.append(colour_coordinate(colour_slope, colour_slope_err))
+    return np.stack(cols, axis=1).astype(np.float32)
+
+
+def colour_coordinate(colour_slope: np.ndarray, colour_slope_err: np.ndarray) -> np.ndarray:
+    """The colour slope d(BP - RP)/dG (`latentcat.features.colour`) combined with
+    `COLOUR_SLOPE_PRIOR` by inverse-variance weights: the measured slope where it is precise,
+    the prior's mean where it is missing. float64 array (n,)."""
+    slope = np.asarray(colour_slope, np.float64)
+    err = np.asarray(colour_slope_err, np.float64)
+    mean, sd = COLOUR_SLOPE_PRIOR
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.where(np.isfinite(slope) & np.isfinite(err) & (err > 0), 1.0 / err**2, 0.0)
+    return (w * np.nan_to_num(slope) + mean / sd**2) / (w + 1 / sd**2)
 
 
 def fold_context(period: np.ndarray, reliable: np.ndarray, time_span: np.ndarray, amplitude: np.ndarray,
@@ -86,11 +104,7 @@ def fold_context(period: np.ndarray, reliable: np.ndarray, time_span: np.ndarray
     with np.errstate(divide="ignore", invalid="ignore"):
         cols = [np.log10(fold_period), np.log10(np.maximum(np.asarray(amplitude, np.float64), MIN_AMPLITUDE))]
         if colour_slope is not None:
-            slope = np.asarray(colour_slope, np.float64)
-            err = np.asarray(colour_slope_err, np.float64)
-            mean, sd = COLOUR_SLOPE_PRIOR
-            w = np.where(np.isfinite(slope) & np.isfinite(err) & (err > 0), 1.0 / err**2, 0.0)
-            cols.append((w * np.nan_to_num(slope) + mean / sd**2) / (w + 1 / sd**2))
+            cols.append(colour_coordinate(colour_slope, colour_slope_err))
         return np.stack(cols, axis=1).astype(np.float32)
 
 

@@ -13,6 +13,11 @@ from latentcat.models.layers import VAE, ResidualMLP, gaussian_nll
 #: -2 and +2, the spread of a learned latent.
 CONTEXT_CENTER = 17.0
 CONTEXT_SCALE = 2.0
+#: The colour slope's standardisation, as the fold model's (`latentcat.models.fold_vae`).
+COLOUR_CENTER = 0.3
+COLOUR_SCALE = 0.25
+#: Measured coordinates of the code for each ``context`` setting.
+N_FIXED = {"none": 0, "coordinates": 1, "coordinates+colour": 2}
 
 
 class DmdtVAE(VAE):
@@ -27,7 +32,10 @@ class DmdtVAE(VAE):
     the code is the mean G magnitude (standardised: ``CONTEXT_CENTER``, ``CONTEXT_SCALE``);
     the encoder sees it beside the map and infers the other ``latent_dim - 1``, the decoder
     draws the map from all of them (a faint source's map is broadened by its noise), and
-    the KL term applies to the inferred ones.
+    the KL term applies to the inferred ones. ``context = "coordinates+colour"`` adds a
+    second, the colour slope d(BP - RP)/dG of the variability
+    (`latentcat.models.data.colour_coordinate`, standardised by ``COLOUR_CENTER`` and
+    ``COLOUR_SCALE``), and infers ``latent_dim - 2``.
 
     Parameters
     ----------
@@ -41,7 +49,7 @@ class DmdtVAE(VAE):
         self.beta = config.beta
         self.latent_dim = config.latent_dim
         self.sigma_floor = config.sigma_floor
-        self.n_fixed = 1 if config.context == "coordinates" else 0
+        self.n_fixed = N_FIXED[config.context]
         n_free = config.latent_dim - self.n_fixed
         self.encoder = ResidualMLP(config.in_dim + self.n_fixed, 2 * n_free, config.width, config.blocks)
         self.decoder = ResidualMLP(config.latent_dim, config.in_dim, config.width, config.blocks)
@@ -54,7 +62,12 @@ class DmdtVAE(VAE):
             return mu, logvar
         if "context" not in batch:
             raise InputError("the dm-dt model takes the mean G magnitude as a coordinate, but the features lack g_mean")
-        context = (batch["context"] - CONTEXT_CENTER) / CONTEXT_SCALE
+        if batch["context"].shape[1] < self.n_fixed:
+            raise InputError("the dm-dt model takes the colour slope as a coordinate, but the features lack "
+                             "colour_slope and colour_slope_err (written by an older latentcat: run the features again)")
+        centre = torch.tensor([CONTEXT_CENTER, COLOUR_CENTER][: self.n_fixed], dtype=batch["context"].dtype)
+        scale = torch.tensor([CONTEXT_SCALE, COLOUR_SCALE][: self.n_fixed], dtype=batch["context"].dtype)
+        context = (batch["context"][:, : self.n_fixed] - centre.to(batch["context"].device)) / scale.to(batch["context"].device)
         mu, logvar = self.encoder(torch.cat([batch["x"], context], dim=-1)).chunk(2, dim=-1)
         return self.with_fixed(context, mu, logvar)
 

@@ -78,6 +78,9 @@ def _labels(block: str, record: dict) -> list[tuple[str, callable]]:
 
         centre, scale = dmdt_vae.CONTEXT_CENTER, dmdt_vae.CONTEXT_SCALE
         plain[0] = ("mean G, scaled (fixed)", lambda v: f"G = {v * scale + centre:.2f}")
+        if context == "coordinates+colour":
+            c, s = dmdt_vae.COLOUR_CENTER, dmdt_vae.COLOUR_SCALE
+            plain[1] = ("colour slope, scaled (fixed)", lambda v: f"d(BP-RP)/dG = {v * s + c:.2f}")
     return plain
 
 
