@@ -81,8 +81,8 @@ ORDER BY source_id;
 -- name: load_features
 INSERT INTO features BY NAME
 SELECT source_id, n_obs, n_clipped, g_mean, g_median, g_std, g_amplitude, g_skew,
-       time_span, period, period_fap, period_power, period_coherence, period_reliable, xp_scale,
-       lc_reason, xp_reason
+       time_span, period, period_fap, period_power, period_coherence, period_reliable, colour_slope,
+       colour_slope_err, xp_scale, lc_reason, xp_reason
 FROM read_parquet($paths)
 ORDER BY source_id;
 

@@ -48,6 +48,8 @@ CREATE TABLE features (
     period_power  FLOAT,
     period_coherence FLOAT,  -- how well the period holds across the curve (features/period.py)
     period_reliable BOOLEAN, -- the period passes its tests (docs/schemas.md): the fold is at 2 x period, else in time order
+    colour_slope  FLOAT,   -- d(BP - RP)/dG over the transits with G, BP and RP (features/colour.py)
+    colour_slope_err FLOAT,
     xp_scale      FLOAT,   -- 99.5th percentile of BP+RP flux (e-/s)
     lc_reason     VARCHAR, -- NULL when the light-curve features exist, else why not
     xp_reason     VARCHAR  -- NULL when the XP features exist, else why not

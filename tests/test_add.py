@@ -392,3 +392,20 @@ def test_a_catalogue_opened_before_add_stays_the_old_one(catalogue, new_archive)
                 reader.similar(sid)
     finally:
         reader.close()
+
+
+def test_adding_to_a_catalogue_written_before_the_colour_slope(catalogue, new_archive):
+    """An older catalogue's features table gains the colour-slope columns; its rows keep NULL there."""
+    con = duckdb.connect(str(catalogue / "catalog.duckdb"))
+    old_ids = {r[0] for r in con.execute("SELECT source_id FROM features").fetchall()}
+    for column in ("colour_slope", "colour_slope_err"):
+        con.execute(f"ALTER TABLE features DROP COLUMN {column}")
+    con.close()
+    add_sources(catalogue, [new_archive])
+    with duckdb.connect(str(catalogue / "catalog.duckdb"), read_only=True) as con:
+        rows = con.execute("SELECT source_id, colour_slope, colour_slope_err, lc_reason FROM features").fetchall()
+    new = [r for r in rows if r[0] not in old_ids]
+    assert new and all(r[1] is None for r in rows if r[0] in old_ids)
+    with_lc = [r for r in new if r[3] is None]
+    measured = [r for r in with_lc if r[1] is not None]
+    assert len(measured) >= len(with_lc) // 2 and all(np.isfinite(r[1]) and r[2] > 0 for r in measured)

@@ -626,6 +626,8 @@ def _add_locked(cat_dir: Path, inputs: list[Path], skip_existing: bool, device: 
         try:
             for table in _SOURCE_TABLES:  # fixed table names, not user input
                 _delete_rows(con, table, replaced_rows.get(table, replaced))
+            for column in ("colour_slope", "colour_slope_err"):  # a catalogue written before these existed
+                con.execute(f"ALTER TABLE features ADD COLUMN IF NOT EXISTS {column} FLOAT")
             load_tables(con, stage, work / FEATURES_DIR, work / EMBEDDINGS_DIR)
 
             ids, latents = _arrays(added_emb)[:2]

@@ -51,7 +51,7 @@ REQUIRED_COLUMNS = {
     "features": (
         "source_id", "n_obs", "n_clipped", "g_mean", "g_median", "g_std", "g_amplitude",
         "g_skew", "time_span", "period", "period_fap", "period_power", "period_coherence",
-        "period_reliable", "xp_scale",
+        "period_reliable", "colour_slope", "colour_slope_err", "xp_scale",
         "lc_reason", "xp_reason",
     ),
     "embeddings": (
