@@ -223,7 +223,7 @@ def survey_table(folder: Path, emb_dir: Path) -> dict:
     classic numbers, the latent blocks, BP - RP and the fold reconstruction loss."""
     emb = pq.read_table(sorted(Path(emb_dir).glob("embeddings-*.parquet")))
     sid = emb.column("source_id").to_numpy()
-    from latentcat.models.data import fold_context
+    from latentcat.models.data import colour_coordinate
 
     feats = pq.read_table(folder / "features", columns=["source_id", *[c for c in CLASSIC if c != "log_period"]])
     truth = pq.read_table(folder / "sim" / "truth.parquet", columns=["source_id", "class", "period"])
@@ -243,8 +243,7 @@ def survey_table(folder: Path, emb_dir: Path) -> dict:
             out[c] = take(feats, c).astype(float)
     out["log_period"] = np.log10(out["period"])
     slope = pq.read_table(folder / "features", columns=["source_id", "colour_slope", "colour_slope_err"])
-    out["colour_slope"] = fold_context(np.ones(sid.size), np.ones(sid.size, bool), np.ones(sid.size), np.ones(sid.size),
-                                       take(slope, "colour_slope"), take(slope, "colour_slope_err"))[:, 2].astype(float)
+    out["colour_slope"] = colour_coordinate(take(slope, "colour_slope"), take(slope, "colour_slope_err"))
     for b in ("xp", "dmdt", "fold"):
         has = emb.column(f"has_{b}").to_numpy(zero_copy_only=False)
         z = np.full((len(sid), 5), np.nan, np.float32)
@@ -363,7 +362,9 @@ def survey_rows(train: dict, test: dict, seed: int, classifier: str) -> list[dic
     classic = {t: {"classic": (np.column_stack([d[c] for c in CLASSIC]) - center) / scale} for t, d in
                (("train", train), ("test", test))}
     row("classic light-curve numbers (8)", classic["train"], classic["test"])
-    with_slope = {t: {"classic": np.column_stack([classic[t]["classic"], (d["colour_slope"] - 0.3) / 0.25])}
+    from latentcat.models.dmdt_vae import COLOUR_CENTER, COLOUR_SCALE
+
+    with_slope = {t: {"classic": np.column_stack([classic[t]["classic"], (d["colour_slope"] - COLOUR_CENTER) / COLOUR_SCALE])}
                   for t, d in (("train", train), ("test", test))}
     row("classic numbers + colour slope d(BP-RP)/dG (9)", with_slope["train"], with_slope["test"],
         note="the slope as a code holds it with context = coordinates+colour")

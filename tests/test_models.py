@@ -563,24 +563,38 @@ def test_interrupted_training_resumes_at_its_first_unfinished_model(features, tm
     assert "kept" not in train(features, models, config, modalities=("dmdt",), device="cpu")["models"]["dmdt"]
 
 
+def _trained_codes(features: Path, tmp_path: Path, block: str, settings: dict) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Train one model with ``settings`` and encode the first shard: the shard's feature columns
+    of the sources with that block (a function of the column name), their codes and log-variances."""
+    config = TrainConfig.from_dict({"seed": 3, "progress": False, "val_fraction": 0.2, block: settings})
+    train(features, tmp_path / "models", config, modalities=(block,), device="cpu")
+    embed(features, tmp_path / "models", tmp_path / "emb", device="cpu")
+    emb = pq.read_table(tmp_path / "emb" / "embeddings-00000.parquet")
+    feats = pq.read_table(features / "features-00000.parquet")
+    has = emb.column(f"has_{block}").to_numpy(zero_copy_only=False)
+    codes = [np.array([v for v in emb.column(f"{name}_{block}").to_pylist() if v is not None]) for name in ("z", "z_logvar")]
+    return (lambda name: feats.column(name).to_numpy(zero_copy_only=False)[has]), *codes
+
+
+def _embed_without_colour_slope(features: Path, tmp_path: Path) -> None:
+    """Encode the first shard as features written before the colour slope existed."""
+    old = tmp_path / "old"
+    old.mkdir()
+    feats = pq.read_table(features / "features-00000.parquet")
+    pq.write_table(feats.drop_columns(["colour_slope", "colour_slope_err"]), old / "features-00000.parquet")
+    embed(old, tmp_path / "models", tmp_path / "emb-old", device="cpu")
+
+
 def test_fold_code_holds_the_fold_period_and_amplitude_as_coordinates(features, tmp_path):
     from latentcat.models.data import fold_context
     from latentcat.models.fold_vae import CONTEXT_CENTER, CONTEXT_SCALE
 
-    config = TrainConfig.from_dict({"seed": 3, "progress": False, "val_fraction": 0.2,
-                                    "fold": {"max_epochs": 2, "width": 16, "harmonics": 4, "context": "coordinates"}})
-    train(features, tmp_path / "models", config, modalities=("fold",), device="cpu")
-    embed(features, tmp_path / "models", tmp_path / "emb", device="cpu")
-    emb = pq.read_table(tmp_path / "emb" / "embeddings-00000.parquet")
-    feats = pq.read_table(features / "features-00000.parquet")
-    has = emb.column("has_fold").to_numpy(zero_copy_only=False)
-    z = np.array([v for v in emb.column("z_fold").to_pylist() if v is not None])
-    cols = [feats.column(c).to_numpy(zero_copy_only=False) for c in ("period", "period_reliable", "time_span", "g_amplitude")]
-    context = fold_context(*[c[has] for c in cols])
+    col, z, logvar = _trained_codes(features, tmp_path, "fold",
+                                    {"max_epochs": 2, "width": 16, "harmonics": 4, "context": "coordinates"})
+    context = fold_context(*[col(c) for c in ("period", "period_reliable", "time_span", "g_amplitude")])
     np.testing.assert_allclose(z[:, :2], (context - CONTEXT_CENTER[:2]) / CONTEXT_SCALE[:2], rtol=1e-5, atol=1e-5)
     # fold period: twice the period where it is reliable (all of these), log10 in days
-    np.testing.assert_allclose(context[:, 0], np.log10(2 * cols[0][has]), rtol=1e-6)
-    logvar = np.array([v for v in emb.column("z_logvar_fold").to_pylist() if v is not None])
+    np.testing.assert_allclose(context[:, 0], np.log10(2 * col("period")), rtol=1e-6)
     assert np.all(logvar[:, :2] == -20.0) and np.all(logvar[:, 2:] > -20.0)
 
 
@@ -588,75 +602,44 @@ def test_fold_code_can_hold_the_colour_slope_as_a_third_coordinate(features, tmp
     from latentcat.models.data import COLOUR_SLOPE_PRIOR, fold_context
     from latentcat.models.fold_vae import CONTEXT_CENTER, CONTEXT_SCALE
 
-    config = TrainConfig.from_dict({"seed": 3, "progress": False, "val_fraction": 0.2,
-                                    "fold": {"max_epochs": 2, "width": 16, "harmonics": 4,
-                                             "context": "coordinates+colour"}})
-    train(features, tmp_path / "models", config, modalities=("fold",), device="cpu")
-    embed(features, tmp_path / "models", tmp_path / "emb", device="cpu")
-    emb = pq.read_table(tmp_path / "emb" / "embeddings-00000.parquet")
-    feats = pq.read_table(features / "features-00000.parquet")
-    has = emb.column("has_fold").to_numpy(zero_copy_only=False)
-    z = np.array([v for v in emb.column("z_fold").to_pylist() if v is not None])
-    slope = feats.column("colour_slope").to_numpy(zero_copy_only=False)[has]
+    col, z, logvar = _trained_codes(features, tmp_path, "fold",
+                                    {"max_epochs": 2, "width": 16, "harmonics": 4, "context": "coordinates+colour"})
+    slope = col("colour_slope")
     # a slope measured to 0.03 keeps its value (the prior's sd is 0.25: a pull of 1.4 % towards 0.3)
     w = 1 / 0.03**2
     expected = (w * slope + COLOUR_SLOPE_PRIOR[0] / COLOUR_SLOPE_PRIOR[1] ** 2) / (w + 1 / COLOUR_SLOPE_PRIOR[1] ** 2)
     np.testing.assert_allclose(z[:, 2], (expected - CONTEXT_CENTER[2]) / CONTEXT_SCALE[2], rtol=1e-5, atol=1e-5)
     assert np.all(np.abs(expected - slope) < 0.01)
-    logvar = np.array([v for v in emb.column("z_logvar_fold").to_pylist() if v is not None])
     assert np.all(logvar[:, :3] == -20.0) and np.all(logvar[:, 3:] > -20.0)
     # no slope measured (no BP or RP epochs): the prior's mean, not a made-up value
     ones = np.ones(2)
     context = fold_context(ones, ones.astype(bool), ones, ones, np.array([np.nan, 0.5]), np.array([np.nan, 1e-4]))
     np.testing.assert_allclose(context[:, 2], [COLOUR_SLOPE_PRIOR[0], 0.5], atol=1e-4)
     # features written before the colour slope existed: the model says what is missing
-    old = tmp_path / "old"
-    old.mkdir()
-    pq.write_table(feats.drop_columns(["colour_slope", "colour_slope_err"]), old / "features-00000.parquet")
-    with pytest.raises(InputError, match="lack colour_slope"):
-        embed(old, tmp_path / "models", tmp_path / "emb-old", device="cpu")
+    with pytest.raises(InputError, match="fold model takes the colour slope .* lack colour_slope"):
+        _embed_without_colour_slope(features, tmp_path)
 
 
 def test_dmdt_code_can_hold_the_colour_slope_as_its_second_coordinate(features, tmp_path):
     from latentcat.models.data import colour_coordinate
     from latentcat.models.dmdt_vae import COLOUR_CENTER, COLOUR_SCALE, CONTEXT_CENTER, CONTEXT_SCALE
 
-    config = TrainConfig.from_dict({"seed": 3, "progress": False, "val_fraction": 0.2,
-                                    "dmdt": {"max_epochs": 2, "width": 16, "context": "coordinates+colour"}})
-    train(features, tmp_path / "models", config, modalities=("dmdt",), device="cpu")
-    embed(features, tmp_path / "models", tmp_path / "emb", device="cpu")
-    emb = pq.read_table(tmp_path / "emb" / "embeddings-00000.parquet")
-    feats = pq.read_table(features / "features-00000.parquet")
-    has = emb.column("has_dmdt").to_numpy(zero_copy_only=False)
-    z = np.array([v for v in emb.column("z_dmdt").to_pylist() if v is not None])
-    col = lambda name: feats.column(name).to_numpy(zero_copy_only=False)[has]  # noqa: E731
+    col, z, logvar = _trained_codes(features, tmp_path, "dmdt", {"max_epochs": 2, "width": 16, "context": "coordinates+colour"})
     np.testing.assert_allclose(z[:, 0], (col("g_mean") - CONTEXT_CENTER) / CONTEXT_SCALE, rtol=1e-5, atol=1e-5)
     slope = colour_coordinate(col("colour_slope"), col("colour_slope_err"))
     np.testing.assert_allclose(z[:, 1], (slope - COLOUR_CENTER) / COLOUR_SCALE, rtol=1e-5, atol=1e-5)
     assert np.all(np.abs(slope - col("colour_slope")) < 0.01)  # measured to 0.03: kept
-    logvar = np.array([v for v in emb.column("z_logvar_dmdt").to_pylist() if v is not None])
     assert np.all(logvar[:, :2] == -20.0) and np.all(logvar[:, 2:] > -20.0)
-    old = tmp_path / "old"
-    old.mkdir()
-    pq.write_table(feats.drop_columns(["colour_slope", "colour_slope_err"]), old / "features-00000.parquet")
-    with pytest.raises(InputError, match="dm-dt model takes the colour slope"):
-        embed(old, tmp_path / "models", tmp_path / "emb-old", device="cpu")
+    with pytest.raises(InputError, match="dm-dt model takes the colour slope .* lack colour_slope"):
+        _embed_without_colour_slope(features, tmp_path)
 
 
 def test_dmdt_code_holds_the_mean_magnitude_as_a_coordinate(features, tmp_path):
     from latentcat.models.dmdt_vae import CONTEXT_CENTER, CONTEXT_SCALE
 
-    config = TrainConfig.from_dict({"seed": 3, "progress": False, "val_fraction": 0.2,
-                                    "dmdt": {"max_epochs": 2, "width": 16, "context": "coordinates"}})
-    train(features, tmp_path / "models", config, modalities=("dmdt",), device="cpu")
-    embed(features, tmp_path / "models", tmp_path / "emb", device="cpu")
-    emb = pq.read_table(tmp_path / "emb" / "embeddings-00000.parquet")
-    g_mean = pq.read_table(features / "features-00000.parquet", columns=["g_mean"]).column("g_mean").to_numpy()
-    has = emb.column("has_dmdt").to_numpy(zero_copy_only=False)
-    z = np.array([v for v in emb.column("z_dmdt").to_pylist() if v is not None])
-    np.testing.assert_allclose(z[:, 0], (g_mean[has] - CONTEXT_CENTER) / CONTEXT_SCALE, rtol=1e-5, atol=1e-5)
+    col, z, logvar = _trained_codes(features, tmp_path, "dmdt", {"max_epochs": 2, "width": 16, "context": "coordinates"})
+    np.testing.assert_allclose(z[:, 0], (col("g_mean") - CONTEXT_CENTER) / CONTEXT_SCALE, rtol=1e-5, atol=1e-5)
     assert np.ptp(z[:, 1:], axis=0).min() > 0  # the other four are inferred, one per source
-    logvar = np.array([v for v in emb.column("z_logvar_dmdt").to_pylist() if v is not None])
     assert np.all(logvar[:, 0] == -20.0) and np.all(logvar[:, 1:] > -20.0)
     with pytest.raises(InputError, match="xp.context must be one of none"):
         TrainConfig.from_dict({"xp": {"context": "coordinates"}})

@@ -48,12 +48,12 @@ class ModelConfig:
         dmdt and fold: "coordinates" (default) gives back as coordinates of the code what the
         input's normalisation took away: for fold the first two are the log10 fold period and
         log10 amplitude (`latentcat.models.fold_vae`), for dmdt the first is the mean G
-        magnitude (`latentcat.models.dmdt_vae`); the other coordinates are inferred. fold
-        also takes "coordinates+colour": a third coordinate, the colour slope d(BP - RP)/dG
-        of the source's variability from its BP and RP epochs (`latentcat.features.colour`),
-        which tells pulsating stars (bluer when brighter) from eclipsing binaries (nearly
-        grey). "none" is the paper's models, whose five coordinates all describe the
-        normalised input.
+        magnitude (`latentcat.models.dmdt_vae`); the other coordinates are inferred.
+        "coordinates+colour" adds one more, the colour slope d(BP - RP)/dG of the source's
+        variability from its BP and RP epochs (`latentcat.features.colour`), which tells
+        pulsating stars (bluer when brighter) from eclipsing binaries (nearly grey): dmdt's
+        second coordinate, fold's third. "none" is the paper's models, whose five
+        coordinates all describe the normalised input.
     encode_errors : bool
         fold only: the encoder also sees each point's error (false, as in the paper).
     sigma_floor : float
@@ -203,8 +203,7 @@ class TrainConfig:
                 raise InputError(f"{source}: unknown key {key}")
         for m in MODALITIES:
             section = getattr(cfg, m)
-            allowed = {"dmdt": ("none", "coordinates", "coordinates+colour"),
-                       "fold": ("none", "coordinates", "coordinates+colour")}.get(m, ("none",))
+            allowed = ("none", "coordinates", "coordinates+colour") if m in ("dmdt", "fold") else ("none",)
             if section.context not in allowed:
                 raise InputError(f"{source}: {m}.context must be one of {', '.join(allowed)}; got {section.context!r}")
             if section.encoder not in ("conv", "gru"):

@@ -49,7 +49,7 @@ OPTIONAL_CONTEXT_COLUMNS = {"dmdt": ("colour_slope", "colour_slope_err"), "fold"
 #: Smallest amplitude (mag) the context's logarithm takes.
 MIN_AMPLITUDE = 1e-3
 #: Prior of the colour slope d(BP - RP)/dG (mean, standard deviation) that a source's measured
-#: slope is combined with (`fold_context`): between nearly grey binaries (~0) and pulsating
+#: slope is combined with (`colour_coordinate`): between nearly grey binaries (~0) and pulsating
 #: stars (~0.5), and as wide as that gap, so a slope measured to better than ~0.1 keeps its
 #: value and one that is not measured (no BP or RP epochs, no variability) sits at 0.3.
 COLOUR_SLOPE_PRIOR = (0.3, 0.25)
@@ -89,10 +89,8 @@ def fold_context(period: np.ndarray, reliable: np.ndarray, time_span: np.ndarray
 
     Columns: log10 of the period the curve was folded at (d; twice ``period`` where it is
     reliable, else the time span: `latentcat.features.fold.fold_periods`), log10 of the
-    5-95 % amplitude ``g_amplitude`` (mag, at least ``MIN_AMPLITUDE``) and, when the colour
-    slope is given, the colour slope d(BP - RP)/dG (`latentcat.features.colour`) combined with
-    `COLOUR_SLOPE_PRIOR` by inverse-variance weights: the measured slope where it is precise,
-    the prior mean where it is missing.
+    5-95 % amplitude ``g_amplitude`` (mag, at least ``MIN_AMPLITUDE``) and, when given, the
+    colour slope (`colour_coordinate`).
 
     Returns
     -------
