@@ -131,6 +131,9 @@ def make_tables(n: int = 600, seed: int = 0, with_arrays: bool = True) -> dict[s
         "period_power": f32(rng.uniform(0.2, 0.9, n)),
         "period_coherence": f32(rng.uniform(0.0, 1.0, n)),
         "period_reliable": pa.array(rng.random(n) < 0.8, pa.bool_(), mask=lc_null),
+        # d(BP - RP)/dG: short-period pulsator-like sources redden as they fade, the others hardly
+        "colour_slope": f32(np.where(period < 1.0, 0.5, 0.1)),
+        "colour_slope_err": f32(np.full(n, 0.05)),
     })
     if not with_arrays:
         for c in ("fold_phase", "fold_mag", "fold_err", "xp_flux", "xp_flux_error"):
