@@ -132,6 +132,26 @@ def test_bad_staged_light_curve_names_file_and_source(tmp_path):
         extract_features(stage, tmp_path / "out")
 
 
+def test_bp_epochs_of_unequal_lengths_name_file_and_source(tmp_path):
+    """A BP time without its magnitude would pair other transits' values: one clear error, no shard."""
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    t = np.sort(np.random.default_rng(3).uniform(1700, 2700, 30))
+    curve = lambda offset, drop=0: pa.array([(t + offset)[drop:].tolist()], pa.list_(pa.float64()))  # noqa: E731
+    values = lambda m, drop=0: pa.array([[m] * (30 - drop)], pa.list_(pa.float32()))  # noqa: E731
+    lc = pa.table({
+        "source_id": pa.array([9], pa.int64()),
+        "g_time": curve(0.0), "g_mag": values(15.0), "g_mag_err": values(0.01),
+        "bp_time": curve(27 / 86400), "bp_mag": values(15.4, drop=1), "bp_mag_err": values(0.02),
+        "rp_time": curve(35 / 86400), "rp_mag": values(14.6), "rp_mag_err": values(0.02),
+    })
+    pq.write_table(lc, stage / "light_curves.parquet")
+    with pytest.raises(InputError, match=r"light_curves\.parquet: bp_time, bp_mag and bp_mag_err have different lengths "
+                                         r"for source_id 9"):
+        extract_features(stage, tmp_path / "out")
+    assert not list((tmp_path / "out").glob("features-*.parquet"))
+
+
 def _simulated_ea_curves(n: int, seed: int):
     """Cleaned G curves (as the feature stage sees them) of the simulated EA with >= 40 epochs and G < 18."""
     from latentcat.features.clean import clean_mask

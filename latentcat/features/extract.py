@@ -405,7 +405,7 @@ def _light_curve_columns(path: Path, lc: pa.Table | None, ids: np.ndarray, min_e
         for lo in range(0, lc.num_rows, _LC_BATCH):
             batch = lc.slice(lo, _LC_BATCH)
             time, mag, err = _validated_light_curves(path, batch)
-            feats = light_curve_features(time, mag, err, min_epochs, _band_curves(batch))
+            feats = light_curve_features(time, mag, err, min_epochs, _band_curves(path, batch))
             rows = pos[lo : lo + batch.num_rows]
             for key in ("n_obs", "n_clipped", "lc_reason", "period_reliable", *scalars):
                 res[key][rows] = feats[key]
@@ -458,16 +458,22 @@ def _validated_light_curves(path: Path, batch: pa.Table) -> tuple[np.ndarray, np
     return time, mag, err
 
 
-def _band_curves(batch: pa.Table) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] | None:
+def _band_curves(path: Path, batch: pa.Table) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] | None:
     """NaN-padded (time, mag, mag_err) arrays of the BP and RP epochs of a batch (a source
-    without a band: all NaN), or None where the table has no BP and RP columns."""
+    without a band: all NaN; a missing value: NaN, left out of the colour slope), or None where
+    the table has no BP and RP columns."""
     names = [f"{b}_{c}" for b in ("bp", "rp") for c in ("time", "mag", "mag_err")]
     if not set(names) <= set(batch.column_names):
         return None
     out = {}
     for band in ("bp", "rp"):
         cols = [batch[f"{band}_{c}"] for c in ("time", "mag", "mag_err")]
-        width = int(list_lengths(cols[0]).max()) if batch.num_rows else 0
+        lens = [list_lengths(c) for c in cols]
+        bad = np.flatnonzero((lens[0] != lens[1]) | (lens[0] != lens[2]))
+        if len(bad):
+            sid = batch["source_id"].to_numpy()[bad[0]]
+            raise InputError(f"{path}: {band}_time, {band}_mag and {band}_mag_err have different lengths for source_id {sid}")
+        width = int(lens[0].max()) if batch.num_rows else 0
         out[band] = tuple(pad_lists(col, np.float64, width) for col in cols)
     return out
 
