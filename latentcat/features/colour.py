@@ -14,9 +14,9 @@ reddening, and it needs no period.
 
 Weights are 1 / (sigma_BP^2 + sigma_RP^2); G's own errors, several times smaller than BP's
 and RP's at the same magnitude, are ignored, so where they are as large as the variability
-itself (a faint source of small amplitude) the slope is pulled towards 0 and its error is large. Points more than ``CLIP`` robust sigmas off the
-first line (a BP or RP epoch hit by a neighbour) are dropped and the line fitted again. The
-error of s is the formal one scaled by sqrt(reduced chi^2) when that exceeds 1. Fewer than
+itself (a faint source of small amplitude) the slope is pulled towards 0 and its error is large.
+Points more than ``CLIP`` robust sigmas off the first line (a BP or RP epoch hit by a
+neighbour) are dropped and the line fitted again. The error of s is the formal one scaled by sqrt(reduced chi^2) when that exceeds 1. Fewer than
 ``MIN_POINTS`` transits with all three bands, or no spread in G, give NaN.
 """
 

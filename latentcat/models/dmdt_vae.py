@@ -6,16 +6,13 @@ import torch
 
 from latentcat.errors import InputError
 from latentcat.models.config import ModelConfig
-from latentcat.models.layers import VAE, ResidualMLP, gaussian_nll
+from latentcat.models.layers import COLOUR_CENTER, COLOUR_SCALE, VAE, ResidualMLP, gaussian_nll
 
 #: How the mean G magnitude (`latentcat.models.data.dmdt_context`) becomes a coordinate of the
 #: code: (g_mean - CONTEXT_CENTER) / CONTEXT_SCALE, so G = 17 sits at 0 and G = 13 and 21 at
 #: -2 and +2, the spread of a learned latent.
 CONTEXT_CENTER = 17.0
 CONTEXT_SCALE = 2.0
-#: The colour slope's standardisation, as the fold model's (`latentcat.models.fold_vae`).
-COLOUR_CENTER = 0.3
-COLOUR_SCALE = 0.25
 #: Measured coordinates of the code for each ``context`` setting.
 N_FIXED = {"none": 0, "coordinates": 1, "coordinates+colour": 2}
 
@@ -50,6 +47,8 @@ class DmdtVAE(VAE):
         self.latent_dim = config.latent_dim
         self.sigma_floor = config.sigma_floor
         self.n_fixed = N_FIXED[config.context]
+        self.register_buffer("context_center", torch.tensor((CONTEXT_CENTER, COLOUR_CENTER)[: self.n_fixed]), persistent=False)
+        self.register_buffer("context_scale", torch.tensor((CONTEXT_SCALE, COLOUR_SCALE)[: self.n_fixed]), persistent=False)
         n_free = config.latent_dim - self.n_fixed
         self.encoder = ResidualMLP(config.in_dim + self.n_fixed, 2 * n_free, config.width, config.blocks)
         self.decoder = ResidualMLP(config.latent_dim, config.in_dim, config.width, config.blocks)
@@ -65,9 +64,7 @@ class DmdtVAE(VAE):
         if batch["context"].shape[1] < self.n_fixed:
             raise InputError("the dm-dt model takes the colour slope as a coordinate, but the features lack "
                              "colour_slope and colour_slope_err (written by an older latentcat: run the features again)")
-        centre = torch.tensor([CONTEXT_CENTER, COLOUR_CENTER][: self.n_fixed], dtype=batch["context"].dtype)
-        scale = torch.tensor([CONTEXT_SCALE, COLOUR_SCALE][: self.n_fixed], dtype=batch["context"].dtype)
-        context = (batch["context"][:, : self.n_fixed] - centre.to(batch["context"].device)) / scale.to(batch["context"].device)
+        context = (batch["context"][:, : self.n_fixed] - self.context_center) / self.context_scale
         mu, logvar = self.encoder(torch.cat([batch["x"], context], dim=-1)).chunk(2, dim=-1)
         return self.with_fixed(context, mu, logvar)
 

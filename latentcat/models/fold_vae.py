@@ -10,7 +10,7 @@ from torch import nn
 
 from latentcat.errors import InputError
 from latentcat.models.config import ModelConfig
-from latentcat.models.layers import VAE, ResidualMLP, gaussian_nll
+from latentcat.models.layers import COLOUR_CENTER, COLOUR_SCALE, VAE, ResidualMLP, gaussian_nll
 
 
 def phase_encoding(phase: torch.Tensor, harmonics: int) -> torch.Tensor:
@@ -57,8 +57,8 @@ class ConvEncoder(nn.Module):
 #: CONTEXT_SCALE, so a 1 d fold period of a 0.16 mag amplitude and a colour slope of 0.3 sit at
 #: 0; 1 dex of period, 0.5 dex of amplitude and 0.25 of colour slope (about the gap between an
 #: eclipsing binary and a pulsating star) are one unit, the spread of a learned latent.
-CONTEXT_CENTER = (0.0, -0.8, 0.3)
-CONTEXT_SCALE = (1.0, 0.5, 0.25)
+CONTEXT_CENTER = (0.0, -0.8, COLOUR_CENTER)
+CONTEXT_SCALE = (1.0, 0.5, COLOUR_SCALE)
 
 #: Measured coordinates of the code for each ``context`` setting.
 N_FIXED = {"none": 0, "coordinates": 2, "coordinates+colour": 3}

@@ -65,6 +65,12 @@ def gaussian_nll(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, mask: t
     return nll.sum(dim=-1)
 
 
+#: How the colour slope d(BP - RP)/dG (`latentcat.models.data.colour_coordinate`) becomes a
+#: coordinate of the dm-dt or fold code: (slope - COLOUR_CENTER) / COLOUR_SCALE, so 0.3 sits at 0
+#: and 0.25, about the gap between an eclipsing binary and a pulsating star, is one unit.
+COLOUR_CENTER = 0.3
+COLOUR_SCALE = 0.25
+
 #: Log-variance reported for the measured coordinates of a code (`VAE.n_fixed`): they are
 #: measured, not inferred.
 FIXED_LOGVAR = -20.0
