@@ -150,7 +150,7 @@ def main() -> None:
 
     print(f"\nFeature stage, {args.n} simulated sources (seed {args.seed}), one core\n")
     print(f"{'step':<52}{'curves/s/core':>14}")
-    print(f"{'period search, latentcat (nifty-ls + eclipse search)':<52}{ours_rate:>14.1f}")
+    print(f"{'period search, latentcat (NUFFT + eclipse search)':<52}{ours_rate:>14.1f}")
     print(f"{'period search, astropy LombScargle.autopower':<52}{astro_rate:>14.1f}")
     print(f"{'ratio latentcat / astropy':<52}{ours_rate / astro_rate:>14.1f}")
     print(f"{'whole feature step (extract_features, 1 worker)':<52}{whole:>14.1f}")

@@ -10,7 +10,7 @@ from pathlib import Path
 from latentcat.limits import checked_path
 
 PACKAGES = ("latentcat", "numpy", "torch", "pyarrow", "duckdb", "faiss-cpu", "scikit-learn", "joblib",
-            "gaiaxpy", "nifty-ls")
+            "gaiaxpy", "finufft")
 
 
 def software_versions() -> dict[str, str]:

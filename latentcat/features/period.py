@@ -14,8 +14,8 @@ binary is therefore ``2 * period`` (or ``period`` when one eclipse per orbit is 
 The search runs in two passes, which together give the accuracy of a finely sampled
 periodogram at a fraction of its cost:
 
-1. A coarse periodogram with nifty-ls (NUFFT, O(N log N), at the precision ``COARSE_EPS``
-   that ranking its peaks needs) on a common grid of
+1. A coarse periodogram by non-uniform FFT (finufft, O(N log N), in single precision at
+   ``COARSE_EPS``, what ranking its peaks needs; `coarse_periodogram`) on a common grid of
    ``COARSE_SAMPLES_PER_PEAK = 2`` points per peak width ``1/T``, with ``T`` the larger of
    ``REFERENCE_BASELINE`` (1100 d, longer than any DR3 light curve) and the longest span in
    the batch, so for DR3 data every source gets the same grid whatever its neighbours.
@@ -103,7 +103,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-import nifty_ls
+import finufft
 from scipy.special import gammaln
 
 from latentcat.features import eclipse
@@ -111,11 +111,11 @@ from latentcat.features import eclipse
 FMIN = 1e-3
 FMAX = 25.0
 COARSE_SAMPLES_PER_PEAK = 2
-#: The coarse periodogram only ranks peaks for the exact refinement: a NUFFT precision of
-#: COARSE_EPS is enough (nifty-ls' default, 1e-9, costs 15% more time). It keeps the floating
-#: mean: without it (one NUFFT less per curve) the long-period peaks of slow irregular
-#: variables weaken and their scanning-law aliases win again (tests/test_features.py).
-COARSE_EPS = 1e-6
+#: The coarse periodogram only ranks peaks for the exact refinement: single-precision NUFFTs at
+#: COARSE_EPS are enough (`coarse_periodogram`). It keeps the floating mean: without it (one
+#: NUFFT less per curve) the long-period peaks of slow irregular variables weaken and their
+#: scanning-law aliases win again (tests/test_features.py).
+COARSE_EPS = 1e-5
 N_CANDIDATES = 5
 REFERENCE_BASELINE = 1100.0  # d; sets the coarse grid step (DR3 spans up to ~1050 d)
 REFINE_POINTS = 21
@@ -179,7 +179,7 @@ SPURIOUS_FREQUENCIES = np.array(
 )
 
 _MAX_CELLS_PER_BATCH = 2_000_000
-_COARSE_BATCH = 16  # sources sharing one NUFFT plan
+_COARSE_BATCH = 16  # sources sharing one NUFFT
 _ECLIPSE_BATCH = 32  # light curves per eclipse search (bounds memory)
 
 
@@ -278,27 +278,32 @@ def _gls_terms(time: np.ndarray, mag: np.ndarray, err: np.ndarray) -> tuple:
 
 
 def _gls_from_phasors(z: np.ndarray, terms: tuple) -> np.ndarray:
-    """The power (b, f) from the phasors ``exp(2 pi i f t)`` (b, f, m) and `_gls_terms`.
-
-    With the weights summing to 1: ``C + iS = sum w z``, ``YC + iYS = sum w y z``, and the
-    second moments from ``sum w z^2`` (``cos^2 = (1 + cos 2x) / 2``, ``sin^2 = (1 - cos 2x) / 2``,
-    ``cos sin = sin 2x / 2``), so three weighted sums of complex numbers give every term.
-    """
+    """The power (b, f) from the phasors ``exp(2 pi i f t)`` (b, f, m) and `_gls_terms`: three
+    weighted sums of them (``sum w z``, ``sum w y z``, ``sum w z^2``) give every term
+    (`_gls_from_sums`)."""
     w, y, _, yy, valid = terms
     # einsum, not matmul: numpy's matmul hands each small product to a multithreaded BLAS,
     # which in a feature worker beside others costs more than the sums themselves
     first = np.einsum("bfm,bmk->bfk", z, np.stack([w, w * y], axis=2).astype(z.dtype))  # (b, f, 2)
     second = np.einsum("bfm,bm->bf", z * z, w.astype(z.dtype))
-    C, S = first[..., 0].real, first[..., 0].imag
-    YC, YS = first[..., 1].real, first[..., 1].imag
-    CC = 0.5 * (1.0 + second.real) - C * C
-    SS = 0.5 * (1.0 - second.real) - S * S
-    CS = 0.5 * second.imag - C * S
-    D = CC * SS - CS * CS
-    with np.errstate(invalid="ignore", divide="ignore"):
-        p = (SS * YC * YC + CC * YS * YS - 2.0 * CS * YC * YS) / (yy * D)
+    p = _gls_from_sums(first[..., 0], first[..., 1], second, yy)
     p[valid.sum(axis=1) < 3] = np.nan
     return p
+
+
+def _gls_from_sums(w_sum: np.ndarray, wy_sum: np.ndarray, w_sum2: np.ndarray, yy: np.ndarray) -> np.ndarray:
+    """The generalised Lomb-Scargle power from ``C + iS = sum w exp(iwt)``,
+    ``YC + iYS = sum w y exp(iwt)`` and ``sum w exp(2iwt)`` (weights summing to 1, ``y``
+    centred) and ``yy = sum w y^2``; the second moments follow from ``cos^2 = (1 + cos 2x) / 2``,
+    ``sin^2 = (1 - cos 2x) / 2`` and ``cos sin = sin 2x / 2``."""
+    C, S = w_sum.real, w_sum.imag
+    YC, YS = wy_sum.real, wy_sum.imag
+    CC = 0.5 * (1.0 + w_sum2.real) - C * C
+    SS = 0.5 * (1.0 - w_sum2.real) - S * S
+    CS = 0.5 * w_sum2.imag - C * S
+    D = CC * SS - CS * CS
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (SS * YC * YC + CC * YS * YS - 2.0 * CS * YC * YS) / (yy * D)
 
 
 def baluev_fap(power: np.ndarray, n_obs: np.ndarray, time: np.ndarray, err: np.ndarray, fmax: float = FMAX) -> np.ndarray:
@@ -333,14 +338,69 @@ def baluev_fap(power: np.ndarray, n_obs: np.ndarray, time: np.ndarray, err: np.n
     return -np.expm1(-tau) + fap_single * np.exp(-tau)
 
 
-def coarse_candidates(time: np.ndarray, mag: np.ndarray, err: np.ndarray, n_peaks: int = N_CANDIDATES) -> tuple[np.ndarray, float]:
-    """The best local maxima of the coarse periodograms of a small batch of sources, overall and
-    at long periods.
+def coarse_periodogram(time: np.ndarray, mag: np.ndarray, err: np.ndarray, fmin: float, df: float,
+                       n_freq: int) -> np.ndarray:
+    """Generalised Lomb-Scargle power of a small batch of light curves on the grid
+    ``fmin + k * df`` (``k < n_freq``), by non-uniform FFT (finufft).
 
-    nifty-ls batches series that share one time array, so the batch is put on the union of
-    its epochs: each source keeps its own points and gets zero weight (infinite error) on the
-    others', which leaves its periodogram exactly unchanged. One NUFFT plan then serves the
-    whole batch.
+    The batch is put on the union of its epochs: each source keeps its own points and gets
+    zero weight on the others', which leaves its periodogram exactly unchanged, so one NUFFT
+    plan serves the whole batch (and, cached, every batch of the same size). Three type-1
+    transforms give at every grid frequency the weighted sums ``sum w exp(iwt)``,
+    ``sum w y exp(iwt)`` and ``sum w exp(2iwt)``, from which `_gls_from_sums` makes the power,
+    the same statistic as `gls_power`.
+
+    The transforms run in single precision at ``COARSE_EPS``, enough to rank peaks for the
+    exact refinement: with the times taken from the middle of the batch's span the phases stay
+    within +-pi/2 (+-pi for the doubled ones), where float32 rounding moves the highest
+    mode's phase by about 3e-3 rad.
+
+    Parameters
+    ----------
+    time, mag, err : float arrays (b, m)
+        NaN-padded light curves; ``df * span <= 1/2`` for the batch's whole span.
+    fmin, df : float
+        First frequency and step of the grid (c/d).
+    n_freq : int
+        Number of grid frequencies.
+
+    Returns
+    -------
+    float32 array (b, n_freq)
+    """
+    valid = np.isfinite(mag)
+    t_all = time[valid]
+    t_mid = 0.5 * (t_all.min() + t_all.max())
+    rows, cols = np.nonzero(valid)[0], np.arange(len(t_all))
+    w = np.zeros((len(time), len(t_all)))
+    y = np.zeros_like(w)
+    w[rows, cols] = 1.0 / err[valid] ** 2
+    y[rows, cols] = mag[valid]
+    w /= w.sum(axis=1, keepdims=True)
+    y -= (w * y).sum(axis=1, keepdims=True)
+    x = 2.0 * np.pi * df * (t_all - t_mid)  # mode k - n_freq // 2 of the transform is grid frequency k
+    shift = np.exp(1j * (n_freq // 2 + fmin / df) * x)
+    first = _nufft_plan(n_freq, 2 * len(time))
+    first.setpts(x.astype(np.float32))
+    sums = first.execute(np.concatenate([w * shift, w * y * shift]).astype(np.complex64))
+    second = _nufft_plan(n_freq, len(time))
+    second.setpts((2.0 * x).astype(np.float32))
+    double = second.execute((w * shift**2).astype(np.complex64))
+    b = len(time)
+    return _gls_from_sums(sums[:b], sums[b:], double, (w * y * y).sum(axis=1, keepdims=True).astype(np.float32))
+
+
+@functools.lru_cache(maxsize=8)
+def _nufft_plan(n_modes: int, n_trans: int) -> finufft.Plan:
+    """A single-precision type-1 NUFFT plan of ``n_trans`` transforms (kept: each batch of a
+    survey reuses it)."""
+    return finufft.Plan(1, (n_modes,), n_trans=n_trans, eps=COARSE_EPS, dtype=np.complex64, nthreads=1,
+                        upsampfac=1.25)
+
+
+def coarse_candidates(time: np.ndarray, mag: np.ndarray, err: np.ndarray, n_peaks: int = N_CANDIDATES) -> tuple[np.ndarray, float]:
+    """The best local maxima of the coarse periodograms (`coarse_periodogram`) of a small batch
+    of sources, overall and at long periods.
 
     Parameters
     ----------
@@ -358,24 +418,12 @@ def coarse_candidates(time: np.ndarray, mag: np.ndarray, err: np.ndarray, n_peak
     df : float
         The coarse grid step (c/d).
     """
-    valid = np.isfinite(mag)
-    t_all = time[valid]
-    t0 = t_all.min()
-    order = np.argsort(t_all, kind="stable")
-    rows = np.nonzero(valid)[0][order]
-    y = np.zeros((len(time), len(t_all)))
-    dy = np.full((len(time), len(t_all)), np.inf)
-    cols = np.arange(len(t_all))
-    y[rows, cols] = mag[valid][order]
-    dy[rows, cols] = err[valid][order]
-    span = np.nanmax(time, axis=1) - np.nanmin(time, axis=1)
-    df = 1.0 / (COARSE_SAMPLES_PER_PEAK * max(REFERENCE_BASELINE, span.max()))
-    res = nifty_ls.lombscargle(
-        t_all[order] - t0, y, dy, fmin=FMIN, fmax=FMAX, Nf=int(np.ceil((FMAX - FMIN) / df)) + 1,
-        backend="finufft", nthreads=1, finufft_kwargs={"eps": COARSE_EPS},
-    )
-    freq = res.freq()
-    power = np.where(_grid_mask(FMIN, res.df, freq.size)[None, :], -np.inf, res.power)
+    span = np.nanmax(time) - np.nanmin(time)
+    n_freq = int(np.ceil((FMAX - FMIN) * COARSE_SAMPLES_PER_PEAK * max(REFERENCE_BASELINE, span))) + 1
+    df = (FMAX - FMIN) / (n_freq - 1)  # FMIN to FMAX, at least COARSE_SAMPLES_PER_PEAK per 1/T
+    freq = FMIN + df * np.arange(n_freq)
+    power = coarse_periodogram(time, mag, err, FMIN, df, n_freq)
+    power[:, _grid_mask(FMIN, df, n_freq)] = -np.inf
     peak = np.full(power.shape, -np.inf)
     inner = (power[:, 1:-1] >= power[:, :-2]) & (power[:, 1:-1] >= power[:, 2:])
     peak[:, 1:-1] = np.where(inner, power[:, 1:-1], -np.inf)
@@ -383,7 +431,7 @@ def coarse_candidates(time: np.ndarray, mag: np.ndarray, err: np.ndarray, n_peak
     peak[:, -1] = np.where(power[:, -1] >= power[:, -2], power[:, -1], -np.inf)
     n_long = max(1, int(np.searchsorted(freq, F_LONG)))  # the grid ascends: periods above 10 d come first
     long = freq[_top_peaks(peak[:, :n_long], N_LONG)]
-    return np.concatenate([freq[_top_peaks(peak, n_peaks)], long], axis=1), res.df
+    return np.concatenate([freq[_top_peaks(peak, n_peaks)], long], axis=1), df
 
 
 @functools.lru_cache(maxsize=8)
