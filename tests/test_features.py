@@ -231,6 +231,10 @@ def test_visit_window_from_pairs_equals_its_definition(real_curves):
         for j, f in enumerate(freq[i]):
             want = sum(abs(np.exp(2j * np.pi * f * v).sum()) ** 2 for v in several) / sum(v.size**2 for v in several)
             assert got[i, j] == pytest.approx(want, rel=1e-9, abs=1e-12)
+    # the alias-band edges' grid, by recurrence, is the same window
+    grid = period.EDGE_STEP * np.arange(1, 301)
+    np.testing.assert_allclose(period._visit_window_on_grid(t, period.EDGE_STEP, 300),
+                               period.visit_window(t, np.tile(grid, (len(t), 1))), rtol=1e-9, atol=1e-12)
 
 
 def test_grid_power_equals_the_exact_power_at_each_frequency(real_curves):
