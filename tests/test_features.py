@@ -266,6 +266,17 @@ def test_coarse_periodogram_ranks_like_the_exact_power_on_real_curves(real_curve
     best = np.argmax(p)
     assert p[best] == pytest.approx(period.gls_power(ts[None], ms[None], es, np.array([[period.FMIN + df * best]]))[0, 0], abs=1e-3)
     assert p.max() <= 1.0
+    # the densest 30 days of one real curve beside the whole curve: at the lowest frequencies (a
+    # fraction of a cycle over 30 days) single precision alone would give powers far above 1
+    starts = t[0][np.isfinite(t[0])]
+    start = max(starts, key=lambda a: np.sum((t[0] >= a) & (t[0] < a + 30)))
+    short = (t[0] >= start) & (t[0] < start + 30)
+    assert short.sum() >= 20
+    pair = [np.stack([a[0], np.where(short, a[0], np.nan)]) for a in (t, m, e)]
+    pair = [np.take_along_axis(a, np.argsort(~np.isfinite(pair[0]), axis=1, kind="stable"), axis=1) for a in pair]
+    low = period.coarse_periodogram(*pair, period.FMIN, df, n_freq)[:, :400]
+    exact = period.gls_power(*pair, np.tile(period.FMIN + df * np.arange(400), (2, 1)))
+    np.testing.assert_allclose(low, exact, atol=5e-3)
 
 
 def test_reliability_separates_periodic_from_stochastic_curves():
