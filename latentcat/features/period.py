@@ -404,10 +404,9 @@ def coarse_periodogram(time: np.ndarray, mag: np.ndarray, err: np.ndarray, fmin:
     # sums, beyond single precision: those frequencies exactly
     row, col = np.nonzero(~(denominator >= EXACT_BELOW_DENOMINATOR))
     if len(row):
-        rows, first, count = np.unique(row, return_index=True, return_counts=True)
-        pick = first[:, None] + np.minimum(np.arange(count.max()), count[:, None] - 1)  # padded with the row's last
-        freq = fmin + df * col[pick]
-        power[rows[:, None], col[pick]] = gls_power(time[rows], mag[rows], err[rows], freq)
+        ill, start, count = np.unique(row, return_index=True, return_counts=True)
+        pick = start[:, None] + np.minimum(np.arange(count.max()), count[:, None] - 1)  # padded with the row's last
+        power[ill[:, None], col[pick]] = gls_power(time[ill], mag[ill], err[ill], fmin + df * col[pick])
     return power
 
 
